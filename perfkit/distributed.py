@@ -1,0 +1,77 @@
+"""Rank and world helpers over torch.distributed.
+
+Everything here works without torch.distributed being initialised (a single process is rank 0 of a
+world of 1) and reads the launcher's environment (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
+set by torchrun) when no process group exists yet. torch is imported lazily.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+
+def _dist() -> Any | None:
+    """torch.distributed when it is imported, available and initialised, else None."""
+    if "torch" not in sys.modules:
+        return None
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist
+    return None
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as err:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from err
+
+
+def is_distributed() -> bool:
+    """True when a torch.distributed process group with more than one rank is active."""
+    return world_size() > 1 and _dist() is not None
+
+
+def rank() -> int:
+    """Global rank of this process (0 when not distributed)."""
+    dist = _dist()
+    return int(dist.get_rank()) if dist is not None else _env_int("RANK", 0)
+
+
+def world_size() -> int:
+    """Number of processes in the job (1 when not distributed)."""
+    dist = _dist()
+    return int(dist.get_world_size()) if dist is not None else _env_int("WORLD_SIZE", 1)
+
+
+def local_rank() -> int:
+    """Rank of this process on its node."""
+    return _env_int("LOCAL_RANK", 0)
+
+
+def local_world_size() -> int:
+    """Processes per node (the M of the seeds' NxM layout)."""
+    return _env_int("LOCAL_WORLD_SIZE", world_size())
+
+
+def layout() -> str:
+    """Nodes x processes per node as the seeds write it: "1x1", "1x8", "2x8"."""
+    per_node = max(1, local_world_size())
+    nodes = max(1, world_size() // per_node)
+    return f"{nodes}x{per_node}"
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Gather one picklable object from every rank, in rank order; ``[obj]`` when not distributed."""
+    dist = _dist()
+    if dist is None or dist.get_world_size() == 1:
+        return [obj]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
