@@ -13,7 +13,17 @@ from perfkit.run import Phase, Run, RunError, timed
 
 __version__ = "0.1.0"
 
-__all__ = ["Phase", "Run", "RunError", "__version__", "analysis", "flops", "metrics", "probes", "timed"]
+__all__ = [
+    "Phase",
+    "Run",
+    "RunError",
+    "__version__",
+    "analysis",
+    "flops",
+    "metrics",
+    "probes",
+    "timed",
+]
 
 _LAZY_SUBMODULES = frozenset({"analysis", "flops", "metrics", "probes", "distributed", "records"})
 

@@ -68,7 +68,7 @@ def layout() -> str:
 
 
 def all_gather_object(obj: Any) -> list[Any]:
-    """Gather one picklable object from every rank, in rank order; ``[obj]`` when not distributed."""
+    """Gather a picklable object from every rank, in rank order; ``[obj]`` when not distributed."""
     dist = _dist()
     if dist is None or dist.get_world_size() == 1:
         return [obj]

@@ -1,0 +1,951 @@
+"""Run and Phase: lifetime, timing, sample counting, summary and record writing.
+
+A :class:`Run` spans one benchmark (a training job or an inference pass); inside it, phases of kind
+``"train"``, ``"val"`` or ``"infer"`` wrap the loops. :meth:`Phase.iterate` wraps any iterable: the
+time blocked in ``next()`` is IO, the loop body is compute, unless the user marks finer windows
+with :meth:`Phase.io` and :meth:`Phase.compute`. The summary uses FlagPerf's metric names
+(../shared/flagperf-metrics.md):
+
+========== =================================================================================
+metric     definition
+========== =================================================================================
+e2e_time   run start (or process start, ``e2e_from="process"``) to run end, seconds
+p_whole    train samples / (first train phase start to end of the last train/val phase), 1/s
+p_train    train samples / sum of train phase wall times (evaluation excluded), 1/s
+p_core     train samples / sum of train compute windows (IO excluded), 1/s
+p_val_*    val samples / val wall time (whole) or val compute time (core), 1/s
+p_infer_*  infer samples / infer wall time (whole) or infer compute time (core), 1/s
+========== =================================================================================
+
+Compute windows on an accelerator are timed with device events resolved lazily (no sync per step,
+one at phase end); on the CPU with the host clock.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import platform
+import socket
+import sys
+import time
+import weakref
+from array import array
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from perfkit import distributed
+from perfkit.records import (
+    META_FILE,
+    RECORDS_FILE,
+    SCHEMA_VERSION,
+    SUMMARY_FILE,
+    RecordWriter,
+    make_record,
+    write_json_atomic,
+)
+from perfkit.timing import Clock, EventTimer, HostTimer, SyncingHostTimer, WindowTimer, host_clock
+
+PHASE_KINDS = ("train", "val", "infer")
+SYNC_MODES = ("phase", "step")
+E2E_FROM = ("run", "process")
+
+#: Summary key prefixes of each phase kind's throughput, as the seeds name them.
+_THROUGHPUT_NAMES = {
+    "train": ("p_train", "p_core"),
+    "val": ("p_val_whole", "p_val_core"),
+    "infer": ("p_infer_whole", "p_infer_core"),
+}
+_PERCENTILES = (50, 90, 99)
+_NO_STEP = -1  # compute windows outside iterate() belong to the phase, not to a step
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_active_run: Run | None = None
+
+
+class RunError(RuntimeError):
+    """A Run or Phase used in a way that cannot give honest numbers."""
+
+
+def active_run() -> Run | None:
+    """The Run currently started in this process, or None."""
+    return _active_run
+
+
+# --------------------------------------------------------------------------------------------
+# Sample counting
+
+
+def count_samples(batch: Any) -> int:
+    """Samples in one batch: the first tensor's leading dimension, or len of a list of images.
+
+    ``(images, labels)`` -> ``len(images)`` along dim 0; ``(list_of_image_tensors, targets)``
+    (torchvision detection) -> the list's length; a dict -> its first tensor value.
+    """
+    first = batch
+    if isinstance(batch, Mapping):
+        first = next((v for v in batch.values() if hasattr(v, "shape")), None)
+    elif isinstance(batch, (list, tuple)) and batch:
+        first = batch[0]
+        if isinstance(first, (list, tuple)):
+            return len(first)
+    shape = getattr(first, "shape", None)
+    if shape is not None and len(shape) > 0:
+        return int(shape[0])
+    raise RunError(
+        f"cannot count the samples of a batch of type {type(batch).__name__}: pass "
+        "iterate(..., samples=N) with an int, or a callable batch -> int"
+    )
+
+
+def _sample_counter(samples: int | Callable[[Any], int] | None) -> Callable[[Any], int]:
+    if samples is None:
+        return count_samples
+    if callable(samples):
+        return samples
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+        raise ValueError(
+            f"samples must be a non-negative int or a callable batch -> int, got {samples!r}"
+        )
+    fixed = samples
+    return lambda _batch: fixed
+
+
+# --------------------------------------------------------------------------------------------
+# Windows
+
+
+class _IOWindow:
+    """``with phase.io():`` - host-timed IO inside a step (for example a host-to-device copy)."""
+
+    __slots__ = ("_phase", "_start")
+
+    def __init__(self, phase: Phase) -> None:
+        self._phase = phase
+        self._start = 0.0
+
+    def __enter__(self) -> _IOWindow:
+        self._phase._check_active("io()")
+        self._phase._begin_io()
+        self._start = self._phase._clock()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._phase._end_io(self._phase._clock() - self._start)
+
+
+class _ComputeWindow:
+    """``with phase.compute():`` - a compute window, device-timed on accelerators."""
+
+    __slots__ = ("_phase", "_start")
+
+    def __init__(self, phase: Phase) -> None:
+        self._phase = phase
+        self._start: Any = None
+
+    def __enter__(self) -> _ComputeWindow:
+        phase = self._phase
+        phase._check_active("compute()")
+        if phase._compute_open:
+            raise RunError(
+                f"compute() re-entered in phase {phase.name!r}: compute windows do not nest"
+            )
+        phase._compute_open = True
+        self._start = phase._timer.mark()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        phase = self._phase
+        phase._compute_open = False
+        phase._add_window(self._start, phase._timer.mark(), explicit=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Phase
+
+
+class Phase:
+    """One pass of a loop (an epoch of training, a validation pass, an inference pass).
+
+    Create phases with :meth:`Run.phase`; use them as context managers. Units: seconds, samples.
+    """
+
+    def __init__(self, run: Run, kind: str, name: str, index: int) -> None:
+        self.run = run
+        self.kind = kind
+        self.name = name
+        self.index = index
+        self.samples = 0
+        self.steps = 0
+        self.io_s = 0.0
+        self.compute_s = 0.0
+        self.start_t = math.nan
+        self.end_t = math.nan
+        self._clock: Clock = run._clock
+        self._timer: WindowTimer = run._timer
+        self._state = "new"
+        self._step_walls = array("d")
+        # Per-step state: the step index windows belong to, IO so far, implicit window start.
+        self._step = -1
+        self._in_step = False
+        self._step_io = 0.0
+        self._explicit = False
+        self._implicit_start: Any = None
+        self._implicit_windows: list[tuple[Any, Any]] = []
+        self._compute_open = False
+        # Compute windows waiting for the device: (step, start mark, end mark).
+        self._pending: deque[tuple[int, Any, Any]] = deque()
+        self._compute_by_step: dict[int, float] = {}
+        # Finished steps waiting for their compute time and the next flush: (step, t, wall, io, n).
+        self._rows: list[tuple[int, float, float, float, int]] = []
+        self._tentative: tuple[int, float, float, float, int] | None = None
+        self._loop: weakref.ReferenceType[Generator[Any, None, None]] | None = None
+        self._io = _IOWindow(self)
+        self._compute = _ComputeWindow(self)
+        self._line_prefix = json.dumps(
+            {"run_id": run.run_id, "rank": run.rank, "phase": name}, separators=(",", ":")
+        )[:-1]
+
+    # -- lifetime ------------------------------------------------------------------------
+    def __enter__(self) -> Phase:
+        if self._state != "new":
+            raise RunError(f"phase {self.name!r} was already used; start a new run.phase(...)")
+        self.run._begin_phase(self)
+        self._state = "active"
+        self.start_t = self.run._elapsed()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._finish(failed=exc_type is not None)
+
+    def _finish(self, failed: bool) -> None:
+        if self._state != "active":
+            return
+        loop = self._loop() if self._loop is not None else None
+        if loop is not None:
+            loop.close()
+        if self._tentative is not None and not failed:
+            self._commit_step(*self._tentative)
+        self._tentative = None
+        if self._pending:
+            self._timer.synchronize()  # the one sync of the phase
+        self._resolve()
+        self.end_t = self.run._elapsed()
+        self._state = "ended"
+        self.run._end_phase(self)
+
+    def _check_active(self, what: str) -> None:
+        if self._state != "active":
+            state = "has not started" if self._state == "new" else "has ended"
+            raise RunError(f"{what} used on phase {self.name!r}, which {state}")
+
+    # -- public API ----------------------------------------------------------------------
+    @property
+    def wall_s(self) -> float:
+        """Wall time of the phase in seconds (so far, while it runs)."""
+        end = self.end_t if self._state == "ended" else self.run._elapsed()
+        return end - self.start_t
+
+    def iterate(
+        self, iterable: Iterable[Any], *, samples: int | Callable[[Any], int] | None = None
+    ) -> Iterator[Any]:
+        """Yield the batches of ``iterable``, timing each step.
+
+        Time blocked in ``next()`` is IO, and so is time in the body's :meth:`io` windows; the
+        rest of the loop body is compute - unless the body marks compute windows with
+        :meth:`compute`, which then count alone for that step.
+        ``samples``: an int per batch, or a callable batch -> int; by default counted from the
+        batch (:func:`count_samples`).
+        """
+        self._check_active("iterate()")
+        try:
+            iterator = iter(iterable)
+        except TypeError:
+            raise TypeError(
+                "iterate(iterable) needs an iterable (a DataLoader, a list, a generator), "
+                f"got {type(iterable).__name__}"
+            ) from None
+        if self._tentative is not None:  # an earlier loop of this phase was left by break
+            self._commit_step(*self._tentative)
+            self._tentative = None
+        loop = self._steps(iterator, _sample_counter(samples))
+        self._loop = weakref.ref(loop)
+        return loop
+
+    def io(self) -> _IOWindow:
+        """Context manager marking host-side IO inside a step (host-to-device copy, decoding)."""
+        return self._io
+
+    def compute(self) -> _ComputeWindow:
+        """Context manager marking a compute window; once used, only marked windows count."""
+        return self._compute
+
+    # -- step loop -----------------------------------------------------------------------
+    def _steps(
+        self, iterator: Iterator[Any], counter: Callable[[Any], int]
+    ) -> Generator[Any, None, None]:
+        clock = self._clock
+        timer = self._timer
+        while True:
+            t0 = clock()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                self.io_s += clock() - t0  # the last wait for data is IO too
+                return
+            t1 = clock()
+            self._step = step = self.steps
+            self._in_step = True
+            self._step_io = t1 - t0
+            self._explicit = False
+            self._implicit_start = timer.mark()
+            n = counter(batch)
+            try:
+                yield batch
+            except GeneratorExit:
+                # The loop was left (break, or an exception in the body): the step counts
+                # only if the phase then ends normally.
+                self._tentative = self._close_step(step, t0, n)
+                raise
+            self._commit_step(*self._close_step(step, t0, n))
+
+    def _close_step(self, step: int, t0: float, n: int) -> tuple[int, float, float, float, int]:
+        self._end_implicit_window()
+        self._in_step = False
+        windows = self._implicit_windows
+        if self._explicit:
+            for start, end in windows:
+                self._timer.release(start)
+                self._timer.release(end)
+        else:
+            pending = self._pending
+            for start, end in windows:
+                pending.append((step, start, end))
+        windows.clear()
+        t2 = self._clock()
+        return (step, t2 - self.run._t0, t2 - t0, self._step_io, n)
+
+    def _commit_step(self, step: int, t: float, wall: float, io: float, n: int) -> None:
+        self.steps += 1
+        self.samples += n
+        self.io_s += io
+        self._step_walls.append(wall)
+        self._rows.append((step, t, wall, io, n))
+        self._resolve()
+        self.run._maybe_flush(t)
+
+    def _end_implicit_window(self) -> None:
+        if self._implicit_start is not None:
+            self._implicit_windows.append((self._implicit_start, self._timer.mark()))
+            self._implicit_start = None
+
+    def _begin_io(self) -> None:
+        # The implicit compute window pauses while the step does IO.
+        if self._in_step:
+            self._end_implicit_window()
+
+    def _end_io(self, seconds: float) -> None:
+        if not self._in_step:
+            self.io_s += seconds
+            return
+        self._step_io += seconds
+        self._implicit_start = self._timer.mark()
+
+    def _add_window(self, start: Any, end: Any, *, explicit: bool) -> None:
+        if explicit and self._in_step:
+            self._explicit = True
+        self._pending.append((self._step if self._in_step else _NO_STEP, start, end))
+
+    def _resolve(self) -> None:
+        """Turn every window whose end the device has reached into seconds (never blocks)."""
+        timer = self._timer
+        pending = self._pending
+        by_step = self._compute_by_step
+        while pending and timer.ready(pending[0][2]):
+            step, start, end = pending.popleft()
+            seconds = timer.elapsed_s(start, end)
+            timer.release(start)
+            timer.release(end)
+            self.compute_s += seconds
+            if step != _NO_STEP:
+                by_step[step] = by_step.get(step, 0.0) + seconds
+
+    def _drain_lines(self) -> list[str]:
+        """JSON lines of the finished steps whose compute windows have all resolved."""
+        self._resolve()
+        steps = [step for step, _, _ in self._pending if step != _NO_STEP]
+        boundary = steps[0] if steps else math.inf
+        ready = [row for row in self._rows if row[0] < boundary]
+        if not ready:
+            return []
+        self._rows = [row for row in self._rows if row[0] >= boundary]
+        prefix = self._line_prefix
+        by_step = self._compute_by_step
+        lines = []
+        for step, t, wall, io, n in ready:
+            head = f'{prefix},"step":{step},"name":'
+            tail = f',"t":{t!r},"device":null,"note":null}}'
+            compute = by_step.pop(step, 0.0)
+            lines.append(f'{head}"step_time","value":{wall!r},"unit":"s"{tail}')
+            lines.append(f'{head}"io_time","value":{io!r},"unit":"s"{tail}')
+            lines.append(f'{head}"compute_time","value":{compute!r},"unit":"s"{tail}')
+            lines.append(f'{head}"samples","value":{n},"unit":"samples"{tail}')
+        return lines
+
+    # -- results -------------------------------------------------------------------------
+    def step_time_percentiles(self) -> dict[int, float]:
+        """Step wall-time percentiles in seconds ({50: p50, 90: p90, 99: p99}); {} without steps."""
+        return _percentiles(self._step_walls)
+
+    def stats(self) -> dict[str, Any]:
+        """This phase's figures: samples, steps, wall / io / compute seconds, throughputs."""
+        wall = self.wall_s
+        stats: dict[str, Any] = {
+            "name": self.name,
+            "kind": self.kind,
+            "index": self.index,
+            "start_t": self.start_t,
+            "end_t": self.end_t,
+            "samples": self.samples,
+            "steps": self.steps,
+            "wall_s": wall,
+            "io_s": self.io_s,
+            "compute_s": self.compute_s,
+        }
+        stats.update(_rate_fields("", self.samples, wall, self.io_s, self.compute_s))
+        for q, value in self.step_time_percentiles().items():
+            stats[f"step_time_p{q}_s"] = value
+        return stats
+
+
+def _percentiles(values: array[float]) -> dict[int, float]:
+    if not values:
+        return {}
+    import numpy as np
+
+    data = np.frombuffer(values, dtype=np.float64)
+    return {
+        q: float(v) for q, v in zip(_PERCENTILES, np.percentile(data, _PERCENTILES), strict=True)
+    }
+
+
+def _rate_fields(
+    prefix: str, samples: int, wall: float, io: float, compute: float
+) -> dict[str, float]:
+    """io_fraction (IO seconds / wall seconds) and throughputs (samples/s), only where the
+    denominators are positive."""
+    fields: dict[str, float] = {}
+    if wall > 0:
+        fields[f"{prefix}io_fraction"] = io / wall
+        fields[f"{prefix}throughput_whole"] = samples / wall
+    if compute > 0:
+        fields[f"{prefix}throughput_core"] = samples / compute
+    return fields
+
+
+# --------------------------------------------------------------------------------------------
+# Run
+
+
+class Run:
+    """One benchmark run: a context manager (or ``start()`` / ``stop()``) that owns the records.
+
+    Args:
+        name: run name; the run directory is ``<out_dir>/<name>-<UTC timestamp>-<pid>``.
+        out_dir: folder for run directories (created if missing).
+        config: JSON-serialisable settings written into the metadata (precision, bs, ...).
+        e2e_from: ``"run"`` (default) or ``"process"`` - start e2e_time at process start, as
+            FlagPerf does.
+        device: ``"auto"`` (CUDA, then any torch accelerator, else CPU), a device string such as
+            ``"cuda:1"``, or a ``torch.device``.
+        sync: ``"phase"`` (default: device events, one sync at phase end) or ``"step"`` (sync the
+            device at every window edge and read the host clock - FlagPerf's ResNet-50 habit).
+        clock: host clock returning seconds (injectable for tests).
+        device_timer: window timer (injectable for tests; see :mod:`perfkit.timing`).
+        flush_interval_s: records reach the disk at least this often (at step ends), seconds.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        out_dir: str | os.PathLike[str] = "runs",
+        config: Mapping[str, Any] | None = None,
+        *,
+        e2e_from: str = "run",
+        device: Any = "auto",
+        sync: str = "phase",
+        clock: Clock | None = None,
+        device_timer: WindowTimer | None = None,
+        flush_interval_s: float = 2.0,
+    ) -> None:
+        if not isinstance(name, str) or not name or any(c in name for c in "/\\\0"):
+            raise ValueError(f"name must be a non-empty string without path separators: {name!r}")
+        if e2e_from not in E2E_FROM:
+            raise ValueError(f"e2e_from must be one of {E2E_FROM}, got {e2e_from!r}")
+        if sync not in SYNC_MODES:
+            raise ValueError(f"sync must be one of {SYNC_MODES}, got {sync!r}")
+        if not (isinstance(flush_interval_s, (int, float)) and flush_interval_s > 0):
+            raise ValueError(
+                f"flush_interval_s must be a positive number, got {flush_interval_s!r}"
+            )
+        self.name = name
+        self.out_dir = Path(out_dir)
+        self.config = _check_config(config)
+        self.e2e_from = e2e_from
+        self.sync = sync
+        self.flush_interval_s = float(flush_interval_s)
+        self._device_arg = device
+        self._clock: Clock = clock or host_clock
+        self._injected_timer = device_timer
+        self._timer: WindowTimer = device_timer or HostTimer(self._clock)
+        self.rank = distributed.rank()
+        self.world_size = distributed.world_size()
+        self.run_id = ""
+        self.run_dir: Path | None = None
+        self.device = "cpu"
+        self.status = "new"
+        self.error: str | None = None
+        self.logged: dict[str, float] = {}
+        self.phases: list[Phase] = []
+        self.meta: dict[str, Any] = {}
+        self._active_phase: Phase | None = None
+        self._writer: RecordWriter | None = None
+        self._t0 = 0.0
+        self._end_elapsed: float | None = None
+        self._e2e_offset = 0.0
+        self._next_flush = math.inf
+        self._phase_counts: dict[str, int] = {}
+        self._final_summary: dict[str, Any] | None = None
+
+    # -- lifetime ------------------------------------------------------------------------
+    def __enter__(self) -> Run:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop(exc)
+
+    def start(self) -> Run:
+        """Start the run: resolve the device, create the run directory, write the metadata."""
+        global _active_run
+        if self.status != "new":
+            raise RunError(f"run {self.name!r} was already started; create a new Run")
+        if _active_run is not None:
+            raise RunError(
+                f"run {self.name!r} started while run {_active_run.name!r} is active: runs do "
+                "not nest; stop the first run, or use phases inside one run"
+            )
+        self.device = _resolve_device(self._device_arg)
+        if self._injected_timer is None:
+            self._timer = _make_timer(self.device, self.sync, self._clock)
+        started = datetime.now(timezone.utc)
+        self.run_id = f"{self.name}-{started:%Y%m%d-%H%M%S}-{os.getpid()}"
+        self.run_dir = _make_run_dir(self.out_dir, self.run_id)
+        self._writer = RecordWriter(self.run_dir / _records_file(self.rank))
+        self._t0 = self._clock()
+        if self.e2e_from == "process":
+            import psutil
+
+            self._e2e_offset = max(0.0, time.time() - psutil.Process().create_time())
+        self._next_flush = self._t0 + self.flush_interval_s
+        self.meta = self._metadata(started)
+        if self.rank == 0:
+            write_json_atomic(self.run_dir / META_FILE, self.meta)
+        self.status = "running"
+        _active_run = self
+        return self
+
+    def stop(self, exc: BaseException | None = None) -> dict[str, Any]:
+        """End the run; ``exc`` marks it failed. Writes summary.json atomically; returns it."""
+        global _active_run
+        if self.status != "running":
+            if self._final_summary is not None:
+                return self._final_summary
+            raise RunError(f"run {self.name!r} was never started")
+        failed = exc is not None
+        try:
+            if self._active_phase is not None:
+                self._active_phase._finish(failed=failed)
+        finally:
+            self._end_elapsed = self._elapsed()
+            self.status = "failed" if failed else "ok"
+            if failed:
+                self.error = f"{type(exc).__name__}: {exc}"
+            _active_run = None
+            self._final_summary = self.summary()
+            assert self._writer is not None and self.run_dir is not None
+            self._writer.close()
+            if self.rank == 0:
+                write_json_atomic(self.run_dir / SUMMARY_FILE, self._final_summary)
+        return self._final_summary
+
+    # -- phases --------------------------------------------------------------------------
+    def phase(self, kind: str, name: str | None = None) -> Phase:
+        """A new phase of ``kind`` ("train", "val" or "infer"); ``name`` defaults to the kind."""
+        if kind not in PHASE_KINDS:
+            raise ValueError(f"phase kind must be one of {PHASE_KINDS}, got {kind!r}")
+        if self.status != "running":
+            state = "has not started" if self.status == "new" else "has ended"
+            raise RunError(f"run.phase({kind!r}) called on run {self.name!r}, which {state}")
+        index = self._phase_counts.get(kind, 0)
+        self._phase_counts[kind] = index + 1
+        return Phase(self, kind, name or kind, index)
+
+    def _begin_phase(self, phase: Phase) -> None:
+        if self.status != "running":
+            raise RunError(f"phase {phase.name!r} entered after run {self.name!r} ended")
+        if self._active_phase is not None:
+            raise RunError(
+                f"phase {phase.name!r} started while phase {self._active_phase.name!r} is "
+                "active: phases do not overlap; end one before starting the next"
+            )
+        self._active_phase = phase
+
+    def _end_phase(self, phase: Phase) -> None:
+        assert self._writer is not None
+        self._active_phase = None
+        self.phases.append(phase)
+        self._writer.write_lines(phase._drain_lines())
+        stats = phase.stats()
+        t = phase.end_t
+        units = {"samples": "samples", "steps": "steps"}
+        for key in ("wall_s", "io_s", "compute_s", "samples", "steps"):
+            name = "phase_" + key.removesuffix("_s")
+            self._write(name, stats[key], units.get(key, "s"), t, phase=phase.name)
+        self.flush()
+
+    # -- values --------------------------------------------------------------------------
+    def log(self, step: int | None = None, **values: float) -> None:
+        """Record named values (mAP=0.35, acc=0.762, loss=...) in base units; the last value of
+        each name appears in the summary. ``step`` ties them to a step of the active phase."""
+        if self.status != "running":
+            raise RunError(f"run.log() called on run {self.name!r}, which is not running")
+        t = self._elapsed()
+        phase = self._active_phase.name if self._active_phase else None
+        for key, raw in values.items():
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"run.log({key}=...) needs a number (int, float or 0-d tensor), "
+                    f"got {type(raw).__name__}"
+                ) from None
+            self.logged[key] = value
+            self._write(key, value, "", t, phase=phase, step=step)
+
+    def _write(
+        self,
+        name: str,
+        value: float | None,
+        unit: str,
+        t: float,
+        *,
+        phase: str | None = None,
+        step: int | None = None,
+        device: str | None = None,
+        note: str | None = None,
+    ) -> None:
+        assert self._writer is not None
+        self._writer.write(
+            make_record(
+                self.run_id,
+                self.rank,
+                name,
+                value,
+                unit,
+                t,
+                phase=phase,
+                step=step,
+                device=device,
+                note=note,
+            )
+        )
+
+    def _maybe_flush(self, t_since_start: float) -> None:
+        if t_since_start + self._t0 >= self._next_flush:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every finished step and queued record to disk now."""
+        if self._writer is None:
+            return
+        if self._active_phase is not None:
+            self._writer.write_lines(self._active_phase._drain_lines())
+        for phase in self.phases:
+            self._writer.write_lines(phase._drain_lines())
+        self._writer.flush()
+        self._next_flush = self._clock() + self.flush_interval_s
+
+    def _elapsed(self) -> float:
+        if self._end_elapsed is not None:
+            return self._end_elapsed
+        return self._clock() - self._t0
+
+    # -- summary -------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """Every metric of the run (seed names, base units), metadata and per-phase figures.
+
+        Metrics without data are absent (no val phase: no p_val_*), never zero.
+        """
+        if self._final_summary is not None:
+            return self._final_summary
+        summary: dict[str, Any] = {
+            "run_id": self.run_id,
+            "name": self.name,
+            "status": self.status,
+            "e2e_time": self._elapsed() + self._e2e_offset,
+        }
+        if self.error is not None:
+            summary["error"] = self.error
+        phases = [*self.phases]
+        if self._active_phase is not None:
+            phases.append(self._active_phase)
+        for kind in PHASE_KINDS:
+            summary.update(_kind_metrics(kind, [p for p in phases if p.kind == kind]))
+        whole = _whole_window(phases)
+        if whole is not None and summary.get("train_samples"):
+            summary["p_whole"] = summary["train_samples"] / whole
+        summary.update(self.logged)
+        summary["phases"] = [p.stats() for p in phases]
+        summary["meta"] = self.meta
+        return summary
+
+    def _metadata(self, started: datetime) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "name": self.name,
+            "started_at": started.isoformat(),
+            "perfkit_version": _package_version("perfkit"),
+            "torch_version": _package_version("torch"),
+            "python_version": platform.python_version(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "device": self.device,
+            "device_name": _device_name(self.device),
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "layout": distributed.layout(),
+            "config": self.config,
+            "e2e_from": self.e2e_from,
+            "sync": self.sync,
+            "timer": type(self._timer).__name__,
+        }
+
+
+def _kind_metrics(kind: str, phases: list[Phase]) -> dict[str, Any]:
+    if not phases:
+        return {}
+    samples = sum(p.samples for p in phases)
+    wall = sum(p.wall_s for p in phases)
+    compute = sum(p.compute_s for p in phases)
+    io = sum(p.io_s for p in phases)
+    walls = array("d")
+    for p in phases:
+        walls.extend(p._step_walls)
+    out: dict[str, Any] = {
+        f"{kind}_samples": samples,
+        f"{kind}_steps": sum(p.steps for p in phases),
+        f"{kind}_wall_s": wall,
+        f"{kind}_io_s": io,
+        f"{kind}_compute_s": compute,
+    }
+    rates = _rate_fields(f"{kind}_", samples, wall, io, compute)
+    whole_name, core_name = _THROUGHPUT_NAMES[kind]
+    if f"{kind}_throughput_whole" in rates:
+        out[whole_name] = rates.pop(f"{kind}_throughput_whole")
+    if f"{kind}_throughput_core" in rates:
+        out[core_name] = rates.pop(f"{kind}_throughput_core")
+    out.update(rates)
+    for q, value in _percentiles(walls).items():
+        out[f"{kind}_step_time_p{q}_s"] = value
+    return out
+
+
+def _whole_window(phases: list[Phase]) -> float | None:
+    """Seconds from the first train phase's start to the end of the last train/val phase."""
+    train_starts = [p.start_t for p in phases if p.kind == "train"]
+    if not train_starts:
+        return None
+    first = min(train_starts)
+    ends = [
+        p.start_t + p.wall_s for p in phases if p.kind in ("train", "val") and p.start_t >= first
+    ]
+    window = max(ends) - first
+    return window if window > 0 else None
+
+
+# --------------------------------------------------------------------------------------------
+# Regions: @perfkit.timed
+
+
+class timed:
+    """A named region timed on the host clock inside the active run.
+
+    Decorator (``@perfkit.timed("preprocess")``) or context manager
+    (``with perfkit.timed("decode"):``). Each call writes a record named ``region/<label>`` with
+    its duration in seconds. Outside an active run it does nothing, so library code can keep the
+    decorator.
+    """
+
+    def __init__(self, label: str) -> None:
+        if not isinstance(label, str) or not label:
+            raise ValueError(f"timed(label) needs a non-empty string, got {label!r}")
+        self.label = label
+        self._starts: list[tuple[Run | None, float]] = []
+
+    def __call__(self, func: _F) -> _F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    def __enter__(self) -> timed:
+        run = _active_run
+        self._starts.append((run, run._clock() if run is not None else 0.0))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        run, start = self._starts.pop()
+        if run is not None and run.status == "running":
+            end = run._clock()
+            phase = run._active_phase
+            run._write(
+                f"region/{self.label}",
+                end - start,
+                "s",
+                end - run._t0,
+                phase=phase.name if phase else None,
+                step=phase._step if phase and phase._in_step else None,
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _check_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a mapping (dict), got {type(config).__name__}")
+    try:
+        json.dumps(dict(config), allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"config must be JSON-serialisable (str/number/bool/list/dict): {err}"
+        ) from None
+    return dict(config)
+
+
+def _records_file(rank: int) -> str:
+    return RECORDS_FILE if rank == 0 else RECORDS_FILE.replace(".jsonl", f"-rank{rank}.jsonl")
+
+
+def _make_run_dir(out_dir: Path, run_id: str) -> Path:
+    run_dir = out_dir / run_id
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise RunError(f"out_dir {str(out_dir)!r} is not writable: {err}") from err
+    return run_dir
+
+
+def _resolve_device(device: Any) -> str:
+    if device in (None, "auto"):
+        if "torch" not in sys.modules and not _package_version("torch"):
+            return "cpu"
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{torch.cuda.current_device()}"
+        accelerator = getattr(torch, "accelerator", None)
+        if accelerator is not None and accelerator.is_available():
+            current = accelerator.current_accelerator()
+            if current is not None and current.type != "cpu":
+                return f"{current.type}:{accelerator.current_device_index()}"
+        return "cpu"
+    if isinstance(device, str) and device == "cpu":
+        return "cpu"
+    import torch
+
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"device must be 'auto', 'cpu', a device string like 'cuda:0', or a torch.device; "
+            f"got {device!r} ({err})"
+        ) from None
+    if resolved.type == "cpu":
+        return "cpu"
+    index = resolved.index if resolved.index is not None else 0
+    return f"{resolved.type}:{index}"
+
+
+def _make_timer(device: str, sync: str, clock: Clock) -> WindowTimer:
+    device_type = device.split(":")[0]
+    if device_type == "cpu":
+        return HostTimer(clock)
+    if sync == "step":
+        from perfkit.timing import device_synchronizer
+
+        return SyncingHostTimer(device_synchronizer(device_type), clock)
+    if device_type == "cuda":
+        import torch
+
+        torch.cuda.set_device(int(device.split(":")[1]))
+    return EventTimer(device_type)
+
+
+def _device_name(device: str) -> str:
+    device_type = device.split(":")[0]
+    if device_type == "cpu":
+        return _cpu_name()
+    import torch
+
+    module = getattr(torch, device_type, None)
+    get_name = getattr(module, "get_device_name", None)
+    if callable(get_name):
+        return str(get_name(int(device.split(":")[1])))
+    return device_type
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.cache
+def _package_version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
