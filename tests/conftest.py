@@ -1,0 +1,77 @@
+"""Shared test helpers: a fake clock and a fake device-event timer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+class FakeClock:
+    """A host clock that moves only when told to (seconds)."""
+
+    def __init__(self, start: float = 100.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def timed_batches(clock: FakeClock, batches: list[Any], io_s: float) -> Iterator[Any]:
+    """Yield ``batches``, spending ``io_s`` fake seconds producing each (the data loader)."""
+    for batch in batches:
+        clock.advance(io_s)
+        yield batch
+
+
+@dataclass
+class FakeMark:
+    seq: int
+    device_t: float
+
+
+@dataclass
+class FakeEventTimer:
+    """Stands in for device events: marks carry a device timestamp set by the test and become
+    ready only when the test (or ``synchronize``) says the device got that far."""
+
+    device_now: float = 0.0
+    completed: int = -1
+    syncs: int = 0
+    marks: list[FakeMark] = field(default_factory=list)
+    released: int = 0
+
+    def mark(self) -> FakeMark:
+        mark = FakeMark(len(self.marks), self.device_now)
+        self.marks.append(mark)
+        return mark
+
+    def ready(self, mark: FakeMark) -> bool:
+        return mark.seq <= self.completed
+
+    def elapsed_s(self, start: FakeMark, end: FakeMark) -> float:
+        assert self.ready(start) and self.ready(end), "resolved a mark the device had not reached"
+        return end.device_t - start.device_t
+
+    def release(self, mark: FakeMark) -> None:
+        self.released += 1
+
+    def synchronize(self) -> None:
+        self.syncs += 1
+        self.completed = len(self.marks) - 1
+
+    def complete_all(self) -> None:
+        self.completed = len(self.marks) - 1
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

@@ -1,0 +1,273 @@
+"""Bad input, crash safety, killed processes, real clocks and a real PyTorch loop."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import perfkit
+from perfkit.records import RecordError, read_records
+from tests.conftest import FakeClock
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def step_records(run_dir: Path, name: str = "step_time") -> list[dict]:
+    return [r for r in read_records(run_dir / "records.jsonl") if r["name"] == name]
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def test_runs_do_not_nest(tmp_path):
+    with perfkit.Run("outer", out_dir=tmp_path, device="cpu"):
+        with pytest.raises(perfkit.RunError, match="runs do not nest"):
+            perfkit.Run("inner", out_dir=tmp_path, device="cpu").start()
+    # the outer run ended cleanly, so a new run may start
+    with perfkit.Run("after", out_dir=tmp_path, device="cpu"):
+        pass
+
+
+def test_phase_outside_its_run(tmp_path):
+    run = perfkit.Run("r", out_dir=tmp_path, device="cpu")
+    with pytest.raises(perfkit.RunError, match="has not started"):
+        run.phase("train")
+    with run:
+        phase = run.phase("train")
+    with pytest.raises(perfkit.RunError, match="has ended"):
+        run.phase("train")
+    with pytest.raises(perfkit.RunError, match="after run 'r' ended"), phase:
+        pass
+
+
+def test_phase_methods_need_an_active_phase(tmp_path):
+    with perfkit.Run("r", out_dir=tmp_path, device="cpu") as run:
+        phase = run.phase("val")
+        with pytest.raises(perfkit.RunError, match="iterate\\(\\) used on phase 'val'"):
+            phase.iterate([1])
+        with phase:
+            pass
+        with pytest.raises(perfkit.RunError, match="which has ended"), phase.compute():
+            pass
+
+
+def test_compute_cannot_be_reentered(tmp_path):
+    with perfkit.Run("r", out_dir=tmp_path, device="cpu") as run, run.phase("train") as train:
+        with train.compute(), pytest.raises(perfkit.RunError, match="re-entered"):
+            with train.compute():
+                pass
+
+
+def test_iterate_rejects_a_non_iterable(tmp_path):
+    with perfkit.Run("r", out_dir=tmp_path, device="cpu") as run, run.phase("train") as train:
+        with pytest.raises(TypeError, match=r"needs an iterable .* got int"):
+            train.iterate(42)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="samples must be a non-negative int"):
+            train.iterate([1], samples=-1)
+
+
+def test_unknown_phase_kind_and_overlapping_phases(tmp_path):
+    with perfkit.Run("r", out_dir=tmp_path, device="cpu") as run:
+        with pytest.raises(ValueError, match=r"kind must be one of .*'train'.*got 'eval'"):
+            run.phase("eval")
+        with run.phase("train"), pytest.raises(perfkit.RunError, match="do not overlap"):
+            with run.phase("val"):
+                pass
+
+
+def test_unwritable_out_dir_is_named(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(perfkit.RunError, match=r"out_dir .*a-file.* is not writable"):
+        perfkit.Run("r", out_dir=blocker / "runs", device="cpu").start()
+    assert perfkit.run.active_run() is None  # a failed start leaves nothing active
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"e2e_from": "boot"}, "e2e_from must be one of"),
+        ({"sync": "always"}, "sync must be one of"),
+        ({"config": {"fn": print}}, "config must be JSON-serialisable"),
+        ({"config": [1, 2]}, "config must be a mapping"),
+        ({"flush_interval_s": 0}, "flush_interval_s must be a positive number"),
+        ({"device": "warp-drive:0"}, "device must be 'auto', 'cpu'"),
+    ],
+)
+def test_bad_run_arguments(tmp_path, kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        perfkit.Run("r", out_dir=tmp_path, **kwargs).start()
+
+
+def test_log_needs_numbers_and_uncountable_batches_are_named(tmp_path):
+    with perfkit.Run("r", out_dir=tmp_path, device="cpu") as run:
+        with pytest.raises(TypeError, match=r"run.log\(acc=...\) needs a number"):
+            run.log(acc="76.2/76.2")
+        with run.phase("train") as train, pytest.raises(perfkit.RunError, match="samples=N"):
+            for _ in train.iterate(["text"]):
+                pass
+
+
+def test_count_samples_forms():
+    images = np.zeros((8, 3, 4, 4))
+    labels = np.zeros(8)
+    assert perfkit.run.count_samples(images) == 8
+    assert perfkit.run.count_samples((images, labels)) == 8
+    detection = ([np.zeros((3, 5, 5))] * 3, [{"boxes": np.zeros((1, 4))}] * 3)
+    assert perfkit.run.count_samples(detection) == 3
+    assert perfkit.run.count_samples({"pixel_values": images, "label": labels}) == 8
+
+
+# ---------------------------------------------------------------------------- crash safety
+
+
+def test_a_crash_leaves_its_steps_and_a_failed_summary(tmp_path):
+    clock = FakeClock()
+    error = ValueError("boom at step 3")
+    run = perfkit.Run("crash", out_dir=tmp_path, clock=clock, device="cpu")
+    with pytest.raises(ValueError) as raised, run, run.phase("train") as train:
+        for i, _ in enumerate(train.iterate([np.zeros((2, 1))] * 10)):
+            clock.advance(1.0)
+            if i == 3:
+                raise error
+    assert raised.value is error  # re-raised untouched
+    assert run.run_dir is not None
+    # steps 0, 1, 2 finished; step 3 raised half-way and does not count
+    assert [r["step"] for r in step_records(run.run_dir)] == [0, 1, 2]
+    summary = json.loads((run.run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert summary["error"] == "ValueError: boom at step 3"
+    assert summary["train_steps"] == 3
+    assert perfkit.run.active_run() is None
+
+
+def test_a_killed_process_keeps_its_flushed_steps(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import os, signal, time
+        import perfkit
+        with perfkit.Run("killed", out_dir={str(tmp_path)!r}, device="cpu",
+                         flush_interval_s=0.05) as run:
+            with run.phase("train") as train:
+                for i in train.iterate(range(100), samples=1):
+                    time.sleep(0.01)
+                    if i == 20:
+                        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, timeout=60)
+    assert proc.returncode == -9
+    (run_dir,) = tmp_path.glob("killed-*")
+    assert not (run_dir / "summary.json").exists()
+    assert (run_dir / "meta.json").exists()
+    steps = [r["step"] for r in step_records(run_dir)]
+    # flushed every 0.05 s at step ends, steps of 0.01 s: all but the last few steps are on disk
+    assert steps == list(range(len(steps)))
+    assert 10 <= len(steps) <= 20
+    frame = perfkit.analysis.load(tmp_path)
+    assert set(frame["status"]) == {"partial"}
+
+
+def test_analysis_refuses_files_that_are_not_records(tmp_path):
+    (tmp_path / "records.jsonl").write_text('{"hello": 1}\n')
+    with pytest.raises(RecordError, match="not a perfkit record"):
+        perfkit.analysis.load(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such run directory"):
+        perfkit.analysis.load(tmp_path / "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RecordError, match="holds no perfkit run"):
+        perfkit.analysis.load(empty)
+
+
+def test_analysis_load_reads_runs_with_metadata(tmp_path):
+    clock = FakeClock()
+    for precision in ("fp32", "fp16"):
+        with perfkit.Run(
+            "bench",
+            out_dir=tmp_path,
+            clock=clock,
+            device="cpu",
+            config={"precision": precision, "bs": 8},
+        ) as run:
+            with run.phase("infer") as infer:
+                for _ in infer.iterate([np.zeros((8, 1))] * 2):
+                    clock.advance(0.5)
+            time.sleep(1.01)  # distinct run directories (second resolution) for the same name
+    frame = perfkit.analysis.load(tmp_path)
+    assert frame["run_id"].nunique() == 2
+    assert set(frame["config.precision"]) == {"fp32", "fp16"}
+    steps = frame[frame["name"] == "step_time"]
+    assert len(steps) == 4 and steps["value"].tolist() == [0.5] * 4
+    assert set(frame["status"]) == {"ok"}
+
+
+# ---------------------------------------------------------------------------- real clocks
+
+
+def test_import_is_cheap_and_touches_no_hardware():
+    code = (
+        "import sys, perfkit; "
+        "print(sorted(m for m in ('torch', 'pynvml', 'pandas', 'numpy', 'matplotlib', "
+        "'pycocotools', 'psutil') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_real_clock_loop_reports_the_true_throughputs(tmp_path):
+    io_s, compute_s, val_s, steps, bs = 0.010, 0.020, 0.015, 8, 4
+
+    def loader(n):
+        for _ in range(n):
+            time.sleep(io_s)
+            yield np.zeros((bs, 1))
+
+    with perfkit.Run("sleepy", out_dir=tmp_path, device="cpu") as run:
+        for _epoch in range(2):
+            with run.phase("train") as train:
+                for _ in train.iterate(loader(steps)):
+                    time.sleep(compute_s)
+            with run.phase("val") as val:
+                for _ in val.iterate(range(2), samples=bs):
+                    time.sleep(val_s)
+    s = run.summary()
+    samples = 2 * steps * bs
+    assert s["p_core"] == pytest.approx(samples / (2 * steps * compute_s), rel=0.05)
+    assert s["p_train"] == pytest.approx(samples / (2 * steps * (io_s + compute_s)), rel=0.05)
+    whole = 2 * steps * (io_s + compute_s) + 2 * 2 * val_s
+    assert s["p_whole"] == pytest.approx(samples / whole, rel=0.05)
+
+
+def test_real_pytorch_training_loop(tmp_path):
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    data = torch.utils.data.TensorDataset(torch.randn(12, 3, 32, 32), torch.randint(0, 10, (12,)))
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    with perfkit.Run("resnet18", out_dir=tmp_path, config={"bs": 4}) as run:
+        assert run.device == "cpu"
+        with run.phase("train") as train:
+            for images, labels in train.iterate(loader):
+                loss = torch.nn.functional.cross_entropy(model(images), labels)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                run.log(loss=loss.detach())
+    s = run.summary()
+    assert s["train_samples"] == 12 and s["train_steps"] == 3
+    assert 0 < s["p_train"] < s["p_core"]
+    assert s["train_compute_s"] + s["train_io_s"] <= s["train_wall_s"] + 1e-9
+    assert s["train_compute_s"] > 0.5 * s["train_wall_s"]  # the model, not the loader, dominates
+    assert math.isfinite(s["loss"])
+    assert torch.__version__.startswith(s["meta"]["torch_version"])
