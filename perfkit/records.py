@@ -30,6 +30,8 @@ META_FILE = "meta.json"
 
 #: Field order of every record line.
 RECORD_FIELDS = ("run_id", "rank", "phase", "step", "name", "value", "unit", "t", "device", "note")
+#: Fields a line may leave out (null when absent); step lines omit them to stay short.
+OPTIONAL_FIELDS = ("device", "note")
 
 Record = dict[str, Any]
 
@@ -137,7 +139,7 @@ def read_json(path: Path) -> Any:
 
 
 def read_records(path: Path) -> Iterator[Record]:
-    """Yield the records of one ``records.jsonl``.
+    """Yield the records of one ``records.jsonl``, every field of :data:`RECORD_FIELDS` present.
 
     A truncated last line (a process killed mid-write) is skipped; any other line that is not a
     perfkit record raises :class:`RecordError` naming the file and line number. Lines are parsed
@@ -158,4 +160,6 @@ def read_records(path: Path) -> Iterator[Record]:
             raise RecordError(
                 f"{path}:{number} is not a perfkit record (expected the fields {RECORD_FIELDS})"
             )
+        for field in OPTIONAL_FIELDS:
+            record.setdefault(field, None)
         yield record

@@ -30,6 +30,7 @@ import os
 import platform
 import socket
 import sys
+import threading
 import time
 import weakref
 from array import array
@@ -64,6 +65,31 @@ _THROUGHPUT_NAMES = {
 }
 _PERCENTILES = (50, 90, 99)
 _NO_STEP = -1  # compute windows outside iterate() belong to the phase, not to a step
+
+#: A finished step: (step, t since run start, wall s, io s, samples, compute s or None while
+#: its device windows are unresolved).
+_Row = tuple[int, float, float, float, int, "float | None"]
+
+
+def _step_lines_template(run_id: str, rank: int, phase: str) -> str:
+    """%-template of one step's four JSON lines (step_time, io_time, compute_time, samples).
+
+    Filled by ``str.format(step, t_text, wall, io, compute, samples)``, so each number is
+    formatted once. Seconds are written with 9 decimals (1 ns), finer than any clock used here;
+    the optional fields device and note are left out (readers fill them with null).
+    """
+    prefix = json.dumps({"run_id": run_id, "rank": rank, "phase": phase}, separators=(",", ":"))
+    head = prefix[:-1].replace("{", "{{").replace("}", "}}") + ',"step":{0},"name":'
+    tail = ',"t":{1}}}'
+    return "\n".join(
+        [
+            f'{head}"step_time","value":{{2:.9f}},"unit":"s"{tail}',
+            f'{head}"io_time","value":{{3:.9f}},"unit":"s"{tail}',
+            f'{head}"compute_time","value":{{4:.9f}},"unit":"s"{tail}',
+            f'{head}"samples","value":{{5}},"unit":"samples"{tail}',
+        ]
+    )
+
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _active_run: Run | None = None
@@ -163,7 +189,7 @@ class _ComputeWindow:
     def __exit__(self, *exc: object) -> None:
         phase = self._phase
         phase._compute_open = False
-        phase._add_window(self._start, phase._timer.mark(), explicit=True)
+        phase._add_window(self._start, phase._timer.mark())
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,21 +222,21 @@ class Phase:
         self._in_step = False
         self._step_io = 0.0
         self._explicit = False
+        self._explicit_s = 0.0
+        self._host = type(self._timer) is HostTimer
         self._implicit_start: Any = None
         self._implicit_windows: list[tuple[Any, Any]] = []
         self._compute_open = False
         # Compute windows waiting for the device: (step, start mark, end mark).
         self._pending: deque[tuple[int, Any, Any]] = deque()
         self._compute_by_step: dict[int, float] = {}
-        # Finished steps waiting for their compute time and the next flush: (step, t, wall, io, n).
-        self._rows: list[tuple[int, float, float, float, int]] = []
-        self._tentative: tuple[int, float, float, float, int] | None = None
+        # Finished steps waiting for the next flush (and, on a device, for their compute time).
+        self._rows: deque[_Row] = deque()
+        self._tentative: _Row | None = None
         self._loop: weakref.ReferenceType[Generator[Any, None, None]] | None = None
         self._io = _IOWindow(self)
         self._compute = _ComputeWindow(self)
-        self._line_prefix = json.dumps(
-            {"run_id": run.run_id, "rank": run.rank, "phase": name}, separators=(",", ":")
-        )[:-1]
+        self._lines_template = _step_lines_template(run.run_id, run.rank, name)
 
     # -- lifetime ------------------------------------------------------------------------
     def __enter__(self) -> Phase:
@@ -235,12 +261,14 @@ class Phase:
         loop = self._loop() if self._loop is not None else None
         if loop is not None:
             loop.close()
-        if self._tentative is not None and not failed:
-            self._commit_step(*self._tentative)
-        self._tentative = None
+        tentative, self._tentative = self._tentative, None
+        if tentative is not None and not failed:
+            self._commit_step(tentative)
         if self._pending:
             self._timer.synchronize()  # the one sync of the phase
         self._resolve()
+        if tentative is not None and failed:  # the half-done step that raised does not count
+            self.compute_s -= self._compute_by_step.pop(tentative[0], 0.0)
         self.end_t = self.run._elapsed()
         self._state = "ended"
         self.run._end_phase(self)
@@ -277,7 +305,7 @@ class Phase:
                 f"got {type(iterable).__name__}"
             ) from None
         if self._tentative is not None:  # an earlier loop of this phase was left by break
-            self._commit_step(*self._tentative)
+            self._commit_step(self._tentative)
             self._tentative = None
         loop = self._steps(iterator, _sample_counter(samples))
         self._loop = weakref.ref(loop)
@@ -296,6 +324,7 @@ class Phase:
         self, iterator: Iterator[Any], counter: Callable[[Any], int]
     ) -> Generator[Any, None, None]:
         clock = self._clock
+        host = self._host
         timer = self._timer
         while True:
             t0 = clock()
@@ -309,41 +338,51 @@ class Phase:
             self._in_step = True
             self._step_io = t1 - t0
             self._explicit = False
-            self._implicit_start = timer.mark()
+            self._explicit_s = 0.0
+            if not host:
+                self._implicit_start = timer.mark()
             n = counter(batch)
             try:
                 yield batch
             except GeneratorExit:
                 # The loop was left (break, or an exception in the body): the step counts
                 # only if the phase then ends normally.
-                self._tentative = self._close_step(step, t0, n)
+                self._tentative = self._close_step(step, t0, t1, n)
                 raise
-            self._commit_step(*self._close_step(step, t0, n))
+            self._commit_step(self._close_step(step, t0, t1, n))
 
-    def _close_step(self, step: int, t0: float, n: int) -> tuple[int, float, float, float, int]:
-        self._end_implicit_window()
+    def _close_step(self, step: int, t0: float, t1: float, n: int) -> _Row:
         self._in_step = False
-        windows = self._implicit_windows
-        if self._explicit:
-            for start, end in windows:
-                self._timer.release(start)
-                self._timer.release(end)
+        compute: float | None = None
+        if self._host:
+            t2 = self._clock()
+            body_io = self._step_io - (t1 - t0)
+            compute = self._explicit_s if self._explicit else (t2 - t1) - body_io
         else:
-            pending = self._pending
+            self._end_implicit_window()
+            windows = self._implicit_windows
+            timer = self._timer
             for start, end in windows:
-                pending.append((step, start, end))
-        windows.clear()
-        t2 = self._clock()
-        return (step, t2 - self.run._t0, t2 - t0, self._step_io, n)
+                if self._explicit:
+                    timer.release(start)
+                    timer.release(end)
+                else:
+                    self._pending.append((step, start, end))
+            windows.clear()
+            t2 = self._clock()
+        return (step, t2 - self.run._t0, t2 - t0, self._step_io, n, compute)
 
-    def _commit_step(self, step: int, t: float, wall: float, io: float, n: int) -> None:
+    def _commit_step(self, row: _Row) -> None:
+        _step, _t, wall, io, n, compute = row
         self.steps += 1
         self.samples += n
         self.io_s += io
+        if compute is not None:
+            self.compute_s += compute
         self._step_walls.append(wall)
-        self._rows.append((step, t, wall, io, n))
-        self._resolve()
-        self.run._maybe_flush(t)
+        self._rows.append(row)
+        if self._pending:
+            self._resolve()
 
     def _end_implicit_window(self) -> None:
         if self._implicit_start is not None:
@@ -351,8 +390,9 @@ class Phase:
             self._implicit_start = None
 
     def _begin_io(self) -> None:
-        # The implicit compute window pauses while the step does IO.
-        if self._in_step:
+        # On a device the implicit compute window pauses while the step does IO; on the host,
+        # IO seconds are subtracted from the body when the step closes.
+        if self._in_step and not self._host:
             self._end_implicit_window()
 
     def _end_io(self, seconds: float) -> None:
@@ -360,47 +400,55 @@ class Phase:
             self.io_s += seconds
             return
         self._step_io += seconds
-        self._implicit_start = self._timer.mark()
+        if not self._host:
+            self._implicit_start = self._timer.mark()
 
-    def _add_window(self, start: Any, end: Any, *, explicit: bool) -> None:
-        if explicit and self._in_step:
+    def _add_window(self, start: Any, end: Any) -> None:
+        """An explicit compute window: host windows count at once, device windows on resolve."""
+        if self._in_step:
             self._explicit = True
-        self._pending.append((self._step if self._in_step else _NO_STEP, start, end))
+        if not self._host:
+            self._pending.append((self._step if self._in_step else _NO_STEP, start, end))
+        elif self._in_step:
+            self._explicit_s += end - start
+        else:
+            self.compute_s += end - start
 
     def _resolve(self) -> None:
-        """Turn every window whose end the device has reached into seconds (never blocks)."""
+        """Turn every window whose end the device has reached into seconds (never blocks).
+
+        Holds the run's flush lock, so a flush sees each window either pending or resolved,
+        never in between."""
         timer = self._timer
         pending = self._pending
         by_step = self._compute_by_step
-        while pending and timer.ready(pending[0][2]):
-            step, start, end = pending.popleft()
-            seconds = timer.elapsed_s(start, end)
-            timer.release(start)
-            timer.release(end)
-            self.compute_s += seconds
-            if step != _NO_STEP:
-                by_step[step] = by_step.get(step, 0.0) + seconds
+        with self.run._flush_lock:
+            while pending and timer.ready(pending[0][2]):
+                step, start, end = pending.popleft()
+                seconds = timer.elapsed_s(start, end)
+                timer.release(start)
+                timer.release(end)
+                self.compute_s += seconds
+                if step != _NO_STEP:
+                    by_step[step] = by_step.get(step, 0.0) + seconds
 
     def _drain_lines(self) -> list[str]:
-        """JSON lines of the finished steps whose compute windows have all resolved."""
-        self._resolve()
+        """JSON lines of the finished steps whose compute time is known; the caller holds the
+        run's flush lock (any thread)."""
+        rows = self._rows
+        count = len(rows)  # rows appended from here on wait for the next flush
         steps = [step for step, _, _ in self._pending if step != _NO_STEP]
         boundary = steps[0] if steps else math.inf
-        ready = [row for row in self._rows if row[0] < boundary]
-        if not ready:
-            return []
-        self._rows = [row for row in self._rows if row[0] >= boundary]
-        prefix = self._line_prefix
+        template = self._lines_template
         by_step = self._compute_by_step
         lines = []
-        for step, t, wall, io, n in ready:
-            head = f'{prefix},"step":{step},"name":'
-            tail = f',"t":{t!r},"device":null,"note":null}}'
-            compute = by_step.pop(step, 0.0)
-            lines.append(f'{head}"step_time","value":{wall!r},"unit":"s"{tail}')
-            lines.append(f'{head}"io_time","value":{io!r},"unit":"s"{tail}')
-            lines.append(f'{head}"compute_time","value":{compute!r},"unit":"s"{tail}')
-            lines.append(f'{head}"samples","value":{n},"unit":"samples"{tail}')
+        for _ in range(count):
+            if rows[0][0] >= boundary:
+                break
+            step, t, wall, io, n, compute = rows.popleft()
+            if compute is None:
+                compute = by_step.pop(step, 0.0)
+            lines.append(template.format(step, f"{t:.9f}", wall, io, compute, n))
         return lines
 
     # -- results -------------------------------------------------------------------------
@@ -524,7 +572,8 @@ class Run:
         self._t0 = 0.0
         self._end_elapsed: float | None = None
         self._e2e_offset = 0.0
-        self._next_flush = math.inf
+        self._flush_lock = threading.Lock()
+        self._flusher: _Flusher | None = None
         self._phase_counts: dict[str, int] = {}
         self._final_summary: dict[str, Any] | None = None
 
@@ -562,12 +611,13 @@ class Run:
             import psutil
 
             self._e2e_offset = max(0.0, time.time() - psutil.Process().create_time())
-        self._next_flush = self._t0 + self.flush_interval_s
+        self._flusher = _Flusher(self, self.flush_interval_s)
         self.meta = self._metadata(started)
         if self.rank == 0:
             write_json_atomic(self.run_dir / META_FILE, self.meta)
         self.status = "running"
         _active_run = self
+        self._flusher.start()
         return self
 
     def stop(self, exc: BaseException | None = None) -> dict[str, Any]:
@@ -587,8 +637,10 @@ class Run:
             if failed:
                 self.error = f"{type(exc).__name__}: {exc}"
             _active_run = None
+            assert self._flusher is not None and self._writer is not None
+            self._flusher.stop()
             self._final_summary = self.summary()
-            assert self._writer is not None and self.run_dir is not None
+            assert self.run_dir is not None
             self._writer.close()
             if self.rank == 0:
                 write_json_atomic(self.run_dir / SUMMARY_FILE, self._final_summary)
@@ -618,9 +670,10 @@ class Run:
 
     def _end_phase(self, phase: Phase) -> None:
         assert self._writer is not None
-        self._active_phase = None
+        with self._flush_lock:
+            self._writer.write_lines(phase._drain_lines())
+            self._active_phase = None
         self.phases.append(phase)
-        self._writer.write_lines(phase._drain_lines())
         stats = phase.stats()
         t = phase.end_t
         units = {"samples": "samples", "steps": "steps"}
@@ -676,20 +729,18 @@ class Run:
             )
         )
 
-    def _maybe_flush(self, t_since_start: float) -> None:
-        if t_since_start + self._t0 >= self._next_flush:
-            self.flush()
-
     def flush(self) -> None:
-        """Write every finished step and queued record to disk now."""
-        if self._writer is None:
+        """Write every finished step and queued record to disk now (any thread)."""
+        writer = self._writer
+        if writer is None:
             return
-        if self._active_phase is not None:
-            self._writer.write_lines(self._active_phase._drain_lines())
-        for phase in self.phases:
-            self._writer.write_lines(phase._drain_lines())
-        self._writer.flush()
-        self._next_flush = self._clock() + self.flush_interval_s
+        phase = self._active_phase
+        if phase is not None:
+            phase._resolve()
+        with self._flush_lock:
+            if self._active_phase is not None:
+                writer.write_lines(self._active_phase._drain_lines())
+        writer.flush()
 
     def _elapsed(self) -> float:
         if self._end_elapsed is not None:
@@ -712,6 +763,8 @@ class Run:
         }
         if self.error is not None:
             summary["error"] = self.error
+        if self._flusher is not None and self._flusher.error is not None:
+            summary["flush_error"] = self._flusher.error
         phases = [*self.phases]
         if self._active_phase is not None:
             phases.append(self._active_phase)
@@ -788,6 +841,36 @@ def _whole_window(phases: list[Phase]) -> float | None:
     ]
     window = max(ends) - first
     return window if window > 0 else None
+
+
+class _Flusher:
+    """Daemon thread writing finished steps to disk every ``interval_s`` seconds, so records
+    reach the disk even while one step runs for a long time, and encoding them stays off the
+    loop's thread. A failure to write is kept (summary "flush_error"), never raised into the
+    user's loop."""
+
+    def __init__(self, run: Run, interval_s: float) -> None:
+        self._run = run
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="perfkit-flush", daemon=True)
+        self.error: str | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self._run.flush()
+            except OSError as err:
+                self.error = f"{type(err).__name__}: {err}"
+                return
 
 
 # --------------------------------------------------------------------------------------------
