@@ -576,6 +576,7 @@ class Run:
         self._flusher: _Flusher | None = None
         self._phase_counts: dict[str, int] = {}
         self._final_summary: dict[str, Any] | None = None
+        self._flops: dict[str, Any] | None = None
 
     # -- lifetime ------------------------------------------------------------------------
     def __enter__(self) -> Run:
@@ -683,6 +684,67 @@ class Run:
         self.flush()
 
     # -- values --------------------------------------------------------------------------
+    def set_flops(
+        self,
+        flops_per_sample: float,
+        *,
+        dtype: str,
+        convention: str = "perfkit",
+        peak_flops: float | None = None,
+        tf32: bool | None = None,
+    ) -> None:
+        """Give the model's work per sample, so the summary reports MFU.
+
+        ``flops_per_sample`` is in FLOPs (2 per multiply-add; for training, forward + backward,
+        e.g. ``perfkit.flops.count(model, x, backward=True).flops / batch``). MFU uses the core
+        throughput per device (p_core for training, else p_infer_core, else p_val_core) and the
+        peak of this run's device for ``dtype`` from :func:`perfkit.flops.peak_flops`, or
+        ``peak_flops`` (FLOP/s) when given. ``convention="flagperf"`` reproduces FlagPerf's
+        ResNet-50 MFU, which counts one operation per multiply-add
+        (see :func:`perfkit.flops.mfu`).
+        """
+        from perfkit.flops import CONVENTIONS, normalize_dtype
+
+        if not (isinstance(flops_per_sample, (int, float)) and 0 < flops_per_sample < math.inf):
+            raise ValueError(
+                f"flops_per_sample must be a positive number of FLOPs, got {flops_per_sample!r}"
+            )
+        if convention not in CONVENTIONS:
+            raise ValueError(f"convention must be one of {tuple(CONVENTIONS)}, got {convention!r}")
+        if peak_flops is not None and not (
+            isinstance(peak_flops, (int, float)) and 0 < peak_flops < math.inf
+        ):
+            raise ValueError(f"peak_flops must be a positive number of FLOP/s, got {peak_flops!r}")
+        normalize_dtype(dtype)  # raises ValueError naming dtype
+        self._flops = {
+            "flops_per_sample": float(flops_per_sample),
+            "dtype": dtype,
+            "convention": convention,
+            "peak_flops": peak_flops,
+            "tf32": tf32,
+        }
+
+    def _mfu_fields(self, summary: Mapping[str, Any]) -> dict[str, Any]:
+        if self._flops is None:
+            return {}
+        core = next(
+            (summary[k] for k in ("p_core", "p_infer_core", "p_val_core") if k in summary), None
+        )
+        if core is None:
+            return {"mfu_note": "MFU not computed: no compute time was measured"}
+        from perfkit.flops import mfu_summary
+
+        flops = self._flops
+        return mfu_summary(
+            flops["flops_per_sample"],
+            core / self.world_size,
+            self.meta.get("device_name", ""),
+            flops["dtype"],
+            peak_flops=flops["peak_flops"],
+            convention=flops["convention"],
+            tf32=flops["tf32"],
+        )
+
     def log(self, step: int | None = None, **values: float) -> None:
         """Record named values (mAP=0.35, acc=0.762, loss=...) in base units; the last value of
         each name appears in the summary. ``step`` ties them to a step of the active phase."""
@@ -773,6 +835,7 @@ class Run:
         whole = _whole_window(phases)
         if whole is not None and summary.get("train_samples"):
             summary["p_whole"] = summary["train_samples"] / whole
+        summary.update(self._mfu_fields(summary))
         summary.update(self.logged)
         summary["phases"] = [p.stats() for p in phases]
         summary["meta"] = self.meta

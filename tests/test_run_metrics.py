@@ -287,3 +287,38 @@ def test_throughputs_equal_their_definitions_for_any_steps(tmp_path_factory, ste
     assert s["p_core"] == pytest.approx(samples / compute, rel=1e-9)
     assert s["p_train"] == pytest.approx(samples / wall, rel=1e-9)
     assert s["p_whole"] == pytest.approx(samples / wall, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("precision", "images_per_s_x10", "peak", "expected"),
+    [
+        # FlagPerf's ResNet-50 seed table, A100: 12698.7 img/s x 4.12e9 / 312e12 = 0.1677 (16.8 %)
+        ("fp16", 126987, 312e12, 0.168),
+        # 6091.6 img/s x 4.12e9 / 156e12 (TF32 peak) = 0.1609 (16.1 %)
+        ("fp32", 60916, 156e12, 0.161),
+    ],
+)
+def test_run_reproduces_the_seed_mfu(tmp_path, clock, precision, images_per_s_x10, peak, expected):
+    with perfkit.Run("mfu", out_dir=tmp_path, clock=clock, device="cpu") as run:
+        # FlagPerf's "4.12e9 flops" per image are multiply-adds: 8.24e9 FLOPs in perfkit's unit;
+        # the flagperf convention counts one operation per multiply-add again.
+        run.set_flops(2 * 4.12e9, dtype=precision, convention="flagperf", peak_flops=peak)
+        with run.phase("infer") as infer:
+            for _ in infer.iterate([None], samples=images_per_s_x10):
+                clock.advance(10.0)  # 10 s of compute: p_infer_core = images_per_s_x10 / 10
+    s = run.summary()
+    assert s["p_infer_core"] == pytest.approx(images_per_s_x10 / 10)
+    assert round(s["MFU"], 3) == expected
+    assert s["mfu_convention"].startswith("flagperf")
+
+
+def test_set_flops_rejects_bad_input(tmp_path):
+    with perfkit.Run("mfu", out_dir=tmp_path, device="cpu") as run:
+        with pytest.raises(ValueError, match="flops_per_sample must be a positive"):
+            run.set_flops(0, dtype="fp16")
+        with pytest.raises(ValueError, match="peak_flops must be a positive"):
+            run.set_flops(1e9, dtype="fp16", peak_flops=-1)
+        with pytest.raises(ValueError, match="convention must be one of"):
+            run.set_flops(1e9, dtype="fp16", convention="marketing")
+        with pytest.raises(ValueError, match="dtype"):
+            run.set_flops(1e9, dtype="fp7")
