@@ -67,11 +67,25 @@ def layout() -> str:
     return f"{nodes}x{per_node}"
 
 
-def all_gather_object(obj: Any) -> list[Any]:
-    """Gather a picklable object from every rank, in rank order; ``[obj]`` when not distributed."""
+def all_gather_object(obj: Any, group: Any = None) -> list[Any]:
+    """Gather a picklable object from every rank, in rank order; ``[obj]`` when not distributed.
+
+    ``group``: a process group (default: the job's world group)."""
     dist = _dist()
     if dist is None or dist.get_world_size() == 1:
         return [obj]
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, obj)
+    gathered: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(gathered, obj, group=group)
     return gathered
+
+
+def new_cpu_group(timeout_s: float) -> Any:
+    """A gloo process group over all ranks with its own timeout, for perfkit's small collectives
+    (run id, phase figures): it works beside an nccl job and fails after ``timeout_s`` seconds
+    instead of hanging when a rank is gone. None when not distributed."""
+    dist = _dist()
+    if dist is None or dist.get_world_size() == 1:
+        return None
+    from datetime import timedelta
+
+    return dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))

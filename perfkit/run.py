@@ -28,7 +28,9 @@ import json
 import math
 import os
 import platform
+import signal
 import socket
+import statistics
 import sys
 import threading
 import time
@@ -39,7 +41,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from perfkit import distributed
 from perfkit.records import (
@@ -65,6 +67,20 @@ _THROUGHPUT_NAMES = {
 }
 _PERCENTILES = (50, 90, 99)
 _NO_STEP = -1  # compute windows outside iterate() belong to the phase, not to a step
+
+
+class PhaseFigures(NamedTuple):
+    """One rank's totals for one phase (seconds on that rank's clock, samples)."""
+
+    kind: str
+    samples: int
+    steps: int
+    wall_s: float
+    io_s: float
+    compute_s: float
+    start_t: float
+    end_t: float
+
 
 #: A finished step: (step, t since run start, wall s, io s, samples, compute s or None while
 #: its device windows are unresolved).
@@ -234,6 +250,7 @@ class Phase:
         self._rows: deque[_Row] = deque()
         self._tentative: _Row | None = None
         self._loop: weakref.ReferenceType[Generator[Any, None, None]] | None = None
+        self._rank_figures: dict[int, PhaseFigures] | None = None
         self._io = _IOWindow(self)
         self._compute = _ComputeWindow(self)
         self._lines_template = _step_lines_template(run.run_id, run.rank, name)
@@ -271,7 +288,28 @@ class Phase:
             self.compute_s -= self._compute_by_step.pop(tentative[0], 0.0)
         self.end_t = self.run._elapsed()
         self._state = "ended"
-        self.run._end_phase(self)
+        try:
+            if not failed:
+                self._rank_figures = self.run._gather_figures(self._figures())
+        finally:
+            self.run._end_phase(self)
+
+    def _figures(self) -> PhaseFigures:
+        return PhaseFigures(
+            self.kind,
+            self.samples,
+            self.steps,
+            self.wall_s,
+            self.io_s,
+            self.compute_s,
+            self.start_t,
+            self.end_t if self._state == "ended" else self.run._elapsed(),
+        )
+
+    def figures_by_rank(self) -> dict[int, PhaseFigures]:
+        """{rank: figures}: every rank's once the phase ended in a distributed run, else this
+        rank's own (while the phase runs, or when it failed)."""
+        return self._rank_figures or {self.run.rank: self._figures()}
 
     def _check_active(self, what: str) -> None:
         if self._state != "active":
@@ -521,7 +559,13 @@ class Run:
             device at every window edge and read the host clock - FlagPerf's ResNet-50 habit).
         clock: host clock returning seconds (injectable for tests).
         device_timer: window timer (injectable for tests; see :mod:`perfkit.timing`).
-        flush_interval_s: records reach the disk at least this often (at step ends), seconds.
+        flush_interval_s: records reach the disk at least this often, seconds.
+        dist_timeout_s: in a torch.distributed job, how long perfkit's own collectives (run id,
+            phase figures) wait for every rank before failing with a clear error, seconds.
+
+    In a torch.distributed job (torchrun), initialise the process group before starting the
+    Run: every rank writes its own records (``records-rank<N>.jsonl``), phase figures are
+    combined over ranks at each phase end, and rank 0 writes meta.json and summary.json.
     """
 
     def __init__(
@@ -536,6 +580,7 @@ class Run:
         clock: Clock | None = None,
         device_timer: WindowTimer | None = None,
         flush_interval_s: float = 2.0,
+        dist_timeout_s: float = 300.0,
     ) -> None:
         if not isinstance(name, str) or not name or any(c in name for c in "/\\\0"):
             raise ValueError(f"name must be a non-empty string without path separators: {name!r}")
@@ -543,6 +588,8 @@ class Run:
             raise ValueError(f"e2e_from must be one of {E2E_FROM}, got {e2e_from!r}")
         if sync not in SYNC_MODES:
             raise ValueError(f"sync must be one of {SYNC_MODES}, got {sync!r}")
+        if not (isinstance(dist_timeout_s, (int, float)) and dist_timeout_s > 0):
+            raise ValueError(f"dist_timeout_s must be a positive number, got {dist_timeout_s!r}")
         if not (isinstance(flush_interval_s, (int, float)) and flush_interval_s > 0):
             raise ValueError(
                 f"flush_interval_s must be a positive number, got {flush_interval_s!r}"
@@ -553,6 +600,9 @@ class Run:
         self.e2e_from = e2e_from
         self.sync = sync
         self.flush_interval_s = float(flush_interval_s)
+        self.dist_timeout_s = float(dist_timeout_s)
+        self._group: Any = None
+        self._sigterm_installed = False
         self._device_arg = device
         self._clock: Clock = clock or host_clock
         self._injected_timer = device_timer
@@ -600,11 +650,21 @@ class Run:
                 f"run {self.name!r} started while run {_active_run.name!r} is active: runs do "
                 "not nest; stop the first run, or use phases inside one run"
             )
+        self.rank = distributed.rank()
+        self.world_size = distributed.world_size()
+        if self.world_size > 1 and not distributed.is_distributed():
+            raise RunError(
+                f"WORLD_SIZE={self.world_size} but torch.distributed is not initialised: call "
+                "torch.distributed.init_process_group(...) before starting the Run"
+            )
         self.device = _resolve_device(self._device_arg)
         if self._injected_timer is None:
             self._timer = _make_timer(self.device, self.sync, self._clock)
         started = datetime.now(timezone.utc)
         self.run_id = f"{self.name}-{started:%Y%m%d-%H%M%S}-{os.getpid()}"
+        if self.world_size > 1:  # every rank writes into rank 0's run directory
+            self._group = distributed.new_cpu_group(self.dist_timeout_s)
+            self.run_id = self._all_gather(self.run_id, "the run start")[0]
         self.run_dir = _make_run_dir(self.out_dir, self.run_id)
         self._writer = RecordWriter(self.run_dir / _records_file(self.rank))
         self._t0 = self._clock()
@@ -619,7 +679,34 @@ class Run:
         self.status = "running"
         _active_run = self
         self._flusher.start()
+        self._install_sigterm()
         return self
+
+    def _install_sigterm(self) -> None:
+        """Turn SIGTERM (what torchrun sends the other ranks when one fails) into SystemExit, so
+        the run ends as failed with its records flushed - only where the handler is the default
+        one and this is the main thread."""
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        ):
+            signal.signal(signal.SIGTERM, _exit_on_signal)
+            self._sigterm_installed = True
+
+    def _all_gather(self, obj: Any, what: str) -> list[Any]:
+        try:
+            return distributed.all_gather_object(obj, self._group)
+        except RuntimeError as err:
+            raise RunError(
+                f"rank {self.rank}: not every rank reached {what} within {self.dist_timeout_s:g} s "
+                f"(dist_timeout_s): a rank has failed or stalled ({err})"
+            ) from err
+
+    def _gather_figures(self, figures: PhaseFigures) -> dict[int, PhaseFigures] | None:
+        """Every rank's figures for a phase that just ended; None when not distributed."""
+        if self._group is None:
+            return None
+        return dict(enumerate(self._all_gather(figures, "the end of a phase")))
 
     def stop(self, exc: BaseException | None = None) -> dict[str, Any]:
         """End the run; ``exc`` marks it failed. Writes summary.json atomically; returns it."""
@@ -638,6 +725,8 @@ class Run:
             if failed:
                 self.error = f"{type(exc).__name__}: {exc}"
             _active_run = None
+            if self._sigterm_installed:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
             assert self._flusher is not None and self._writer is not None
             self._flusher.stop()
             self._final_summary = self.summary()
@@ -864,46 +953,77 @@ class Run:
         }
 
 
+def _by_rank(phases: list[Phase]) -> dict[int, list[PhaseFigures]]:
+    """Each rank's figures for ``phases`` (all ranks once gathered, else this rank's own)."""
+    ranks: dict[int, list[PhaseFigures]] = {}
+    for phase in phases:
+        for rank, figures in phase.figures_by_rank().items():
+            ranks.setdefault(rank, []).append(figures)
+    return ranks
+
+
 def _kind_metrics(kind: str, phases: list[Phase]) -> dict[str, Any]:
+    """Totals and throughputs of one phase kind over all ranks: global samples over the
+    slowest rank's seconds (FlagPerf uses rank 0's; the slowest rank bounds the job)."""
     if not phases:
         return {}
-    samples = sum(p.samples for p in phases)
-    wall = sum(p.wall_s for p in phases)
-    compute = sum(p.compute_s for p in phases)
-    io = sum(p.io_s for p in phases)
-    walls = array("d")
-    for p in phases:
-        walls.extend(p._step_walls)
+    ranks = _by_rank(phases)
+    samples = sum(f.samples for figures in ranks.values() for f in figures)
+    per_rank = {
+        rank: (
+            math.fsum(f.wall_s for f in figures),
+            math.fsum(f.io_s for f in figures),
+            math.fsum(f.compute_s for f in figures),
+        )
+        for rank, figures in ranks.items()
+    }
+    wall, io, compute = (max(values) for values in zip(*per_rank.values(), strict=True))
     out: dict[str, Any] = {
         f"{kind}_samples": samples,
-        f"{kind}_steps": sum(p.steps for p in phases),
+        f"{kind}_steps": sum(f.steps for figures in ranks.values() for f in figures),
         f"{kind}_wall_s": wall,
         f"{kind}_io_s": io,
         f"{kind}_compute_s": compute,
     }
     rates = _rate_fields(f"{kind}_", samples, wall, io, compute)
     whole_name, core_name = _THROUGHPUT_NAMES[kind]
-    if f"{kind}_throughput_whole" in rates:
-        out[whole_name] = rates.pop(f"{kind}_throughput_whole")
-    if f"{kind}_throughput_core" in rates:
-        out[core_name] = rates.pop(f"{kind}_throughput_core")
+    for rate, name in (("whole", whole_name), ("core", core_name)):
+        value = rates.pop(f"{kind}_throughput_{rate}", None)
+        if value is not None:
+            out[name] = value
+            if len(ranks) > 1:
+                out[f"{name}_per_device"] = value / len(ranks)
     out.update(rates)
-    for q, value in _percentiles(walls).items():
+    if len(ranks) > 1:
+        for index, label in ((0, "wall_s"), (2, "compute_s")):
+            values = [v[index] for v in per_rank.values()]
+            out[f"{kind}_{label}_min"] = min(values)
+            out[f"{kind}_{label}_max"] = max(values)
+            out[f"{kind}_{label}_std"] = statistics.pstdev(values)
+    walls = array("d")
+    for p in phases:
+        walls.extend(p._step_walls)
+    for q, value in _percentiles(walls).items():  # this rank's steps
         out[f"{kind}_step_time_p{q}_s"] = value
     return out
 
 
 def _whole_window(phases: list[Phase]) -> float | None:
-    """Seconds from the first train phase's start to the end of the last train/val phase."""
-    train_starts = [p.start_t for p in phases if p.kind == "train"]
-    if not train_starts:
-        return None
-    first = min(train_starts)
-    ends = [
-        p.start_t + p.wall_s for p in phases if p.kind in ("train", "val") and p.start_t >= first
-    ]
-    window = max(ends) - first
+    """Seconds from the first train phase's start to the end of the last train/val phase, on
+    the slowest rank (each rank's window on its own clock)."""
+    windows = []
+    for figures in _by_rank([p for p in phases if p.kind in ("train", "val")]).values():
+        train_starts = [f.start_t for f in figures if f.kind == "train"]
+        if not train_starts:
+            continue
+        first = min(train_starts)
+        windows.append(max(f.end_t for f in figures if f.start_t >= first) - first)
+    window = max(windows, default=0.0)
     return window if window > 0 else None
+
+
+def _exit_on_signal(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 class _Flusher:
