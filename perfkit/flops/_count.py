@@ -1,0 +1,377 @@
+"""``count``: FLOPs of one call of a model, by module and by operator, with units named."""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import FlopCounterMode
+
+from perfkit.flops import _formulas  # noqa: F401  (registers perfkit's formulas)
+from perfkit.flops._registry import REGISTRY, is_multiply_add
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Scope = Literal["full", "torchvision"]
+Backend = Literal["torch", "fvcore"]
+Inputs = torch.Tensor | tuple[Any, ...] | dict[str, Any] | list[Any]
+
+SCOPES: tuple[Scope, ...] = ("full", "torchvision")
+BACKENDS: tuple[Backend, ...] = ("torch", "fvcore")
+
+# Operators that move, create or select data: no arithmetic, so neither counted nor reported as
+# unsupported. Views and in-place writes that are not arithmetic are recognised by their schema.
+# fmt: off
+_DATA_MOVEMENT_NAMES = (
+    "_local_scalar_dense", "_to_copy", "_unsafe_view", "_unsafe_index", "_unique2", "arange",
+    "bernoulli_", "cat", "clone", "constant_pad_nd", "empty", "empty_like", "empty_strided",
+    "fill", "flip", "full", "full_like", "gather", "index", "index_select", "lift_fresh_copy",
+    "masked_fill", "masked_select", "new_empty", "new_empty_strided", "new_full", "new_ones",
+    "new_zeros", "nonzero", "normal_", "ones", "ones_like", "rand", "randint", "randn",
+    "randperm", "repeat", "roll", "scalar_tensor", "scatter", "sort", "stack", "topk", "uniform_",
+    "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "where", "zeros",
+    "zeros_like",
+)
+# fmt: on
+_DATA_MOVEMENT = frozenset(f"aten.{name}" for name in _DATA_MOVEMENT_NAMES)
+
+_UNIT = "FLOPs (2 per multiply-add)"
+
+
+class FlopCountError(RuntimeError):
+    """The model raised while being counted; the model's own error is the ``__cause__``."""
+
+
+@cache
+def _overloads(packet: Any) -> tuple[Any, ...]:
+    return tuple(getattr(packet, name) for name in packet.overloads())
+
+
+def _is_pointwise(packet: Any) -> bool:
+    return any(torch.Tag.pointwise in op.tags for op in _overloads(packet))
+
+
+def _returns_alias(packet: Any) -> bool:
+    return any(
+        ret.alias_info is not None
+        for op in _overloads(packet)
+        if not op._overloadname.endswith("out")
+        for ret in op._schema.returns
+    )
+
+
+def _pointwise_flop(*args: Any, out_val: Any = None, **kwargs: Any) -> int:
+    """One FLOP per floating-point output element (comparisons and integer ops count none)."""
+    if isinstance(out_val, torch.Tensor) and out_val.is_floating_point():
+        return out_val.numel()
+    return 0
+
+
+class _Counter(FlopCounterMode):
+    """FlopCounterMode that also counts pointwise operators and records unsupported ones."""
+
+    def __init__(self, scope: Scope) -> None:
+        in_scope = {
+            packet: entry.formula
+            for packet, entry in REGISTRY.items()
+            if scope == "full" or entry.multiply_add
+        }
+        super().__init__(display=False, custom_mapping=in_scope)
+        self.out_of_scope = frozenset(REGISTRY) - frozenset(in_scope)
+        self.count_pointwise = scope == "full"
+        self.unsupported: Counter[str] = Counter()
+        self._no_formula: dict[Any, bool] = {}  # packet -> whether it is reported as unsupported
+
+    def _count_flops(self, func_packet: Any, out: Any, args: Any, kwargs: Any) -> Any:
+        if func_packet not in self.flop_registry:
+            if func_packet not in self._no_formula:
+                self._no_formula[func_packet] = self._classify(func_packet)
+            if self._no_formula[func_packet]:
+                self.unsupported[str(func_packet)] += 1
+        return super()._count_flops(func_packet, out, args, kwargs)
+
+    def _classify(self, packet: Any) -> bool:
+        """Register the pointwise rule for ``packet`` if it applies; True if unsupported."""
+        if packet in self.out_of_scope or str(packet) in _DATA_MOVEMENT:
+            return False
+        if _is_pointwise(packet):
+            if self.count_pointwise:
+                self.flop_registry[packet] = _pointwise_flop
+            return False
+        return not _returns_alias(packet)
+
+
+@dataclass(frozen=True)
+class FlopReport:
+    """FLOPs of one call of a model (forward, or forward + backward).
+
+    ``counts`` maps module name (``""`` is the whole call) to operator to FLOPs, two FLOPs per
+    multiply-add. ``unsupported`` maps operators met that have no formula to their call counts:
+    their work is not in the total.
+    """
+
+    model: str
+    scope: Scope
+    backend: Backend
+    backward: bool
+    counts: Mapping[str, Mapping[str, int]]
+    multiply_add_ops: frozenset[str]
+    unsupported: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def flops(self) -> int:
+        """Total FLOPs (floating-point operations, 2 per multiply-add) in the scope."""
+        return sum(self.counts.get("", {}).values())
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds of the matrix-product operators (convolution, matmul, attention)."""
+        return self._macs(self.counts.get("", {}))
+
+    def _macs(self, ops: Mapping[str, int]) -> int:
+        return sum(n for op, n in ops.items() if op in self.multiply_add_ops) // 2
+
+    def by_module(self) -> pd.DataFrame:
+        """One row per module (``""`` = whole call): columns module, flops, macs."""
+        import pandas as pd
+
+        rows = [(mod, sum(ops.values()), self._macs(ops)) for mod, ops in self.counts.items()]
+        return pd.DataFrame(rows, columns=["module", "flops", "macs"])
+
+    def by_operator(self) -> pd.DataFrame:
+        """One row per operator, largest first: columns operator, flops, macs."""
+        import pandas as pd
+
+        rows = [
+            (op, n, n // 2 if op in self.multiply_add_ops else 0)
+            for op, n in self.counts.get("", {}).items()
+        ]
+        frame = pd.DataFrame(rows, columns=["operator", "flops", "macs"])
+        return frame.sort_values("flops", ascending=False, ignore_index=True)
+
+    def __str__(self) -> str:
+        what = "forward + backward" if self.backward else "forward"
+        text = (
+            f"{self.model} {what} (scope {self.scope!r}, backend {self.backend!r}): "
+            f"{self.flops / 1e9:.3f} GFLOP [{_UNIT}], {self.macs / 1e9:.3f} GMAC [multiply-adds]"
+        )
+        if self.unsupported:
+            ops = ", ".join(f"{op} x{n}" for op, n in sorted(self.unsupported.items()))
+            text += f"; not counted (no formula): {ops}"
+        return text
+
+
+def _describe(inputs: Any) -> str:
+    if isinstance(inputs, torch.Tensor):
+        return f"Tensor{list(inputs.shape)} {str(inputs.dtype).removeprefix('torch.')}"
+    if isinstance(inputs, (list, tuple)):
+        inner = ", ".join(_describe(item) for item in inputs)
+        return f"[{inner}]" if isinstance(inputs, list) else f"({inner})"
+    if isinstance(inputs, dict):
+        return "{" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in inputs.items()) + "}"
+    return type(inputs).__name__
+
+
+def _call(model: torch.nn.Module, inputs: Inputs) -> Any:
+    """Call ``model`` the way ``inputs`` says, re-raising its errors with the inputs described."""
+    try:
+        if isinstance(inputs, tuple):
+            return model(*inputs)
+        if isinstance(inputs, dict):
+            return model(**inputs)
+        return model(inputs)
+    except Exception as err:
+        raise FlopCountError(
+            f"{type(model).__name__} raised {type(err).__name__} on inputs "
+            f"{_describe(inputs)}: {err}"
+        ) from err
+
+
+def _check_inputs(inputs: Any) -> None:
+    if not isinstance(inputs, (torch.Tensor, tuple, dict, list)):
+        raise TypeError(
+            "inputs must be a tensor, a tuple (positional arguments), a dict (keyword "
+            f"arguments) or a list (e.g. of images), not {type(inputs).__name__}"
+        )
+
+
+def _requires_grad(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.requires_grad
+
+
+def _backward(model: torch.nn.Module, inputs: Inputs, out: Any) -> None:
+    """Backpropagate ones from every output that requires grad; ``.grad`` is restored after.
+
+    ``torch.autograd.grad`` would not touch ``.grad``, but the module tracker's backward hooks
+    do not support it, so this runs ``backward`` and puts the leaves' gradients back.
+    """
+    roots = [t for t in tree_flatten(out)[0] if _requires_grad(t)]
+    if not roots:
+        raise ValueError(
+            "backward=True needs an output that requires grad (is the model frozen, or its "
+            "output detached?)"
+        )
+    inputs_leaves = (t for t in tree_flatten(inputs)[0] if _requires_grad(t) and t.is_leaf)
+    saved = [(t, t.grad) for t in (*model.parameters(), *inputs_leaves) if t.requires_grad]
+    torch.autograd.backward(roots, grad_tensors=[torch.ones_like(t) for t in roots])
+    for tensor, grad in saved:
+        tensor.grad = grad
+
+
+def _module_counts(counter: FlopCounterMode, root: str) -> dict[str, dict[str, int]]:
+    """Module -> operator -> FLOPs, renamed as ``named_modules`` names them; zeros dropped."""
+    counts: dict[str, dict[str, int]] = {}
+    for name, ops in counter.get_flop_counts().items():
+        if name == root:
+            continue  # the whole call is "Global", which also holds work outside forward hooks
+        module = "" if name == "Global" else name.removeprefix(root + ".")
+        nonzero = {str(op): n for op, n in ops.items() if n}
+        if nonzero:
+            counts[module] = nonzero
+    return dict(sorted(counts.items(), key=lambda item: item[0] != ""))
+
+
+def _count_torch(
+    model: torch.nn.Module, inputs: Inputs, backward: bool, scope: Scope
+) -> FlopReport:
+    counter = _Counter(scope)
+    with torch.set_grad_enabled(backward), counter:
+        out = _call(model, inputs)
+        if backward:
+            _backward(model, inputs, out)
+    counts = _module_counts(counter, type(model).__name__)
+    multiply_add = {str(p) for p in counter.flop_registry if is_multiply_add(p)}
+    return FlopReport(
+        model=type(model).__name__,
+        scope=scope,
+        backend="torch",
+        backward=backward,
+        counts=counts,
+        multiply_add_ops=frozenset(multiply_add),
+        unsupported=dict(counter.unsupported),
+    )
+
+
+# fvcore's handles for operators that are not multiply-adds (its own per-element estimates):
+# ignored, so that fvcore's figure is the multiply-add count of its remaining handles.
+_FVCORE_NOT_MULTIPLY_ADD = (
+    "aten::batch_norm",
+    "aten::group_norm",
+    "aten::layer_norm",
+    "aten::instance_norm",
+    "aten::upsample_nearest2d",
+    "aten::upsample_bilinear2d",
+    "aten::adaptive_avg_pool2d",
+    "aten::grid_sampler",
+)
+
+
+def _count_fvcore(
+    model: torch.nn.Module, inputs: Inputs, backward: bool, scope: Scope
+) -> FlopReport:
+    if backward or scope != "torchvision" or isinstance(inputs, dict):
+        raise ValueError(
+            "backend='fvcore' traces the forward with torch.jit and counts multiply-adds of "
+            "positional inputs only: use scope='torchvision', backward=False and a tensor, "
+            "tuple or list as inputs"
+        )
+    from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn import jit_handles as fv
+
+    analysis = FlopCountAnalysis(model, inputs if isinstance(inputs, tuple) else (inputs,))
+    # set_op_handle(name, None) does not remove a default handle: clear them all, then set
+    # fvcore's multiply-add handles (as in its defaults) and ignore its other ones.
+    analysis.clear_op_handles()
+    analysis.set_op_handle(
+        **{
+            "aten::addmm": fv.addmm_flop_jit,
+            "aten::bmm": fv.bmm_flop_jit,
+            "aten::_convolution": fv.conv_flop_jit,
+            "aten::einsum": fv.einsum_flop_jit,
+            "aten::matmul": fv.matmul_flop_jit,
+            "aten::mm": fv.matmul_flop_jit,
+            "aten::linear": fv.linear_flop_jit,
+        }
+    )
+    analysis.set_op_handle(**dict.fromkeys(_FVCORE_NOT_MULTIPLY_ADD))
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    analysis.tracer_warnings("none")
+    with torch.no_grad():
+        try:
+            by_module = analysis.by_module_and_operator()
+        except Exception as err:
+            raise FlopCountError(
+                f"fvcore could not trace {type(model).__name__} on inputs "
+                f"{_describe(inputs)}: {type(err).__name__}: {err}"
+            ) from err
+    # fvcore counts one multiply-add as one "flop"; perfkit counts two FLOPs.
+    counts = {
+        module: {op: 2 * n for op, n in ops.items() if n}
+        for module, ops in by_module.items()
+        if any(ops.values())
+    }
+    return FlopReport(
+        model=type(model).__name__,
+        scope=scope,
+        backend="fvcore",
+        backward=False,
+        counts=counts,
+        multiply_add_ops=frozenset(op for ops in counts.values() for op in ops),
+        unsupported=dict(analysis.unsupported_ops()),
+    )
+
+
+def count(
+    model: torch.nn.Module,
+    inputs: Inputs,
+    *,
+    backward: bool = False,
+    scope: Scope = "full",
+    backend: Backend = "torch",
+) -> FlopReport:
+    """Count the FLOPs of one call of ``model`` on ``inputs`` (run for real, once).
+
+    Args:
+        model: the module; counted in the mode it is in (call ``model.eval()`` for inference).
+        inputs: a tensor (``model(x)``), a tuple (``model(*inputs)``), a dict of keyword
+            arguments (``model(**inputs)``) or a list (``model(list)``, e.g. detection images).
+        backward: also backpropagate ones from every output that requires grad and count the
+            backward (training FLOPs, measured); parameters' ``.grad`` are left untouched.
+        scope: ``"full"`` counts every operator perfkit has a formula for (matrix products,
+            normalisation, pooling, softmax, pointwise arithmetic); ``"torchvision"`` counts the
+            multiply-add operators only (convolution, matmul, attention), which reproduces
+            torchvision's published ``weights.meta["_ops"]`` as ``report.macs``.
+        backend: ``"torch"`` (torch.utils.flop_counter plus perfkit's formulas) or
+            ``"fvcore"`` (fvcore's FlopCountAnalysis, forward and scope ``"torchvision"`` only).
+
+    Returns:
+        A FlopReport: ``.flops`` (2 per multiply-add), ``.macs``, ``.by_module()``,
+        ``.by_operator()``, ``.unsupported``.
+
+    Raises:
+        ValueError: unknown scope or backend, or an option the backend cannot do.
+        TypeError: inputs of another type.
+        FlopCountError: the model raised on the inputs (its error is the cause).
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, not {scope!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    _check_inputs(inputs)
+    if model.training and not backward:
+        warnings.warn(
+            f"{type(model).__name__} is in training mode but backward=False: counting the "
+            "training forward (batch statistics, training-only branches); call model.eval() "
+            "to count inference",
+            stacklevel=2,
+        )
+    run = _count_fvcore if backend == "fvcore" else _count_torch
+    return run(model, inputs, backward, scope)

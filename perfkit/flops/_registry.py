@@ -1,0 +1,63 @@
+"""perfkit's FLOP formulas for operators torch.utils.flop_counter does not cover.
+
+A formula takes the operator's arguments with every tensor replaced by its shape (``out_shape``
+is the output's) and returns a FLOP count as an int, so it is testable without tensors. Each
+operator has one formula; a second registration for the same operator, or one for an operator
+that PyTorch's own counter already covers, is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+from torch.utils.flop_counter import flop_registry as _torch_registry
+
+Formula = Callable[..., int]
+F = TypeVar("F", bound=Formula)
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A registered formula; ``multiply_add`` says it counts 2 FLOPs per multiply-add."""
+
+    formula: Formula
+    multiply_add: bool
+
+
+REGISTRY: dict[torch._ops.OpOverloadPacket, Registered] = {}
+
+
+def register_formula(
+    targets: torch._ops.OpOverloadPacket | list[torch._ops.OpOverloadPacket],
+    *,
+    multiply_add: bool,
+) -> Callable[[F], F]:
+    """Register ``formula(*shapes, out_shape=..., **kwargs) -> FLOPs`` for operator packets.
+
+    ``multiply_add=True`` marks matrix-product-like operators (the formula returns 2 FLOPs per
+    multiply-add; they count towards ``FlopReport.macs`` and the ``"torchvision"`` scope);
+    ``False`` marks everything else (normalisation, pooling, ...), counted in the ``"full"``
+    scope only. Raises ValueError for an operator that already has a formula here or in
+    ``torch.utils.flop_counter``.
+    """
+    packets = targets if isinstance(targets, list) else [targets]
+
+    def decorate(formula: F) -> F:
+        for packet in packets:
+            if packet in REGISTRY or packet in _torch_registry:
+                raise ValueError(f"duplicate FLOP formula for {packet}: it already has one")
+        for packet in packets:
+            REGISTRY[packet] = Registered(formula, multiply_add)
+        return formula
+
+    return decorate
+
+
+def is_multiply_add(packet: Any) -> bool:
+    """Whether ``packet``'s formula counts multiply-adds (PyTorch's own formulas all do)."""
+    if packet in REGISTRY:
+        return REGISTRY[packet].multiply_add
+    return packet in _torch_registry

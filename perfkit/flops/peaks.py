@@ -1,0 +1,188 @@
+"""Dense peak FLOP/s per device and dtype, every row with its source.
+
+Figures are dense (no structured sparsity; datasheets that print sparse figures give twice
+these). Device names are matched as ``torch.cuda.get_device_name`` and NVML report them, by a
+case-insensitive regular expression per row; the first matching row wins, rows registered with
+``register_peak`` before the built-in ones. An unknown device or dtype gives a warning and
+None, never a guess.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+DTYPES = ("fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8")
+
+_ALIASES = {
+    "float64": "fp64",
+    "double": "fp64",
+    "float32": "fp32",
+    "float": "fp32",
+    "tfloat32": "tf32",
+    "float16": "fp16",
+    "half": "fp16",
+    "bfloat16": "bf16",
+    "float8_e4m3fn": "fp8",
+    "float8_e5m2": "fp8",
+}
+
+
+def normalize_dtype(dtype: Any) -> str:
+    """``"fp16"``, ``"float16"``, ``"half"``, ``torch.float16`` -> ``"fp16"``; ValueError else."""
+    name = str(dtype).lower().removeprefix("torch.")
+    name = _ALIASES.get(name, name)
+    if name not in DTYPES:
+        raise ValueError(f"dtype: unknown dtype name {dtype!r}; expected one of {DTYPES}")
+    return name
+
+
+@dataclass(frozen=True)
+class PeakRow:
+    """Dense peak FLOP/s (or OP/s for int8) of one device, per dtype, with its source."""
+
+    name: str
+    pattern: str
+    flops: Mapping[str, float]
+    source: str
+
+    def matches(self, device_name: str) -> bool:
+        return re.search(self.pattern, device_name, re.IGNORECASE) is not None
+
+
+def _row(name: str, pattern: str, source: str, **flops: float) -> PeakRow:
+    return PeakRow(name, pattern, {k: v * 1e12 for k, v in flops.items()}, source)
+
+
+_A100 = "NVIDIA A100 Tensor Core GPU datasheet (2021), dense column: same for SXM4/PCIe, 40/80 GB"
+_H100 = "NVIDIA H100 Tensor Core GPU datasheet (2023); the Tensor Core figures printed 'with "
+_H100 += "sparsity' halved to dense"
+_MI300 = "AMD Instinct MI300X data sheet (2023): matrix figures, dense (without sparsity)"
+_FLAGPERF = "FlagPerf inference MFU peak for this vendor, as read from FlagPerf's source "
+_FLAGPERF += "(shared/flagperf-metrics.md)"
+
+# Order matters: more specific patterns first (H100 NVL / PCIe before H100 SXM).
+BUILTIN: tuple[PeakRow, ...] = (
+    _row("NVIDIA V100S PCIe", r"V100S", "NVIDIA V100 datasheet (2020), V100S PCIe column",
+         fp64=8.2, fp32=16.4, fp16=130),
+    _row("NVIDIA V100 PCIe", r"V100.*PCIE", "NVIDIA V100 datasheet (2020), V100 PCIe column",
+         fp64=7, fp32=14, fp16=112),
+    _row("NVIDIA V100 SXM2", r"V100.*SXM2", "NVIDIA V100 datasheet (2020), V100 SXM2 column",
+         fp64=7.8, fp32=15.7, fp16=125),
+    _row("NVIDIA A100", r"\bA100\b", _A100,
+         fp64=19.5, fp32=19.5, tf32=156, fp16=312, bf16=312, int8=624),
+    _row("NVIDIA A800", r"\bA800\b", "NVIDIA A800 datasheet (2022), dense column (as A100)",
+         fp64=19.5, fp32=19.5, tf32=156, fp16=312, bf16=312, int8=624),
+    _row("NVIDIA H100 NVL", r"\bH100\b.*\bNVL\b", _H100 + ", H100 NVL column (one GPU)",
+         fp64=60, fp32=60, tf32=417.5, fp16=835.5, bf16=835.5, fp8=1670.5, int8=1670.5),
+    _row("NVIDIA H100 PCIe", r"\bH100\b.*\bPCIE\b", _H100 + ", H100 PCIe column",
+         fp64=51, fp32=51, tf32=378, fp16=756.5, bf16=756.5, fp8=1513, int8=1513),
+    _row("NVIDIA H100 SXM", r"\bH100\b.*(HBM3|SXM)", _H100 + ", H100 SXM column",
+         fp64=67, fp32=67, tf32=494.5, fp16=989.5, bf16=989.5, fp8=1979, int8=1979),
+    _row("NVIDIA H200 NVL", r"\bH200\b.*\bNVL\b", "NVIDIA H200 datasheet (2024), H200 NVL "
+         "column, sparse figures halved", fp64=60, fp32=60, tf32=417.5, fp16=835.5,
+         bf16=835.5, fp8=1670.5, int8=1670.5),
+    _row("NVIDIA H200 SXM", r"\bH200\b", "NVIDIA H200 datasheet (2024), H200 SXM column, "
+         "sparse figures halved", fp64=67, fp32=67, tf32=494.5, fp16=989.5, bf16=989.5,
+         fp8=1979, int8=1979),
+    _row("NVIDIA H800 PCIe", r"\bH800\b.*\bPCIE\b", "NVIDIA H800 PCIe datasheet (2023), "
+         "sparse figures halved", fp64=0.8, fp32=51, tf32=378, fp16=756.5, bf16=756.5,
+         fp8=1513, int8=1513),
+    _row("NVIDIA H800 SXM", r"\bH800\b", "NVIDIA H800 SXM5 datasheet (2023), sparse figures "
+         "halved", fp64=1, fp32=67, tf32=494.5, fp16=989.5, bf16=989.5, fp8=1979, int8=1979),
+    _row("NVIDIA L40S", r"\bL40S\b", "NVIDIA L40S datasheet (2023), dense figures",
+         fp32=91.6, tf32=183, fp16=362.05, bf16=362.05, fp8=733, int8=733),
+    _row("AMD Instinct MI300X", r"MI300X", _MI300,
+         fp64=163.4, fp32=163.4, tf32=653.7, fp16=1307.4, bf16=1307.4, fp8=2614.9,
+         int8=2614.9),
+    _row("AMD Instinct MI250X", r"MI250X(?!/MI250)", "AMD Instinct MI250X data sheet (2021): "
+         "matrix figures", fp64=95.7, fp32=95.7, fp16=383, bf16=383, int8=383),
+    _row("Iluvatar MR-V100 (FlagPerf: iluvatar)", r"iluvatar|MR-V100", _FLAGPERF,
+         fp32=24, fp16=96),
+    _row("MetaX C500 (FlagPerf: metax)", r"metax|\bC500\b", _FLAGPERF, fp32=120, fp16=240),
+    _row("Tencent Zixiao C100 (FlagPerf: zixiao)", r"zixiao", _FLAGPERF, fp32=30, fp16=120),
+    _row("Hexaflake (FlagPerf: hexaflake)", r"hexaflake", _FLAGPERF, fp32=30, fp16=120),
+)  # fmt: skip
+
+_USER: list[PeakRow] = []
+
+
+def register_peak(
+    name: str,
+    flops: Mapping[str, float],
+    *,
+    source: str,
+    pattern: str | None = None,
+) -> PeakRow:
+    """Add a row (FLOP/s per dtype name) matched before the built-in ones.
+
+    ``pattern`` is a case-insensitive regular expression searched in device names; by default
+    ``name`` itself. ``source`` says where the figures come from and may not be empty.
+    """
+    if not source.strip():
+        raise ValueError("source: say where the peak figures come from")
+    normalised = {normalize_dtype(dtype): float(value) for dtype, value in flops.items()}
+    bad = {dtype: value for dtype, value in normalised.items() if not value > 0}
+    if bad:
+        raise ValueError(f"flops: peak FLOP/s must be positive, got {bad}")
+    row = PeakRow(name, pattern or re.escape(name), normalised, source)
+    _USER.insert(0, row)
+    return row
+
+
+def find_row(device_name: str) -> PeakRow | None:
+    """The first row (user rows first) whose pattern matches ``device_name``."""
+    return next((row for row in (*_USER, *BUILTIN) if row.matches(device_name)), None)
+
+
+def torch_allows_tf32() -> bool:
+    """Whether PyTorch runs float32 CUDA matmuls in TF32 (``allow_tf32`` / matmul precision)."""
+    import torch
+
+    precision = torch.backends.cuda.matmul.fp32_precision
+    if precision == "none":
+        precision = torch.backends.fp32_precision  # type: ignore[attr-defined]
+    return bool(precision == "tf32")
+
+
+def resolve(
+    device_name: str, dtype: Any, *, tf32: bool | None = None
+) -> tuple[str, PeakRow] | None:
+    """(dtype whose peak applies, row) for a device; None (with a warning) when unknown.
+
+    fp32 uses the device's TF32 peak when it has one and ``tf32`` is True, or ``tf32`` is None
+    and PyTorch allows TF32 matmuls (FlagPerf's convention); ``tf32=False`` forces the fp32 peak.
+    """
+    name = normalize_dtype(dtype)
+    row = find_row(device_name)
+    if row is None:
+        warnings.warn(
+            f"no peak FLOP/s known for device {device_name!r}; register one with "
+            "perfkit.flops.register_peak(...) or pass peak_flops explicitly",
+            stacklevel=3,
+        )
+        return None
+    if name == "fp32" and "tf32" in row.flops:
+        use_tf32 = torch_allows_tf32() if tf32 is None else tf32
+        name = "tf32" if use_tf32 else "fp32"
+    if name not in row.flops:
+        warnings.warn(f"no {name} peak known for {row.name} (source: {row.source})", stacklevel=3)
+        return None
+    return name, row
+
+
+def peak_flops(device_name: str, dtype: Any, *, tf32: bool | None = None) -> float | None:
+    """Dense peak FLOP/s of ``device_name`` for ``dtype``, or None with a warning if unknown.
+
+    ``dtype``: ``"fp64" | "fp32" | "tf32" | "fp16" | "bf16" | "fp8" | "int8"`` (or a
+    torch.dtype / its name). For fp32 on a device with TF32 see ``resolve``. Raises ValueError
+    for an unknown dtype name.
+    """
+    found = resolve(device_name, dtype, tf32=tf32)
+    if found is None:
+        return None
+    name, row = found
+    return row.flops[name]

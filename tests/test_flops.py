@@ -1,0 +1,217 @@
+"""perfkit.flops.count: formulas, scopes, backends, backward, and bad input.
+
+Every expected number is hand arithmetic written next to it (MAC = one multiply-add).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from perfkit.flops import FlopCountError, count, register_formula
+from perfkit.flops import _formulas as f
+
+aten = torch.ops.aten
+
+
+# --- formulas: shapes in, FLOPs out ---------------------------------------------------------
+
+
+def test_multiply_add_formulas() -> None:
+    assert f.mv_flop((5, 7), (7,)) == 70  # 5*7 MACs
+    assert f.addmv_flop((5,), (5, 7), (7,)) == 70  # bias add not counted
+    assert f.dot_flop((9,), (9,)) == 18  # 9 MACs
+    # Q K^T: 2*4*16*16*8 = 16384 MACs; P V: same; 32768 MACs = 65536 FLOPs
+    assert f.sdpa_flop((2, 4, 16, 8), (2, 4, 16, 8), (2, 4, 16, 8)) == 65536
+    # backward: Q K^T recomputed (flash kernels keep no scores), dV, dP, dQ, dK:
+    # 5 products of 16384 MACs = 81920 MACs = 163840 FLOPs
+    assert f.sdpa_backward_flop(*[(2, 4, 16, 8)] * 4) == 163840
+
+
+def test_other_formulas() -> None:
+    x = (2, 3, 4, 4)  # 96 elements
+    assert f.batch_norm_inference_flop(x) == 192  # 2 * 96: folded scale and shift
+    assert f.batch_norm_flop(x, (3,), (3,), (3,), (3,), True, 0.1, 1e-5) == 576  # (4+2) * 96
+    assert f.batch_norm_flop(x, None, None, False, 0.1, 1e-5) == 192  # no_stats overload, eval
+    assert f.layer_norm_flop(x, [4], (4,), (4,), 1e-5) == 768  # (4+2+2) * 96
+    assert f.group_norm_flop(x, None, None, 2, 3, 16, 1, 1e-5) == 576  # (4+2) * 96, no affine
+    assert f.softmax_flop(x, -1, False) == 480  # 5 * 96
+    out = (2, 3, 2, 2)  # 24 elements
+    assert f.max_pool2d_flop(x, [2, 2], out_shape=(out, out)) == 72  # (2*2-1) * 24
+    assert f.avg_pool2d_flop(x, 2, out_shape=out) == 96  # 2*2 * 24
+    assert f.mean_flop(x, [2, 3], out_shape=(2, 3, 1, 1)) == 96  # one per input
+    assert f.sum_flop((10,), out_shape=()) == 9  # 9 adds
+    assert f.upsample_bilinear2d_flop((1, 1, 2, 2), out_shape=(1, 1, 4, 4)) == 112  # 7 * 16
+
+
+def test_registry_refuses_duplicates() -> None:
+    with pytest.raises(ValueError, match="duplicate"):
+        register_formula(aten.mm, multiply_add=True)(f.mv_flop)  # torch's own formula
+    with pytest.raises(ValueError, match="duplicate"):
+        register_formula(aten.mv, multiply_add=True)(f.mv_flop)  # perfkit's
+
+
+@torch.library.custom_op("perfkit_test::scale", mutates_args=())
+def _scale(x: torch.Tensor) -> torch.Tensor:
+    return x * 2
+
+
+@_scale.register_fake
+def _(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+def test_user_formula_for_custom_op() -> None:
+    @register_formula(torch.ops.perfkit_test.scale, multiply_add=False)
+    def scale_flop(x_shape: tuple[int, ...], *args: object, **kwargs: object) -> int:
+        return int(torch.Size(x_shape).numel())
+
+    class Scale(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return _scale(x)
+
+    report = count(Scale().eval(), torch.ones(3, 5))
+    assert report.flops == 15  # one per element
+    assert report.unsupported == {}
+
+
+# --- count on small models ------------------------------------------------------------------
+
+
+def _small_cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(8 * 5 * 5, 10),
+    ).eval()
+
+
+X = torch.rand(1, 3, 10, 10)
+# conv: 8*10*10 outputs * 3*3*3 = 21600 MACs = 43200 FLOPs; linear: 200*10 = 2000 MACs = 4000
+# bn: 2 * 800 = 1600; relu: 800; maxpool: (2*2-1) * 200 outputs = 600
+CNN_MACS = 21600 + 2000
+CNN_FULL = 43200 + 1600 + 800 + 600 + 4000
+
+
+def test_full_and_torchvision_scopes() -> None:
+    full = count(_small_cnn(), X)
+    assert (full.flops, full.macs) == (CNN_FULL, CNN_MACS)
+    tv = count(_small_cnn(), X, scope="torchvision")
+    assert (tv.flops, tv.macs) == (2 * CNN_MACS, CNN_MACS)
+    assert full.unsupported == tv.unsupported == {}
+    modules = full.by_module().set_index("module")["flops"].to_dict()
+    assert modules == {"": CNN_FULL, "0": 43200, "1": 1600, "2": 800, "3": 600, "5": 4000}
+    ops = full.by_operator().set_index("operator")
+    assert ops.loc["aten.convolution", "macs"] == 21600
+    assert ops.loc["aten.relu", "macs"] == 0
+    assert list(full.by_operator()["flops"]) == sorted(ops["flops"], reverse=True)
+    assert "GFLOP" in str(full) and "multiply-add" in str(full)
+
+
+def test_input_kinds() -> None:
+    class TwoArgs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(16, 32, bias=False)
+
+        def forward(self, a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+            return self.linear(a if b is None else a + b)
+
+    a = torch.ones(4, 16)
+    model = TwoArgs().eval()
+    # 4*16*32 = 2048 MACs = 4096 FLOPs in the linear layer
+    assert count(model, a, scope="torchvision").flops == 4096
+    assert count(model, (a, a), scope="torchvision").flops == 4096
+    assert count(model, {"a": a, "b": a}, scope="torchvision").flops == 4096
+    assert count(model, {"a": a, "b": a}).flops == 4096 + 64  # + the 4*16 adds of a + b
+    with pytest.raises(TypeError, match="inputs must be"):
+        count(model, {a})  # type: ignore[arg-type]
+
+
+def test_attention_on_cpu_counts_and_causal_convention() -> None:
+    class Attention(nn.Module):
+        def __init__(self, causal: bool) -> None:
+            super().__init__()
+            self.causal = causal
+
+        def forward(self, q: torch.Tensor) -> torch.Tensor:
+            return F.scaled_dot_product_attention(q, q, q, is_causal=self.causal)
+
+    q = torch.rand(2, 4, 16, 8)
+    # 65536 FLOPs (see test_multiply_add_formulas); PyTorch's own counter gives 0 on CPU
+    for causal in (False, True):  # causal: the dense products are counted all the same
+        report = count(Attention(causal).eval(), q, scope="torchvision")
+        assert report.flops == 65536
+    q.requires_grad_(True)
+    report = count(Attention(True), (q,), backward=True, scope="torchvision")
+    assert report.flops == 65536 + 163840  # forward + backward
+    assert report.backward
+
+
+def test_backward_measures_forward_and_backward() -> None:
+    model = nn.Linear(16, 32, bias=False).train()
+    x = torch.rand(4, 16)
+    report = count(model, x, backward=True, scope="torchvision")
+    # forward x @ W^T: 4*16*32 = 2048 MACs; backward grad_W = grad^T @ x: 32*4*16 = 2048 MACs;
+    # no grad for x (it does not require grad): 4096 MACs = 8192 FLOPs
+    assert (report.flops, report.macs) == (8192, 4096)
+    assert model.weight.grad is None  # the count leaves .grad alone
+    with pytest.raises(ValueError, match="requires grad"):
+        count(model.requires_grad_(False), x, backward=True)
+
+
+def test_unsupported_operators_are_reported() -> None:
+    lstm = nn.LSTM(8, 16).eval()
+    report = count(lstm, torch.rand(5, 2, 8))
+    assert report.unsupported == {"aten.mkldnn_rnn_layer": 1}
+    assert "mkldnn_rnn_layer" in str(report)
+
+
+def test_fvcore_backend_agrees_on_multiply_adds() -> None:
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.resnet18().eval()
+    x = torch.rand(1, 3, 64, 64)
+    ours = count(model, x, scope="torchvision")
+    theirs = count(model, x, scope="torchvision", backend="fvcore")
+    assert ours.flops == theirs.flops and ours.macs == theirs.macs
+    ours_modules = ours.by_module().set_index("module")["flops"].to_dict()
+    assert ours_modules == theirs.by_module().set_index("module")["flops"].to_dict()
+    assert len(ours_modules) == 37  # whole, conv1, 4 layers, 8 blocks x 3, 3 downsample x 2, fc
+    with pytest.raises(ValueError, match="scope='torchvision'"):
+        count(model, x, backend="fvcore")
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+def test_model_error_is_reraised_with_context() -> None:
+    with pytest.raises(
+        FlopCountError, match=r"Sequential raised RuntimeError .*Tensor\[1, 5, 10"
+    ) as e:
+        count(_small_cnn(), torch.rand(1, 5, 10, 10))
+    assert isinstance(e.value.__cause__, RuntimeError)
+
+
+def test_training_mode_without_backward_warns() -> None:
+    with pytest.warns(UserWarning, match="training mode"):
+        count(_small_cnn().train(), X)
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ValueError, match="scope"):
+        count(_small_cnn(), X, scope="all")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="backend"):
+        count(_small_cnn(), X, backend="thop")  # type: ignore[arg-type]
+
+
+def test_import_perfkit_flops_does_not_import_torch() -> None:
+    code = "import sys, perfkit, perfkit.flops; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
