@@ -560,6 +560,8 @@ class Run:
         clock: host clock returning seconds (injectable for tests).
         device_timer: window timer (injectable for tests; see :mod:`perfkit.timing`).
         flush_interval_s: records reach the disk at least this often, seconds.
+        flops_per_sample, peak_flops, mfu_convention: see :meth:`set_flops`; the dtype is the
+            config's "precision" (default "fp32").
         dist_timeout_s: in a torch.distributed job, how long perfkit's own collectives (run id,
             phase figures) wait for every rank before failing with a clear error, seconds.
 
@@ -581,6 +583,9 @@ class Run:
         device_timer: WindowTimer | None = None,
         flush_interval_s: float = 2.0,
         dist_timeout_s: float = 300.0,
+        flops_per_sample: float | None = None,
+        peak_flops: float | None = None,
+        mfu_convention: str = "perfkit",
     ) -> None:
         if not isinstance(name, str) or not name or any(c in name for c in "/\\\0"):
             raise ValueError(f"name must be a non-empty string without path separators: {name!r}")
@@ -627,6 +632,13 @@ class Run:
         self._phase_counts: dict[str, int] = {}
         self._final_summary: dict[str, Any] | None = None
         self._flops: dict[str, Any] | None = None
+        if flops_per_sample is not None:
+            self.set_flops(
+                flops_per_sample,
+                dtype=str(self.config.get("precision", "fp32")),
+                convention=mfu_convention,
+                peak_flops=peak_flops,
+            )
 
     # -- lifetime ------------------------------------------------------------------------
     def __enter__(self) -> Run:

@@ -322,3 +322,22 @@ def test_set_flops_rejects_bad_input(tmp_path):
             run.set_flops(1e9, dtype="fp16", convention="marketing")
         with pytest.raises(ValueError, match="dtype"):
             run.set_flops(1e9, dtype="fp7")
+
+
+def test_flops_given_to_the_run_constructor(tmp_path, clock):
+    # 1000 samples in 2 s of compute = 500 samples/s; 1e9 FLOPs each on a 1e12 FLOP/s peak:
+    # MFU = 1e9 x 500 / 1e12 = 0.5
+    run = perfkit.Run(
+        "mfu",
+        out_dir=tmp_path,
+        clock=clock,
+        device="cpu",
+        config={"precision": "bf16"},
+        flops_per_sample=1e9,
+        peak_flops=1e12,
+    )
+    with run, run.phase("infer") as infer:
+        for _ in infer.iterate([None], samples=1000):
+            clock.advance(2.0)
+    assert run.summary()["MFU"] == pytest.approx(0.5)
+    assert run.summary()["peak_dtype"] == "bf16"
