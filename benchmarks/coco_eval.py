@@ -1,0 +1,230 @@
+"""COCO bbox evaluation speed: perfkit against pycocotools and faster-coco-eval, in one run.
+
+Data (generated, seed 0): 5000 images x 100 detections with COCO-like statistics - objects per
+image Poisson(7.3), 80 categories with Zipf-like frequencies, log-normal box areas (about 41 %
+small, 34 % medium, 25 % large, as in val2017), 1 % crowd. Per image about half the detections
+jitter around ground-truth boxes with high scores (80 % with the right category), the rest are
+background boxes with low scores, as a detector's top-100 list looks.
+
+Every library starts from the same torchvision-style outputs (per-image dicts of float32 xyxy boxes,
+scores, labels; batches of 8) and ends with the twelve stats. pycocotools and faster-coco-eval get
+COCO result dicts made as torchvision's reference evaluator makes them (xywh, ``.tolist()``, one
+dict per box); their time includes that conversion and ``loadRes``. Ground-truth loading is not
+timed. Target: perfkit at least as fast as faster-coco-eval, with pycocotools' exact numbers.
+Run: ``python -m benchmarks.coco_eval`` (needs the ``bench`` extra for faster-coco-eval).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.results import machine, write_section
+from perfkit.metrics import STAT_NAMES, COCOEvaluator
+
+Outputs = list[dict[str, torch.Tensor]]
+
+
+def make_dataset(
+    n_images: int, dets_per_image: int, seed: int = 0
+) -> tuple[dict[str, Any], Outputs, list[dict[str, int]]]:
+    """COCO ground truth and a detector's outputs for it (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    n_cats = 80
+    width = rng.choice([640, 480, 500, 427], n_images)
+    height = rng.choice([480, 640, 375, 333], n_images)
+    n_gt = rng.poisson(7.3, n_images)
+    img = np.repeat(np.arange(n_images), n_gt)
+    freq = 1.0 / np.arange(1, n_cats + 1) ** 1.1
+    freq /= freq.sum()
+    cat = rng.choice(n_cats, len(img), p=freq)
+    area = np.exp(rng.normal(7.49, 2.44, len(img))).clip(4, None)  # lognormal fit to val2017
+    aspect = np.exp(rng.normal(0, 0.5, len(img)))
+    w = np.minimum(np.sqrt(area * aspect), width[img])
+    h = np.minimum(area / np.sqrt(area * aspect), height[img])
+    x, y = rng.random(len(img)) * (width[img] - w), rng.random(len(img)) * (height[img] - h)
+    gt = {
+        "images": [
+            {"id": i + 1, "width": int(width[i]), "height": int(height[i])} for i in range(n_images)
+        ],
+        "annotations": [
+            {
+                "id": k + 1,
+                "image_id": int(img[k]) + 1,
+                "category_id": int(cat[k]) + 1,
+                "bbox": [float(x[k]), float(y[k]), float(w[k]), float(h[k])],
+                "area": float(w[k] * h[k] * 0.8),  # a mask covers part of its box
+                "iscrowd": int(rng.random() < 0.01),
+            }
+            for k in range(len(img))
+        ],
+        "categories": [{"id": c + 1, "name": f"class{c + 1}"} for c in range(n_cats)],
+    }
+    outputs = []
+    first_gt = np.concatenate([[0], np.cumsum(n_gt)])
+    for i in range(n_images):
+        own = np.arange(first_gt[i], first_gt[i + 1])
+        n_hit = min(dets_per_image // 2, 6 * len(own))
+        src = rng.choice(own, n_hit) if n_hit else np.zeros(0, int)
+        jitter = rng.normal(0, 0.1, (n_hit, 4))
+        near = np.stack(
+            [
+                x[src] + jitter[:, 0] * w[src],
+                y[src] + jitter[:, 1] * h[src],
+                w[src] * np.exp(jitter[:, 2]),
+                h[src] * np.exp(jitter[:, 3]),
+            ],
+            axis=1,
+        )
+        n_bg = dets_per_image - n_hit
+        bg_area = np.exp(rng.normal(7, 1.8, n_bg))
+        bg = np.stack(
+            [
+                rng.uniform(0, width[i], n_bg),
+                rng.uniform(0, height[i], n_bg),
+                np.sqrt(bg_area),
+                np.sqrt(bg_area),
+            ],
+            axis=1,
+        )
+        labels = np.concatenate(
+            [
+                np.where(rng.random(n_hit) < 0.8, cat[src], rng.integers(0, n_cats, n_hit)),
+                rng.choice(n_cats, n_bg, p=freq),
+            ]
+        )
+        scores = np.concatenate(
+            [np.clip(rng.beta(5, 2, n_hit) - np.abs(jitter).sum(1), 0.05, 1), rng.beta(1, 6, n_bg)]
+        )
+        xywh = np.concatenate([near, bg])
+        order = np.argsort(-scores, kind="stable")  # a detector returns its list by score
+        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)[order]
+        outputs.append(
+            {
+                "boxes": torch.tensor(xyxy, dtype=torch.float32),
+                "scores": torch.tensor(scores[order], dtype=torch.float32),
+                "labels": torch.tensor(labels[order] + 1),
+            }
+        )
+    return gt, outputs, [{"image_id": i + 1} for i in range(n_images)]
+
+
+def batches(outputs: Outputs, targets: list[dict[str, int]], size: int = 8) -> Any:
+    for start in range(0, len(outputs), size):
+        yield outputs[start : start + size], targets[start : start + size]
+
+
+def reference_results(outputs: Outputs, targets: list[dict[str, int]]) -> list[dict[str, Any]]:
+    """torchvision's ``prepare_for_coco_detection`` (xywh in float64, as perfkit converts)."""
+    results: list[dict[str, Any]] = []
+    for batch_out, batch_tgt in batches(outputs, targets):
+        for out, target in zip(batch_out, batch_tgt, strict=True):
+            boxes = out["boxes"].double()
+            boxes[:, 2:] -= boxes[:, :2]
+            results.extend(
+                {"image_id": target["image_id"], "category_id": c, "bbox": b, "score": s}
+                for b, s, c in zip(
+                    boxes.tolist(), out["scores"].tolist(), out["labels"].tolist(), strict=True
+                )
+            )
+    return results
+
+
+def run_cocoeval(
+    coco_gt: Any, cocoeval: Callable[..., Any], outputs: Outputs, targets: list[dict[str, int]]
+) -> tuple[float, float, np.ndarray]:
+    """(conversion s, evaluation s, stats) for a pycocotools-compatible COCOeval class."""
+    t0 = time.perf_counter()
+    results = reference_results(outputs, targets)
+    t1 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = cocoeval(coco_gt, coco_gt.loadRes(results), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return t1 - t0, time.perf_counter() - t1, np.asarray(evaluator.stats)
+
+
+def run_perfkit(
+    coco_gt: Any, outputs: Outputs, targets: list[dict[str, int]]
+) -> tuple[float, float, np.ndarray]:
+    t0 = time.perf_counter()
+    evaluator = COCOEvaluator(coco_gt, progress=False)
+    for batch_out, batch_tgt in batches(outputs, targets):
+        evaluator.update(batch_out, batch_tgt)
+    t1 = time.perf_counter()
+    stats = evaluator.compute()
+    return t1 - t0, time.perf_counter() - t1, np.array([stats[k] for k in STAT_NAMES])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=5000)
+    parser.add_argument("--dets", type=int, default=100)
+    parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md")
+    args = parser.parse_args()
+
+    from faster_coco_eval import COCO as FasterCOCO
+    from faster_coco_eval import COCOeval_faster
+    from faster_coco_eval import __version__ as faster_version
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt, outputs, targets = make_dataset(args.images, args.dets)
+    coco_gts = []
+    for cls in (COCO, FasterCOCO):
+        coco = cls()
+        coco.dataset = gt
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.createIndex()
+        coco_gts.append(coco)
+    runs = {
+        "perfkit (backend fast)": run_perfkit(coco_gts[0], outputs, targets),
+        f"faster-coco-eval {faster_version}": run_cocoeval(
+            coco_gts[1], COCOeval_faster, outputs, targets
+        ),
+        "pycocotools": run_cocoeval(coco_gts[0], COCOeval, outputs, targets),
+    }
+    reference_stats = runs["pycocotools"][2]
+    reference_total = sum(runs["pycocotools"][:2])
+    rows = []
+    for name, (convert, evaluate, stats) in runs.items():
+        diff = float(np.abs(stats - reference_stats).max())
+        rows.append(
+            f"| {name} | {convert:.2f} | {evaluate:.2f} | {convert + evaluate:.2f} | "
+            f"{reference_total / (convert + evaluate):.1f}x | {stats[0]:.6f} | "
+            f"{'identical' if diff == 0 else f'{diff:.1e}'} |"
+        )
+    n_gt = len(gt["annotations"])
+    body = "\n".join(
+        [
+            machine(),
+            f"torch {torch.__version__}, numpy {np.__version__}, one run each, in one process.",
+            "",
+            f"{args.images} images x {args.dets} detections ({args.images * args.dets} boxes), "
+            f"{n_gt} ground-truth boxes, 80 categories (generated: `benchmarks/coco_eval.py`). "
+            "Conversion = torchvision-style outputs to what the library evaluates (perfkit: "
+            "`update` per batch of 8; the others: result dicts as torchvision's reference "
+            "evaluator makes them); evaluation = `loadRes` + evaluate + accumulate + summarize "
+            "(perfkit: `compute`). Ground-truth loading is not timed.",
+            "",
+            "| library | conversion (s) | evaluation (s) | total (s) | speed-up over pycocotools "
+            "| AP | max abs diff of the 12 stats vs pycocotools |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+    print(body)
+    if not args.no_write:
+        write_section("COCO evaluation (issue 5)", body)
+
+
+if __name__ == "__main__":
+    main()

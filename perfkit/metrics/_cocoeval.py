@@ -1,0 +1,356 @@
+"""COCO evaluation vectorised with numpy, reproducing pycocotools' ``COCOeval`` bit for bit.
+
+pycocotools matches detections greedily, one detection at a time in score order, per image,
+category, area range and IoU threshold, in Python loops. Here the loops run over detection
+*ranks* instead: the detections ranked r-th in their (image, category) group are matched for all
+groups, area ranges and thresholds at once, with the same tie rules (the last ground truth with the
+highest IoU wins; regular ground truth before ignored; crowds can match many times). The arithmetic
+(bbox IoU, cumulative sums, precision envelope, recall search) repeats pycocotools' operations in
+the same order on float64, so precision, recall and the twelve stats come out identical.
+Only the standard parameters are supported: IoU 0.50:0.05:0.95, 101 recall points, maxDets
+(1, 10, 100) per image and category, areas all / small / medium / large.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+IOU_THRS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
+REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+MAX_DETS = (1, 10, 100)
+AREA_RNG = np.array([[0**2, 1e5**2], [0**2, 32**2], [32**2, 96**2], [96**2, 1e5**2]], dtype=float)
+AREA_LBL = ("all", "small", "medium", "large")
+
+#: The twelve stats of ``COCOeval.summarize``: name -> (AP or AR, IoU threshold, area, maxDets).
+STATS: dict[str, tuple[bool, float | None, str, int]] = {
+    "AP": (True, None, "all", 100),
+    "AP50": (True, 0.5, "all", 100),
+    "AP75": (True, 0.75, "all", 100),
+    "APs": (True, None, "small", 100),
+    "APm": (True, None, "medium", 100),
+    "APl": (True, None, "large", 100),
+    "AR1": (False, None, "all", 1),
+    "AR10": (False, None, "all", 10),
+    "AR100": (False, None, "all", 100),
+    "ARs": (False, None, "small", 100),
+    "ARm": (False, None, "medium", 100),
+    "ARl": (False, None, "large", 100),
+}
+
+Progress = Callable[[int], object]
+
+
+@dataclass(frozen=True)
+class Annotations:
+    """Columnar annotations, one row each: ground truth (``crowd``, ``ann_id``) or detections
+    (``score``). ``bbox`` is xywh (bbox evaluation), ``rles`` the masks (segm evaluation)."""
+
+    image: np.ndarray  # int64 image ids
+    category: np.ndarray  # int64 category ids
+    area: np.ndarray  # float64
+    bbox: np.ndarray | None = None  # (N, 4) float64 xywh
+    rles: Sequence[dict[str, Any]] | None = None
+    score: np.ndarray | None = None  # float64, detections
+    crowd: np.ndarray | None = None  # bool, ground truth
+    ann_id: np.ndarray | None = None  # int64, ground truth
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+    def take(self, index: np.ndarray) -> Annotations:
+        """The rows at ``index`` (integer positions), every column."""
+        return Annotations(**{f.name: _take(getattr(self, f.name), index) for f in fields(self)})
+
+    @classmethod
+    def concat(cls, parts: Sequence[Annotations]) -> Annotations:
+        """Rows of ``parts`` one after the other (all parts have the same columns)."""
+        columns: dict[str, Any] = {}
+        for f in fields(cls):
+            values = [getattr(p, f.name) for p in parts]
+            if values[0] is None:
+                columns[f.name] = None
+            elif isinstance(values[0], np.ndarray):
+                columns[f.name] = np.concatenate(values)
+            else:
+                columns[f.name] = [item for value in values for item in value]
+        return cls(**columns)
+
+
+def _take(column: Any, index: np.ndarray) -> Any:
+    if column is None:
+        return None
+    if isinstance(column, np.ndarray):
+        return column[index]
+    return [column[i] for i in index]
+
+
+def _index_in(sorted_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Position of each value in ``sorted_ids``, -1 where absent."""
+    pos = np.searchsorted(sorted_ids, values).clip(0, max(len(sorted_ids) - 1, 0))
+    found = sorted_ids[pos] == values if len(sorted_ids) else np.zeros(len(values), bool)
+    return np.where(found, pos, -1)
+
+
+def _starts(sorted_keys: np.ndarray, n_keys: int) -> np.ndarray:
+    """Boundaries of each key 0..n_keys-1 in a sorted key array (n_keys + 1 entries)."""
+    return np.searchsorted(sorted_keys, np.arange(n_keys + 1))
+
+
+def _bbox_iou(dt: np.ndarray, gt: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """pycocotools' ``bbIou`` on pairs of xywh boxes, the same float64 operations in order."""
+    w = np.minimum(dt[:, 2] + dt[:, 0], gt[:, 2] + gt[:, 0]) - np.maximum(dt[:, 0], gt[:, 0])
+    h = np.minimum(dt[:, 3] + dt[:, 1], gt[:, 3] + gt[:, 1]) - np.maximum(dt[:, 1], gt[:, 1])
+    inter = w * h
+    dt_area = dt[:, 2] * dt[:, 3]
+    union = np.where(crowd, dt_area, dt_area + gt[:, 2] * gt[:, 3] - inter)
+    return np.divide(inter, union, out=np.zeros(len(inter)), where=(w > 0) & (h > 0))
+
+
+def _segm_iou(
+    dt_rles: list[Any],
+    gt_rles: list[Any],
+    crowd: np.ndarray,
+    d_start: np.ndarray,
+    g_start: np.ndarray,
+) -> np.ndarray:
+    """Mask IoU of every pair, one pycocotools ``iou`` call per (image, category) group."""
+    from pycocotools import mask as mask_utils
+
+    blocks = [np.zeros(0)]
+    for g in np.flatnonzero(np.diff(d_start) * np.diff(g_start)):
+        dts, gts = slice(d_start[g], d_start[g + 1]), slice(g_start[g], g_start[g + 1])
+        ious = mask_utils.iou(dt_rles[dts], gt_rles[gts], crowd[gts].astype(np.uint8))
+        blocks.append(np.asarray(ious, dtype=float).reshape(-1))
+    return np.concatenate(blocks)
+
+
+def evaluate(
+    gt: Annotations,
+    dt: Annotations,
+    img_ids: np.ndarray,
+    cat_ids: np.ndarray,
+    *,
+    use_cats: bool = True,
+    iou_type: str = "bbox",
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``COCOeval.evaluate(); accumulate()`` -> (precision (T,R,K,A,M), recall (T,K,A,M)).
+
+    ``img_ids`` and ``cat_ids`` are sorted unique ids; ``progress(n)`` is told of finished steps:
+    one per detection rank (100), one per maxDets and area range (12).
+    """
+    assert dt.score is not None and gt.crowd is not None and gt.ann_id is not None
+    n_cats = len(cat_ids) if use_cats else 1
+    n_groups = len(img_ids) * n_cats
+
+    # Ground truth of the evaluated images and categories, ordered as pycocotools lists it per
+    # group: by category (when use_cats=False all categories share a group) then dataset order.
+    g_img, g_cat = _index_in(img_ids, gt.image), _index_in(cat_ids, gt.category)
+    g_key = g_img * n_cats + (g_cat if use_cats else 0)
+    g_sel = np.flatnonzero((g_img >= 0) & (g_cat >= 0))
+    g_order = g_sel[np.lexsort((g_sel, g_cat[g_sel], g_key[g_sel]))]
+    g_group = g_key[g_order]
+    g_area, g_crowd = gt.area[g_order], gt.crowd[g_order]
+    g_ignore = g_crowd | (g_area < AREA_RNG[:, :1]) | (g_area > AREA_RNG[:, 1:])  # (A, G)
+    g_nonzero_id = gt.ann_id[g_order] != 0  # pycocotools tests a match by the gt id's truth
+    g_start = _starts(g_group, n_groups)
+
+    # Detections: stable score order within the group (ties keep category then input order),
+    # truncated to maxDets[-1] per group.
+    d_img, d_cat = _index_in(img_ids, dt.image), _index_in(cat_ids, dt.category)
+    d_key = d_img * n_cats + (d_cat if use_cats else 0)
+    d_sel = np.flatnonzero((d_img >= 0) & (d_cat >= 0))
+    d_order = d_sel[np.lexsort((d_sel, d_cat[d_sel], -dt.score[d_sel], d_key[d_sel]))]
+    d_group = d_key[d_order]
+    rank = np.arange(len(d_order)) - np.searchsorted(d_group, d_group)
+    keep = rank < MAX_DETS[-1]
+    d_order, d_group, rank = d_order[keep], d_group[keep], rank[keep]
+    d_area = dt.area[d_order]
+    n_det = len(d_order)
+
+    # Every (detection, ground truth) pair of a group, detection-major.
+    n_pairs_of = np.diff(g_start)[d_group]
+    pair_det = np.repeat(np.arange(n_det), n_pairs_of)
+    offset = np.arange(len(pair_det)) - np.repeat(np.cumsum(n_pairs_of) - n_pairs_of, n_pairs_of)
+    pair_gt = g_start[d_group][pair_det] + offset
+    if iou_type == "bbox":
+        assert dt.bbox is not None and gt.bbox is not None
+        pair_iou = _bbox_iou(
+            dt.bbox[d_order][pair_det], gt.bbox[g_order][pair_gt], g_crowd[pair_gt]
+        )
+    else:
+        d_start = _starts(d_group, n_groups)
+        pair_iou = _segm_iou(
+            _take(dt.rles, d_order), _take(gt.rles, g_order), g_crowd, d_start, g_start
+        )
+
+    dtm, dt_ignore = _match(
+        pair_det, pair_gt, pair_iou, rank, g_ignore, g_crowd, g_nonzero_id, n_det, progress
+    )
+    d_out = (d_area < AREA_RNG[:, :1]) | (d_area > AREA_RNG[:, 1:])  # (A, D)
+    dt_ignore |= ~dtm & d_out[:, None, :]
+
+    # (K, A) regular ground truth per category (group % n_cats is the category index, or 0)
+    npig = np.stack([np.bincount(g_group[~ig] % n_cats, minlength=n_cats) for ig in g_ignore], 1)
+    return _accumulate(
+        dtm, dt_ignore, dt.score[d_order], d_img[d_order], d_group % n_cats, rank, npig, progress
+    )
+
+
+def _match(
+    pair_det: np.ndarray,
+    pair_gt: np.ndarray,
+    pair_iou: np.ndarray,
+    rank: np.ndarray,
+    g_ignore: np.ndarray,
+    g_crowd: np.ndarray,
+    g_nonzero_id: np.ndarray,
+    n_det: int,
+    progress: Progress | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy matching as ``COCOeval.evaluateImg`` -> (dtm, dtIg), both (A, T, D) bool."""
+    n_area, n_thr = len(AREA_RNG), len(IOU_THRS)
+    thr = np.minimum(IOU_THRS, 1 - 1e-10)[:, None]
+    taken = np.zeros((n_area, n_thr, len(g_crowd)), bool)
+    dtm = np.zeros((n_area, n_thr, n_det), bool)
+    dt_ignore = np.zeros((n_area, n_thr, n_det), bool)
+    by_rank = np.argsort(rank[pair_det], kind="stable")
+    bounds = _starts(rank[pair_det][by_rank], MAX_DETS[-1])
+    for lo, hi in itertools.pairwise(bounds):
+        if progress is not None:
+            progress(1)
+        if lo == hi:
+            continue
+        sel = by_rank[lo:hi]
+        pdet, pgt, iou = pair_det[sel], pair_gt[sel], pair_iou[sel]
+        first = np.r_[True, pdet[1:] != pdet[:-1]]
+        starts, seg = np.flatnonzero(first), np.cumsum(first) - 1
+        ignored = g_ignore[:, None, pgt]
+        ok = (~taken[:, :, pgt] | g_crowd[pgt]) & (iou >= thr)
+        regular = ok & ~ignored
+        # Regular ground truth first; ignored ground truth only for detections with none.
+        has_regular = np.maximum.reduceat(regular, starts, axis=2)[..., seg]
+        candidate = np.where(has_regular, regular, ok & ignored)
+        value = np.where(candidate, iou, -1.0)
+        best = np.maximum.reduceat(value, starts, axis=2)[..., seg]
+        last = np.where(candidate & (value == best), np.arange(len(sel)), -1)
+        chosen = np.maximum.reduceat(last, starts, axis=2)
+        a, t, s = np.nonzero(chosen >= 0)
+        p = chosen[a, t, s]
+        g, d = pgt[p], pdet[p]
+        taken[a, t, g] = True
+        dtm[a, t, d] = g_nonzero_id[g]
+        dt_ignore[a, t, d] = g_ignore[a, g]
+    return dtm, dt_ignore
+
+
+def _accumulate(
+    dtm: np.ndarray,
+    dt_ignore: np.ndarray,
+    score: np.ndarray,
+    img: np.ndarray,
+    cat: np.ndarray,
+    rank: np.ndarray,
+    npig: np.ndarray,
+    progress: Progress | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``COCOeval.accumulate`` on matched detections, vectorised over categories and thresholds.
+
+    pycocotools reads precision at the first detection reaching each recall threshold, after
+    taking the running maximum of tp / (tp + fp + eps) from the right. Precision only rises at a
+    true positive, so that maximum is the maximum over the true positives from there on: only
+    true positives are visited, with the same float operations.
+    """
+    n_thr, n_rec, n_area, n_cats = len(IOU_THRS), len(REC_THRS), len(AREA_RNG), len(npig)
+    precision = -np.ones((n_thr, n_rec, n_cats, n_area, len(MAX_DETS)))
+    recall = -np.ones((n_thr, n_cats, n_area, len(MAX_DETS)))
+    # pycocotools concatenates detections image by image in rank order, then sorts by score
+    # stably: the same order as sorting by (score, image, rank).
+    order = np.lexsort((rank, img, -score, cat))
+    needed = _tp_needed(npig)  # (K, A, R)
+    segments = np.arange(n_thr * n_cats)
+    for m, max_det in enumerate(MAX_DETS):
+        sel = order[rank[order] < max_det]
+        cat_sel = cat[sel]
+        bounds = _starts(cat_sel, n_cats)
+        for a in range(n_area):
+            if progress is not None:
+                progress(1)
+            counted = ~dt_ignore[a][:, sel]
+            tp = dtm[a][:, sel] & counted  # (T, n)
+            tp_cum = _cumsum0(tp)
+            fp_cum = _cumsum0(~tp & counted)
+            n_tp = np.diff(tp_cum[:, bounds], axis=1)  # (T, K)
+            t, p = np.nonzero(tp)
+            k = cat_sel[p]
+            tp_k = (tp_cum[t, p + 1] - tp_cum[t, bounds[k]]).astype(float)
+            fp_k = (fp_cum[t, p + 1] - fp_cum[t, bounds[k]]).astype(float)
+            segment = t * n_cats + k
+            best = _segment_suffix_max(tp_k / (fp_k + tp_k + np.spacing(1)), segment)
+            first = np.searchsorted(segment, segments).reshape(n_thr, n_cats)
+            # the needed-th true positive (at least the first) of each (threshold, category)
+            nth = np.maximum(needed[:, a], 1)[None]  # (1, K, R)
+            found = nth <= n_tp[..., None]
+            at = np.where(found, first[..., None] + nth - 1, 0)
+            q = np.where(found, best[at] if len(best) else 0.0, 0.0)  # (T, K, R)
+            has_gt = npig[:, a] > 0
+            precision[:, :, has_gt, a, m] = q[:, has_gt].transpose(0, 2, 1)
+            recall[:, has_gt, a, m] = n_tp[:, has_gt] / npig[has_gt, a]
+    return precision, recall
+
+
+def _cumsum0(flags: np.ndarray) -> np.ndarray:
+    """Cumulative count along the last axis with a leading 0: ``out[..., i]`` counts ``[:i]``."""
+    out = np.zeros((*flags.shape[:-1], flags.shape[-1] + 1), np.int32)
+    np.cumsum(flags, axis=-1, out=out[..., 1:])
+    return out
+
+
+def _tp_needed(npig: np.ndarray) -> np.ndarray:
+    """Smallest true-positive count j with ``j / npig >= r`` in float64, per recall threshold r:
+    the count at which pycocotools' ``searchsorted(rc, recThrs, "left")`` lands."""
+    n = np.maximum(npig, 1)[..., None].astype(float)
+    low = np.maximum(np.ceil(REC_THRS * n) - 2, 0)
+    needed = low.copy()
+    for step in range(4):  # the float answer is within 2 of the real one
+        needed += (low + step) / n < REC_THRS
+    return needed.astype(np.int64)
+
+
+def _segment_suffix_max(values: np.ndarray, segment: np.ndarray) -> np.ndarray:
+    """Running maximum from the right within each run of an ascending ``segment`` key, exactly
+    (on the ranks of the values, so no float is altered)."""
+    if not len(values):
+        return values
+    uniq, inv = np.unique(values, return_inverse=True)
+    key = (segment[-1] - segment) * len(uniq) + inv  # later segments have smaller keys
+    return uniq[np.maximum.accumulate(key[::-1])[::-1] % len(uniq)]
+
+
+def _mean_valid(values: np.ndarray) -> float:
+    """``COCOeval.summarize``'s mean over entries > -1, or -1 when there are none."""
+    valid = values[values > -1]
+    return -1.0 if valid.size == 0 else float(np.mean(valid))
+
+
+def summarize(precision: np.ndarray, recall: np.ndarray) -> dict[str, float]:
+    """The twelve stats of ``COCOeval.summarize`` from accumulate's arrays."""
+    out = {}
+    for name, (is_ap, iou_thr, area, max_det) in STATS.items():
+        a, m = AREA_LBL.index(area), MAX_DETS.index(max_det)
+        if is_ap:
+            s = precision if iou_thr is None else precision[np.where(iou_thr == IOU_THRS)[0]]
+            out[name] = _mean_valid(s[:, :, :, a, m])
+        else:
+            out[name] = _mean_valid(recall[:, :, a, m])
+    return out
+
+
+def per_category_ap(precision: np.ndarray) -> np.ndarray:
+    """AP@[.50:.95] per category (area all, maxDets 100), -1 where a category has no GT."""
+    return np.array([_mean_valid(precision[:, :, k, 0, -1]) for k in range(precision.shape[2])])

@@ -1,0 +1,564 @@
+"""COCOEvaluator against pycocotools' COCOeval run directly on the same detections.
+
+Cases are generated (hypothesis draws a seed and the knobs): boxes over all three area ranges,
+crowd ground truth, score ties, duplicated boxes (IoU ties), images without detections, a category
+without ground truth, ground-truth id 0, more than maxDets detections per image and category.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval, Params
+
+from perfkit.metrics import STAT_NAMES, COCOEvaluator, _cocoeval
+
+CATEGORIES = [1, 3, 7, 9]  # non-contiguous ids; category 9 never has ground truth
+
+
+def make_case(
+    seed: int,
+    *,
+    iou_type: str = "bbox",
+    n_images: int = 6,
+    max_gt: int = 6,
+    max_dt: int = 14,
+) -> tuple[dict[str, Any], list[dict[str, torch.Tensor]], list[dict[str, int]]]:
+    """A ground-truth dataset and torchvision-style outputs / targets for every image."""
+    rng = np.random.default_rng(seed)
+    small = iou_type == "segm"  # masks are rasterised: keep images small
+    images, anns, outputs, targets = [], [], [], []
+    ann_id = int(rng.integers(0, 2))  # sometimes a ground truth with id 0 (pycocotools' quirk)
+    for i in range(n_images):
+        w_img, h_img = (
+            (int(rng.integers(24, 48)), int(rng.integers(24, 48))) if small else (640, 480)
+        )
+        image_id = 100 + 7 * i
+        images.append({"id": image_id, "width": w_img, "height": h_img})
+        n_gt = int(rng.integers(0, max_gt + 1))
+        side = np.exp(rng.uniform(np.log(3), np.log(w_img if small else 300), (n_gt, 2)))
+        gt_boxes = []
+        for w, h in side:
+            x, y = (
+                rng.uniform(0, w_img - min(w, w_img - 1)),
+                rng.uniform(0, h_img - min(h, h_img - 1)),
+            )
+            box = [float(x), float(y), float(min(w, w_img - x)), float(min(h, h_img - y))]
+            crowd = int(rng.random() < 0.15)
+            category = int(rng.choice(CATEGORIES[:-1]))
+            ann: dict[str, Any] = {
+                "id": ann_id,
+                "image_id": image_id,
+                "category_id": category,
+                "bbox": box,
+                "area": float(box[2] * box[3] * rng.uniform(0.4, 1.0)),
+                "iscrowd": crowd,
+            }
+            if small:
+                ann["segmentation"] = _segmentation(box, crowd, h_img, w_img)
+            anns.append(ann)
+            gt_boxes.append((box, category))
+            ann_id += 1
+        outputs.append(_detections(rng, gt_boxes, w_img, h_img, max_dt, small))
+        targets.append({"image_id": image_id})
+    gt = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": c, "name": f"cat{c}"} for c in CATEGORIES],
+    }
+    return gt, outputs, targets
+
+
+def _segmentation(box: list[float], crowd: int, h: int, w: int) -> Any:
+    x, y, bw, bh = box
+    if not crowd:  # a polygon, as COCO stores most objects
+        return [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]]
+    mask = np.zeros((h, w), np.uint8, order="F")
+    mask[int(y) : int(np.ceil(y + bh)), int(x) : int(np.ceil(x + bw))] = 1
+    rle = mask_utils.encode(mask)
+    return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+
+
+def _detections(
+    rng: np.random.Generator,
+    gt_boxes: list[tuple[list[float], int]],
+    w_img: int,
+    h_img: int,
+    max_dt: int,
+    with_masks: bool,
+) -> dict[str, torch.Tensor]:
+    n = 0 if rng.random() < 0.2 else int(rng.integers(1, max_dt + 1))  # some images: none
+    boxes, labels = [], []
+    for _ in range(n):
+        if gt_boxes and rng.random() < 0.7:  # near a ground truth, sometimes exactly on it
+            (x, y, w, h), cat = gt_boxes[int(rng.integers(len(gt_boxes)))]
+            jitter = rng.normal(0, 0.15, 4) * (rng.random() > 0.2)
+            x, y = x + jitter[0] * w, y + jitter[1] * h
+            w, h = w * np.exp(jitter[2]), h * np.exp(jitter[3])
+            label = cat if rng.random() < 0.85 else int(rng.choice(CATEGORIES))
+        else:
+            w, h = np.exp(rng.uniform(np.log(2), np.log(max(w_img, 3)), 2))
+            x, y = rng.uniform(0, w_img), rng.uniform(0, h_img)
+            label = int(rng.choice(CATEGORIES))
+        boxes.append([x, y, x + w, y + h])
+        labels.append(label)
+        if rng.random() < 0.1:  # a duplicated detection: equal IoU, maybe equal score
+            boxes.append(boxes[-1])
+            labels.append(label)
+    boxes_t = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    out = {
+        "boxes": boxes_t,
+        "scores": torch.tensor(rng.integers(1, 9, len(boxes)) / 8, dtype=torch.float32),  # ties
+        "labels": torch.tensor(labels, dtype=torch.int64),
+    }
+    if with_masks:
+        masks = torch.zeros((len(boxes), 1, h_img, w_img))
+        for j, (x1, y1, x2, y2) in enumerate(boxes_t.tolist()):
+            masks[j, 0, max(int(y1), 0) : max(int(y2), 0), max(int(x1), 0) : max(int(x2), 0)] = 0.9
+        masks += torch.rand(masks.shape, generator=torch.Generator().manual_seed(len(boxes))) * 0.3
+        out["masks"] = masks
+    return out
+
+
+def result_dicts(
+    outputs: list[dict[str, torch.Tensor]], targets: list[dict[str, int]], iou_type: str
+) -> list[dict[str, Any]]:
+    """The outputs as COCO result dicts, converted independently of perfkit."""
+    results = []
+    for out, target in zip(outputs, targets, strict=True):
+        if iou_type == "bbox":
+            geometry = []
+            for x1, y1, x2, y2 in out["boxes"].double().tolist():
+                geometry.append([x1, y1, x2 - x1, y2 - y1])
+        else:
+            masks = (out["masks"][:, 0] > 0.5).numpy().astype(np.uint8)
+            geometry = [mask_utils.encode(np.asfortranarray(m)) for m in masks]
+        for g, s, c in zip(geometry, out["scores"].tolist(), out["labels"].tolist(), strict=True):
+            key = "bbox" if iou_type == "bbox" else "segmentation"
+            results.append({"image_id": target["image_id"], "category_id": c, "score": s, key: g})
+    return results
+
+
+def coco_from(dataset: dict[str, Any]) -> COCO:
+    coco = COCO()
+    coco.dataset = copy.deepcopy(dataset)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def reference(
+    gt: dict[str, Any],
+    results: list[dict[str, Any]],
+    img_ids: list[int],
+    iou_type: str = "bbox",
+    use_cats: bool = True,
+) -> tuple[dict[str, float], str]:
+    """pycocotools' stats (with per-category AP) and summary text."""
+    coco_gt = coco_from(gt)
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        coco_dt = (
+            coco_gt.loadRes(copy.deepcopy(results))
+            if results
+            else coco_from({"images": gt["images"], "annotations": []})
+        )
+        evaluator = COCOeval(coco_gt, coco_dt, iou_type)
+        evaluator.params.imgIds = img_ids
+        evaluator.params.useCats = int(use_cats)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        printed.truncate(0)
+        printed.seek(0)
+        evaluator.summarize()
+    stats = dict(zip(STAT_NAMES, evaluator.stats.tolist(), strict=True))
+    if use_cats:
+        for k, cat in enumerate(CATEGORIES):
+            p = evaluator.eval["precision"][:, :, k, 0, -1]
+            stats[f"AP/cat{cat}"] = float(np.mean(p[p > -1])) if (p > -1).any() else -1.0
+    return stats, printed.getvalue()
+
+
+def evaluate(
+    gt: dict[str, Any],
+    outputs: list[dict[str, torch.Tensor]],
+    targets: list[dict[str, int]],
+    backend: str,
+    **kwargs: Any,
+) -> dict[str, float]:
+    evaluator = COCOEvaluator(coco_from(gt), backend=backend, **kwargs)  # type: ignore[arg-type]
+    for start in range(0, len(outputs), 4):  # batches of 4 images
+        evaluator.update(outputs[start : start + 4], targets[start : start + 4])
+    return evaluator.compute(per_category=kwargs.get("use_cats", True))
+
+
+@pytest.mark.parametrize("backend", ["fast", "pycocotools"])
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), use_cats=st.booleans())
+def test_bbox_equals_pycocotools(backend: str, seed: int, use_cats: bool) -> None:
+    gt, outputs, targets = make_case(seed)
+    expected, _ = reference(
+        gt,
+        result_dicts(outputs, targets, "bbox"),
+        [t["image_id"] for t in targets],
+        "bbox",
+        use_cats,
+    )
+    assert evaluate(gt, outputs, targets, backend, use_cats=use_cats) == expected
+
+
+@pytest.mark.parametrize("backend", ["fast", "pycocotools"])
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), use_cats=st.booleans())
+def test_segm_equals_pycocotools(backend: str, seed: int, use_cats: bool) -> None:
+    gt, outputs, targets = make_case(seed, iou_type="segm", n_images=4)
+    expected, _ = reference(
+        gt,
+        result_dicts(outputs, targets, "segm"),
+        [t["image_id"] for t in targets],
+        "segm",
+        use_cats,
+    )
+    result = evaluate(gt, outputs, targets, backend, iou_type="segm", use_cats=use_cats)
+    assert result == expected
+
+
+def test_more_detections_than_max_dets() -> None:
+    # 150 detections of one category on one image: pycocotools keeps the 100 best per image and
+    # category (and the 1 / 10 best for AR1 / AR10).
+    gt, outputs, targets = make_case(7, n_images=3)
+    rng = np.random.default_rng(1)
+    (x, y, w, h), cat = next(
+        (a["bbox"], a["category_id"]) for a in gt["annotations"] if a["image_id"] == 100
+    )
+    xy = np.array([x, y]) + rng.normal(0, 0.1, (150, 2)) * [w, h]
+    wh = np.array([w, h]) * np.exp(rng.normal(0, 0.1, (150, 2)))
+    outputs[0] = {
+        "boxes": torch.tensor(np.concatenate([xy, xy + wh], axis=1)),
+        "scores": torch.tensor(rng.integers(1, 40, 150) / 40),
+        "labels": torch.full((150,), cat),
+    }
+    expected, _ = reference(gt, result_dicts(outputs, targets, "bbox"), [100, 107, 114])
+    for backend in ("fast", "pycocotools"):
+        assert evaluate(gt, outputs, targets, backend) == expected
+
+
+def test_summary_text_is_pycocotools() -> None:
+    gt, outputs, targets = make_case(3)
+    _, text = reference(
+        gt, result_dicts(outputs, targets, "bbox"), [t["image_id"] for t in targets]
+    )
+    evaluator = COCOEvaluator(coco_from(gt))
+    evaluator.update(outputs, targets)
+    assert evaluator.summary() + "\n" == text
+    assert len(text.splitlines()) == 12
+
+
+def test_seed_summary_format() -> None:
+    # The Faster R-CNN seed's first and ninth lines, formatted from its numbers.
+    evaluator = COCOEvaluator(coco_from(make_case(0)[0]))
+    lines = evaluator.summary(dict.fromkeys(STAT_NAMES, 0.403)).splitlines()
+    assert lines[0] == (
+        " Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.403"
+    )
+    assert lines[6] == (
+        " Average Recall     (AR) @[ IoU=0.50:0.95 | area=   all | maxDets=  1 ] = 0.403"
+    )
+
+
+def test_update_results_dicts_and_path_equal_update(tmp_path: Path) -> None:
+    gt, outputs, targets = make_case(11)
+    results = result_dicts(outputs, targets, "bbox")
+    image_ids = [t["image_id"] for t in targets]
+    expected, _ = reference(gt, results, image_ids)
+    gt_path = tmp_path / "instances.json"
+    gt_path.write_text(json.dumps(gt))
+    res_path = tmp_path / "results.json"
+    res_path.write_text(json.dumps(results))
+    for source in (results, res_path, str(res_path)):
+        evaluator = COCOEvaluator(gt_path)
+        evaluator.update_results(source, image_ids=image_ids)
+        assert evaluator.compute(per_category=True) == expected
+    # Without image_ids only the images named in the results are evaluated.
+    named = sorted({r["image_id"] for r in results})
+    evaluator = COCOEvaluator(gt_path)
+    evaluator.update_results(results)
+    assert evaluator.compute(per_category=True) == reference(gt, results, named)[0]
+
+
+def test_update_results_segm() -> None:
+    gt, outputs, targets = make_case(5, iou_type="segm", n_images=3)
+    results = result_dicts(outputs, targets, "segm")
+    image_ids = [t["image_id"] for t in targets]
+    evaluator = COCOEvaluator(coco_from(gt), "segm")
+    evaluator.update_results(results, image_ids)
+    assert evaluator.compute() == {
+        k: v for k, v in reference(gt, results, image_ids, "segm")[0].items() if "/" not in k
+    }
+
+
+def test_label_to_category_for_contiguous_labels() -> None:
+    gt, outputs, targets = make_case(21)
+    expected = evaluate(gt, outputs, targets, "fast")
+    to_label = {c: i for i, c in enumerate(CATEGORIES)}
+    contiguous = [dict(o, labels=o["labels"].apply_(to_label.__getitem__)) for o in outputs]
+    for mapping in (CATEGORIES, dict(enumerate(CATEGORIES))):
+        assert evaluate(gt, contiguous, targets, "fast", label_to_category=mapping) == expected
+
+
+def test_known_values_and_no_ground_truth() -> None:
+    # One image, one ground truth of category 1 (a 10x10 box, area 100: "small").
+    gt = {
+        "images": [{"id": 1, "width": 50, "height": 50}, {"id": 2, "width": 50, "height": 50}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [0, 0, 10, 10],
+                "area": 100.0,
+                "iscrowd": 0,
+            }
+        ],
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+    }
+    evaluator = COCOEvaluator(coco_from(gt))
+    # A perfect box, and a detection of category 2, which has no ground truth.
+    evaluator.update(
+        [
+            {
+                "boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]),
+                "scores": torch.tensor([0.9, 0.8]),
+                "labels": torch.tensor([1, 2]),
+            }
+        ],
+        [{"image_id": 1}],
+    )
+    evaluator.update(  # an image without detections
+        [
+            {
+                "boxes": torch.zeros(0, 4),
+                "scores": torch.zeros(0),
+                "labels": torch.zeros(0, dtype=torch.int64),
+            }
+        ],
+        [{"image_id": 2}],
+    )
+    stats = evaluator.compute(per_category=True)
+    # pycocotools' precision of one true positive is tp / (tp + fp + eps) = 1 / (1 + eps).
+    assert stats["AP"] == stats["APs"] == 1 / (1 + np.spacing(1))
+    assert stats["AR1"] == stats["AR100"] == stats["ARs"] == 1.0
+    assert stats["APm"] == stats["APl"] == stats["ARm"] == -1.0  # no medium / large ground truth
+    assert stats["AP/b"] == -1.0
+
+
+def test_no_detections_at_all_scores_zero() -> None:
+    gt, outputs, targets = make_case(2)
+    empty = [{k: v[:0] for k, v in o.items()} for o in outputs]
+    for backend in ("fast", "pycocotools"):
+        stats = evaluate(gt, empty, targets, backend)
+        assert stats["AP"] == 0.0 and stats["AR100"] == 0.0
+
+
+def test_compute_before_update_warns_and_reports_nothing() -> None:
+    evaluator = COCOEvaluator(coco_from(make_case(0)[0]))
+    with pytest.warns(UserWarning, match="before any update"):
+        stats = evaluator.compute()
+    assert stats == dict.fromkeys(STAT_NAMES, -1.0)
+
+
+def test_reset_forgets_images() -> None:
+    gt, outputs, targets = make_case(4)
+    evaluator = COCOEvaluator(coco_from(gt))
+    evaluator.update(outputs, targets)
+    first = evaluator.compute()
+    evaluator.reset()
+    assert evaluator.update_count == 0 and evaluator.chunks == []
+    evaluator.update(outputs, targets)  # the same images again: allowed after reset
+    assert evaluator.compute() == first
+
+
+def test_pycocotools_backend_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    gt, outputs, targets = make_case(8)
+    evaluate(gt, outputs, targets, "pycocotools")
+    evaluate(gt, outputs, targets, "fast")
+    assert capsys.readouterr() == ("", "")  # no prints; no progress bar off a terminal
+
+
+def test_duplicate_images_from_ranks_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two ranks of a padded sampler: rank 1 evaluates image 100 again, with other detections.
+    gt, outputs, targets = make_case(9, n_images=5)
+    rank0, rank1 = COCOEvaluator(coco_from(gt)), COCOEvaluator(coco_from(gt))
+    rank0.update(outputs[0::2], targets[0::2])
+    rank1.update([*outputs[1::2], outputs[1]], [*targets[1::2], targets[0]])
+    states = [{"chunks": rank0.chunks}, {"chunks": rank1.chunks}]
+    monkeypatch.setattr("perfkit.distributed.all_gather_object", lambda obj: states)
+    alone = evaluate(gt, outputs, targets, "fast")
+    assert rank0.compute(per_category=True) == rank1.compute(per_category=True) == alone
+
+
+def test_parameters_are_pycocotools_defaults() -> None:
+    params = Params("bbox")
+    assert np.array_equal(_cocoeval.IOU_THRS, params.iouThrs)
+    assert np.array_equal(_cocoeval.REC_THRS, params.recThrs)
+    assert list(_cocoeval.MAX_DETS) == params.maxDets
+    assert _cocoeval.AREA_RNG.tolist() == params.areaRng
+    assert list(_cocoeval.AREA_LBL) == params.areaRngLbl
+
+
+def test_import_is_lazy() -> None:
+    code = (
+        "import sys, perfkit.metrics; "
+        "print(sorted(m for m in ('torch', 'pycocotools', 'pandas', 'tqdm') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------- bad input
+
+GT = make_case(0, n_images=2)[0]
+GOOD = {
+    "boxes": torch.tensor([[1.0, 2, 11, 12], [5, 5, 9, 9]]),
+    "scores": torch.tensor([0.9, 0.5]),
+    "labels": torch.tensor([1, 3]),
+}
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    return {**GOOD, **changes}
+
+
+@pytest.mark.parametrize(
+    ("outputs", "targets", "match"),
+    [
+        (
+            [_with(boxes=torch.tensor([[1.0, 2, 11, 12], [5, float("nan"), 9, 9]]))],
+            [100],
+            r"outputs\[0\]\['boxes'\] row 1 is NaN or inf",
+        ),
+        (
+            [_with(scores=torch.tensor([0.9, float("inf")]))],
+            [100],
+            r"outputs\[0\]\['scores'\] row 1 is NaN or inf",
+        ),
+        (
+            [GOOD, _with(boxes=torch.tensor([[1.0, 2, 11, 12], [9, 5, 5, 9]]))],
+            [100, 107],
+            r"outputs\[1\]\['boxes'\] row 1 has a negative width.*x2 >= x1",
+        ),
+        (
+            [_with(boxes=torch.zeros(2, 5))],
+            [100],
+            r"outputs\[0\]\['boxes'\] must have shape \(N, 4\)",
+        ),
+        (
+            [_with(labels=torch.tensor([1]))],
+            [100],
+            r"outputs\[0\]\['labels'\] must have shape \(N,\)",
+        ),
+        (
+            [_with(scores=torch.zeros(2, 1))],
+            [100],
+            r"outputs\[0\]\['scores'\] must have shape \(N,\)",
+        ),
+        (
+            [_with(labels=torch.tensor([1.0, 3.0]))],
+            [100],
+            r"outputs\[0\]\['labels'\] must hold integer",
+        ),
+        (
+            [_with(labels=torch.tensor([1, 2]))],
+            [100],
+            r"outputs\[0\]\['labels'\] row 1: label 2 is not a category id",
+        ),
+        (
+            [{"boxes": GOOD["boxes"], "scores": GOOD["scores"]}],
+            [100],
+            r"outputs\[0\] lacks \['labels'\]",
+        ),
+        ([GOOD], [100, 107], "one entry per image, got 1 outputs and 2 targets"),
+        ([GOOD], [5], r"targets: image ids \[5\] are not in the ground truth"),
+        ([GOOD, GOOD], [100, 100], r"targets: image ids \[100\] were already updated"),
+        ([GOOD], [1.5], r"targets\[0\]\['image_id'\] must be an integer"),
+        ([GOOD], [torch.tensor([100, 107])], r"targets\[0\]\['image_id'\] must hold one id"),
+    ],
+)
+def test_update_rejects(outputs: list[Any], targets: list[Any], match: str) -> None:
+    evaluator = COCOEvaluator(coco_from(GT))
+    with pytest.raises(ValueError, match=match):
+        evaluator.update(outputs, [{"image_id": t} for t in targets])
+    assert evaluator.update_count == 0 and evaluator.chunks == []
+
+
+def test_update_rejects_an_image_seen_before() -> None:
+    evaluator = COCOEvaluator(coco_from(GT))
+    evaluator.update([GOOD], [{"image_id": torch.tensor([100])}])
+    with pytest.raises(ValueError, match=r"image ids \[100\] were already updated"):
+        evaluator.update([GOOD], [{"image_id": 100}])
+
+
+def test_label_to_category_rejects_unmapped_labels() -> None:
+    with pytest.raises(ValueError, match=r"category ids \[2\] that the ground truth"):
+        COCOEvaluator(coco_from(GT), label_to_category=[1, 2])
+    evaluator = COCOEvaluator(coco_from(GT), label_to_category={0: 1, 1: 3})
+    with pytest.raises(ValueError, match=r"label 3 maps to no category in label_to_category"):
+        evaluator.update([_with(labels=torch.tensor([0, 3]))], [{"image_id": 100}])
+
+
+def test_update_results_rejects() -> None:
+    evaluator = COCOEvaluator(coco_from(GT))
+    good = {"image_id": 100, "category_id": 1, "score": 0.5, "bbox": [1, 2, 3, 4]}
+    cases: list[tuple[Any, list[int] | None, str]] = [
+        ([{**good, "bbox": [1, 2, -3, 4]}], None, r"results\[0\]\['bbox'\] has a negative width"),
+        ([good, {**good, "score": float("nan")}], None, r"results\[1\]\['score'\] is NaN"),
+        ([{**good, "category_id": 2}], None, r"results\[0\]\['category_id'\] is not a category"),
+        ([{**good, "image_id": 3}], None, r"results: image ids \[3\] are not in the ground truth"),
+        ([good], [107], r"results name images \[100\] missing from image_ids"),
+        ([{"image_id": 100, "score": 0.5}], None, r"results\[0\] lacks \['category_id', 'bbox'\]"),
+        ("missing.json", None, "results: no results json at 'missing.json'"),
+        ({"image_id": 100}, None, "results must be a list of COCO result dicts"),
+    ]
+    for results, image_ids, match in cases:
+        with pytest.raises((ValueError, FileNotFoundError), match=match):
+            evaluator.update_results(results, image_ids)
+    segm = COCOEvaluator(coco_from(make_case(0, iou_type="segm", n_images=1)[0]), "segm")
+    with pytest.raises(ValueError, match=r"results\[0\]\['segmentation'\] must be an RLE dict"):
+        segm.update_results([{**good, "segmentation": {"size": [1, 1], "counts": "1"}}])
+
+
+def test_segm_rejects_masks_of_the_wrong_size() -> None:
+    gt, outputs, targets = make_case(1, iou_type="segm", n_images=1, max_dt=3)
+    evaluator = COCOEvaluator(coco_from(gt), "segm")
+    outputs[0]["masks"] = torch.zeros(len(outputs[0]["scores"]), 1, 3, 3)
+    with pytest.raises(ValueError, match=r"outputs\[0\]\['masks'\] must have shape"):
+        evaluator.update(outputs, targets)
+
+
+def test_constructor_rejects() -> None:
+    with pytest.raises(ValueError, match="iou_type must be"):
+        COCOEvaluator(coco_from(GT), "keypoints")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="backend must be"):
+        COCOEvaluator(coco_from(GT), backend="gpu")  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError, match="gt: no COCO instances json"):
+        COCOEvaluator("/nonexistent/instances.json")
+    with pytest.raises(TypeError, match="gt must be a path"):
+        COCOEvaluator({"images": []})
+    with pytest.raises(ValueError, match="per_category=True needs use_cats=True"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            COCOEvaluator(coco_from(GT), use_cats=False).compute(per_category=True)
