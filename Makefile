@@ -38,6 +38,9 @@ test: lint typecheck
 bench: $(VENV)/.dev
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python -m benchmarks.overhead
+	$(BIN)/python -m benchmarks.sampler
+	$(BIN)/python -m benchmarks.flops
+	$(BIN)/python -m benchmarks.coco_eval
 
 clean:
 	rm -rf $(VENV) runs .mypy_cache .ruff_cache .pytest_cache
