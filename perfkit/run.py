@@ -80,6 +80,7 @@ class PhaseFigures(NamedTuple):
     compute_s: float
     start_t: float
     end_t: float
+    energy_j: float | None = None  # device energy over the phase (node-wide probes), joules
 
 
 #: A finished step: (step, t since run start, wall s, io s, samples, compute s or None while
@@ -229,6 +230,7 @@ class Phase:
         self.compute_s = 0.0
         self.start_t = math.nan
         self.end_t = math.nan
+        self.energy_j: float | None = None
         self._clock: Clock = run._clock
         self._timer: WindowTimer = run._timer
         self._state = "new"
@@ -260,6 +262,8 @@ class Phase:
         if self._state != "new":
             raise RunError(f"phase {self.name!r} was already used; start a new run.phase(...)")
         self.run._begin_phase(self)
+        if self.run._memory is not None:
+            self.run._memory.mark()
         self._state = "active"
         self.start_t = self.run._elapsed()
         return self
@@ -287,6 +291,8 @@ class Phase:
         if tentative is not None and failed:  # the half-done step that raised does not count
             self.compute_s -= self._compute_by_step.pop(tentative[0], 0.0)
         self.end_t = self.run._elapsed()
+        if self.run._memory is not None:
+            self.energy_j = self.run._memory.energy_delta_j()
         self._state = "ended"
         try:
             if not failed:
@@ -304,6 +310,7 @@ class Phase:
             self.compute_s,
             self.start_t,
             self.end_t if self._state == "ended" else self.run._elapsed(),
+            self.energy_j,
         )
 
     def figures_by_rank(self) -> dict[int, PhaseFigures]:
@@ -510,6 +517,10 @@ class Phase:
             "compute_s": self.compute_s,
         }
         stats.update(_rate_fields("", self.samples, wall, self.io_s, self.compute_s))
+        if self.energy_j is not None:
+            stats["energy_j"] = self.energy_j
+            if self.samples:
+                stats["energy_per_sample_j"] = self.energy_j / self.samples
         for q, value in self.step_time_percentiles().items():
             stats[f"step_time_p{q}_s"] = value
         return stats
@@ -560,6 +571,10 @@ class Run:
         clock: host clock returning seconds (injectable for tests).
         device_timer: window timer (injectable for tests; see :mod:`perfkit.timing`).
         flush_interval_s: records reach the disk at least this often, seconds.
+        probes: ``"auto"`` (NVML or the vendor's tool, the torch allocator, the host),
+            ``None`` for none, or names / :class:`perfkit.probes.Probe` instances; a background
+            thread samples them every ``sample_interval`` seconds into the records. A probe that
+            fails is recorded once (``probe_error``) and disabled; the run goes on.
         flops_per_sample, peak_flops, mfu_convention: see :meth:`set_flops`; the dtype is the
             config's "precision" (default "fp32").
         dist_timeout_s: in a torch.distributed job, how long perfkit's own collectives (run id,
@@ -586,6 +601,8 @@ class Run:
         flops_per_sample: float | None = None,
         peak_flops: float | None = None,
         mfu_convention: str = "perfkit",
+        probes: Any = "auto",
+        sample_interval: float = 0.5,
     ) -> None:
         if not isinstance(name, str) or not name or any(c in name for c in "/\\\0"):
             raise ValueError(f"name must be a non-empty string without path separators: {name!r}")
@@ -607,6 +624,11 @@ class Run:
         self.flush_interval_s = float(flush_interval_s)
         self.dist_timeout_s = float(dist_timeout_s)
         self._group: Any = None
+        self._probe_spec = probes
+        self.sample_interval = sample_interval
+        self._sampler: Any = None
+        self._memory: Any = None
+        self.probe_errors: list[str] = []
         self._sigterm_installed = False
         self._device_arg = device
         self._clock: Clock = clock or host_clock
@@ -669,6 +691,7 @@ class Run:
                 f"WORLD_SIZE={self.world_size} but torch.distributed is not initialised: call "
                 "torch.distributed.init_process_group(...) before starting the Run"
             )
+        probes = self._resolve_probes()
         self.device = _resolve_device(self._device_arg)
         if self._injected_timer is None:
             self._timer = _make_timer(self.device, self.sync, self._clock)
@@ -692,7 +715,39 @@ class Run:
         _active_run = self
         self._flusher.start()
         self._install_sigterm()
+        if probes:
+            self._sampler.start()
         return self
+
+    def _resolve_probes(self) -> list[Any]:
+        """This process's probes, checked before anything starts: device probes on one rank
+        per node only (local rank 0)."""
+        from perfkit.probes import MemoryTracker, Sampler, check_interval, resolve_probes
+
+        check_interval(self.sample_interval)
+        probes = resolve_probes(self._probe_spec)
+        if distributed.local_rank() != 0:
+            probes = [p for p in probes if p.kind != "device"]
+        self._memory = MemoryTracker()
+        self._sampler = (
+            Sampler(probes, self.sample_interval, self._on_sample, self._on_probe_error)
+            if probes
+            else None
+        )
+        return probes
+
+    def _on_sample(self, sample: Any) -> None:
+        """Sampler thread: one record per reported quantity, tagged with the active phase."""
+        t = self._elapsed()
+        phase = self._active_phase
+        phase_name = phase.name if phase is not None else None
+        for name, value, unit in sample.metrics():
+            self._write(name, value, unit, t, phase=phase_name, device=sample.device)
+        self._memory.update(sample)
+
+    def _on_probe_error(self, probe: str, message: str) -> None:
+        self.probe_errors.append(f"{probe}: {message}")
+        self._write("probe_error", None, "", self._elapsed(), note=f"{probe}: {message}")
 
     def _install_sigterm(self) -> None:
         """Turn SIGTERM (what torchrun sends the other ranks when one fails) into SystemExit, so
@@ -740,6 +795,8 @@ class Run:
             if self._sigterm_installed:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
             assert self._flusher is not None and self._writer is not None
+            if self._sampler is not None:
+                self._sampler.stop()
             self._flusher.stop()
             self._final_summary = self.summary()
             assert self.run_dir is not None
@@ -824,6 +881,17 @@ class Run:
             "peak_flops": peak_flops,
             "tf32": tf32,
         }
+
+    def _memory_fields(self) -> dict[str, Any]:
+        """mem and friends; in a distributed run, the maximum over every device of every node
+        (gathered when the run ends)."""
+        if self._memory is None:
+            return {}
+        if self._group is None or self.status != "ok":
+            return dict(self._memory.summary())
+        from perfkit.probes import merge_memory_summaries
+
+        return merge_memory_summaries(self._all_gather(self._memory.summary(), "the run end"))
 
     def _mfu_fields(self, summary: Mapping[str, Any]) -> dict[str, Any]:
         if self._flops is None:
@@ -936,6 +1004,9 @@ class Run:
         whole = _whole_window(phases)
         if whole is not None and summary.get("train_samples"):
             summary["p_whole"] = summary["train_samples"] / whole
+        summary.update(self._memory_fields())
+        if self.probe_errors:
+            summary["probe_errors"] = list(self.probe_errors)
         summary.update(self._mfu_fields(summary))
         summary.update(self.logged)
         summary["phases"] = [p.stats() for p in phases]
@@ -1006,6 +1077,10 @@ def _kind_metrics(kind: str, phases: list[Phase]) -> dict[str, Any]:
             if len(ranks) > 1:
                 out[f"{name}_per_device"] = value / len(ranks)
     out.update(rates)
+    energies = [f.energy_j for figures in ranks.values() for f in figures if f.energy_j is not None]
+    if energies and samples:
+        out[f"{kind}_energy_j"] = math.fsum(energies)
+        out[f"{kind}_energy_per_sample_j"] = math.fsum(energies) / samples
     if len(ranks) > 1:
         for index, label in ((0, "wall_s"), (2, "compute_s")):
             values = [v[index] for v in per_rank.values()]
@@ -1141,7 +1216,7 @@ def _make_run_dir(out_dir: Path, run_id: str) -> Path:
     run_dir = out_dir / run_id
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
+        probe = run_dir / f".write-test-{os.getpid()}"  # ranks share the directory
         probe.write_text("")
         probe.unlink()
     except OSError as err:
