@@ -60,7 +60,7 @@ SYNC_MODES = ("phase", "step")
 E2E_FROM = ("run", "process")
 
 #: Summary key prefixes of each phase kind's throughput, as the seeds name them.
-_THROUGHPUT_NAMES = {
+THROUGHPUT_NAMES = {
     "train": ("p_train", "p_core"),
     "val": ("p_val_whole", "p_val_core"),
     "infer": ("p_infer_whole", "p_infer_core"),
@@ -516,7 +516,7 @@ class Phase:
             "io_s": self.io_s,
             "compute_s": self.compute_s,
         }
-        stats.update(_rate_fields("", self.samples, wall, self.io_s, self.compute_s))
+        stats.update(rate_fields("", self.samples, wall, self.io_s, self.compute_s))
         if self.energy_j is not None:
             stats["energy_j"] = self.energy_j
             if self.samples:
@@ -537,7 +537,7 @@ def _percentiles(values: array[float]) -> dict[int, float]:
     }
 
 
-def _rate_fields(
+def rate_fields(
     prefix: str, samples: int, wall: float, io: float, compute: float
 ) -> dict[str, float]:
     """io_fraction (IO seconds / wall seconds) and throughputs (samples/s), only where the
@@ -573,7 +573,9 @@ class Run:
         flush_interval_s: records reach the disk at least this often, seconds.
         probes: ``"auto"`` (NVML or the vendor's tool, the torch allocator, the host),
             ``None`` for none, or names / :class:`perfkit.probes.Probe` instances; a background
-            thread samples them every ``sample_interval`` seconds into the records. A probe that
+            thread samples them every ``sample_interval`` seconds into the records. On the CPU
+            the device's memory is the host's RAM: ``mem`` is then the host probe's
+            system memory used / installed. A probe that
             fails is recorded once (``probe_error``) and disabled; the run goes on.
         flops_per_sample, peak_flops, mfu_convention: see :meth:`set_flops`; the dtype is the
             config's "precision" (default "fp32").
@@ -691,8 +693,8 @@ class Run:
                 f"WORLD_SIZE={self.world_size} but torch.distributed is not initialised: call "
                 "torch.distributed.init_process_group(...) before starting the Run"
             )
-        probes = self._resolve_probes()
         self.device = _resolve_device(self._device_arg)
+        probes = self._resolve_probes()
         if self._injected_timer is None:
             self._timer = _make_timer(self.device, self.sync, self._clock)
         started = datetime.now(timezone.utc)
@@ -728,7 +730,7 @@ class Run:
         probes = resolve_probes(self._probe_spec)
         if distributed.local_rank() != 0:
             probes = [p for p in probes if p.kind != "device"]
-        self._memory = MemoryTracker()
+        self._memory = MemoryTracker(include_host=self.device == "cpu")
         self._sampler = (
             Sampler(probes, self.sample_interval, self._on_sample, self._on_probe_error)
             if probes
@@ -1068,8 +1070,8 @@ def _kind_metrics(kind: str, phases: list[Phase]) -> dict[str, Any]:
         f"{kind}_io_s": io,
         f"{kind}_compute_s": compute,
     }
-    rates = _rate_fields(f"{kind}_", samples, wall, io, compute)
-    whole_name, core_name = _THROUGHPUT_NAMES[kind]
+    rates = rate_fields(f"{kind}_", samples, wall, io, compute)
+    whole_name, core_name = THROUGHPUT_NAMES[kind]
     for rate, name in (("whole", whole_name), ("core", core_name)):
         value = rates.pop(f"{kind}_throughput_{rate}", None)
         if value is not None:

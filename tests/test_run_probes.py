@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import psutil
 import pytest
 
 import perfkit
-from perfkit.probes import DeviceSample, Probe
+from perfkit.probes import DeviceSample, MemoryTracker, Probe
 from perfkit.records import read_records
 
 GIB = 2**30
@@ -114,7 +115,21 @@ def test_auto_probes_sample_the_host_here(tmp_path):
         r for r in read_records(run.run_dir / "records.jsonl") if r["name"] == "process_rss_bytes"
     ]
     assert rss and all(r["device"] == "host" and r["unit"] == "B" and r["value"] > 1e6 for r in rss)
-    assert "mem" not in run.summary()  # host RAM is not device memory: absent, not zero
+    # The run computes on the CPU, so its device memory is the host's RAM: mem is the highest
+    # system memory used the host probe recorded, over the machine's installed RAM.
+    records = list(read_records(run.run_dir / "records.jsonl"))
+    used = max(r["value"] for r in records if r["name"] == "memory_used_bytes")
+    gib = 2**30
+    installed = psutil.virtual_memory().total
+    summary = run.summary()
+    assert summary["mem"] == f"{round(used / gib, 2)}/{round(installed / gib, 2)}"
+    assert summary["mem_per_device"] == {"host": summary["mem"]}
+
+
+def test_host_ram_is_not_device_memory_on_an_accelerator_run():
+    tracker = MemoryTracker()  # what a run on a GPU builds
+    tracker.update(DeviceSample("host", "host", memory_used_bytes=8e9, memory_total_bytes=16e9))
+    assert "mem" not in tracker.summary()  # absent, not zero and not the host's RAM
 
 
 def test_bad_probe_arguments_are_named(tmp_path):

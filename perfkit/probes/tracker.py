@@ -22,7 +22,8 @@ def format_mem(used_bytes: float, total_bytes: float) -> str:
 class MemoryTracker:
     """Folds DeviceSamples into peaks and energy counters; thread-safe (``update`` runs on the
     sampler thread, the rest anywhere). State is a few numbers per device, whatever the run's
-    length. The host probe's system memory is not device memory and is left out.
+    length. The host probe's system memory is not device memory and is left out - unless
+    ``include_host``: a run that computes on the CPU, whose device memory is the host's RAM.
 
     Energy: ``mark()`` starts a window, ``energy_delta_j()`` is the energy all devices with an
     energy counter used since then (J), from the newest samples - so each end of the window is
@@ -30,7 +31,8 @@ class MemoryTracker:
     J/sample.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, include_host: bool = False) -> None:
+        self.include_host = include_host
         self._lock = threading.Lock()
         self._peak_used: dict[str, float] = {}
         self._total: dict[str, float] = {}
@@ -43,7 +45,7 @@ class MemoryTracker:
         """Fold one sample in."""
         device = sample.device
         with self._lock:
-            if device != HOST_DEVICE:
+            if device != HOST_DEVICE or self.include_host:
                 used, total = sample.memory_used_bytes, sample.memory_total_bytes
                 if not math.isnan(used):
                     self._peak_used[device] = max(used, self._peak_used.get(device, used))

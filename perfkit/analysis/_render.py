@@ -1,0 +1,70 @@
+"""Tables as text: the seed-style report and the run comparison in Markdown, CSV or JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from perfkit.analysis._read import PathArg
+from perfkit.analysis._tables import MISSING, compare, seed_tables
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FORMATS = ("md", "csv", "json")
+_TITLES = {"train": "Training runs", "infer": "Inference runs"}
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+
+
+def report_text(paths: PathArg | Iterable[PathArg], fmt: str = "md") -> str:
+    """The seed-style performance tables of the runs under ``paths`` (see
+    :func:`perfkit.analysis.seed_tables`) as ``fmt`` ("md", "csv" or "json"); one table per
+    kind of run, titled when there are both."""
+    _check_format(fmt)
+    tables = seed_tables(paths)
+    if fmt == "json":
+        return json.dumps({k: t.to_dict(orient="records") for k, t in tables.items()}, indent=2)
+    parts = []
+    for kind, table in tables.items():
+        text = markdown(table) if fmt == "md" else table.to_csv(index=False).rstrip()
+        if len(tables) > 1:
+            text = f"{'## ' if fmt == 'md' else '# '}{_TITLES[kind]}\n\n{text}"
+        parts.append(text)
+    return "\n\n".join(parts)
+
+
+def compare_text(baseline: PathArg, *others: PathArg, fmt: str = "md") -> str:
+    """:func:`perfkit.analysis.compare` as ``fmt`` ("md", "csv" or "json")."""
+    _check_format(fmt)
+    frame = compare(baseline, *others)
+    if fmt == "json":
+        return frame.to_json(orient="index", indent=2) or ""
+    if fmt == "csv":
+        return frame.to_csv().rstrip()
+    return markdown(frame.reset_index())
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """``frame`` as a Markdown table: numbers with 6 significant digits, "/" where missing."""
+    header = [str(c) for c in frame.columns]
+    body = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, body)])
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)

@@ -1,0 +1,328 @@
+"""Run summaries, FlagPerf-style seed tables, run comparison, step times and IO share."""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from perfkit.analysis._read import (
+    PathArg,
+    RunData,
+    find_run,
+    find_runs,
+    phase_table,
+    read_run,
+    read_runs,
+    row_dicts,
+    step_table,
+)
+from perfkit.run import PHASE_KINDS, THROUGHPUT_NAMES, rate_fields
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: Columns of the seed tables ("performance metrics" of the FlagPerf case READMEs), per kind of
+#: run: "train" for runs with a training phase, "infer" for the others.
+SEED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "train": (
+        "run", "config", "precision", "fix_hp", "e2e_time", "p_whole", "p_train", "p_core",
+        "MFU", "mAP", "acc", "mem", "status",
+    ),
+    "infer": (
+        "run", "config", "precision", "fix_hp", "e2e_time", "p_val_whole", "p_val_core",
+        "p_infer_whole", "p_infer_core", "MFU", "acc", "mAP", "mem", "status",
+    ),
+}  # fmt: skip
+#: Seed-table columns left out when no run in the table has a value for them.
+OPTIONAL_COLUMNS = ("MFU", "mAP", "acc")
+#: How a missing value prints (the seeds leave the cell blank).
+MISSING = "/"
+#: Metrics listed first by :func:`compare`, in this order; the rest follow in summary order.
+LEADING_METRICS = (
+    "e2e_time", "p_whole", "p_train", "p_core", "p_val_whole", "p_val_core", "p_infer_whole",
+    "p_infer_core", "MFU", "mAP", "acc", "acc_val", "acc_infer",
+)  # fmt: skip
+#: Descriptive (text) rows at the top of :func:`compare`.
+DESCRIPTIVE_ROWS = ("status", "layout", "device_name", "precision", "fix_hp", "mem")
+#: Metadata fields that :func:`summaries` copies into each row.
+_META_FIELDS = ("layout", "world_size", "device", "device_name", "host", "started_at")
+#: Columns of :func:`summaries` that identify a run rather than measure it.
+_IDENTITY = (
+    "run",
+    "run_dir",
+    "run_id",
+    "name",
+    "status",
+    *_META_FIELDS,
+    "precision",
+    "bs",
+    "fix_hp",
+)
+
+
+def fix_hp(config: Mapping[str, Any]) -> str | None:
+    """The seeds' fix_hp cell: ``config["fix_hp"]`` if given, else ``"bs=8,lr=0.04"`` from the
+    config's bs and lr (whichever are present), else None."""
+    if "fix_hp" in config:
+        return str(config["fix_hp"])
+    parts = [f"{key}={config[key]}" for key in ("bs", "lr") if key in config]
+    return ",".join(parts) or None
+
+
+def summaries(paths: PathArg | Iterable[PathArg]) -> pd.DataFrame:
+    """One row per run under ``paths``: run (label: the directory name), run_dir, run_id, name,
+    status ("ok", "failed" or "partial"), layout (nodes x cards, "1x8"), world_size, device,
+    device_name, host, started_at, precision, bs, fix_hp, ``config.<key>`` for every config
+    entry, then every summary metric in base units (seconds, samples/s, bytes; MFU, mAP and
+    accuracies as fractions). Dict and list values (mem_per_device, probe_errors) are JSON text.
+
+    A partial run (no summary.json: the process was killed) gets metrics rebuilt from its
+    records: per phase kind samples, steps, wall / IO / compute seconds, io_fraction and
+    throughputs (p_train, p_core, ...), p_whole, mem, the logged values, and e2e_time as the
+    last record's time (a lower bound).
+    """
+    import pandas as pd
+
+    rows = [_summary_row(run) for run in read_runs(paths)]
+    table = pd.DataFrame.from_records(rows)
+    duplicated = table["run"].duplicated(keep=False)
+    table.loc[duplicated, "run"] = table.loc[duplicated, "run_dir"]
+    return table
+
+
+def _summary_row(run: RunData) -> dict[str, Any]:
+    meta, config = run.meta, run.config
+    row: dict[str, Any] = {
+        "run": run.label,
+        "run_dir": str(run.run_dir),
+        "run_id": run.run_id,
+        "name": meta.get("name"),
+        "status": run.status,
+        **{key: meta.get(key) for key in _META_FIELDS},
+        "precision": config.get("precision"),
+        "bs": config.get("bs"),
+        "fix_hp": fix_hp(config),
+    }
+    for key, value in config.items():
+        row[f"config.{key}"] = _scalar(value)
+    metrics = run.summary if run.summary is not None else rebuild_summary(run)
+    for key, value in metrics.items():
+        if key not in row and key not in ("phases", "meta"):
+            row[key] = _scalar(value)
+    return row
+
+
+def _scalar(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
+
+
+def rebuild_summary(run: RunData) -> dict[str, Any]:
+    """Summary metrics of a run rebuilt from its records (for runs without summary.json), with
+    the summary's names and formulas: global samples over the slowest rank's seconds."""
+    phases = phase_table(run)
+    records = run.records
+    out: dict[str, Any] = {}
+    if not records.empty:
+        out["e2e_time"] = float(records["t"].max())
+    for kind in PHASE_KINDS:
+        of_kind = phases[phases["kind"] == kind]
+        if of_kind.empty:
+            continue
+        per_rank = of_kind.groupby("rank")[["wall_s", "io_s", "compute_s"]].sum().max()
+        wall, io, compute = (float(per_rank[c]) for c in ("wall_s", "io_s", "compute_s"))
+        samples = int(of_kind["samples"].sum())
+        out.update(
+            {
+                f"{kind}_samples": samples,
+                f"{kind}_steps": int(of_kind["steps"].sum()),
+                f"{kind}_wall_s": wall,
+                f"{kind}_io_s": io,
+                f"{kind}_compute_s": compute,
+            }
+        )
+        rates = rate_fields(f"{kind}_", samples, wall, io, compute)
+        for rate, name in zip(("whole", "core"), THROUGHPUT_NAMES[kind], strict=True):
+            value = rates.pop(f"{kind}_throughput_{rate}", None)
+            if value is not None:
+                out[name] = value
+        out.update(rates)
+    window = _whole_window_s(phases)
+    if window and out.get("train_samples"):
+        out["p_whole"] = out["train_samples"] / window
+    out.update(_rebuilt_mem(records))
+    logged = records[(records["unit"] == "") & (records["name"] != "probe_error")]
+    for name, value in (
+        logged.sort_values("t", kind="stable").groupby("name")["value"].last().items()
+    ):
+        out[str(name)] = float(value)
+    return out
+
+
+def _whole_window_s(phases: pd.DataFrame) -> float | None:
+    """Seconds from the first train phase's start to the end of the last train/val phase after
+    it, on the slowest rank (as the summary's p_whole)."""
+    windows = []
+    for _rank, rows in phases[phases["kind"].isin(("train", "val"))].groupby("rank"):
+        starts = rows.loc[rows["kind"] == "train", "start_t"]
+        if starts.empty:
+            continue
+        first = float(starts.min())
+        windows.append(float(rows.loc[rows["start_t"] >= first, "end_t"].max()) - first)
+    window = max(windows, default=0.0)
+    return window if window > 0 else None
+
+
+def _rebuilt_mem(records: pd.DataFrame) -> dict[str, Any]:
+    """``mem`` ("used/total" GiB) of the device with the highest peak in the memory records."""
+    from perfkit.probes import HOST_DEVICE, format_mem
+
+    memory = records[
+        records["name"].isin(("memory_used_bytes", "memory_total_bytes"))
+        & (records["device"] != HOST_DEVICE)
+    ]
+    by_device = memory.groupby(["rank", "device", "name"])["value"].max().unstack("name")
+    if not {"memory_used_bytes", "memory_total_bytes"} <= set(by_device.columns):
+        return {}
+    by_device = by_device.dropna()
+    if by_device.empty:
+        return {}
+    peak = by_device.loc[by_device["memory_used_bytes"].idxmax()]
+    used, total = float(peak["memory_used_bytes"]), float(peak["memory_total_bytes"])
+    return {"mem": format_mem(used, total), "mem_peak_bytes": used, "mem_total_bytes": total}
+
+
+# -------------------------------------------------------------------------------- seed tables
+
+
+def seed_tables(paths: PathArg | Iterable[PathArg]) -> dict[str, pd.DataFrame]:
+    """The seeds' "performance metrics" tables: {"train": ..., "infer": ...}, one table per kind
+    of run present (a run with a training phase is "train"), columns of :data:`SEED_COLUMNS`,
+    every cell text: config as nodes x cards ("1x8"), e2e_time in s and throughputs in
+    samples/s with 1 decimal, mAP with 4 decimals, MFU in percent ("16.8%"), acc as top-1
+    percent ("76.2/76.2" = infer/val), mem as "used/total" GiB, "/" where a value is missing,
+    status "ok", "failed" or "partial". MFU, mAP and acc columns no run has are left out."""
+    import pandas as pd
+
+    runs = row_dicts(summaries(paths))
+    tables: dict[str, pd.DataFrame] = {}
+    for kind in SEED_COLUMNS:
+        of_kind = [row for row in runs if _run_kind(row) == kind]
+        if not of_kind:
+            continue
+        cells = pd.DataFrame(
+            [{column: _seed_cell(column, row) for column in SEED_COLUMNS[kind]} for row in of_kind]
+        )
+        empty = [c for c in OPTIONAL_COLUMNS if (cells[c] == MISSING).all()]
+        tables[kind] = cells.drop(columns=empty)
+    return tables
+
+
+def _run_kind(row: Mapping[str, Any]) -> str:
+    """ "train" for a run with trained samples, else "infer"."""
+    samples: Any = row.get("train_samples")
+    return "train" if _present(samples) and samples > 0 else "infer"
+
+
+def _seed_cell(column: str, row: Mapping[str, Any]) -> str:
+    if column == "config":
+        return _text(row.get("layout"))
+    if column == "acc":
+        parts: list[Any] = [
+            row.get("acc_infer") if _present(row.get("acc_infer")) else row.get("acc"),
+            row.get("acc_val"),
+        ]
+        shown = [f"{100 * v:.1f}" for v in parts if _present(v)]
+        return "/".join(shown) or MISSING
+    value: Any = row.get(column)
+    if not _present(value):
+        return MISSING
+    if column == "MFU":
+        return f"{100 * value:.1f}%"
+    if column == "mAP":
+        return f"{value:.4f}"
+    if column == "e2e_time" or column.startswith("p_"):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _text(value: Any) -> str:
+    return str(value) if _present(value) else MISSING
+
+
+# -------------------------------------------------------------------------------- comparison
+
+
+def compare(baseline: PathArg, *others: PathArg) -> pd.DataFrame:
+    """Runs side by side: a row per metric, a column per run (the baseline first), then one
+    ``<run>/baseline`` column per other run with the ratio run value / baseline value (NaN where
+    either is missing or not a number, or the baseline is 0). ``baseline`` is one run
+    directory; each of ``others`` a run directory or a folder of runs. Text rows
+    (:data:`DESCRIPTIVE_ROWS`) come first, then the seed metrics, then every other numeric
+    summary metric. Units are the summary's (s, samples/s, bytes, fractions)."""
+    import pandas as pd
+
+    if not others:
+        raise ValueError("compare(baseline, *others) needs at least one run besides the baseline")
+    runs = [find_run(baseline), *(run for other in others for run in find_runs(other))]
+    table = summaries(runs).set_index("run")
+    labels = list(table.index)
+    numeric = [
+        c
+        for c in table.columns
+        if c not in _IDENTITY and all(_is_number(v) for v in table[c] if _present(v))
+    ]
+    ordered = [m for m in LEADING_METRICS if m in numeric]
+    ordered += [m for m in numeric if m not in ordered]
+    text_rows = [r for r in DESCRIPTIVE_ROWS if r in table.columns]
+    frame = table[text_rows + ordered].T.astype(object)
+    frame.index.name = "metric"
+    base = pd.to_numeric(table.loc[labels[0], ordered], errors="coerce").astype(float)
+    base = base.where(base != 0)
+    for label in labels[1:]:
+        values = pd.to_numeric(table.loc[label, ordered], errors="coerce").astype(float)
+        frame[f"{label}/baseline"] = (values / base).reindex(frame.index)
+    return frame
+
+
+# -------------------------------------------------------------------------------- distributions
+
+
+def step_times(paths: PathArg | Iterable[PathArg]) -> pd.DataFrame:
+    """One row per finished step of every run under ``paths``: run, rank, phase, kind, index
+    (n-th phase of that name, from 0: the epoch), step, start_t and t (s since run start),
+    step_time, io_time, compute_time (s) and samples. For distributions, e.g.
+    ``step_times(p).groupby(["run", "phase"])["step_time"].describe()``."""
+    return _per_run(paths, step_table)
+
+
+def io_share(paths: PathArg | Iterable[PathArg]) -> pd.DataFrame:
+    """One row per phase per rank of every run under ``paths``: run, rank, phase, kind, index,
+    start_t, end_t, wall_s, io_s, compute_s (s), samples, steps, complete, and io_share = IO
+    seconds / wall seconds of the phase (NaN for a phase of zero wall time)."""
+    frame = _per_run(paths, phase_table)
+    frame["io_share"] = frame["io_s"] / frame["wall_s"].where(frame["wall_s"] > 0)
+    return frame
+
+
+def _per_run(
+    paths: PathArg | Iterable[PathArg], table: Callable[[RunData], pd.DataFrame]
+) -> pd.DataFrame:
+    import pandas as pd
+
+    frames = []
+    for run_dir in find_runs(paths):
+        frame = table(read_run(run_dir))
+        frame.insert(0, "run", run_dir.name)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
