@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ import pytest
 
 import perfkit
 from perfkit.records import read_records
+from tests.conftest import free_port
 
 pytest.importorskip("torch")
 
@@ -55,12 +55,6 @@ LOOP = textwrap.dedent(
     dist.destroy_process_group()
     """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def torchrun(script: Path, out: Path, mode: str, *launcher_args: str) -> subprocess.Popen[str]:

@@ -1,0 +1,512 @@
+"""What the seed examples share: flags, device and distributed set-up, weights, loops, tables.
+
+Every example takes ``--data``, ``--weights`` / ``--backbone-weights``, ``--device``,
+``--precision``, ``--batch-size``, ``--epochs`` / ``--steps`` and ``--out-dir``, runs on built-in
+generated data when ``--data`` is not given, and accepts a torchrun launch (one process per
+device; ``torchrun --nproc_per_node=8 examples/retinanet_training.py --data /data/coco``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import math
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import perfkit
+from examples.data import DataError, coco_split, collate_detection, make_detection_dataset
+
+TRAIN_PRECISIONS = ("fp32", "amp", "bf16")
+INFER_PRECISIONS = ("fp32", "fp16", "bf16")
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+RESNET50_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
+
+
+class ExampleError(ValueError):
+    """A flag or file an example cannot use; the message names the flag and the fix."""
+
+
+# --------------------------------------------------------------------------------------------
+# Flags
+
+
+def parser(
+    description: str, *, precisions: Sequence[str], batch_size: int
+) -> argparse.ArgumentParser:
+    """The flags every example takes."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="dataset folder (the seed's layout); default: generated built-in data",
+    )
+    p.add_argument("--weights", type=Path, help="checkpoint of the whole model (a state dict)")
+    p.add_argument(
+        "--backbone-weights",
+        type=Path,
+        help=f"ResNet-50 checkpoint for the backbone, e.g. {RESNET50_URL.rsplit('/', 1)[1]}",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")
+    p.add_argument("--precision", default="fp32", choices=precisions)
+    p.add_argument("--batch-size", type=_positive_int, default=batch_size, help="per device")
+    p.add_argument("--epochs", type=_positive_int, help="default: the seed's on --data, else 1")
+    p.add_argument("--steps", type=_positive_int, help="at most this many batches per phase")
+    p.add_argument("--image-size", type=_positive_int, help="model input size in pixels")
+    p.add_argument("--workers", type=_non_negative_int, default=2, help="DataLoader workers")
+    p.add_argument("--out-dir", type=Path, default=Path("runs"), help="perfkit run directories")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--peak-flops",
+        type=float,
+        help="peak FLOP/s of one device for MFU (default: perfkit's table for the device)",
+    )
+    p.add_argument("--sample-interval", type=float, default=0.5, help="probe interval, seconds")
+    return p
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def main_guard(main: Callable[[Sequence[str] | None], object]) -> None:
+    """Run an example's ``main``: a bad flag or file is one clear line and exit status 2."""
+    try:
+        main(None)
+    except (ExampleError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Device, precision, distributed
+
+
+@dataclass
+class Setup:
+    """Where and how an example runs."""
+
+    device: torch.device
+    precision: str
+    rank: int = 0
+    world_size: int = 1
+    scaler: Any = None
+    _owns_group: bool = field(default=False, repr=False)
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Mixed precision for ``amp`` (fp16 on accelerators, bf16 on the CPU) and ``bf16``."""
+        if self.precision == "amp":
+            dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
+            return torch.autocast(self.device.type, dtype=dtype)
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The parameter dtype of an inference model at this precision."""
+        return _DTYPES.get(self.precision, torch.float32)
+
+    def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """loss.backward() and optimizer.step(), through the gradient scaler under fp16 AMP."""
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+
+    def close(self) -> None:
+        """Destroy the process group this set-up created."""
+        if self._owns_group:
+            torch.distributed.destroy_process_group()
+
+
+def setup(args: argparse.Namespace) -> Setup:
+    """Device, seed and, under torchrun (WORLD_SIZE > 1), the process group: NCCL on CUDA,
+    gloo on the CPU, one device per local rank."""
+    torch.manual_seed(args.seed)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = _device(args.device, local_rank if world_size > 1 else None)
+    owns_group = False
+    if world_size > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend)
+        owns_group = True
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    scaler = None
+    if args.precision == "amp" and device.type == "cuda":
+        scaler = torch.amp.GradScaler("cuda")
+    return Setup(
+        device=device,
+        precision=args.precision,
+        rank=int(os.environ.get("RANK", "0")),
+        world_size=world_size,
+        scaler=scaler,
+        _owns_group=owns_group,
+    )
+
+
+def _device(name: str, local_rank: int | None) -> torch.device:
+    if name == "auto":
+        accelerator = (
+            torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+        )
+        name = accelerator.type if accelerator is not None else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ExampleError(f"--device: {name!r} is not a torch device ({err})") from None
+    if device.type != "cpu" and device.index is None and local_rank is not None:
+        device = torch.device(device.type, local_rank)
+    return device
+
+
+def barrier(env: Setup) -> None:
+    """Wait for every rank (nothing when not distributed)."""
+    if env.distributed:
+        torch.distributed.barrier()
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+def detection_defaults(args: argparse.Namespace, *, epochs: int) -> None:
+    """Fill the size and length defaults of a detection example: on ``--data`` the seed's
+    epochs and COCO's 800-pixel shorter side (1333 at most); on the built-in data 1 epoch at
+    256 pixels."""
+    real = args.data is not None
+    args.epochs = args.epochs or (epochs if real else 1)
+    args.image_size = args.image_size or (800 if real else 256)
+    args.max_size = round(args.image_size * 1333 / 800)
+
+
+def scaled_milestones(milestones: Sequence[int], seed_epochs: int, epochs: int) -> list[int]:
+    """The seed's learning-rate milestones (epochs) scaled to a run of ``epochs``."""
+    return [max(1, round(m * epochs / seed_epochs)) for m in milestones]
+
+
+def set_epoch(batches: torch.utils.data.DataLoader[Any], epoch: int) -> None:
+    """Reshuffle a DistributedSampler for ``epoch``."""
+    if isinstance(batches.sampler, torch.utils.data.DistributedSampler):
+        batches.sampler.set_epoch(epoch)
+
+
+def say(env: Setup, message: str) -> None:
+    """Print on the first rank only."""
+    if env.rank == 0:
+        print(message, flush=True)
+
+
+def coco_data(args: argparse.Namespace, env: Setup, split: str) -> tuple[Path, Path]:
+    """(images, instances json) of ``split`` from ``--data``, or of the built-in set (generated
+    once under ``--out-dir/data``, by the first rank)."""
+    if args.data is not None:
+        return coco_split(args.data, split)
+    root = args.out_dir / "data" / "coco-builtin"
+    if env.rank == 0:
+        make_detection_dataset(root)
+    barrier(env)
+    return coco_split(root, split)
+
+
+def loader(
+    dataset: torch.utils.data.Dataset[Any],
+    args: argparse.Namespace,
+    env: Setup,
+    *,
+    shuffle: bool,
+    collate: Callable[[Any], Any] | None = None,
+) -> torch.utils.data.DataLoader[Any]:
+    """A DataLoader of ``--batch-size`` per device, sharded over ranks (DistributedSampler)."""
+    sampler = None
+    if env.distributed:
+        sampler = torch.utils.data.DistributedSampler(dataset, shuffle=shuffle, seed=args.seed)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=shuffle if sampler is None else None,
+        sampler=sampler,
+        num_workers=args.workers,
+        collate_fn=collate,
+        pin_memory=env.device.type == "cuda",
+        drop_last=False,
+    )
+
+
+def limited(batches: Iterable[Any], steps: int | None) -> Iterable[Any]:
+    """At most ``steps`` batches (all when None)."""
+    return batches if steps is None else itertools.islice(batches, steps)
+
+
+def detection_loader(
+    args: argparse.Namespace, env: Setup, split: str, *, train: bool
+) -> tuple[torch.utils.data.DataLoader[Any], Path]:
+    """A loader of (images, targets) lists for ``split`` and the split's instances json."""
+    from examples.data import CocoDetection
+
+    images, annotations = coco_data(args, env, split)
+    dataset = CocoDetection(images, annotations, train=train, hflip=train)
+    if len(dataset) == 0:
+        raise DataError(f"--data: {str(images)!r} has no usable images for {split}")
+    return loader(dataset, args, env, shuffle=train, collate=collate_detection), annotations
+
+
+def to_device(
+    images: Sequence[torch.Tensor], targets: Sequence[dict[str, Any]], device: torch.device
+) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+    """Images and targets moved to ``device`` (non-blocking from pinned memory)."""
+    moved = [image.to(device, non_blocking=True) for image in images]
+    moved_targets = [
+        {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()}
+        for t in targets
+    ]
+    return moved, moved_targets
+
+
+# --------------------------------------------------------------------------------------------
+# Weights
+
+
+def load_checkpoint(path: Path, flag: str, what: str) -> dict[str, torch.Tensor]:
+    """A state dict from a local file (tensors only: ``weights_only=True``, nothing unpickled).
+
+    Accepts a bare state dict or a training checkpoint holding one under "model" or
+    "state_dict"; the "module." prefix DistributedDataParallel adds is removed.
+    """
+    if not path.is_file():
+        raise ExampleError(
+            f"{flag}: no such file {str(path)!r}; download {what} and pass its local path "
+            "(nothing is downloaded at run time)"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ExampleError(f"{flag}: {str(path)!r} holds no state dict")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_into(
+    module: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    flag: str,
+    *,
+    ignore: Iterable[str] = (),
+) -> None:
+    """Load ``state`` into ``module``; every key must match except those in ``ignore``."""
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # tensors of the wrong shape
+        raise ExampleError(
+            f"{flag}: the checkpoint does not fit {type(module).__name__}: {err}"
+        ) from None
+    missing = list(result.missing_keys)
+    unexpected = [k for k in result.unexpected_keys if k not in set(ignore)]
+    if missing or unexpected:
+        raise ExampleError(
+            f"{flag}: the checkpoint does not fit {type(module).__name__}: missing "
+            f"{missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected "
+            f"{unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+
+
+def resnet50_fpn(
+    args: argparse.Namespace, *, returned_layers: list[int] | None = None, extra_blocks: Any = None
+) -> torch.nn.Module:
+    """torchvision's ResNet-50 FPN backbone (frozen batch norm, the last three stages trained),
+    with ``--backbone-weights`` (resnet50-0676ba61.pth) loaded into its body."""
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+    backbone = resnet_fpn_backbone(
+        backbone_name="resnet50",
+        weights=None,
+        trainable_layers=3,
+        returned_layers=returned_layers,
+        extra_blocks=extra_blocks,
+    )
+    if args.backbone_weights is not None:
+        state = load_checkpoint(args.backbone_weights, "--backbone-weights", RESNET50_URL)
+        load_into(backbone.body, state, "--backbone-weights", ignore=("fc.weight", "fc.bias"))
+    return backbone
+
+
+def load_model_weights(model: torch.nn.Module, args: argparse.Namespace, url: str) -> None:
+    """``--weights`` (a whole-model checkpoint) into ``model``, when given."""
+    if args.weights is not None:
+        load_into(model, load_checkpoint(args.weights, "--weights", url), "--weights")
+
+
+def distribute(model: torch.nn.Module, env: Setup) -> torch.nn.Module:
+    """The model on its device, wrapped in DistributedDataParallel when distributed."""
+    model = model.to(env.device)
+    if env.distributed:
+        ids = [env.device.index] if env.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Training and evaluation loops for torchvision detection models
+
+
+def step_schedule(
+    optimizer: torch.optim.Optimizer,
+    *,
+    steps_per_epoch: int,
+    milestones: Sequence[int],
+    warmup_steps: int,
+    warmup_factor: float = 1e-3,
+    gamma: float = 0.1,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_steps`` iterations, then x ``gamma`` at each milestone epoch
+    (torchvision's detection reference schedule); stepped once per iteration."""
+
+    def factor(step: int) -> float:
+        warm = 1.0
+        if step < warmup_steps:
+            alpha = step / warmup_steps
+            warm = warmup_factor * (1 - alpha) + alpha
+        epoch = step // max(1, steps_per_epoch)
+        return warm * gamma ** sum(epoch >= m for m in milestones)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_detection_epoch(
+    run: perfkit.Run,
+    model: torch.nn.Module,
+    batches: Iterable[Any],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    env: Setup,
+) -> dict[str, float]:
+    """One training phase of a torchvision detection model; returns each loss's mean over the
+    phase (losses stay on the device until the phase ends: no sync per step)."""
+    model.train()
+    sums: dict[str, torch.Tensor] = {}
+    steps = 0
+    with run.phase("train") as phase:
+        for images, targets in phase.iterate(batches):
+            with phase.io():
+                images, targets = to_device(images, targets, env.device)
+            with env.autocast():
+                losses = model(images, targets)
+            loss = sum(losses.values(), torch.zeros((), device=env.device))
+            env.backward_and_step(loss, optimizer)
+            scheduler.step()
+            for name, value in {**losses, "loss": loss}.items():
+                sums[name] = sums.get(name, 0) + value.detach().float()
+            steps += 1
+    means = {name: float(total) / max(steps, 1) for name, total in sums.items()}
+    if not all(math.isfinite(v) for v in means.values()):
+        raise FloatingPointError(f"training diverged: mean losses {means}")
+    return means
+
+
+def evaluate_coco(
+    run: perfkit.Run,
+    model: torch.nn.Module,
+    batches: Iterable[Any],
+    annotations: Path,
+    env: Setup,
+    *,
+    kind: str = "val",
+) -> dict[str, float]:
+    """A ``kind`` ("val" or "infer") phase of detection inference with COCO evaluation of what
+    it saw, gathered over ranks; prints pycocotools' 12-line summary and returns the twelve
+    COCO stats.
+
+    The models use torchvision's 91-label COCO convention (label = category id), which has
+    labels no category owns; detections of those labels cannot match any object and are left
+    out, as pycocotools' own evaluation leaves them out, and counted in the run
+    (``detections_without_category``).
+    """
+    model.eval()
+    dtype = next(model.parameters()).dtype  # fp16 / bf16 inference models take such images
+    coco = perfkit.metrics.COCOEvaluator(annotations)
+    categories = torch.tensor(coco.coco_gt.getCatIds(), device=env.device)
+    dropped = torch.zeros((), dtype=torch.int64, device=env.device)
+    with run.phase(kind) as phase, torch.inference_mode():
+        for images, targets in phase.iterate(batches):
+            with phase.io():
+                images, _ = to_device(images, [], env.device)
+            with env.autocast():
+                outputs = model([image.to(dtype) for image in images])
+            kept = []
+            for output in outputs:
+                keep = torch.isin(output["labels"], categories)
+                dropped += (~keep).sum()
+                kept.append({name: value[keep] for name, value in output.items()})
+            coco.update(kept, targets)
+    run.log(detections_without_category=int(dropped))
+    stats = coco.compute()
+    say(env, coco.summary(stats))
+    return stats
+
+
+# --------------------------------------------------------------------------------------------
+# Run and report
+
+
+def run_config(args: argparse.Namespace, env: Setup, **extra: Any) -> dict[str, Any]:
+    """The run's config: the seed table's precision / bs plus what reproduces the run."""
+    return {
+        "precision": args.precision,
+        "bs": args.batch_size,
+        "global_bs": args.batch_size * env.world_size,
+        "data": str(args.data) if args.data is not None else "built-in",
+        "epochs": args.epochs,
+        "steps": args.steps,
+        "image_size": args.image_size,
+        **extra,
+    }
+
+
+def start_run(name: str, args: argparse.Namespace, env: Setup, **config: Any) -> perfkit.Run:
+    """A perfkit Run on the example's device, FlagPerf's e2e convention (from process start)."""
+    return perfkit.Run(
+        name,
+        out_dir=args.out_dir,
+        config=run_config(args, env, **config),
+        device=env.device,
+        e2e_from="process",
+        sample_interval=args.sample_interval,
+    )
+
+
+def report(run: perfkit.Run, env: Setup) -> None:
+    """Print the run's seed-style metric table (first rank only)."""
+    if env.rank != 0 or run.run_dir is None:
+        return
+    from perfkit.analysis import report_text
+
+    print(report_text(run.run_dir))
+    print(f"records: {run.run_dir}")

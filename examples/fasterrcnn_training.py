@@ -1,0 +1,120 @@
+"""MindSpore's Faster R-CNN case on torchvision's fasterrcnn_resnet50_fpn, measured by perfkit.
+
+Training (SGD, momentum 0.9, weight decay 1e-4, the seed's batch of 2 per device and 12 epochs,
+lr 0.02 per 16 images as torchvision's recipe) prints one loss line per epoch in the seed's
+form (rpn_loss = rpn_cls_loss + rpn_reg_loss, rcnn_loss = rcnn_cls_loss + rcnn_reg_loss) and the
+speed in ms/step; the evaluation after training (or alone, ``--mode evaluation --weights ...``)
+prints pycocotools' 12-line COCO summary. The run's table has e2e_time, p_whole, p_train,
+p_core, mAP and mem.
+
+    python -m examples.fasterrcnn_training                           # built-in data
+    python -m examples.fasterrcnn_training --data /data/coco --backbone-weights \\
+        resnet50-0676ba61.pth
+    torchrun --nproc_per_node=8 examples/fasterrcnn_training.py --data /data/coco ...
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as a file (python/torchrun examples/...py): find `examples`
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+import perfkit
+from examples import common
+
+SEED_LR, SEED_GLOBAL_BATCH = 0.02, 16
+SEED_EPOCHS, SEED_MILESTONES = 12, (8, 11)
+WEIGHTS_URL = "https://download.pytorch.org/models/fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"
+#: the seed's loss names and torchvision's
+LOSS_NAMES = {
+    "rpn_cls_loss": "loss_objectness",
+    "rpn_reg_loss": "loss_rpn_box_reg",
+    "rcnn_cls_loss": "loss_classifier",
+    "rcnn_reg_loss": "loss_box_reg",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = common.parser(__doc__ or "", precisions=common.TRAIN_PRECISIONS, batch_size=2)
+    p.add_argument("--mode", choices=("train", "evaluation"), default="train")
+    p.add_argument("--lr", type=float, help="default: 0.02 x global batch / 16")
+    return p
+
+
+def build_model(args: argparse.Namespace) -> torch.nn.Module:
+    """fasterrcnn_resnet50_fpn as torchvision builds it (91 COCO classes)."""
+    from torchvision.models.detection import FasterRCNN
+
+    model = FasterRCNN(
+        common.resnet50_fpn(args), num_classes=91, min_size=args.image_size, max_size=args.max_size
+    )
+    common.load_model_weights(model, args, WEIGHTS_URL)
+    return model
+
+
+def loss_line(epoch: int, steps: int, losses: dict[str, float]) -> str:
+    """One epoch's losses as the seed prints them."""
+    values = {seed: losses[torchvision] for seed, torchvision in LOSS_NAMES.items()}
+    values = {
+        "rpn_loss": values["rpn_cls_loss"] + values["rpn_reg_loss"],
+        "rcnn_loss": values["rcnn_cls_loss"] + values["rcnn_reg_loss"],
+        **values,
+        "total_loss": losses["loss"],
+    }
+    return f"epoch: {epoch} step: {steps}, " + ", ".join(f"{k}: {v:.5f}" for k, v in values.items())
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    common.detection_defaults(args, epochs=SEED_EPOCHS)
+    env = common.setup(args)
+    val_loader, val_annotations = common.detection_loader(args, env, "val", train=False)
+    model = common.distribute(build_model(args), env)
+    if args.mode == "train":
+        args.lr = args.lr or SEED_LR * args.batch_size * env.world_size / SEED_GLOBAL_BATCH
+    with common.start_run("fasterrcnn", args, env, mode=args.mode, lr=args.lr) as run:
+        if args.mode == "train":
+            train(run, args, env, model)
+        stats = common.evaluate_coco(
+            run, model, common.limited(val_loader, args.steps), val_annotations, env
+        )
+        run.log(mAP=stats["AP"])
+    common.report(run, env)
+    env.close()
+    return run.summary()
+
+
+def train(
+    run: perfkit.Run, args: argparse.Namespace, env: common.Setup, model: torch.nn.Module
+) -> None:
+    train_loader, _ = common.detection_loader(args, env, "train", train=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=1e-4)
+    steps_per_epoch = min(len(train_loader), args.steps or len(train_loader))
+    scheduler = common.step_schedule(
+        optimizer,
+        steps_per_epoch=steps_per_epoch,
+        milestones=common.scaled_milestones(SEED_MILESTONES, SEED_EPOCHS, args.epochs),
+        warmup_steps=min(1000, steps_per_epoch * args.epochs),
+    )
+    for epoch in range(1, args.epochs + 1):
+        common.set_epoch(train_loader, epoch)
+        losses = common.train_detection_epoch(
+            run, model, common.limited(train_loader, args.steps), optimizer, scheduler, env
+        )
+        phase = run.phases[-1]
+        run.log(loss=losses["loss"])
+        common.say(env, loss_line(epoch, phase.steps, losses))
+        common.say(env, f"speed: {1000 * phase.wall_s / max(phase.steps, 1):.2f} ms/step")
+
+
+if __name__ == "__main__":
+    common.main_guard(main)
