@@ -245,7 +245,7 @@ def loader(
     collate: Callable[[Any], Any] | None = None,
 ) -> torch.utils.data.DataLoader[Any]:
     """A DataLoader of ``--batch-size`` per device, sharded over ranks (DistributedSampler)."""
-    sampler = None
+    sampler: torch.utils.data.Sampler[int] | None = None
     if env.distributed:
         sampler = torch.utils.data.DistributedSampler(dataset, shuffle=shuffle, seed=args.seed)
     return torch.utils.data.DataLoader(
@@ -398,6 +398,53 @@ def step_schedule(
         return warm * gamma ** sum(epoch >= m for m in milestones)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclass(frozen=True)
+class SGDRecipe:
+    """A seed's SGD recipe (momentum 0.9): ``lr`` for a global batch of ``batch`` images,
+    scaled linearly with the global batch; ``milestones`` (epochs of a ``epochs``-epoch run)
+    where the rate drops 10x, after a linear warm-up of ``warmup_steps`` iterations."""
+
+    lr: float
+    batch: int
+    weight_decay: float
+    epochs: int
+    milestones: tuple[int, ...]
+    warmup_steps: int
+
+    def scaled_lr(self, global_batch: int) -> float:
+        """The learning rate for ``global_batch`` images per step."""
+        return self.lr * global_batch / self.batch
+
+
+def train_detection(
+    run: perfkit.Run,
+    model: torch.nn.Module,
+    batches: torch.utils.data.DataLoader[Any],
+    args: argparse.Namespace,
+    env: Setup,
+    recipe: SGDRecipe,
+    after_epoch: Callable[[int, dict[str, float]], None],
+) -> None:
+    """``args.epochs`` training phases of a detection model with SGD at ``args.lr`` and the
+    recipe's schedule; logs each epoch's mean loss and calls ``after_epoch(epoch, losses)``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=recipe.weight_decay)
+    steps_per_epoch = min(len(batches), args.steps or len(batches))
+    scheduler = step_schedule(
+        optimizer,
+        steps_per_epoch=steps_per_epoch,
+        milestones=scaled_milestones(recipe.milestones, recipe.epochs, args.epochs),
+        warmup_steps=min(recipe.warmup_steps, steps_per_epoch * args.epochs),
+    )
+    for epoch in range(1, args.epochs + 1):
+        set_epoch(batches, epoch)
+        losses = train_detection_epoch(
+            run, model, limited(batches, args.steps), optimizer, scheduler, env
+        )
+        run.log(loss=losses["loss"])
+        after_epoch(epoch, losses)
 
 
 def train_detection_epoch(

@@ -126,7 +126,7 @@ def make_detection_dataset(
         folder.mkdir(exist_ok=True)
         images, annotations = [], []
         for _ in range(count):
-            height, width = (int(v) for v in rng.integers(image_size[0], image_size[1] + 1, 2))
+            height, width = rng.integers(image_size[0], image_size[1] + 1, 2).tolist()
             array = _background(rng, height, width)
             objects = [
                 (False, int(rng.integers(len(DETECTION_CATEGORIES))))

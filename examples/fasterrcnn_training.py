@@ -30,8 +30,10 @@ import torch
 import perfkit
 from examples import common
 
-SEED_LR, SEED_GLOBAL_BATCH = 0.02, 16
-SEED_EPOCHS, SEED_MILESTONES = 12, (8, 11)
+# the seed's 12 epochs at bs=2; torchvision's lr of 0.02 for 16 images and its warm-up
+RECIPE = common.SGDRecipe(
+    lr=0.02, batch=16, weight_decay=1e-4, epochs=12, milestones=(8, 11), warmup_steps=1000
+)
 WEIGHTS_URL = "https://download.pytorch.org/models/fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"
 #: the seed's loss names and torchvision's
 LOSS_NAMES = {
@@ -74,12 +76,12 @@ def loss_line(epoch: int, steps: int, losses: dict[str, float]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    common.detection_defaults(args, epochs=SEED_EPOCHS)
+    common.detection_defaults(args, epochs=RECIPE.epochs)
     env = common.setup(args)
     val_loader, val_annotations = common.detection_loader(args, env, "val", train=False)
     model = common.distribute(build_model(args), env)
     if args.mode == "train":
-        args.lr = args.lr or SEED_LR * args.batch_size * env.world_size / SEED_GLOBAL_BATCH
+        args.lr = args.lr or RECIPE.scaled_lr(args.batch_size * env.world_size)
     with common.start_run("fasterrcnn", args, env, mode=args.mode, lr=args.lr) as run:
         if args.mode == "train":
             train(run, args, env, model)
@@ -96,24 +98,13 @@ def train(
     run: perfkit.Run, args: argparse.Namespace, env: common.Setup, model: torch.nn.Module
 ) -> None:
     train_loader, _ = common.detection_loader(args, env, "train", train=True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=1e-4)
-    steps_per_epoch = min(len(train_loader), args.steps or len(train_loader))
-    scheduler = common.step_schedule(
-        optimizer,
-        steps_per_epoch=steps_per_epoch,
-        milestones=common.scaled_milestones(SEED_MILESTONES, SEED_EPOCHS, args.epochs),
-        warmup_steps=min(1000, steps_per_epoch * args.epochs),
-    )
-    for epoch in range(1, args.epochs + 1):
-        common.set_epoch(train_loader, epoch)
-        losses = common.train_detection_epoch(
-            run, model, common.limited(train_loader, args.steps), optimizer, scheduler, env
-        )
+
+    def progress(epoch: int, losses: dict[str, float]) -> None:
         phase = run.phases[-1]
-        run.log(loss=losses["loss"])
         common.say(env, loss_line(epoch, phase.steps, losses))
         common.say(env, f"speed: {1000 * phase.wall_s / max(phase.steps, 1):.2f} ms/step")
+
+    common.train_detection(run, model, train_loader, args, env, RECIPE, progress)
 
 
 if __name__ == "__main__":

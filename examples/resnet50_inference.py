@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a file (python/torchrun examples/...py):
 
 import argparse
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 def classify(
     run: perfkit.Run,
     kind: str,
-    model: torch.nn.Module,
+    model: Callable[[torch.Tensor], torch.Tensor],
     batches: Iterable[Any],
     env: common.Setup,
 ) -> dict[str, float]:
@@ -76,7 +76,7 @@ def classify(
 
 def optimise(
     model: torch.nn.Module, args: argparse.Namespace, env: common.Setup, batch_sizes: Sequence[int]
-) -> tuple[torch.nn.Module, float]:
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], float]:
     """The inference model and the seconds spent building it: torch.compile with static shapes,
     compiled and warmed up for every batch size the pass will meet, outside the timed phases."""
     if args.backend == "eager":

@@ -30,8 +30,10 @@ import torch
 
 from examples import common
 
-SEED_LR, SEED_GLOBAL_BATCH = 0.04, 64  # bs=8, lr=0.04 at 1x8
-SEED_EPOCHS, SEED_MILESTONES = 26, (16, 22)  # torchvision's RetinaNet recipe
+# bs=8, lr=0.04 at 1x8 (a global batch of 64); torchvision's RetinaNet epochs and milestones
+RECIPE = common.SGDRecipe(
+    lr=0.04, batch=64, weight_decay=1e-4, epochs=26, milestones=(16, 22), warmup_steps=1000
+)
 WEIGHTS_URL = "https://download.pytorch.org/models/retinanet_resnet50_fpn_coco-eeacb38b.pth"
 
 
@@ -56,35 +58,23 @@ def build_model(args: argparse.Namespace) -> torch.nn.Module:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    common.detection_defaults(args, epochs=SEED_EPOCHS)
+    common.detection_defaults(args, epochs=RECIPE.epochs)
     env = common.setup(args)
     train_loader, _ = common.detection_loader(args, env, "train", train=True)
     val_loader, val_annotations = common.detection_loader(args, env, "val", train=False)
-    args.lr = args.lr or SEED_LR * args.batch_size * env.world_size / SEED_GLOBAL_BATCH
-
+    args.lr = args.lr or RECIPE.scaled_lr(args.batch_size * env.world_size)
     model = common.distribute(build_model(args), env)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=1e-4)
-    steps_per_epoch = min(len(train_loader), args.steps or len(train_loader))
-    scheduler = common.step_schedule(
-        optimizer,
-        steps_per_epoch=steps_per_epoch,
-        milestones=common.scaled_milestones(SEED_MILESTONES, SEED_EPOCHS, args.epochs),
-        warmup_steps=min(1000, steps_per_epoch * args.epochs),
-    )
     with common.start_run(
         "retinanet", args, env, lr=args.lr, model="retinanet_resnet50_fpn"
     ) as run:
-        for epoch in range(1, args.epochs + 1):
-            common.set_epoch(train_loader, epoch)
-            losses = common.train_detection_epoch(
-                run, model, common.limited(train_loader, args.steps), optimizer, scheduler, env
-            )
-            stats = common.evaluate_coco(
-                run, model, common.limited(val_loader, args.steps), val_annotations, env
-            )
-            run.log(mAP=stats["AP"], loss=losses["loss"])
+
+        def evaluate(epoch: int, losses: dict[str, float]) -> None:
+            batches = common.limited(val_loader, args.steps)
+            stats = common.evaluate_coco(run, model, batches, val_annotations, env)
+            run.log(mAP=stats["AP"])
             common.say(env, f"epoch {epoch}: loss {losses['loss']:.4f}, mAP {stats['AP']:.4f}")
+
+        common.train_detection(run, model, train_loader, args, env, RECIPE, evaluate)
     common.report(run, env)
     env.close()
     return run.summary()

@@ -35,8 +35,10 @@ from torch import nn
 
 from examples import common
 
-SEED_LR, SEED_BATCH = 2.6e-3, 32
-SEED_EPOCHS, SEED_MILESTONES = 65, (43, 54)
+# NVIDIA's SSD300 recipe, as the seed gives it
+RECIPE = common.SGDRecipe(
+    lr=2.6e-3, batch=32, weight_decay=5e-4, epochs=65, milestones=(43, 54), warmup_steps=300
+)
 SSD_SIZE = 300
 #: (input channels, bottleneck channels, output channels, stride-2 and padded) of the extra blocks
 EXTRA_BLOCKS = ((1024, 256, 512, True), (512, 256, 512, True), (512, 128, 256, True),
@@ -48,11 +50,11 @@ class SSDResNet50Backbone(nn.Module):
     """NVIDIA's SSD300 ResNet-50 feature extractor: six feature maps (1024, 512, 512, 256, 256,
     256 channels; 38, 19, 10, 5, 3, 1 pixels at 300x300)."""
 
-    def __init__(self, resnet: nn.Module) -> None:
+    def __init__(self, resnet: Any) -> None:
         super().__init__()
         stem = [resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool]
         self.features = nn.Sequential(*stem, resnet.layer1, resnet.layer2, resnet.layer3)
-        first = resnet.layer3[0]  # conv4_x keeps the 38x38 resolution
+        first: Any = resnet.layer3[0]  # conv4_x keeps the 38x38 resolution
         first.conv1.stride = first.conv2.stride = first.downsample[0].stride = (1, 1)
         self.extra = nn.ModuleList(_extra_block(*spec) for spec in EXTRA_BLOCKS)
 
@@ -125,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
     if args.image_size not in (None, SSD_SIZE):
         raise common.ExampleError(f"--image-size: SSD300 takes {SSD_SIZE} pixels only")
-    common.detection_defaults(args, epochs=SEED_EPOCHS)
+    common.detection_defaults(args, epochs=RECIPE.epochs)
     args.image_size = SSD_SIZE
     env = common.setup(args)
     model = build_model(args)
@@ -137,24 +139,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 def train(args: argparse.Namespace, env: common.Setup, model: nn.Module) -> dict[str, Any]:
     train_loader, _ = common.detection_loader(args, env, "train", train=True)
     val_loader, val_annotations = common.detection_loader(args, env, "val", train=False)
-    args.lr = args.lr or SEED_LR * args.batch_size * env.world_size / SEED_BATCH
+    args.lr = args.lr or RECIPE.scaled_lr(args.batch_size * env.world_size)
     model = common.distribute(model, env)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
-    steps_per_epoch = min(len(train_loader), args.steps or len(train_loader))
-    scheduler = common.step_schedule(
-        optimizer,
-        steps_per_epoch=steps_per_epoch,
-        milestones=common.scaled_milestones(SEED_MILESTONES, SEED_EPOCHS, args.epochs),
-        warmup_steps=min(300, steps_per_epoch * args.epochs),
-    )
     with common.start_run("ssd_resnet50", args, env, mode="train", lr=args.lr) as run:
-        for epoch in range(1, args.epochs + 1):
-            common.set_epoch(train_loader, epoch)
-            losses = common.train_detection_epoch(
-                run, model, common.limited(train_loader, args.steps), optimizer, scheduler, env
-            )
-            run.log(loss=losses["loss"])
+
+        def progress(epoch: int, losses: dict[str, float]) -> None:
             common.say(env, f"epoch {epoch}: loss {losses['loss']:.4f}")
+
+        common.train_detection(run, model, train_loader, args, env, RECIPE, progress)
         stats = common.evaluate_coco(
             run, model, common.limited(val_loader, args.steps), val_annotations, env
         )

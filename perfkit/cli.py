@@ -4,6 +4,7 @@ the work). Exit status 0 on success, 2 on bad input (message on stderr naming th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -24,7 +25,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"perfkit: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if output:
-        print(output)
+        try:
+            print(output, flush=True)
+        except BrokenPipeError:  # the reader left early (perfkit report runs/ | head)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -194,7 +194,8 @@ class _ComputeWindow:
 
     def __enter__(self) -> _ComputeWindow:
         phase = self._phase
-        phase._check_active("compute()")
+        if phase._state != "active":
+            phase._check_active("compute()")
         if phase._compute_open:
             raise RunError(
                 f"compute() re-entered in phase {phase.name!r}: compute windows do not nest"
@@ -203,10 +204,15 @@ class _ComputeWindow:
         self._start = phase._timer.mark()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         phase = self._phase
+        end = phase._timer.mark()
         phase._compute_open = False
-        phase._add_window(self._start, phase._timer.mark())
+        if phase._host and phase._in_step:  # the per-step fast path on the host clock
+            phase._explicit = True
+            phase._explicit_s += end - self._start
+        else:
+            phase._add_window(self._start, end)
 
 
 # --------------------------------------------------------------------------------------------
