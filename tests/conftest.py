@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+#: Real vendor-tool outputs (a copy of ../shared/smi-samples).
+SMI_SAMPLES = Path(__file__).resolve().parent / "fixtures_probes" / "smi-samples"
 
 
 def free_port() -> int:

@@ -28,8 +28,7 @@ from perfkit.probes import (
 from perfkit.probes import nvml as nvml_module
 from perfkit.probes.nvml import visible_indices
 from perfkit.probes.tools import CnmonProbe
-
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "smi-samples"
+from tests.conftest import SMI_SAMPLES as SAMPLES
 
 
 def test_import_is_cheap_and_starts_nothing() -> None:
@@ -232,7 +231,6 @@ def script(tmp_path: Path, name: str, body: str) -> Path:
     return path
 
 
-@pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"shared tool samples not found at {SAMPLES}")
 def test_one_shot_tool_probe_runs_and_parses(tmp_path: Path) -> None:
     recorded = (SAMPLES / "cambricon_cnmon_v5.10.13_paddle_docs.txt").read_text().split("\n", 1)[1]
     (tmp_path / "out.txt").write_text(recorded)

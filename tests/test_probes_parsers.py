@@ -1,4 +1,5 @@
-"""perfkit.probes.parse against every real tool output in ../shared/smi-samples.
+"""perfkit.probes.parse against every real tool output in tests/fixtures_probes/smi-samples
+(a copy of ../shared/smi-samples, so a clone tests them on its own).
 
 Expected values are read off the sample files by hand; each table row says what was read.
 Memory is given in MiB (the tools' unit; "MB" in these tools is binary), power in W,
@@ -14,15 +15,11 @@ from pathlib import Path
 import pytest
 
 from perfkit.probes import DeviceSample, ProbeParseError, parse
+from tests.conftest import SMI_SAMPLES as SAMPLES
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "smi-samples"
 FIXTURES = Path(__file__).resolve().parent / "fixtures_probes"
 MIB = 2.0**20
 NAN = math.nan
-
-needs_samples = pytest.mark.skipif(
-    not SAMPLES.is_dir(), reason=f"shared tool samples not found at {SAMPLES}"
-)
 
 Row = tuple[str, str, float, float, float, float, float]  # device, name, MiB used/total, %, W, C
 
@@ -60,7 +57,6 @@ def check(samples: list[DeviceSample], tool: str, expected: list[Row]) -> None:
         assert all(same(g, w) for g, w in zip(got, want, strict=True)), (device, got, want)
 
 
-@needs_samples
 def test_cnmon_mlu370() -> None:
     # "| 0     /   MLU370-X8    v1.1.6 | ... | 0%  N/A |"
     # "|  0%   32C        106 W/ 250 W |     0 MiB/ 23374 MiB | ..."
@@ -76,7 +72,6 @@ def test_cnmon_mlu370() -> None:
     )
 
 
-@needs_samples
 def test_npu_smi_910b_reads_hbm_not_ddr() -> None:
     # NPU 0 910B2C: Power 89.9, Temp 53, AICore 0, Memory-Usage 0 / 0 (DDR), HBM 3317 / 65536
     # NPU 1 910B2C: Power 93.8, Temp 53, AICore 0, Memory-Usage 0 / 0 (DDR), HBM 3316 / 65536
@@ -91,7 +86,6 @@ def test_npu_smi_910b_reads_hbm_not_ddr() -> None:
     )
 
 
-@needs_samples
 def test_rocm_smi_hygon_dcu_table() -> None:
     # DCU Temp AvgPwr ... VRAM% DCU%: only a VRAM percentage, so no memory bytes.
     # 0 30.0c 38.0W 0%;  1 30.0c 41.0W 0%;  2 29.0c 38.0W 0%;  3 29.0c 39.0W 0%
@@ -107,7 +101,6 @@ def test_rocm_smi_hygon_dcu_table() -> None:
     )
 
 
-@needs_samples
 def test_ixsmi_bi_v150_with_missing_power() -> None:
     # 16 cards, each "64MiB / 32768MiB", GPU-Util 0%. Even cards print "N/A / N/A" power;
     # odd cards: 1 103W 34C, 3 106W 34C, 5 105W 35C, 7 106W 34C, 9 107W 35C, 11 103W 33C,
@@ -121,7 +114,6 @@ def test_ixsmi_bi_v150_with_missing_power() -> None:
     check(parse("ixsmi", sample_body("iluvatar_ixsmi_BI-V150_ernie_docs.txt")), "ixsmi", expected)
 
 
-@needs_samples
 @pytest.mark.parametrize("tool", ["xpu_smi", "xpu-smi"])
 def test_xpu_smi_r300(tool: str) -> None:
     # DEVICES table: DevID 0 / 1, Model R300, UseRate "0 %", Memory "0 / 32768 MB";
@@ -134,7 +126,6 @@ def test_xpu_smi_r300(tool: str) -> None:
     )
 
 
-@needs_samples
 def test_mx_smi_c550_unit_written_once() -> None:
     # Memory-Usage "858/65536 MiB" on all 8; GPU-Util 0%.
     # Temp / power: 0 29C 53W, 1 29C 53W, 2 30C 54W, 3 29C 54W, 4 30C 53W, 5 32C 55W,
@@ -146,7 +137,6 @@ def test_mx_smi_c550_unit_written_once() -> None:
     check(parse("mx-smi", sample_body("metax_mx-smi_C550_ernie_docs.txt")), "mx-smi", expected)
 
 
-@needs_samples
 def test_mthreads_gmi_s5000_used_paren_total() -> None:
     # "0MiB(81920MiB)", %GPU 0%, no power column; Temp: 48 48 49 48 48 50 48 49 (C).
     temps = [48, 48, 49, 48, 48, 50, 48, 49]
@@ -156,7 +146,6 @@ def test_mthreads_gmi_s5000_used_paren_total() -> None:
     )
 
 
-@needs_samples
 def test_amd_smi_monitor_three_layouts() -> None:
     text = (SAMPLES / "amd_amd-smi_monitor_amdsmi_changelog.txt").read_text()
     blocks = re.split(r"^## block \d+\n\$ .*\n", text, flags=re.M)[1:]
@@ -182,7 +171,6 @@ def test_amd_smi_monitor_three_layouts() -> None:
 H100 = "NVIDIA H100 80GB HBM3"
 
 
-@needs_samples
 @pytest.mark.parametrize(
     ("section", "expected"),
     [
@@ -209,7 +197,6 @@ def test_nvidia_smi_layouts(section: str, expected: Row) -> None:
     check(parse("nvidia-smi", nvidia_sections()[section]), "nvidia-smi", [expected])
 
 
-@needs_samples
 def test_nvidia_smi_dmon_rows() -> None:
     # load dmon: pwr 631 634 633 634 636 W; gtemp 63 63 64 64 65 C; sm 100 %; no fb column.
     samples = parse(
@@ -222,7 +209,6 @@ def test_nvidia_smi_dmon_rows() -> None:
     check(samples, "nvidia-smi", expected)
 
 
-@needs_samples
 def test_nvidia_smi_query_csv_projection() -> None:
     # idle: "0, NVIDIA H100 80GB HBM3, 81559 MiB, 0 MiB, 81081 MiB, 0 %, 41, 69.85 W, 700.00 W"
     # load: "0, NVIDIA H100 80GB HBM3, 81559 MiB, 19818 MiB, 61263 MiB, 100 %, 59, 631.95 W, ..."
@@ -269,7 +255,6 @@ def test_rocm_smi_text_from_notes() -> None:
 # --- layouts a parser does not know ------------------------------------------------------------
 
 
-@needs_samples
 def test_pmon_is_not_a_device_layout() -> None:
     text = nvidia_sections()["load :: pmon (per-process monitor)"]
     with pytest.raises(ProbeParseError) as err:
