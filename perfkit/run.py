@@ -186,27 +186,24 @@ class _IOWindow:
 class _ComputeWindow:
     """``with phase.compute():`` - a compute window, device-timed on accelerators."""
 
-    __slots__ = ("_phase", "_start")
+    __slots__ = ("_mark", "_phase", "_start")
 
     def __init__(self, phase: Phase) -> None:
         self._phase = phase
+        self._mark = phase._timer.mark  # the phase's timer is fixed: bind its mark once
         self._start: Any = None
 
     def __enter__(self) -> _ComputeWindow:
         phase = self._phase
-        if phase._state != "active":
-            phase._check_active("compute()")
-        if phase._compute_open:
-            raise RunError(
-                f"compute() re-entered in phase {phase.name!r}: compute windows do not nest"
-            )
+        if phase._compute_open or phase._state != "active":
+            phase._refuse_compute()
         phase._compute_open = True
-        self._start = phase._timer.mark()
+        self._start = self._mark()
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        end = self._mark()
         phase = self._phase
-        end = phase._timer.mark()
         phase._compute_open = False
         if phase._host and phase._in_step:  # the per-step fast path on the host clock
             phase._explicit = True
@@ -323,6 +320,10 @@ class Phase:
         """{rank: figures}: every rank's once the phase ended in a distributed run, else this
         rank's own (while the phase runs, or when it failed)."""
         return self._rank_figures or {self.run.rank: self._figures()}
+
+    def _refuse_compute(self) -> None:
+        self._check_active("compute()")
+        raise RunError(f"compute() re-entered in phase {self.name!r}: compute windows do not nest")
 
     def _check_active(self, what: str) -> None:
         if self._state != "active":
