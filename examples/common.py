@@ -488,8 +488,8 @@ def evaluate_coco(
     kind: str = "val",
 ) -> dict[str, float]:
     """A ``kind`` ("val" or "infer") phase of detection inference with COCO evaluation of what
-    it saw, gathered over ranks; prints pycocotools' 12-line summary and returns the twelve
-    COCO stats.
+    it saw, gathered over ranks; logs AP as ``mAP``, prints pycocotools' 12-line summary and
+    returns the twelve COCO stats.
 
     The models use torchvision's 91-label COCO convention (label = category id), which has
     labels no category owns; detections of those labels cannot match any object and are left
@@ -515,6 +515,7 @@ def evaluate_coco(
             coco.update(kept, targets)
     run.log(detections_without_category=int(dropped))
     stats = coco.compute()
+    run.log(mAP=stats["AP"])
     say(env, coco.summary(stats))
     return stats
 
@@ -549,11 +550,13 @@ def start_run(name: str, args: argparse.Namespace, env: Setup, **config: Any) ->
     )
 
 
-def report(run: perfkit.Run, env: Setup) -> None:
-    """Print the run's seed-style metric table (first rank only)."""
-    if env.rank != 0 or run.run_dir is None:
-        return
-    from perfkit.analysis import report_text
+def finish(run: perfkit.Run, env: Setup) -> dict[str, Any]:
+    """End an example: print the run's seed-style metric table (first rank only), release the
+    process group, return the run's summary."""
+    if env.rank == 0 and run.run_dir is not None:
+        from perfkit.analysis import report_text
 
-    print(report_text(run.run_dir))
-    print(f"records: {run.run_dir}")
+        print(report_text(run.run_dir))
+        print(f"records: {run.run_dir}")
+    env.close()
+    return run.summary()

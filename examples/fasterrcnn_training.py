@@ -85,13 +85,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with common.start_run("fasterrcnn", args, env, mode=args.mode, lr=args.lr) as run:
         if args.mode == "train":
             train(run, args, env, model)
-        stats = common.evaluate_coco(
+        common.evaluate_coco(
             run, model, common.limited(val_loader, args.steps), val_annotations, env
         )
-        run.log(mAP=stats["AP"])
-    common.report(run, env)
-    env.close()
-    return run.summary()
+    return common.finish(run, env)
 
 
 def train(

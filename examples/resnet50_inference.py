@@ -150,9 +150,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             acc5_infer=infer["top5"],
             build_s=build_s,
         )
-    common.report(run, env)
-    env.close()
-    return run.summary()
+    return common.finish(run, env)
 
 
 if __name__ == "__main__":

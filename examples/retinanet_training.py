@@ -71,13 +71,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         def evaluate(epoch: int, losses: dict[str, float]) -> None:
             batches = common.limited(val_loader, args.steps)
             stats = common.evaluate_coco(run, model, batches, val_annotations, env)
-            run.log(mAP=stats["AP"])
             common.say(env, f"epoch {epoch}: loss {losses['loss']:.4f}, mAP {stats['AP']:.4f}")
 
         common.train_detection(run, model, train_loader, args, env, RECIPE, evaluate)
-    common.report(run, env)
-    env.close()
-    return run.summary()
+    return common.finish(run, env)
 
 
 if __name__ == "__main__":

@@ -147,13 +147,10 @@ def train(args: argparse.Namespace, env: common.Setup, model: nn.Module) -> dict
             common.say(env, f"epoch {epoch}: loss {losses['loss']:.4f}")
 
         common.train_detection(run, model, train_loader, args, env, RECIPE, progress)
-        stats = common.evaluate_coco(
+        common.evaluate_coco(
             run, model, common.limited(val_loader, args.steps), val_annotations, env
         )
-        run.log(mAP=stats["AP"])
-    common.report(run, env)
-    env.close()
-    return run.summary()
+    return common.finish(run, env)
 
 
 def evaluation(args: argparse.Namespace, env: common.Setup, model: nn.Module) -> dict[str, Any]:
@@ -161,11 +158,8 @@ def evaluation(args: argparse.Namespace, env: common.Setup, model: nn.Module) ->
     model = model.to(env.device, env.dtype)
     with common.start_run("ssd_resnet50", args, env, mode="evaluation") as run:
         batches = common.limited(val_loader, args.steps)
-        stats = common.evaluate_coco(run, model, batches, val_annotations, env, kind="infer")
-        run.log(mAP=stats["AP"])
-    common.report(run, env)
-    env.close()
-    return run.summary()
+        common.evaluate_coco(run, model, batches, val_annotations, env, kind="infer")
+    return common.finish(run, env)
 
 
 if __name__ == "__main__":
