@@ -10,12 +10,16 @@ Run: ``make bench`` or ``python -m benchmarks.overhead``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import perfkit
+import perfkit.run
 from benchmarks.results import machine, write_section
+from perfkit.timing.window import ComputeWindow, NativeComputeWindow, window_class
 
 Variant = Callable[[list[int]], None]
 
@@ -47,9 +51,19 @@ def perfkit_variant(explicit_compute: bool) -> Variant:
     return run
 
 
-def perfkit_split(data: list[int], explicit_compute: bool) -> tuple[float, float]:
+def perfkit_split(
+    data: list[int], explicit_compute: bool, window: type[ComputeWindow] = window_class
+) -> tuple[float, float]:
     """(loop-thread seconds, record encoding + writing seconds) of one perfkit pass, with the
-    flusher held back so the two do not overlap."""
+    flusher held back so the two do not overlap; ``window``: the compute window class."""
+    previous, perfkit.run.window_class = perfkit.run.window_class, window
+    try:
+        return _timed_split(data, explicit_compute)
+    finally:
+        perfkit.run.window_class = previous
+
+
+def _timed_split(data: list[int], explicit_compute: bool) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as out:
         with perfkit.Run(
             "overhead", out_dir=out, device="cpu", flush_interval_s=1e9, probes=None
@@ -91,14 +105,27 @@ def record_function_profiled(data: list[int]) -> None:
                 pass
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Collect, then keep the cyclic garbage collector off while timing (timeit's convention):
+    when it runs depends on the whole program's heap, so it would add noise, not cost."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def seconds_per_call(variant: Variant, data: list[int], repeats: int) -> float:
     """Fastest wall seconds of ``repeats`` calls of ``variant(data)`` (timeit's convention:
     slower calls measure interference from the rest of the machine, not the code)."""
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        variant(data)
-        times.append(time.perf_counter() - start)
+        with gc_paused():
+            start = time.perf_counter()
+            variant(data)
+            times.append(time.perf_counter() - start)
     return min(times)
 
 
@@ -130,13 +157,24 @@ def main() -> None:
     }
     base = ns_per_step(bare, args.steps, args.repeats)
     costs: dict[str, float] = {}
-    for explicit, label in ((False, "iterate"), (True, "iterate + compute()")):
-        data = list(range(args.steps))
-        splits = [perfkit_split(data, explicit) for _ in range(args.repeats)]
+    loop_variants: list[tuple[str, bool, type[ComputeWindow]]] = [
+        ("iterate", False, window_class),
+        ("iterate + compute()", True, window_class),
+    ]
+    if NativeComputeWindow is not None:  # what an install without a C compiler pays
+        loop_variants.append(("iterate + compute(), Python window", True, ComputeWindow))
+    data = list(range(args.steps))
+    write_s = []
+    for label, explicit, window in loop_variants:
+        splits = []
+        for _ in range(args.repeats):
+            with gc_paused():
+                splits.append(perfkit_split(data, explicit, window))
         costs[f"perfkit {label}, loop thread only"] = (
             min(s[0] for s in splits) / args.steps * 1e9 - base
         )
-    write_ns = min(s[1] for s in splits) / args.steps * 1e9
+        write_s.append(min(s[1] for s in splits))
+    write_ns = min(write_s) / args.steps * 1e9
     costs["perfkit record encoding + writing (flusher thread)"] = write_ns
     for name, variant in variants.items():
         costs[name] = ns_per_step(variant, args.steps, args.repeats) - base
@@ -153,11 +191,14 @@ def main() -> None:
         [
             machine(),
             f"No-op loop body; marginal cost per step (slope between {args.steps} and "
-            f"{2 * args.steps} steps, fastest of {args.repeats} runs) over the bare loop. "
+            f"{2 * args.steps} steps, fastest of {args.repeats} runs, garbage collector paused "
+            "as timeit does) over the bare loop. compute() windows use the "
+            + ("C window" if NativeComputeWindow is not None else "Python window (no C build)")
+            + "; the Python window's row is what an install without a C compiler pays. "
             "perfkit's all-in figures include encoding every step's four JSON records "
-            "(step_time, io_time, compute_time, samples) and writing them, which happens on the "
-            "flusher thread; in a real loop that thread runs while the loop's kernels hold no "
-            "GIL. Target: under 2000 ns per step on the loop's thread, lower than both peers.",
+            "(step_time, io_time, compute_time, samples) and writing them, which the flusher "
+            "thread does in one batch per flush interval, outside the loop's steps. "
+            "Target: under 2000 ns per step on the loop's thread, lower than both peers.",
             "",
             "| variant | ns per step over the bare loop |",
             "|---|---|",

@@ -54,6 +54,7 @@ from perfkit.records import (
     write_json_atomic,
 )
 from perfkit.timing import Clock, EventTimer, HostTimer, SyncingHostTimer, WindowTimer, host_clock
+from perfkit.timing.window import ComputeWindow, window_class
 
 PHASE_KINDS = ("train", "val", "infer")
 SYNC_MODES = ("phase", "step")
@@ -147,7 +148,10 @@ def count_samples(batch: Any) -> int:
     )
 
 
-def _sample_counter(samples: int | Callable[[Any], int] | None) -> Callable[[Any], int]:
+def _sample_counter(
+    samples: int | Callable[[Any], int] | None,
+) -> int | Callable[[Any], int]:
+    """The samples of every batch (an int), or the callable that counts them per batch."""
     if samples is None:
         return count_samples
     if callable(samples):
@@ -156,8 +160,7 @@ def _sample_counter(samples: int | Callable[[Any], int] | None) -> Callable[[Any
         raise ValueError(
             f"samples must be a non-negative int or a callable batch -> int, got {samples!r}"
         )
-    fixed = samples
-    return lambda _batch: fixed
+    return samples
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,35 +184,6 @@ class _IOWindow:
 
     def __exit__(self, *exc: object) -> None:
         self._phase._end_io(self._phase._clock() - self._start)
-
-
-class _ComputeWindow:
-    """``with phase.compute():`` - a compute window, device-timed on accelerators."""
-
-    __slots__ = ("_mark", "_phase", "_start")
-
-    def __init__(self, phase: Phase) -> None:
-        self._phase = phase
-        self._mark = phase._timer.mark  # the phase's timer is fixed: bind its mark once
-        self._start: Any = None
-
-    def __enter__(self) -> _ComputeWindow:
-        phase = self._phase
-        if phase._compute_open or phase._state != "active":
-            phase._refuse_compute()
-        phase._compute_open = True
-        self._start = self._mark()
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        end = self._mark()
-        phase = self._phase
-        phase._compute_open = False
-        if phase._host and phase._in_step:  # the per-step fast path on the host clock
-            phase._explicit = True
-            phase._explicit_s += end - self._start
-        else:
-            phase._add_window(self._start, end)
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,16 +212,12 @@ class Phase:
         self._timer: WindowTimer = run._timer
         self._state = "new"
         self._step_walls = array("d")
-        # Per-step state: the step index windows belong to, IO so far, implicit window start.
-        self._step = -1
-        self._in_step = False
+        # Per-step state: IO so far and the implicit window's start; the step's index is
+        # self.steps, and the compute() window knows whether a step runs and sums its windows.
         self._step_io = 0.0
-        self._explicit = False
-        self._explicit_s = 0.0
         self._host = type(self._timer) is HostTimer
         self._implicit_start: Any = None
         self._implicit_windows: list[tuple[Any, Any]] = []
-        self._compute_open = False
         # Compute windows waiting for the device: (step, start mark, end mark).
         self._pending: deque[tuple[int, Any, Any]] = deque()
         self._compute_by_step: dict[int, float] = {}
@@ -257,7 +227,7 @@ class Phase:
         self._loop: weakref.ReferenceType[Generator[Any, None, None]] | None = None
         self._rank_figures: dict[int, PhaseFigures] | None = None
         self._io = _IOWindow(self)
-        self._compute = _ComputeWindow(self)
+        self._compute = window_class(self, self._timer.mark, self._host)
         self._lines_template = _step_lines_template(run.run_id, run.rank, name)
 
     # -- lifetime ------------------------------------------------------------------------
@@ -268,6 +238,7 @@ class Phase:
         if self.run._memory is not None:
             self.run._memory.mark()
         self._state = "active"
+        self._compute.active = True
         self.start_t = self.run._elapsed()
         return self
 
@@ -297,6 +268,7 @@ class Phase:
         if self.run._memory is not None:
             self.energy_j = self.run._memory.energy_delta_j()
         self._state = "ended"
+        self._compute.active = False
         try:
             if not failed:
                 self._rank_figures = self.run._gather_figures(self._figures())
@@ -367,62 +339,63 @@ class Phase:
         """Context manager marking host-side IO inside a step (host-to-device copy, decoding)."""
         return self._io
 
-    def compute(self) -> _ComputeWindow:
+    def compute(self) -> ComputeWindow:
         """Context manager marking a compute window; once used, only marked windows count."""
         return self._compute
 
     # -- step loop -----------------------------------------------------------------------
     def _steps(
-        self, iterator: Iterator[Any], counter: Callable[[Any], int]
+        self, iterator: Iterator[Any], samples: int | Callable[[Any], int]
     ) -> Generator[Any, None, None]:
+        # Step k spans from the end of step k-1 (t0) to the end of its body (t2): the wait in
+        # next() until t1 is IO, so consecutive steps tile the loop's time.
         clock = self._clock
         host = self._host
-        timer = self._timer
-        while True:
-            t0 = clock()
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                self.io_s += clock() - t0  # the last wait for data is IO too
-                return
+        window = self._compute
+        run_t0 = self.run._t0
+        fixed, count = (samples, None) if isinstance(samples, int) else (0, samples)
+        t0 = clock()
+        for batch in iterator:
             t1 = clock()
-            self._step = step = self.steps
-            self._in_step = True
+            step = self.steps
+            window.begin_step()
             self._step_io = t1 - t0
-            self._explicit = False
-            self._explicit_s = 0.0
             if not host:
-                self._implicit_start = timer.mark()
-            n = counter(batch)
+                self._implicit_start = self._timer.mark()
+            n = fixed if count is None else count(batch)
+            left = False
             try:
                 yield batch
-            except GeneratorExit:
-                # The loop was left (break, or an exception in the body): the step counts
-                # only if the phase then ends normally.
-                self._tentative = self._close_step(step, t0, t1, n)
-                raise
-            self._commit_step(self._close_step(step, t0, t1, n))
+            except GeneratorExit:  # the loop was left: break, or an exception in the body
+                left = True
+            t2 = clock()
+            explicit_s = window.end_step()
+            compute: float | None = None  # on a device, known when its windows resolve
+            if host:
+                compute = t2 - t0 - self._step_io if explicit_s is None else explicit_s
+            else:
+                self._close_device_windows(step, explicit=explicit_s is not None)
+            row = (step, t2 - run_t0, t2 - t0, self._step_io, n, compute)
+            if left:  # the step counts only if the phase then ends normally
+                self._tentative = row
+                return
+            self._commit_step(row)
+            t0 = t2
+        self.io_s += clock() - t0  # the last wait for data is IO too
 
-    def _close_step(self, step: int, t0: float, t1: float, n: int) -> _Row:
-        self._in_step = False
-        compute: float | None = None
-        if self._host:
-            t2 = self._clock()
-            body_io = self._step_io - (t1 - t0)
-            compute = self._explicit_s if self._explicit else (t2 - t1) - body_io
-        else:
-            self._end_implicit_window()
-            windows = self._implicit_windows
-            timer = self._timer
-            for start, end in windows:
-                if self._explicit:
-                    timer.release(start)
-                    timer.release(end)
-                else:
-                    self._pending.append((step, start, end))
-            windows.clear()
-            t2 = self._clock()
-        return (step, t2 - self.run._t0, t2 - t0, self._step_io, n, compute)
+    def _close_device_windows(self, step: int, explicit: bool) -> None:
+        """Queue the step's implicit windows for resolution, or drop them when the step marked
+        explicit windows."""
+        self._end_implicit_window()
+        windows = self._implicit_windows
+        timer = self._timer
+        for start, end in windows:
+            if explicit:
+                timer.release(start)
+                timer.release(end)
+            else:
+                self._pending.append((step, start, end))
+        windows.clear()
 
     def _commit_step(self, row: _Row) -> None:
         _step, _t, wall, io, n, compute = row
@@ -435,6 +408,11 @@ class Phase:
         self._rows.append(row)
         if self._pending:
             self._resolve()
+
+    @property
+    def _in_step(self) -> bool:
+        """True while a step of iterate() runs (its loop body)."""
+        return self._compute.in_step
 
     def _end_implicit_window(self) -> None:
         if self._implicit_start is not None:
@@ -456,15 +434,13 @@ class Phase:
             self._implicit_start = self._timer.mark()
 
     def _add_window(self, start: Any, end: Any) -> None:
-        """An explicit compute window: host windows count at once, device windows on resolve."""
-        if self._in_step:
-            self._explicit = True
-        if not self._host:
-            self._pending.append((self._step if self._in_step else _NO_STEP, start, end))
-        elif self._in_step:
-            self._explicit_s += end - start
-        else:
+        """An explicit compute window off the host's per-step path: on the host (outside a
+        step) it counts at once; on a device it counts when resolved."""
+        self._check_active("compute()")  # a window kept past its phase's end
+        if self._host:
             self.compute_s += end - start
+            return
+        self._pending.append((self.steps if self._in_step else _NO_STEP, start, end))
 
     def _resolve(self) -> None:
         """Turn every window whose end the device has reached into seconds (never blocks).
@@ -1195,7 +1171,7 @@ class timed:
                 "s",
                 end - run._t0,
                 phase=phase.name if phase else None,
-                step=phase._step if phase and phase._in_step else None,
+                step=phase.steps if phase and phase._in_step else None,
             )
 
 

@@ -84,3 +84,19 @@ class FakeEventTimer:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+def _window_classes() -> list[type]:
+    from perfkit.timing.window import ComputeWindow, NativeComputeWindow
+
+    return [cls for cls in (NativeComputeWindow, ComputeWindow) if cls is not None]
+
+
+@pytest.fixture(params=_window_classes(), ids=lambda cls: cls.__module__.rsplit(".", 1)[-1])
+def window_class(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> type:
+    """Each compute-window implementation in turn (the C one where it was built, and the
+    Python reference), used by every phase created in the test."""
+    import perfkit.run
+
+    monkeypatch.setattr(perfkit.run, "window_class", request.param)
+    return request.param

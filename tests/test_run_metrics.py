@@ -92,6 +92,7 @@ def test_step_time_percentiles_interpolate_linearly(tmp_path, clock):
     assert s["train_step_time_p99_s"] == pytest.approx(3.97)
 
 
+@pytest.mark.usefixtures("window_class")
 def test_explicit_windows_split_io_and_compute(tmp_path, clock):
     with perfkit.Run("windows", out_dir=tmp_path, clock=clock, device="cpu") as run:
         with run.phase("train") as train:
@@ -109,6 +110,7 @@ def test_explicit_windows_split_io_and_compute(tmp_path, clock):
     assert s["train_compute_s"] == pytest.approx(0.5)
 
 
+@pytest.mark.usefixtures("window_class")
 def test_io_windows_are_cut_out_of_the_implicit_compute_window(tmp_path, clock):
     with perfkit.Run("io-only", out_dir=tmp_path, clock=clock, device="cpu") as run:
         with run.phase("train") as train:
@@ -161,6 +163,7 @@ def test_step_records_are_long_format_base_units(tmp_path, clock):
     assert meta["perfkit_version"] == perfkit.__version__
 
 
+@pytest.mark.usefixtures("window_class")
 def test_device_windows_resolve_lazily_with_one_sync_per_phase(tmp_path, clock):
     timer = FakeEventTimer()
     with perfkit.Run("lazy", out_dir=tmp_path, clock=clock, device_timer=timer) as run:
@@ -189,6 +192,31 @@ def test_device_windows_resolve_lazily_with_one_sync_per_phase(tmp_path, clock):
     assert timer.released == len(timer.marks)  # every event went back to the pool
 
 
+@pytest.mark.usefixtures("window_class")
+def test_device_compute_windows_replace_the_implicit_window(tmp_path, clock):
+    timer = FakeEventTimer()
+    with perfkit.Run("explicit", out_dir=tmp_path, clock=clock, device_timer=timer) as run:
+        with run.phase("train") as train:
+            with train.compute():  # before the first step: the phase's, not a step's
+                timer.device_now += 0.5
+            for i, _ in enumerate(train.iterate([batch(4)] * 2)):
+                timer.device_now += 3.0  # device work outside the window: not compute
+                if i == 0:
+                    with train.compute():
+                        timer.device_now += 1.25
+    # step 0: its window (1.25 s) replaces the implicit one; step 1: implicit window 3.0 s;
+    # plus the 0.5 s window outside any step: 1.25 + 3.0 + 0.5 = 4.75 s
+    assert run.summary()["train_compute_s"] == pytest.approx(4.75)
+    assert run.run_dir is not None
+    computes = [
+        r["value"]
+        for r in read_records(run.run_dir / "records.jsonl")
+        if r["name"] == "compute_time"
+    ]
+    assert computes == pytest.approx([1.25, 3.0])
+    assert timer.released == len(timer.marks)  # the dropped implicit marks went back too
+
+
 def test_syncing_timer_synchronises_at_every_mark(clock):
     calls = []
     timer = perfkit.timing.SyncingHostTimer(lambda: calls.append(clock()), clock)
@@ -199,6 +227,7 @@ def test_syncing_timer_synchronises_at_every_mark(clock):
     assert timer.elapsed_s(start, end) == pytest.approx(0.25)
 
 
+@pytest.mark.usefixtures("window_class")
 def test_break_counts_the_step_but_a_crash_does_not(tmp_path, clock):
     with perfkit.Run("break", out_dir=tmp_path, clock=clock, device="cpu") as run:
         with run.phase("train") as train:
@@ -210,6 +239,7 @@ def test_break_counts_the_step_but_a_crash_does_not(tmp_path, clock):
     assert run.summary()["train_samples"] == 6
 
 
+@pytest.mark.usefixtures("window_class")
 def test_timed_region_records_its_duration(tmp_path, clock):
     @perfkit.timed("preprocess")
     def preprocess(x: float) -> float:

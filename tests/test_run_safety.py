@@ -48,6 +48,7 @@ def test_phase_outside_its_run(tmp_path):
         pass
 
 
+@pytest.mark.usefixtures("window_class")
 def test_phase_methods_need_an_active_phase(tmp_path):
     with perfkit.Run("r", out_dir=tmp_path, device="cpu") as run:
         phase = run.phase("val")
@@ -57,8 +58,13 @@ def test_phase_methods_need_an_active_phase(tmp_path):
             pass
         with pytest.raises(perfkit.RunError, match="which has ended"), phase.compute():
             pass
+        later = run.phase("val")
+        window = later.compute()  # taken before the phase starts: refused when opened
+        with pytest.raises(perfkit.RunError, match="which has not started"), window:
+            pass
 
 
+@pytest.mark.usefixtures("window_class")
 def test_compute_cannot_be_reentered(tmp_path):
     with perfkit.Run("r", out_dir=tmp_path, device="cpu") as run, run.phase("train") as train:
         with train.compute(), pytest.raises(perfkit.RunError, match="re-entered"):
