@@ -11,13 +11,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Runtime install (perfkit and its dependencies), redone when pyproject.toml changes.
-$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+# Runtime install (perfkit and its dependencies), redone when a build file or the C window
+# changes (an editable install does not rebuild its C extension by itself).
+BUILD_FILES := pyproject.toml setup.py perfkit/timing/_cwindow.c
+$(VENV)/.runtime: $(BUILD_FILES) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[plot]"
 	touch $@
 
 # Development install: runtime plus test, lint and type-check tools.
-$(VENV)/.dev: pyproject.toml | $(BIN)/python
+$(VENV)/.dev: $(BUILD_FILES) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@ $(VENV)/.runtime
 
