@@ -29,6 +29,15 @@ class Owner:
         self.added.append((start, end))
 
 
+def active_window(cls: type[ComputeWindow], host: bool) -> tuple[FakeClock, Owner, ComputeWindow]:
+    """(clock at 100.0 s, owner, a window of class ``cls`` on that clock, active)."""
+    clock = FakeClock()
+    owner = Owner()
+    window = cls(owner, clock, host)
+    window.active = True
+    return clock, owner, window
+
+
 def test_the_c_window_is_built_where_a_compiler_is() -> None:
     compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
     if shutil.which(compiler):
@@ -39,10 +48,7 @@ def test_the_c_window_is_built_where_a_compiler_is() -> None:
 
 
 def test_host_windows_sum_per_step(window_class: type[ComputeWindow]) -> None:
-    clock = FakeClock()
-    owner = Owner()
-    window = window_class(owner, clock, True)
-    window.active = True
+    clock, owner, window = active_window(window_class, host=True)
     window.begin_step()
     assert window.in_step
     with window:
@@ -60,10 +66,7 @@ def test_host_windows_sum_per_step(window_class: type[ComputeWindow]) -> None:
 
 
 def test_device_windows_go_to_the_phase(window_class: type[ComputeWindow]) -> None:
-    clock = FakeClock()
-    owner = Owner()
-    window = window_class(owner, clock, False)
-    window.active = True
+    clock, owner, window = active_window(window_class, host=False)
     window.begin_step()
     with window:
         clock.advance(0.5)
@@ -99,10 +102,7 @@ OPS = st.lists(
 
 def drive(cls: type[ComputeWindow], host: bool, ops: list[tuple[str, float]]) -> list[Any]:
     """Apply ``ops`` to a window; everything observable, in order."""
-    clock = FakeClock()
-    owner = Owner()
-    window = cls(owner, clock, host)
-    window.active = True
+    clock, owner, window = active_window(cls, host)
     seen: list[Any] = []
     for op, seconds in ops:
         try:
