@@ -388,3 +388,19 @@ def test_a_huge_failure_message_is_shortened(rec: Recorder) -> None:
     ((name, message),) = rec.errors
     assert name == "misbehaving" and message.startswith("sample() failed: RuntimeError: xxx")
     assert len(message) < 1000 and "(100014 chars)" in message
+
+
+def test_a_hanging_callback_does_not_hang_stop(caplog: pytest.LogCaptureFixture) -> None:
+    release, entered = threading.Event(), threading.Event()
+
+    def on_sample(sample: DeviceSample) -> None:
+        entered.set()
+        release.wait(30)  # a writer stuck on a full disk, say
+
+    sampler = Sampler([HostProbe()], INTERVAL_S, on_sample, lambda p, m: None).start()
+    try:
+        assert entered.wait(10)
+        assert timed_stop(sampler) < STOP_BOUND_S
+    finally:
+        release.set()
+    assert "probe host: on_sample() did not return within 1 s; probe abandoned" in caplog.text

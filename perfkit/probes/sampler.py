@@ -70,6 +70,7 @@ class Sampler:
         self._clock = clock
         self._stop = threading.Event()
         self._started = False
+        self._stopped = False
         # Serialises the callbacks; _closed (set by stop) ends them.
         self._callback_lock = threading.RLock()
         self._closed = False
@@ -92,8 +93,9 @@ class Sampler:
     def stop(self, timeout_s: float = 1.0) -> None:
         """Take the last samples, close the probes and end the threads, within about
         ``timeout_s`` seconds. Safe to call twice, or before ``start``."""
-        if not self._started or self._closed:
+        if not self._started or self._stopped:
             return
+        self._stopped = True
         start = time.monotonic()
         self._stop.set()
         self._join(start + timeout_s / 2)
@@ -104,15 +106,22 @@ class Sampler:
             except BaseException as exc:  # reported, never raised into the caller
                 self._report(worker.probe.name, f"interrupt() failed: {_describe(exc)}")
         self._join(start + timeout_s)
-        for worker in self._alive():
-            what = worker.current or "close"
-            message = f"{what}() did not return within {timeout_s:g} s; probe abandoned"
-            self._report(worker.probe.name, message)
-        left_s = max(0.0, start + timeout_s - time.monotonic())
-        got_lock = self._callback_lock.acquire(timeout=left_s)
-        self._closed = True
-        if got_lock:
-            self._callback_lock.release()
+        # A callback that hangs (on_sample blocked) must not hang stop() as well.
+        got_lock = self._callback_lock.acquire(
+            timeout=max(0.1, start + timeout_s - time.monotonic())
+        )
+        try:
+            for worker in self._alive():
+                what = worker.current or "sampling"
+                message = f"{what}() did not return within {timeout_s:g} s; probe abandoned"
+                if got_lock:
+                    self._report(worker.probe.name, message)
+                else:
+                    logger.warning("probe %s: %s", worker.probe.name, message)
+            self._closed = True
+        finally:
+            if got_lock:
+                self._callback_lock.release()
 
     def __enter__(self) -> Sampler:
         return self.start()
@@ -181,7 +190,7 @@ class Sampler:
         if samples is None:
             return False
         worker.delivered |= bool(samples)
-        return all(self._emit(sample) for sample in samples)
+        return all(self._emit(worker, sample) for sample in samples)
 
     def _fail(self, worker: _Worker, what: str, failure: str) -> None:
         """Report a failed open/sample once (unless an interrupt at stop caused it and the
@@ -197,6 +206,7 @@ class Sampler:
     def _close(self, worker: _Worker, report: str) -> None:
         """Close the probe; report ``report`` (if any) with a close failure added."""
         worker.closed = True
+        worker.current = "close"
         try:
             worker.probe.close()
         except BaseException as exc:  # reported, not hidden
@@ -205,17 +215,21 @@ class Sampler:
         if report:
             self._report(worker.probe.name, report)
 
-    def _emit(self, sample: DeviceSample) -> bool:
-        with self._callback_lock:
-            if self._closed:
-                return False
-            try:
-                self._on_sample(sample)
-            except BaseException as exc:
-                self._stop.set()
-                self._report(SAMPLER, f"on_sample raised {_describe(exc)}; sampling stopped")
-                self._closed = True
-                return False
+    def _emit(self, worker: _Worker, sample: DeviceSample) -> bool:
+        worker.current = "on_sample"
+        try:
+            with self._callback_lock:
+                if self._closed:
+                    return False
+                try:
+                    self._on_sample(sample)
+                except BaseException as exc:
+                    self._stop.set()
+                    self._report(SAMPLER, f"on_sample raised {_describe(exc)}; sampling stopped")
+                    self._closed = True
+                    return False
+        finally:
+            worker.current = None
         return True
 
     def _report(self, name: str, message: str) -> None:
@@ -235,7 +249,7 @@ class _Worker:
     def __init__(self, probe: Probe) -> None:
         self.probe = probe
         self.thread: threading.Thread | None = None
-        self.current: str | None = None  # "open" / "sample" while inside that call
+        self.current: str | None = None  # "open" / "sample" / "on_sample" / "close": inside it
         self.delivered = False  # some sample() returned devices
         self.interrupted = False  # stop() interrupted it
         self.closed = False  # close() has been called
