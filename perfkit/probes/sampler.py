@@ -99,25 +99,28 @@ class Sampler:
         start = time.monotonic()
         self._stop.set()
         self._join(start + timeout_s / 2)
+        failures: list[tuple[str, str]] = []
         for worker in self._alive():
             worker.interrupted = True
             try:
                 worker.probe.interrupt()
             except BaseException as exc:  # reported, never raised into the caller
-                self._report(worker.probe.name, f"interrupt() failed: {_describe(exc)}")
+                failures.append((worker.probe.name, f"interrupt() failed: {_describe(exc)}"))
         self._join(start + timeout_s)
+        for worker in self._alive():
+            what = worker.current or "sampling"
+            message = f"{what}() did not return within {timeout_s:g} s; probe abandoned"
+            failures.append((worker.probe.name, message))
         # A callback that hangs (on_sample blocked) must not hang stop() as well.
         got_lock = self._callback_lock.acquire(
             timeout=max(0.1, start + timeout_s - time.monotonic())
         )
         try:
-            for worker in self._alive():
-                what = worker.current or "sampling"
-                message = f"{what}() did not return within {timeout_s:g} s; probe abandoned"
+            for name, message in failures:
                 if got_lock:
-                    self._report(worker.probe.name, message)
+                    self._report(name, message)
                 else:
-                    logger.warning("probe %s: %s", worker.probe.name, message)
+                    logger.warning("probe %s: %s", name, message)
             self._closed = True
         finally:
             if got_lock:
