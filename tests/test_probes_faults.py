@@ -404,3 +404,27 @@ def test_a_hanging_callback_does_not_hang_stop(caplog: pytest.LogCaptureFixture)
     finally:
         release.set()
     assert "probe host: on_sample() did not return within 1 s; probe abandoned" in caplog.text
+
+
+def test_a_forked_child_exiting_leaves_its_parents_tools_running() -> None:
+    code = textwrap.dedent("""
+        import os
+        from perfkit.probes._process import ToolProcess
+        tool = ToolProcess(["sleep", "30"])
+        child = os.fork()
+        if child == 0:
+            raise SystemExit(0)  # a normal exit: atexit handlers run in the child
+        os.waitpid(child, 0)
+        print("running" if tool.poll() is None else "killed")
+        tool.close()
+        print("closed" if tool.poll() is not None else "still running")
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "running\nclosed\n"

@@ -46,6 +46,17 @@ def _kill_live_groups() -> None:
         _kill_group(pgid)
 
 
+def _forget_in_child() -> None:
+    """A forked child (that exits normally) must not kill the tools its parent runs."""
+    global _live_lock
+    _live_lock = threading.Lock()  # another thread may have held it at the fork
+    _live_groups.clear()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
 class ToolProcess:
     """``argv`` started in a new session, stdin closed, stdout and stderr piped.
 

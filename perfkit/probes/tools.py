@@ -107,7 +107,8 @@ class ToolProbe(Probe):
             raise ProbeError(_flood(argv[0], "in one run"))
         if status != 0:
             raise ProbeError(f"{' '.join(argv)} exited with status {status}: {tool.stderr_text()}")
-        return parse(self.name, out.decode("utf-8", errors="replace"))
+        text = out.decode("utf-8", errors="replace")
+        return parse(self.name, text.replace("\r\n", "\n").replace("\r", "\n"))  # as text mode
 
 
 _NVIDIA_QUERY = "index,name,memory.used,memory.total,utilization.gpu,power.draw,temperature.gpu"
