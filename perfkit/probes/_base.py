@@ -12,9 +12,10 @@ class Probe:
     """Reads memory, utilisation, power and temperature of some devices.
 
     Life cycle: ``is_available()`` (cheap: no hardware initialisation, no subprocess),
-    ``open()`` once, ``sample()`` any number of times, ``close()`` once. ``open`` and ``sample``
-    raise on failure (the :class:`~perfkit.probes.Sampler` records the error and disables the
-    probe); a single quantity a device cannot report is NaN in the sample, not an exception.
+    ``open()`` once, ``sample()`` any number of times, ``close()`` once, all from one thread;
+    ``interrupt()`` may come from another thread at any time. ``open`` and ``sample`` raise on
+    failure (the :class:`~perfkit.probes.Sampler` records the error and disables the probe); a
+    single quantity a device cannot report is NaN in the sample, not an exception.
     """
 
     name: ClassVar[str]
@@ -39,6 +40,12 @@ class Probe:
 
     def close(self) -> None:
         """Release what ``open`` acquired; safe to call more than once."""
+
+    def interrupt(self) -> None:
+        """Called from another thread when sampling stops while ``open`` or ``sample`` is
+        still running: make it return (or raise) soon, e.g. by killing the tool it waits for.
+        Later calls may fail at once. The default does nothing (the call is waited for, then
+        abandoned)."""
 
 
 P = TypeVar("P", bound=type[Probe])

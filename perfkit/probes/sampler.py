@@ -1,7 +1,8 @@
-"""The background sampler: one daemon thread that samples every probe at a fixed interval."""
+"""The background sampler: one daemon thread per probe, each sampling at a fixed interval."""
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -13,6 +14,10 @@ from perfkit.probes._base import Probe
 from perfkit.probes._sample import DeviceSample
 
 SAMPLER = "sampler"  # the name on_error gets for failures that are not one probe's
+_MAX_MESSAGE = 500  # characters of a failure's text kept in a report
+
+logger = logging.getLogger("perfkit")
+logger.addHandler(logging.NullHandler())  # a library: the application decides what is shown
 
 
 def check_interval(sample_interval: Any) -> float:
@@ -30,18 +35,24 @@ def check_interval(sample_interval: Any) -> float:
 
 
 class Sampler:
-    """Samples ``probes`` every ``interval_s`` seconds on a daemon thread.
+    """Samples each of ``probes`` every ``interval_s`` seconds, each on its own daemon thread,
+    so a probe that hangs delays no other.
 
-    The thread opens the probes, takes one sample of each at once, then one per interval
-    (missed ticks are skipped, not caught up) and a last one when stopped, then closes them.
-    ``on_sample(sample)`` is called from the sampler thread for every DeviceSample. A probe
-    whose open/sample raises is reported once through ``on_error(probe name, message)``,
-    closed and dropped; the others go on. ``stop(timeout_s)`` waits at most about
-    ``timeout_s`` seconds: a probe that hangs is reported (``on_error``), the other probes are
-    closed from the caller's thread and the stuck thread is left behind (daemon); no callback
-    runs after ``stop`` returns. If ``on_sample`` itself raises, that is reported under the
-    name ``"sampler"`` and sampling ends. Usable as start/stop or as a context manager.
-    ``clock`` (seconds) schedules the ticks.
+    A probe's thread opens it, takes one sample at once, then one per interval (missed ticks
+    are skipped, not caught up) and a last one when stopped, then closes it. ``on_sample(sample)``
+    is called for every DeviceSample, from one thread at a time. A probe whose open/sample
+    raises (any exception, SystemExit and KeyboardInterrupt included) or whose sample() returns
+    something other than a list of DeviceSample is reported once through ``on_error(probe
+    name, message)`` and the ``logging`` logger ``"perfkit"``, closed and dropped; the others go
+    on. If ``on_sample`` itself raises, that is reported under the name ``"sampler"`` and all
+    sampling ends.
+
+    ``stop(timeout_s)`` returns within about ``timeout_s`` seconds: after half of it, probes
+    still inside open/sample are interrupted (``Probe.interrupt``: a vendor tool's process group
+    is killed) - silently when the probe has delivered samples before, reported when it never
+    did; a probe that still has not returned is reported as abandoned and its thread left
+    behind. No callback runs after ``stop`` returns. Usable as start/stop or as a context
+    manager. ``clock`` (seconds) schedules the ticks.
     """
 
     def __init__(
@@ -53,57 +64,67 @@ class Sampler:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.interval_s = check_interval(interval_s)
-        self._probes = list(probes)
+        self._workers = [_Worker(probe) for probe in probes]
         self._on_sample = on_sample
         self._on_error = on_error
         self._clock = clock
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        # Guards _current / _active / _abandoned / _in_callback between the thread and stop().
-        self._cond = threading.Condition()
-        self._current: tuple[Probe, str] | None = None
-        self._active: list[Probe] = []
-        self._abandoned = False
-        self._in_callback = False
+        self._started = False
+        self._stopped = False
+        # Serialises the callbacks; _closed (set by stop) ends them.
+        self._callback_lock = threading.RLock()
+        self._closed = False
 
     def start(self) -> Sampler:
-        if self._thread is not None:
+        if self._started:
             raise RuntimeError("Sampler.start() called twice")
-        for probe in self._probes:
-            probe.set_interval(self.interval_s)
-        self._thread = threading.Thread(target=self._run, name="perfkit-sampler", daemon=True)
-        self._thread.start()
+        self._started = True
+        for worker in self._workers:
+            worker.probe.set_interval(self.interval_s)
+            worker.thread = threading.Thread(
+                target=self._run,
+                args=(worker,),
+                name=f"perfkit-probe-{worker.probe.name}",
+                daemon=True,
+            )
+            worker.thread.start()
         return self
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Take the last sample, close the probes and end the thread, waiting at most about
+    def stop(self, timeout_s: float = 1.0) -> None:
+        """Take the last samples, close the probes and end the threads, within about
         ``timeout_s`` seconds. Safe to call twice, or before ``start``."""
-        thread = self._thread
-        if thread is None or not thread.is_alive():
+        if not self._started or self._stopped:
             return
-        deadline = time.monotonic() + timeout_s
+        self._stopped = True
+        start = time.monotonic()
         self._stop.set()
-        thread.join(timeout_s)
-        if not thread.is_alive():
-            return
-        with self._cond:
-            self._abandoned = True
-            current = self._current
-            leftover = [p for p in self._active if current is None or p is not current[0]]
-            self._active = []
-            self._cond.wait_for(
-                lambda: not self._in_callback, max(0.0, deadline - time.monotonic())
-            )
-        if current is not None:
-            name, what = current[0].name, current[1]
+        self._join(start + timeout_s / 2)
+        failures: list[tuple[str, str]] = []
+        for worker in self._alive():
+            worker.interrupted = True
+            try:
+                worker.probe.interrupt()
+            except BaseException as exc:  # reported, never raised into the caller
+                failures.append((worker.probe.name, f"interrupt() failed: {_describe(exc)}"))
+        self._join(start + timeout_s)
+        for worker in self._alive():
+            what = worker.current or "sampling"
             message = f"{what}() did not return within {timeout_s:g} s; probe abandoned"
-        else:
-            name, message = SAMPLER, f"sampler thread did not stop within {timeout_s:g} s"
-        self._on_error(name, message)
-        for probe in leftover:
-            failure = _close(probe)
-            if failure:
-                self._on_error(probe.name, f"close() failed: {failure}")
+            failures.append((worker.probe.name, message))
+        # A callback that hangs (on_sample blocked) must not hang stop() as well.
+        got_lock = self._callback_lock.acquire(
+            timeout=max(0.1, start + timeout_s - time.monotonic())
+        )
+        try:
+            for name, message in failures:
+                if got_lock:
+                    self._report(name, message)
+                else:
+                    logger.warning("probe %s: %s", name, message)
+            self._closed = True
+        finally:
+            if got_lock:
+                self._callback_lock.release()
 
     def __enter__(self) -> Sampler:
         return self.start()
@@ -116,115 +137,130 @@ class Sampler:
     ) -> None:
         self.stop()
 
-    # --- the sampler thread -------------------------------------------------------------------
+    def _join(self, deadline: float) -> None:
+        for worker in self._workers:
+            assert worker.thread is not None
+            worker.thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _run(self) -> None:
-        try:
-            for probe in self._probes:
-                if self._open(probe):
-                    with self._cond:
-                        self._active.append(probe)
-            next_t = self._clock() + self.interval_s
-            self._sample_all()
-            while not self._stop.wait(max(0.0, next_t - self._clock())):
-                self._sample_all()
-                next_t += self.interval_s
-                if next_t < self._clock():  # fell behind: skip the missed ticks
-                    next_t = self._clock() + self.interval_s
-            self._sample_all()
-        except _Abandoned:
-            return
-        except _CallbackFailed as exc:
-            self._report(SAMPLER, f"on_sample raised {exc.__cause__!r}; sampling stopped")
-        with self._cond:
-            if self._abandoned:
-                return
-            active, self._active = self._active, []
-        for probe in active:
-            failure = _close(probe)
-            if failure:
-                self._report(probe.name, f"close() failed: {failure}")
+    def _alive(self) -> list[_Worker]:
+        return [w for w in self._workers if w.thread is not None and w.thread.is_alive()]
 
-    def _open(self, probe: Probe) -> bool:
-        self._set_current((probe, "open"))
+    # --- a probe's thread ---------------------------------------------------------------------
+
+    def _run(self, worker: _Worker) -> None:
         try:
-            probe.open()
-        except Exception as exc:  # any probe failure is reported, never hidden
-            self._disable(probe, "open", exc)
+            if self._call(worker, "open") is not None and self._sample(worker):
+                next_t = self._clock() + self.interval_s
+                while not self._stop.wait(max(0.0, next_t - self._clock())):
+                    if not self._sample(worker):
+                        break
+                    next_t += self.interval_s
+                    if next_t < self._clock():  # fell behind: skip the missed ticks
+                        next_t = self._clock() + self.interval_s
+                else:
+                    self._sample(worker)
+            if not worker.closed:
+                self._close(worker, "")
+        except BaseException as exc:  # a thread that dies would print to stderr: report it
+            self._report(worker.probe.name, f"sampling failed: {_describe(exc)}")
+
+    def _call(self, worker: _Worker, what: str) -> list[DeviceSample] | None:
+        """open() (returns []) or sample(); None when the probe failed and was dropped."""
+        probe = worker.probe
+        worker.current = what
+        result: object = []
+        try:
+            if what == "open":
+                probe.open()
+            else:
+                result = probe.sample()
+        except BaseException as exc:  # any probe failure is reported, never hidden
+            self._fail(worker, what, _describe(exc))
+            return None
+        finally:
+            worker.current = None
+        if not isinstance(result, (list, tuple)) or not all(
+            isinstance(s, DeviceSample) for s in result
+        ):
+            wrong = f"returned {_shorten(repr(result))}, not a list of DeviceSample"
+            self._fail(worker, what, wrong)
+            return None
+        return list(result)
+
+    def _sample(self, worker: _Worker) -> bool:
+        """One sample of the worker's probe, passed on; False when sampling ends for it."""
+        samples = self._call(worker, "sample")
+        if samples is None:
             return False
-        self._set_current(None)
+        worker.delivered |= bool(samples)
+        return all(self._emit(worker, sample) for sample in samples)
+
+    def _fail(self, worker: _Worker, what: str, failure: str) -> None:
+        """Report a failed open/sample once (unless an interrupt at stop caused it and the
+        probe has delivered before), then close the probe."""
+        if not worker.interrupted:
+            self._close(worker, f"{what}() failed: {failure}; probe disabled")
+        elif worker.delivered:
+            logger.debug("probe %s: %s() cut short at stop: %s", worker.probe.name, what, failure)
+            self._close(worker, "")
+        else:
+            self._close(worker, f"{what}() stopped before the probe delivered a sample: {failure}")
+
+    def _close(self, worker: _Worker, report: str) -> None:
+        """Close the probe; report ``report`` (if any) with a close failure added."""
+        worker.closed = True
+        worker.current = "close"
+        try:
+            worker.probe.close()
+        except BaseException as exc:  # reported, not hidden
+            failure = f"close() failed: {_describe(exc)}"
+            report = f"{report} (and {failure})" if report else failure
+        if report:
+            self._report(worker.probe.name, report)
+
+    def _emit(self, worker: _Worker, sample: DeviceSample) -> bool:
+        worker.current = "on_sample"
+        try:
+            with self._callback_lock:
+                if self._closed:
+                    return False
+                try:
+                    self._on_sample(sample)
+                except BaseException as exc:
+                    self._stop.set()
+                    self._report(SAMPLER, f"on_sample raised {_describe(exc)}; sampling stopped")
+                    self._closed = True
+                    return False
+        finally:
+            worker.current = None
         return True
 
-    def _sample(self, probe: Probe) -> list[DeviceSample]:
-        self._set_current((probe, "sample"))
-        try:
-            samples = probe.sample()
-        except Exception as exc:  # any probe failure is reported, never hidden
-            self._disable(probe, "sample", exc)
-            return []
-        self._set_current(None)
-        return samples
-
-    def _disable(self, probe: Probe, what: str, exc: Exception) -> None:
-        """Report a failed open/sample once, close the probe and drop it."""
-        self._set_current(None)
-        with self._cond:
-            if probe in self._active:
-                self._active.remove(probe)
-        closed = _close(probe)
-        also = f" (and close() failed: {closed})" if closed else ""
-        self._report(probe.name, f"{what}() failed: {_describe(exc)}{also}; probe disabled")
-
-    def _set_current(self, current: tuple[Probe, str] | None) -> None:
-        with self._cond:
-            if self._abandoned:
-                raise _Abandoned
-            self._current = current
-
-    def _sample_all(self) -> None:
-        with self._cond:
-            active = list(self._active)
-        for probe in active:
-            for sample in self._sample(probe):
-                self._emit(sample)
-
-    def _emit(self, sample: DeviceSample) -> None:
-        with self._cond:
-            if self._abandoned:
-                raise _Abandoned
-            self._in_callback = True
-        try:
-            self._on_sample(sample)
-        except Exception as exc:
-            raise _CallbackFailed from exc
-        finally:
-            with self._cond:
-                self._in_callback = False
-                self._cond.notify_all()
-
     def _report(self, name: str, message: str) -> None:
-        with self._cond:
-            if self._abandoned:
+        with self._callback_lock:
+            if self._closed:
                 return
-        self._on_error(name, message)
+            logger.warning("probe %s: %s", name, message)
+            try:
+                self._on_error(name, message)
+            except BaseException:  # the record is lost, the log line above stays
+                logger.exception("on_error raised while reporting probe %s", name)
 
 
-class _Abandoned(Exception):
-    """stop() gave up waiting for the sampler thread; the thread must touch nothing more."""
+class _Worker:
+    """One probe and what its thread is doing."""
+
+    def __init__(self, probe: Probe) -> None:
+        self.probe = probe
+        self.thread: threading.Thread | None = None
+        self.current: str | None = None  # "open" / "sample" / "on_sample" / "close": inside it
+        self.delivered = False  # some sample() returned devices
+        self.interrupted = False  # stop() interrupted it
+        self.closed = False  # close() has been called
 
 
-class _CallbackFailed(Exception):
-    """on_sample raised; the cause is attached."""
-
-
-def _close(probe: Probe) -> str:
-    """Close ``probe``; the failure as text, or "" (the caller reports it)."""
-    try:
-        probe.close()
-    except Exception as exc:  # returned for reporting, not hidden
-        return _describe(exc)
-    return ""
+def _shorten(text: str) -> str:
+    return text if len(text) <= _MAX_MESSAGE else f"{text[:_MAX_MESSAGE]}... ({len(text)} chars)"
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    return _shorten(f"{type(exc).__name__}: {exc}")

@@ -1,25 +1,32 @@
 """Probes that run a vendor monitoring tool and parse what it prints.
 
-Tools are run without a shell, with a timeout. nvidia-smi loops by itself (``--loop-ms``), so
-its probe keeps one process for the whole run and reads its lines as they come; the others are
-run once per sample (still no shell, no awk).
+Tools are run without a shell, each in its own process group that is killed whole on timeout
+or when sampling stops, with their output capped (``perfkit.probes._process``). nvidia-smi loops
+by itself (``--loop-ms``), so its probe keeps one process for the whole run and reads its lines
+as they come; the others are run once per sample (still no shell, no awk).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import tempfile
 import threading
 import time
-from typing import IO, ClassVar
+from typing import ClassVar
 
 from perfkit.probes._base import Probe, register_probe
+from perfkit.probes._process import MAX_OUTPUT_BYTES, STDERR_TAIL_BYTES, ToolProcess
 from perfkit.probes._sample import DeviceSample, ProbeError
 from perfkit.probes.parsers import parse
 
-_STDERR_TAIL = 500
+_MAX_LINE_BYTES = 2**16  # a longer "line" from a looping tool is dropped unread
+
+
+def _flood(executable: str, where: str) -> str:
+    return (
+        f"{executable} printed more than {MAX_OUTPUT_BYTES // 2**20} MiB {where}; "
+        "the rest was discarded and the tool killed"
+    )
 
 
 class ToolProbe(Probe):
@@ -27,7 +34,9 @@ class ToolProbe(Probe):
     ``perfkit.probes.parse(name, ...)``. Device ids ``"<name>:<index as the tool prints it>"``.
 
     ``executable`` overrides the search of ``executables`` on PATH (and ``search_dirs``);
-    ``timeout_s`` bounds one run of the tool (and the wait for a looping tool's first output).
+    ``timeout_s`` bounds one run of the tool (and the wait for a looping tool's first output):
+    past it the tool's whole process group is killed. So is a tool that prints more than
+    ``MAX_OUTPUT_BYTES`` (4 MiB) in one run.
     """
 
     executables: ClassVar[tuple[str, ...]]
@@ -38,6 +47,9 @@ class ToolProbe(Probe):
         self._explicit = executable
         self.timeout_s = timeout_s
         self._executable: str | None = None
+        self._guard = threading.Lock()  # _tool and _interrupted, shared with interrupt()
+        self._tool: ToolProcess | None = None
+        self._interrupted = False
 
     def find(self) -> str | None:
         """The executable to run, or None when the tool is not installed."""
@@ -60,25 +72,43 @@ class ToolProbe(Probe):
             raise ProbeError(f"{self.name} probe used before open()")
         return [self._executable, *self.args]
 
+    def interrupt(self) -> None:
+        """Kill the running tool's process group; the current and later calls fail."""
+        with self._guard:
+            self._interrupted = True
+            tool = self._tool
+        if tool is not None:
+            tool.kill()
+
+    def _start(self, argv: list[str]) -> ToolProcess:
+        with self._guard:
+            if self._interrupted:
+                raise ProbeError(f"{self.name}: sampling has stopped")
+            self._tool = ToolProcess(argv)
+            return self._tool
+
     def sample(self) -> list[DeviceSample]:
         argv = self.argv()
+        tool = self._start(argv)
         try:
-            done = subprocess.run(
-                argv,
-                capture_output=True,
-                encoding="utf-8",
-                errors="replace",
-                timeout=self.timeout_s,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise ProbeError(f"{argv[0]} did not finish within {self.timeout_s:g} s") from exc
-        if done.returncode != 0:
+            out = tool.run_to_end(self.timeout_s)
+        finally:
+            with self._guard:
+                self._tool = None
+        status = tool.poll()
+        if self._interrupted and status != 0:
+            raise ProbeError(f"{argv[0]} was stopped: sampling has stopped")
+        if tool.timed_out:
             raise ProbeError(
-                f"{' '.join(argv)} exited with status {done.returncode}: "
-                f"{done.stderr.strip()[-_STDERR_TAIL:]}"
+                f"{argv[0]} did not finish within {self.timeout_s:g} s; its process group "
+                "was killed"
             )
-        return parse(self.name, done.stdout)
+        if tool.overflowed:
+            raise ProbeError(_flood(argv[0], "in one run"))
+        if status != 0:
+            raise ProbeError(f"{' '.join(argv)} exited with status {status}: {tool.stderr_text()}")
+        text = out.decode("utf-8", errors="replace")
+        return parse(self.name, text.replace("\r\n", "\n").replace("\r", "\n"))  # as text mode
 
 
 _NVIDIA_QUERY = "index,name,memory.used,memory.total,utilization.gpu,power.draw,temperature.gpu"
@@ -88,8 +118,9 @@ _NVIDIA_QUERY = "index,name,memory.used,memory.total,utilization.gpu,power.draw,
 class NvidiaSmiProbe(ToolProbe):
     """``nvidia-smi --query-gpu=... --format=csv --loop-ms=N``: one process for the whole run,
     looping at the sampler's interval; ``sample()`` returns the newest row of every GPU
-    (indices as nvidia-smi numbers them, all GPUs). Fails when the process exits or prints
-    nothing for five intervals (at least ``timeout_s``)."""
+    (indices as nvidia-smi numbers them, all GPUs). Fails when the process exits, prints
+    nothing for five intervals (at least ``timeout_s``) or prints more than 4 MiB in a
+    second (then it is killed)."""
 
     name = "nvidia-smi"
     executables = ("nvidia-smi",)
@@ -97,10 +128,9 @@ class NvidiaSmiProbe(ToolProbe):
     def __init__(self, executable: str | None = None, timeout_s: float = 10.0) -> None:
         super().__init__(executable, timeout_s)
         self._interval_s = 0.5
-        self._proc: subprocess.Popen[str] | None = None
-        self._stderr: IO[bytes] | None = None
         self._reader: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._reader_done = threading.Event()  # the tool's output has ended
+        self._lock = threading.Lock()  # what the reader thread shares with sample()
         self._header: str | None = None
         self._rows: dict[str, str] = {}  # newest line per GPU index
         self._complete = threading.Event()  # every GPU has printed once
@@ -121,62 +151,66 @@ class NvidiaSmiProbe(ToolProbe):
 
     def open(self) -> None:
         super().open()
-        # Kept open for the process's lifetime; read on failure, closed by close().
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
-        self._proc = subprocess.Popen(
-            self.argv(),
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            stdin=subprocess.DEVNULL,
-            encoding="utf-8",
-            errors="replace",
-        )
-        self._last_line_t = time.monotonic()
+        started = time.monotonic()
+        tool = self._start(self.argv())
+        self._last_line_t = started
         self._reader = threading.Thread(
-            target=self._read, args=(self._proc,), name="perfkit-nvidia-smi", daemon=True
+            target=self._read, args=(tool,), name="perfkit-nvidia-smi", daemon=True
         )
         self._reader.start()
         # Complete once a GPU prints its second row (every GPU has printed), or the tool exits.
-        if not self._complete.wait(max(self.timeout_s, 3 * self._interval_s)):
+        complete = self._complete.wait(max(self.timeout_s, 3 * self._interval_s))
+        if not complete or self._interrupted:
             self.close()
-            raise ProbeError(f"{self.name} printed no complete sample within {self.timeout_s:g} s")
+            if complete:
+                waited = f"in the {time.monotonic() - started:.1f} s before sampling stopped"
+            else:
+                waited = f"within {self.timeout_s:g} s"
+            raise ProbeError(f"{self.name} printed no complete sample {waited}")
 
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
+    def _read(self, tool: ToolProcess) -> None:
+        pending = b""
+        for chunk in tool.chunks(window_s=1.0):
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            if len(pending) > _MAX_LINE_BYTES:
+                pending = b""
+            now = time.monotonic()
             with self._lock:
-                self._last_line_t, self._last_line = time.monotonic(), line
-                if self._header is None:
-                    self._header = line
-                elif line != self._header:
-                    index = line.split(",", 1)[0].strip()
-                    if index in self._rows:
-                        self._complete.set()
-                    self._rows[index] = line
+                for raw in lines:
+                    self._take(raw.decode("utf-8", errors="replace").strip(), now)
+        self._reader_done.set()
         self._complete.set()  # end of output: let open() see the exit instead of waiting
 
-    def _failure(self) -> str | None:
-        assert self._proc is not None
-        status = self._proc.poll()
-        if status is not None:
-            tail = ""
-            if self._stderr is not None:
-                self._stderr.seek(0)
-                tail = self._stderr.read().decode(errors="replace").strip()[-_STDERR_TAIL:]
-            return f"{self.name} exited with status {status}: {tail or self._last_line}"
+    def _take(self, line: str, now: float) -> None:
+        if not line:
+            return
+        self._last_line_t, self._last_line = now, line
+        if self._header is None:
+            self._header = line
+        elif line != self._header:
+            index = line.split(",", 1)[0].strip()
+            if index in self._rows:
+                self._complete.set()
+            self._rows[index] = line
+
+    def _failure(self, tool: ToolProcess) -> str | None:
+        if self._reader_done.is_set():  # output ended: the tool exited or was killed
+            if tool.overflowed:
+                return _flood(self.name, "in one second")
+            tail = tool.stderr_text() or self._last_line[-STDERR_TAIL_BYTES:]
+            return f"{self.name} exited with status {tool.poll()}: {tail}"
         silent_s = time.monotonic() - self._last_line_t
         if silent_s > max(self.timeout_s, 5 * self._interval_s):
             return f"{self.name} printed nothing for {silent_s:.1f} s"
         return None
 
     def sample(self) -> list[DeviceSample]:
-        if self._proc is None:
+        tool = self._tool
+        if tool is None:
             raise ProbeError(f"{self.name} probe used before open()")
         with self._lock:
-            failure = self._failure()
+            failure = self._failure(tool)
             header, rows = self._header, list(self._rows.values())
         if failure is not None:
             raise ProbeError(failure)
@@ -185,22 +219,17 @@ class NvidiaSmiProbe(ToolProbe):
         return parse(self.name, "\n".join([header, *rows]))
 
     def close(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(self.timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(self.timeout_s)
+        with self._guard:
+            tool, self._tool = self._tool, None
+        if tool is not None:
+            tool.kill()
+        reader_done = True
         if self._reader is not None:
-            self._reader.join(self.timeout_s)  # the pipe ends when the process does
-            if not self._reader.is_alive() and proc is not None and proc.stdout is not None:
-                proc.stdout.close()
+            self._reader.join(1.0)  # the pipes end with the process group
+            reader_done = not self._reader.is_alive()
             self._reader = None
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
+        if tool is not None:
+            tool.close(close_pipes=reader_done)
 
 
 @register_probe
