@@ -9,9 +9,9 @@ monitors do this every 5 s). The stand-in command is ``sh -c "cat /proc/meminfo 
 at the same 10 Hz; its cost counts the children's CPU time too. A real vendor tool costs more
 than ``cat``, so this is a lower bound for FlagPerf.
 
-Also: the cost of one ``sample()`` per probe, and of one ``parse`` per tool on the shared
-samples. Run: ``python -m benchmarks.sampler [--seconds 20]``; numbers go to
-benchmarks/RESULTS.md.
+Also: the cost of one ``sample()`` per probe, and of one ``parse`` per tool on the real
+samples in tests/fixtures_probes/smi-samples. Run: ``python -m benchmarks.sampler
+[--seconds 20]``; numbers go to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from benchmarks.results import machine, write_section
 from perfkit.probes import DeviceSample, Probe, Sampler, parse, resolve_probes
 
 HZ = 10.0
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "smi-samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "tests" / "fixtures_probes" / "smi-samples"
 FLAGPERF_STAND_IN = "cat /proc/meminfo | awk '/MemTotal|MemAvailable/ {print $2}'"
 # Tool samples to time parse() on: (tool, file, the pattern that starts each output in the
 # file, or None for a file holding one output after its first line, which names the source).
@@ -122,12 +122,11 @@ def main() -> None:
         probe.open()
         rows.append(f"| `{probe.name}` sample() | {per_call_us(probe.sample, 200):.0f} |")
         probe.close()
-    if SAMPLES.is_dir():
-        for tool, name, separator in PARSE_CASES:
-            text = first_output(name, separator)
-            devices = len(parse(tool, text))
-            us = per_call_us(lambda tool=tool, text=text: parse(tool, text), 200)
-            rows.append(f"| `parse({tool!r}, ...)` ({devices} devices) | {us:.0f} |")
+    for tool, name, separator in PARSE_CASES:
+        text = first_output(name, separator)
+        devices = len(parse(tool, text))
+        us = per_call_us(lambda tool=tool, text=text: parse(tool, text), 200)
+        rows.append(f"| `parse({tool!r}, ...)` ({devices} devices) | {us:.0f} |")
 
     errors_note = f"; errors: {'; '.join(errors)}" if errors else ""
     fp_note = f"median {fp_ms:.1f} ms wall per sample; a real vendor tool costs more"

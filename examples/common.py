@@ -1,4 +1,7 @@
-"""What the seed examples share: flags, device and distributed set-up, weights, loops, tables.
+"""What the seed examples share: flags, device and distributed set-up, data, weights, tables.
+
+The perfkit instrumentation (``run.phase``, ``phase.iterate``, ``phase.io``) is in each
+example's own file; this module only holds the parts that are not about measuring.
 
 Every example takes ``--data``, ``--weights`` / ``--backbone-weights``, ``--device``,
 ``--precision``, ``--batch-size``, ``--epochs`` / ``--steps`` and ``--out-dir``, runs on built-in
@@ -12,7 +15,6 @@ import argparse
 import contextlib
 import itertools
 import math
-import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ import torch
 
 import perfkit
 from examples.data import DataError, coco_split, collate_detection, make_detection_dataset
+from perfkit import distributed
 
 TRAIN_PRECISIONS = ("fp32", "amp", "bf16")
 INFER_PRECISIONS = ("fp32", "fp16", "bf16")
@@ -101,18 +104,26 @@ def main_guard(main: Callable[[Sequence[str] | None], object]) -> None:
 
 @dataclass
 class Setup:
-    """Where and how an example runs."""
+    """Where and how an example runs; ranks come from :mod:`perfkit.distributed`."""
 
     device: torch.device
     precision: str
-    rank: int = 0
-    world_size: int = 1
     scaler: Any = None
     _owns_group: bool = field(default=False, repr=False)
 
     @property
+    def rank(self) -> int:
+        """Global rank of this process (0 when not distributed)."""
+        return distributed.rank()
+
+    @property
+    def world_size(self) -> int:
+        """Processes in the job (1 when not distributed)."""
+        return distributed.world_size()
+
+    @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        return distributed.is_distributed()
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Mixed precision for ``amp`` (fp16 on accelerators, bf16 on the CPU) and ``bf16``."""
@@ -149,11 +160,10 @@ def setup(args: argparse.Namespace) -> Setup:
     """Device, seed and, under torchrun (WORLD_SIZE > 1), the process group: NCCL on CUDA,
     gloo on the CPU, one device per local rank."""
     torch.manual_seed(args.seed)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = _device(args.device, local_rank if world_size > 1 else None)
+    launched = distributed.world_size() > 1  # torchrun's environment, before the group exists
+    device = _device(args.device, distributed.local_rank() if launched else None)
     owns_group = False
-    if world_size > 1 and not torch.distributed.is_initialized():
+    if launched and not torch.distributed.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend)
         owns_group = True
@@ -162,17 +172,12 @@ def setup(args: argparse.Namespace) -> Setup:
     scaler = None
     if args.precision == "amp" and device.type == "cuda":
         scaler = torch.amp.GradScaler("cuda")
-    return Setup(
-        device=device,
-        precision=args.precision,
-        rank=int(os.environ.get("RANK", "0")),
-        world_size=world_size,
-        scaler=scaler,
-        _owns_group=owns_group,
-    )
+    return Setup(device=device, precision=args.precision, scaler=scaler, _owns_group=owns_group)
 
 
 def _device(name: str, local_rank: int | None) -> torch.device:
+    """``--device`` as a torch device; "auto" is the current accelerator, else the CPU (as
+    perfkit.Run's "auto"), and an accelerator without an index is the local rank's."""
     if name == "auto":
         accelerator = (
             torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
@@ -374,7 +379,7 @@ def distribute(model: torch.nn.Module, env: Setup) -> torch.nn.Module:
 
 
 # --------------------------------------------------------------------------------------------
-# Training and evaluation loops for torchvision detection models
+# Training and evaluation steps of torchvision detection models
 
 
 def step_schedule(
@@ -418,17 +423,14 @@ class SGDRecipe:
         return self.lr * global_batch / self.batch
 
 
-def train_detection(
-    run: perfkit.Run,
+def detection_optimizer(
     model: torch.nn.Module,
-    batches: torch.utils.data.DataLoader[Any],
     args: argparse.Namespace,
-    env: Setup,
     recipe: SGDRecipe,
-    after_epoch: Callable[[int, dict[str, float]], None],
-) -> None:
-    """``args.epochs`` training phases of a detection model with SGD at ``args.lr`` and the
-    recipe's schedule; logs each epoch's mean loss and calls ``after_epoch(epoch, losses)``."""
+    batches: torch.utils.data.DataLoader[Any],
+) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
+    """SGD at ``args.lr`` with the recipe's weight decay, and the recipe's schedule scaled to
+    ``args.epochs`` epochs of ``batches`` (at most ``args.steps`` each)."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=recipe.weight_decay)
     steps_per_epoch = min(len(batches), args.steps or len(batches))
@@ -438,86 +440,87 @@ def train_detection(
         milestones=scaled_milestones(recipe.milestones, recipe.epochs, args.epochs),
         warmup_steps=min(recipe.warmup_steps, steps_per_epoch * args.epochs),
     )
-    for epoch in range(1, args.epochs + 1):
-        set_epoch(batches, epoch)
-        losses = train_detection_epoch(
-            run, model, limited(batches, args.steps), optimizer, scheduler, env
-        )
-        run.log(loss=losses["loss"])
-        after_epoch(epoch, losses)
+    return optimizer, scheduler
 
 
-def train_detection_epoch(
-    run: perfkit.Run,
+def train_step(
     model: torch.nn.Module,
-    batches: Iterable[Any],
+    images: list[torch.Tensor],
+    targets: list[dict[str, Any]],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     env: Setup,
-) -> dict[str, float]:
-    """One training phase of a torchvision detection model; returns each loss's mean over the
-    phase (losses stay on the device until the phase ends: no sync per step)."""
-    model.train()
-    sums: dict[str, torch.Tensor] = {}
-    steps = 0
-    with run.phase("train") as phase:
-        for images, targets in phase.iterate(batches):
-            with phase.io():
-                images, targets = to_device(images, targets, env.device)
-            with env.autocast():
-                losses = model(images, targets)
-            loss = sum(losses.values(), torch.zeros((), device=env.device))
-            env.backward_and_step(loss, optimizer)
-            scheduler.step()
-            for name, value in {**losses, "loss": loss}.items():
-                sums[name] = sums.get(name, 0) + value.detach().float()
-            steps += 1
-    means = {name: float(total) / max(steps, 1) for name, total in sums.items()}
-    if not all(math.isfinite(v) for v in means.values()):
-        raise FloatingPointError(f"training diverged: mean losses {means}")
-    return means
+) -> dict[str, torch.Tensor]:
+    """One optimiser step of a torchvision detection model; its losses and their sum ("loss"),
+    on the device (no sync)."""
+    with env.autocast():
+        losses = model(images, targets)
+    loss = sum(losses.values(), torch.zeros((), device=env.device))
+    env.backward_and_step(loss, optimizer)
+    scheduler.step()
+    return {**losses, "loss": loss}
 
 
-def evaluate_coco(
-    run: perfkit.Run,
-    model: torch.nn.Module,
-    batches: Iterable[Any],
-    annotations: Path,
-    env: Setup,
-    *,
-    kind: str = "val",
-) -> dict[str, float]:
-    """A ``kind`` ("val" or "infer") phase of detection inference with COCO evaluation of what
-    it saw, gathered over ranks; logs AP as ``mAP``, prints pycocotools' 12-line summary and
-    returns the twelve COCO stats.
+class LossMeans:
+    """Each loss's mean over a phase; the sums stay on the device until :meth:`means`."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, torch.Tensor] = {}
+        self._steps = 0
+
+    def add(self, losses: dict[str, torch.Tensor]) -> None:
+        for name, value in losses.items():
+            self._sums[name] = self._sums.get(name, 0) + value.detach().float()
+        self._steps += 1
+
+    def means(self) -> dict[str, float]:
+        """The means; FloatingPointError when one is not finite (training diverged)."""
+        means = {name: float(total) / max(self._steps, 1) for name, total in self._sums.items()}
+        if not all(math.isfinite(v) for v in means.values()):
+            raise FloatingPointError(f"training diverged: mean losses {means}")
+        return means
+
+
+def detect(
+    model: torch.nn.Module, images: Sequence[torch.Tensor], env: Setup
+) -> list[dict[str, torch.Tensor]]:
+    """A detection model's outputs for ``images`` (cast to the model's dtype: fp16 / bf16
+    inference models take such images)."""
+    dtype = next(model.parameters()).dtype
+    with env.autocast():
+        return list(model([image.to(dtype) for image in images]))
+
+
+class COCOEvaluation:
+    """COCO evaluation of a phase's detections, gathered over ranks.
 
     The models use torchvision's 91-label COCO convention (label = category id), which has
     labels no category owns; detections of those labels cannot match any object and are left
     out, as pycocotools' own evaluation leaves them out, and counted in the run
     (``detections_without_category``).
     """
-    model.eval()
-    dtype = next(model.parameters()).dtype  # fp16 / bf16 inference models take such images
-    coco = perfkit.metrics.COCOEvaluator(annotations)
-    categories = torch.tensor(coco.coco_gt.getCatIds(), device=env.device)
-    dropped = torch.zeros((), dtype=torch.int64, device=env.device)
-    with run.phase(kind) as phase, torch.inference_mode():
-        for images, targets in phase.iterate(batches):
-            with phase.io():
-                images, _ = to_device(images, [], env.device)
-            with env.autocast():
-                outputs = model([image.to(dtype) for image in images])
-            kept = []
-            for output in outputs:
-                keep = torch.isin(output["labels"], categories)
-                dropped += (~keep).sum()
-                kept.append({name: value[keep] for name, value in output.items()})
-            coco.update(kept, targets)
-    run.log(detections_without_category=int(dropped))
-    stats = coco.compute()
-    run.log(mAP=stats["AP"])
-    say(env, coco.summary(stats))
-    return stats
+
+    def __init__(self, annotations: Path, env: Setup) -> None:
+        self.coco = perfkit.metrics.COCOEvaluator(annotations)
+        self._categories = torch.tensor(self.coco.coco_gt.getCatIds(), device=env.device)
+        self._dropped = torch.zeros((), dtype=torch.int64, device=env.device)
+
+    def update(self, outputs: list[dict[str, torch.Tensor]], targets: Sequence[Any]) -> None:
+        kept = []
+        for output in outputs:
+            keep = torch.isin(output["labels"], self._categories)
+            self._dropped += (~keep).sum()
+            kept.append({name: value[keep] for name, value in output.items()})
+        self.coco.update(kept, targets)
+
+    def finish(self, run: perfkit.Run, env: Setup) -> dict[str, float]:
+        """The twelve COCO stats; logs ``detections_without_category`` and AP as ``mAP`` and
+        prints pycocotools' 12-line summary (first rank)."""
+        run.log(detections_without_category=int(self._dropped))
+        stats = self.coco.compute()
+        run.log(mAP=stats["AP"])
+        say(env, self.coco.summary(stats))
+        return stats
 
 
 # --------------------------------------------------------------------------------------------

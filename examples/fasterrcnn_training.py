@@ -85,23 +85,36 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with common.start_run("fasterrcnn", args, env, mode=args.mode, lr=args.lr) as run:
         if args.mode == "train":
             train(run, args, env, model)
-        common.evaluate_coco(
-            run, model, common.limited(val_loader, args.steps), val_annotations, env
-        )
+        model.eval()
+        coco = common.COCOEvaluation(val_annotations, env)
+        with run.phase("val") as phase, torch.inference_mode():
+            for images, targets in phase.iterate(common.limited(val_loader, args.steps)):
+                with phase.io():
+                    images, _ = common.to_device(images, [], env.device)
+                coco.update(common.detect(model, images, env), targets)
+        coco.finish(run, env)
     return common.finish(run, env)
 
 
 def train(
     run: perfkit.Run, args: argparse.Namespace, env: common.Setup, model: torch.nn.Module
 ) -> None:
+    """``args.epochs`` training phases, each followed by the seed's loss and speed lines."""
     train_loader, _ = common.detection_loader(args, env, "train", train=True)
-
-    def progress(epoch: int, losses: dict[str, float]) -> None:
-        phase = run.phases[-1]
-        common.say(env, loss_line(epoch, phase.steps, losses))
+    optimizer, scheduler = common.detection_optimizer(model, args, RECIPE, train_loader)
+    for epoch in range(1, args.epochs + 1):
+        common.set_epoch(train_loader, epoch)
+        model.train()
+        losses = common.LossMeans()
+        with run.phase("train") as phase:
+            for images, targets in phase.iterate(common.limited(train_loader, args.steps)):
+                with phase.io():  # moving the batch to the device counts as IO
+                    images, targets = common.to_device(images, targets, env.device)
+                losses.add(common.train_step(model, images, targets, optimizer, scheduler, env))
+        means = losses.means()
+        run.log(loss=means["loss"])
+        common.say(env, loss_line(epoch, phase.steps, means))
         common.say(env, f"speed: {1000 * phase.wall_s / max(phase.steps, 1):.2f} ms/step")
-
-    common.train_detection(run, model, train_loader, args, env, RECIPE, progress)
 
 
 if __name__ == "__main__":

@@ -64,16 +64,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     val_loader, val_annotations = common.detection_loader(args, env, "val", train=False)
     args.lr = args.lr or RECIPE.scaled_lr(args.batch_size * env.world_size)
     model = common.distribute(build_model(args), env)
+    optimizer, scheduler = common.detection_optimizer(model, args, RECIPE, train_loader)
     with common.start_run(
         "retinanet", args, env, lr=args.lr, model="retinanet_resnet50_fpn"
     ) as run:
+        for epoch in range(1, args.epochs + 1):
+            common.set_epoch(train_loader, epoch)
+            model.train()
+            losses = common.LossMeans()
+            with run.phase("train") as phase:
+                for images, targets in phase.iterate(common.limited(train_loader, args.steps)):
+                    with phase.io():  # moving the batch to the device counts as IO
+                        images, targets = common.to_device(images, targets, env.device)
+                    losses.add(common.train_step(model, images, targets, optimizer, scheduler, env))
+            loss = losses.means()["loss"]
+            run.log(loss=loss)
 
-        def evaluate(epoch: int, losses: dict[str, float]) -> None:
-            batches = common.limited(val_loader, args.steps)
-            stats = common.evaluate_coco(run, model, batches, val_annotations, env)
-            common.say(env, f"epoch {epoch}: loss {losses['loss']:.4f}, mAP {stats['AP']:.4f}")
-
-        common.train_detection(run, model, train_loader, args, env, RECIPE, evaluate)
+            model.eval()
+            coco = common.COCOEvaluation(val_annotations, env)
+            with run.phase("val") as phase, torch.inference_mode():
+                for images, targets in phase.iterate(common.limited(val_loader, args.steps)):
+                    with phase.io():
+                        images, _ = common.to_device(images, [], env.device)
+                    coco.update(common.detect(model, images, env), targets)
+            stats = coco.finish(run, env)
+            common.say(env, f"epoch {epoch}: loss {loss:.4f}, mAP {stats['AP']:.4f}")
     return common.finish(run, env)
 
 

@@ -27,12 +27,14 @@ if __package__ in (None, ""):  # run as a file (python/torchrun examples/...py):
 
 import argparse
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+import perfkit
 from examples import common
 
 # NVIDIA's SSD300 recipe, as the seed gives it
@@ -141,15 +143,21 @@ def train(args: argparse.Namespace, env: common.Setup, model: nn.Module) -> dict
     val_loader, val_annotations = common.detection_loader(args, env, "val", train=False)
     args.lr = args.lr or RECIPE.scaled_lr(args.batch_size * env.world_size)
     model = common.distribute(model, env)
+    optimizer, scheduler = common.detection_optimizer(model, args, RECIPE, train_loader)
     with common.start_run("ssd_resnet50", args, env, mode="train", lr=args.lr) as run:
-
-        def progress(epoch: int, losses: dict[str, float]) -> None:
-            common.say(env, f"epoch {epoch}: loss {losses['loss']:.4f}")
-
-        common.train_detection(run, model, train_loader, args, env, RECIPE, progress)
-        common.evaluate_coco(
-            run, model, common.limited(val_loader, args.steps), val_annotations, env
-        )
+        for epoch in range(1, args.epochs + 1):
+            common.set_epoch(train_loader, epoch)
+            model.train()
+            losses = common.LossMeans()
+            with run.phase("train") as phase:
+                for images, targets in phase.iterate(common.limited(train_loader, args.steps)):
+                    with phase.io():  # moving the batch to the device counts as IO
+                        images, targets = common.to_device(images, targets, env.device)
+                    losses.add(common.train_step(model, images, targets, optimizer, scheduler, env))
+            loss = losses.means()["loss"]
+            run.log(loss=loss)
+            common.say(env, f"epoch {epoch}: loss {loss:.4f}")
+        evaluate(run, "val", model, common.limited(val_loader, args.steps), val_annotations, env)
     return common.finish(run, env)
 
 
@@ -158,8 +166,27 @@ def evaluation(args: argparse.Namespace, env: common.Setup, model: nn.Module) ->
     model = model.to(env.device, env.dtype)
     with common.start_run("ssd_resnet50", args, env, mode="evaluation") as run:
         batches = common.limited(val_loader, args.steps)
-        common.evaluate_coco(run, model, batches, val_annotations, env, kind="infer")
+        evaluate(run, "infer", model, batches, val_annotations, env)
     return common.finish(run, env)
+
+
+def evaluate(
+    run: perfkit.Run,
+    kind: str,
+    model: nn.Module,
+    batches: Iterable[Any],
+    annotations: Path,
+    env: common.Setup,
+) -> dict[str, float]:
+    """A ``kind`` phase ("val" after training, "infer" in evaluation mode) with COCO mAP."""
+    model.eval()
+    coco = common.COCOEvaluation(annotations, env)
+    with run.phase(kind) as phase, torch.inference_mode():
+        for images, targets in phase.iterate(batches):
+            with phase.io():
+                images, _ = common.to_device(images, [], env.device)
+            coco.update(common.detect(model, images, env), targets)
+    return coco.finish(run, env)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ import sys
 from collections.abc import Sequence
 
 from perfkit import analysis
+from perfkit.analysis._render import FORMATS
 from perfkit.records import RecordError
 
-FORMATS = analysis.FORMATS
 EXIT_BAD_INPUT = 2
 
 

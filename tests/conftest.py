@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-#: Real vendor-tool outputs (a copy of ../shared/smi-samples).
+#: Real vendor-tool outputs (their README says where each comes from).
 SMI_SAMPLES = Path(__file__).resolve().parent / "fixtures_probes" / "smi-samples"
 
 

@@ -1,5 +1,5 @@
 """perfkit.probes.parse against every real tool output in tests/fixtures_probes/smi-samples
-(a copy of ../shared/smi-samples, so a clone tests them on its own).
+(kept in the repository, so a clone tests them on its own).
 
 Expected values are read off the sample files by hand; each table row says what was read.
 Memory is given in MiB (the tools' unit; "MB" in these tools is binary), power in W,

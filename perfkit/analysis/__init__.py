@@ -1,5 +1,8 @@
 """Records -> pandas: tidy DataFrames, FlagPerf-style tables, run comparison, plots, traces.
 
+The public names are those in ``__all__``, each documented in docs/analysis.md; the modules
+behind them (``perfkit.analysis._read`` and the others) are internal.
+
 pandas and matplotlib are imported when these functions run, not when perfkit is imported.
 Files are read with ``json.loads`` only: nothing in a run directory is evaluated or unpickled.
 """
@@ -8,54 +11,20 @@ from __future__ import annotations
 
 from perfkit.analysis._mllog import mllog_lines
 from perfkit.analysis._plot import plot_run, save_plot
-from perfkit.analysis._read import (
-    META_COLUMNS,
-    PathArg,
-    RunData,
-    find_run,
-    find_runs,
-    load,
-    read_meta,
-    read_run,
-    read_summary,
-    run_status,
-)
-from perfkit.analysis._render import FORMATS, compare_text, markdown, report_text
-from perfkit.analysis._tables import (
-    SEED_COLUMNS,
-    compare,
-    fix_hp,
-    io_share,
-    rebuild_summary,
-    seed_tables,
-    step_times,
-    summaries,
-)
+from perfkit.analysis._read import load
+from perfkit.analysis._render import compare_text, report_text
+from perfkit.analysis._tables import compare, io_share, seed_tables, step_times, summaries
 from perfkit.analysis._trace import chrome_trace, write_trace
 
 __all__ = [
-    "FORMATS",
-    "META_COLUMNS",
-    "SEED_COLUMNS",
-    "PathArg",
-    "RunData",
     "chrome_trace",
     "compare",
     "compare_text",
-    "find_run",
-    "find_runs",
-    "fix_hp",
     "io_share",
     "load",
-    "markdown",
     "mllog_lines",
     "plot_run",
-    "read_meta",
-    "read_run",
-    "read_summary",
-    "rebuild_summary",
     "report_text",
-    "run_status",
     "save_plot",
     "seed_tables",
     "step_times",

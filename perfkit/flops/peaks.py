@@ -62,7 +62,7 @@ _H100 = "NVIDIA H100 Tensor Core GPU datasheet (2023); the Tensor Core figures p
 _H100 += "sparsity' halved to dense"
 _MI300 = "AMD Instinct MI300X data sheet (2023): matrix figures, dense (without sparsity)"
 _FLAGPERF = "FlagPerf inference MFU peak for this vendor, as read from FlagPerf's source "
-_FLAGPERF += "(shared/flagperf-metrics.md)"
+_FLAGPERF += "(docs/flagperf-metrics.md)"
 
 # Order matters: more specific patterns first (H100 NVL / PCIe before H100 SXM).
 BUILTIN: tuple[PeakRow, ...] = (

@@ -71,9 +71,9 @@ def split_header(raw: str) -> tuple[str, str]:
     return raw.lower(), ""
 
 
-# Scale to the base unit, per quantity. Every tool in ../shared/smi-samples writes binary
-# megabytes as "MB" (npu-smi: 65536 MB on a 64 GiB card; amd-smi: 196300 MB on a 192 GiB one),
-# so MB/GB are read as MiB/GiB.
+# Scale to the base unit, per quantity. Every tool in tests/fixtures_probes/smi-samples writes
+# binary megabytes as "MB" (npu-smi: 65536 MB on a 64 GiB card; amd-smi: 196300 MB on a 192 GiB
+# one), so MB/GB are read as MiB/GiB.
 _BYTES = {"b": 1.0, "kib": 2.0**10, "kb": 2.0**10, "mib": 2.0**20, "mb": 2.0**20}
 _BYTES |= {"gib": 2.0**30, "gb": 2.0**30}
 SCALES: dict[str, dict[str, float]] = {
