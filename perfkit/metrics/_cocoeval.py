@@ -148,9 +148,11 @@ def _segm_iou(
     from pycocotools import mask as mask_utils
 
     blocks = [np.zeros(0)]
-    for g in np.flatnonzero(np.diff(d_start) * np.diff(g_start)):
-        dts, gts = slice(d_start[g], d_start[g + 1]), slice(g_start[g], g_start[g + 1])
-        ious = mask_utils.iou(dt_rles[dts], gt_rles[gts], crowd[gts].astype(np.uint8))
+    crowd_list = crowd.astype(np.uint8).tolist()
+    d_at, g_at = d_start.tolist(), g_start.tolist()
+    for g in np.flatnonzero(np.diff(d_start) * np.diff(g_start)).tolist():
+        dts, gts = slice(d_at[g], d_at[g + 1]), slice(g_at[g], g_at[g + 1])
+        ious = mask_utils.iou(dt_rles[dts], gt_rles[gts], crowd_list[gts])  # a list: faster
         blocks.append(np.asarray(ious, dtype=float).reshape(-1))
     return np.concatenate(blocks)
 

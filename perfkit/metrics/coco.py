@@ -335,14 +335,16 @@ class COCOEvaluator(Metric):
                 raise FileNotFoundError(f"results: no results json at {str(results)!r}")
             with open(results, encoding="utf-8") as f:
                 loaded = json.load(f)
-        if not isinstance(loaded, (list, tuple)) or not all(isinstance(r, Mapping) for r in loaded):
+        if not isinstance(loaded, (list, tuple)) or not all(
+            type(r) is dict or isinstance(r, Mapping) for r in loaded
+        ):
             raise ValueError("results must be a list of COCO result dicts or a path to one")
         records: Sequence[Mapping[str, Any]] = loaded
         geometry = "bbox" if self.iou_type == "bbox" else "segmentation"
+        keys = ("image_id", "category_id", "score", geometry)
         for i, r in enumerate(records):
-            missing = [k for k in ("image_id", "category_id", "score", geometry) if k not in r]
-            if missing:
-                raise ValueError(f"results[{i}] lacks {missing}")
+            if not (keys[0] in r and keys[1] in r and keys[2] in r and keys[3] in r):
+                raise ValueError(f"results[{i}] lacks {[k for k in keys if k not in r]}")
         image = _int_column(records, "image_id")
         unknown = sorted(set(image.tolist()) - self._gt_images)
         if unknown:
@@ -368,11 +370,14 @@ class COCOEvaluator(Metric):
             dets = Annotations(image, category, bbox[:, 2] * bbox[:, 3], bbox=bbox, score=score)
         else:
             rles = [r["segmentation"] for r in records]
+            sizes = {img: self._size(img) for img in np.unique(image).tolist()}
             for i, (rle, img) in enumerate(zip(rles, image.tolist(), strict=True)):
-                if not isinstance(rle, Mapping) or list(rle.get("size", ())) != self._size(img):
+                if not (type(rle) is dict or isinstance(rle, Mapping)) or (
+                    rle.get("size") != sizes[img] and list(rle.get("size") or ()) != sizes[img]
+                ):
                     raise ValueError(
                         f"results[{i}]['segmentation'] must be an RLE dict whose size is the "
-                        f"image's [height, width] = {self._size(img)}"
+                        f"image's [height, width] = {sizes[img]}"
                     )
             area = _rle_area(rles) if bbox is None else bbox[:, 2] * bbox[:, 3]
             dets = Annotations(image, category, area, bbox=bbox, rles=rles, score=score)
@@ -624,6 +629,9 @@ def _result_dicts(dets: Annotations) -> list[dict[str, Any]]:
 
 def _int_column(records: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
     """``records[i][key]`` as int64, each an integer (a float id is an error, not truncated)."""
+    values = np.array([r[key] for r in records])
+    if values.dtype.kind in "iu" and values.ndim == 1:  # only integers (the common case)
+        return values.astype(np.int64)
     for i, r in enumerate(records):
         value = r[key]
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -633,13 +641,23 @@ def _int_column(records: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
 
 def _bbox_column(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
     """``records[i]["bbox"]``: (N, 4) float64 xywh, each four finite numbers with w, h >= 0."""
-    for i, r in enumerate(records):
-        box = r.get("bbox")
-        if not isinstance(box, Sequence) or isinstance(box, str) or len(box) != 4:
-            raise ValueError(
-                f"results[{i}]['bbox'] must be [x, y, w, h] (four numbers), got {box!r}"
-            )
-    bbox = np.array([r["bbox"] for r in records], np.float64).reshape(-1, 4)
+    if not records:
+        return np.zeros((0, 4))
+    try:
+        bbox = np.array([r.get("bbox") for r in records], np.float64).reshape(len(records), -1)
+    except (ValueError, TypeError):  # ragged, or not numbers
+        bbox = np.zeros((len(records), 0))
+    if bbox.shape[1] != 4:
+        for i, r in enumerate(records):
+            box = r.get("bbox")
+            if not (
+                isinstance(box, (list, tuple))
+                and len(box) == 4
+                and all(isinstance(v, (int, float, np.number)) for v in box)
+            ):
+                raise ValueError(
+                    f"results[{i}]['bbox'] must be [x, y, w, h] (four numbers), got {box!r}"
+                )
     _check_boxes(bbox, lambda i: f"results[{i}]['bbox']", "[x, y, w, h] with w, h >= 0")
     return bbox
 
