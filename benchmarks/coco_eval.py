@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import copy
 import io
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -290,7 +291,9 @@ def main() -> None:
     body = "\n".join(
         [
             machine(),
-            f"torch {torch.__version__}, numpy {np.__version__}, one run each, in one process.",
+            f"torch {torch.__version__}, numpy {np.__version__}, one run each, in one process; "
+            f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+            "(wall times grow with other jobs on the machine; the ratios are of one run).",
             "",
             f"**bbox**: {args.images} images x {args.dets} detections "
             f"({args.images * args.dets} boxes), {n_gt} ground-truth boxes, 80 categories "

@@ -46,7 +46,7 @@ def make_case(
 ) -> tuple[dict[str, Any], list[dict[str, torch.Tensor]], list[dict[str, int]]]:
     """A ground-truth dataset and torchvision-style outputs / targets for every image."""
     rng = np.random.default_rng(seed)
-    max_dt = max_dt if rng.random() < 0.8 else 3 * max_dt  # sometimes far more than 100
+    max_dt = max_dt if rng.random() < 0.85 else 100 + max_dt  # sometimes more than 100
     small = iou_type == "segm"  # masks are rasterised: keep images small
     images, anns, outputs, targets = [], [], [], []
     ann_id = int(rng.integers(0, 2))  # sometimes a ground truth with id 0 (pycocotools' quirk)
