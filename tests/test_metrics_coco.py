@@ -1,8 +1,12 @@
 """COCOEvaluator against pycocotools' COCOeval run directly on the same detections.
 
-Cases are generated (hypothesis draws a seed and the knobs): boxes over all three area ranges,
-crowd ground truth, score ties, duplicated boxes (IoU ties), images without detections, a category
-without ground truth, ground-truth id 0, more than maxDets detections per image and category.
+Cases are generated (hypothesis draws a seed and the knobs): boxes over all three area ranges and
+on their 32² / 96² edges, crowd ground truth, ``ignore`` flags (which COCOeval overwrites with
+``iscrowd``), annotations without ``iscrowd``, score ties, duplicated boxes (IoU ties), images
+without detections or without ground truth, a category without ground truth, labels that are no
+category (torchvision's 91-label gaps), ground-truth id 0, more than 100 detections per image,
+evaluating a subset of the images, masks as tensors and as RLEs. Boxes are converted as
+torchvision's reference ``CocoEvaluator`` converts them (float32 xyxy -> xywh, then ``tolist``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pycocotools.cocoeval import COCOeval, Params
 from perfkit.metrics import STAT_NAMES, COCOEvaluator, _cocoeval
 
 CATEGORIES = [1, 3, 7, 9]  # non-contiguous ids; category 9 never has ground truth
+GAP_LABEL = 5  # a label that is no category: detections with it are ignored
 
 
 def make_case(
@@ -41,6 +46,7 @@ def make_case(
 ) -> tuple[dict[str, Any], list[dict[str, torch.Tensor]], list[dict[str, int]]]:
     """A ground-truth dataset and torchvision-style outputs / targets for every image."""
     rng = np.random.default_rng(seed)
+    max_dt = max_dt if rng.random() < 0.85 else 100 + max_dt  # sometimes more than 100
     small = iou_type == "segm"  # masks are rasterised: keep images small
     images, anns, outputs, targets = [], [], [], []
     ann_id = int(rng.integers(0, 2))  # sometimes a ground truth with id 0 (pycocotools' quirk)
@@ -59,6 +65,9 @@ def make_case(
                 rng.uniform(0, h_img - min(h, h_img - 1)),
             )
             box = [float(x), float(y), float(min(w, w_img - x)), float(min(h, h_img - y))]
+            if rng.random() < 0.15:  # a box exactly on an area edge: 32 x 32 or 96 x 96
+                edge = float(rng.choice([32, 96]))
+                box = [float(int(x)), float(int(y)), edge, edge]
             crowd = int(rng.random() < 0.15)
             category = int(rng.choice(CATEGORIES[:-1]))
             ann: dict[str, Any] = {
@@ -69,6 +78,12 @@ def make_case(
                 "area": float(box[2] * box[3] * rng.uniform(0.4, 1.0)),
                 "iscrowd": crowd,
             }
+            if rng.random() < 0.1:  # an area exactly on an edge
+                ann["area"] = float(rng.choice([32**2, 96**2]))
+            if rng.random() < 0.1:  # COCOeval overwrites "ignore" with "iscrowd"
+                ann["ignore"] = 1
+            if not crowd and rng.random() < 0.1:  # no "iscrowd": treated as 0
+                del ann["iscrowd"]
             if small:
                 ann["segmentation"] = _segmentation(box, crowd, h_img, w_img)
             anns.append(ann)
@@ -114,7 +129,9 @@ def _detections(
         else:
             w, h = np.exp(rng.uniform(np.log(2), np.log(max(w_img, 3)), 2))
             x, y = rng.uniform(0, w_img), rng.uniform(0, h_img)
-            label = int(rng.choice(CATEGORIES))
+            label = int(rng.choice([*CATEGORIES, GAP_LABEL]))
+        if rng.random() < 0.1:  # a box of 32 x 32 or 96 x 96: an area on an edge
+            x, y, w, h = float(int(x)), float(int(y)), *[float(rng.choice([32, 96]))] * 2
         boxes.append([x, y, x + w, y + h])
         labels.append(label)
         if rng.random() < 0.1:  # a duplicated detection: equal IoU, maybe equal score
@@ -138,13 +155,12 @@ def _detections(
 def result_dicts(
     outputs: list[dict[str, torch.Tensor]], targets: list[dict[str, int]], iou_type: str
 ) -> list[dict[str, Any]]:
-    """The outputs as COCO result dicts, converted independently of perfkit."""
+    """The outputs as COCO result dicts, as torchvision's reference ``CocoEvaluator`` makes them."""
     results = []
     for out, target in zip(outputs, targets, strict=True):
-        if iou_type == "bbox":
-            geometry = []
-            for x1, y1, x2, y2 in out["boxes"].double().tolist():
-                geometry.append([x1, y1, x2 - x1, y2 - y1])
+        if iou_type == "bbox":  # references/detection/coco_eval.py convert_to_xywh, then tolist
+            xmin, ymin, xmax, ymax = out["boxes"].unbind(1)
+            geometry = torch.stack((xmin, ymin, xmax - xmin, ymax - ymin), dim=1).tolist()
         else:
             masks = (out["masks"][:, 0] > 0.5).numpy().astype(np.uint8)
             geometry = [mask_utils.encode(np.asfortranarray(m)) for m in masks]
@@ -162,15 +178,25 @@ def coco_from(dataset: dict[str, Any]) -> COCO:
     return coco
 
 
+def reference_gt(gt: dict[str, Any]) -> COCO:
+    """The ground truth for pycocotools, ``iscrowd`` 0 where absent (perfkit's documented
+    default; COCOeval raises KeyError instead)."""
+    coco_gt = coco_from(gt)
+    for ann in coco_gt.dataset["annotations"]:
+        ann.setdefault("iscrowd", 0)
+    return coco_gt
+
+
 def reference(
     gt: dict[str, Any],
     results: list[dict[str, Any]],
     img_ids: list[int],
     iou_type: str = "bbox",
     use_cats: bool = True,
+    params: dict[str, Any] | None = None,
 ) -> tuple[dict[str, float], str]:
     """pycocotools' stats (with per-category AP) and summary text."""
-    coco_gt = coco_from(gt)
+    coco_gt = reference_gt(gt)
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         coco_dt = (
             coco_gt.loadRes(copy.deepcopy(results))
@@ -180,6 +206,8 @@ def reference(
         evaluator = COCOeval(coco_gt, coco_dt, iou_type)
         evaluator.params.imgIds = img_ids
         evaluator.params.useCats = int(use_cats)
+        for key, value in (params or {}).items():
+            setattr(evaluator.params, key, value)
         evaluator.evaluate()
         evaluator.accumulate()
         printed.truncate(0)
@@ -206,11 +234,25 @@ def evaluate(
     return evaluator.compute(per_category=kwargs.get("use_cats", True))
 
 
+def with_stray_annotations(gt: dict[str, Any], not_evaluated: list[int]) -> dict[str, Any]:
+    """``gt`` plus what pycocotools never reads: an annotation of an image missing from
+    ``images`` and geometry-less annotations on images that are not evaluated."""
+    stray = [{"id": 10_000, "image_id": 99_999, "category_id": CATEGORIES[0]}]
+    stray += [
+        {"id": 10_001 + i, "image_id": image, "category_id": CATEGORIES[0], "iscrowd": 0}
+        for i, image in enumerate(not_evaluated)
+    ]
+    return {**gt, "annotations": gt["annotations"] + stray}
+
+
 @pytest.mark.parametrize("backend", ["fast", "pycocotools"])
 @settings(max_examples=80, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), use_cats=st.booleans())
-def test_bbox_equals_pycocotools(backend: str, seed: int, use_cats: bool) -> None:
+@given(seed=st.integers(0, 2**32 - 1), use_cats=st.booleans(), subset=st.booleans())
+def test_bbox_equals_pycocotools(backend: str, seed: int, use_cats: bool, subset: bool) -> None:
     gt, outputs, targets = make_case(seed)
+    if subset:  # evaluate every other image: the rest of the ground truth is not read
+        outputs, targets = outputs[::2], targets[::2]
+        gt = with_stray_annotations(gt, [img["id"] for img in gt["images"][1::2]])
     expected, _ = reference(
         gt,
         result_dicts(outputs, targets, "bbox"),
@@ -223,17 +265,18 @@ def test_bbox_equals_pycocotools(backend: str, seed: int, use_cats: bool) -> Non
 
 @pytest.mark.parametrize("backend", ["fast", "pycocotools"])
 @settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), use_cats=st.booleans())
-def test_segm_equals_pycocotools(backend: str, seed: int, use_cats: bool) -> None:
+@given(seed=st.integers(0, 2**32 - 1), use_cats=st.booleans(), as_rle=st.booleans())
+def test_segm_equals_pycocotools(backend: str, seed: int, use_cats: bool, as_rle: bool) -> None:
     gt, outputs, targets = make_case(seed, iou_type="segm", n_images=4)
-    expected, _ = reference(
-        gt,
-        result_dicts(outputs, targets, "segm"),
-        [t["image_id"] for t in targets],
-        "segm",
-        use_cats,
-    )
-    result = evaluate(gt, outputs, targets, backend, iou_type="segm", use_cats=use_cats)
+    results = result_dicts(outputs, targets, "segm")
+    image_ids = [t["image_id"] for t in targets]
+    expected, _ = reference(gt, results, image_ids, "segm", use_cats)
+    if as_rle:  # COCO results with RLEs instead of tensor masks
+        evaluator = COCOEvaluator(coco_from(gt), "segm", backend=backend, use_cats=use_cats)  # type: ignore[arg-type]
+        evaluator.update_results(results, image_ids)
+        result = evaluator.compute(per_category=use_cats)
+    else:
+        result = evaluate(gt, outputs, targets, backend, iou_type="segm", use_cats=use_cats)
     assert result == expected
 
 
@@ -293,11 +336,21 @@ def test_update_results_dicts_and_path_equal_update(tmp_path: Path) -> None:
         evaluator = COCOEvaluator(gt_path)
         evaluator.update_results(source, image_ids=image_ids)
         assert evaluator.compute(per_category=True) == expected
-    # Without image_ids only the images named in the results are evaluated.
+
+
+@pytest.mark.parametrize("backend", ["fast", "pycocotools"])
+def test_update_results_without_image_ids_evaluates_every_image(backend: str) -> None:
+    # COCOeval's default imgIds: every image of the ground truth, also those without results.
+    gt, outputs, targets = make_case(11)
+    results = [r for r in result_dicts(outputs, targets, "bbox") if r["image_id"] != 100]
+    everything = sorted(img["id"] for img in gt["images"])
     named = sorted({r["image_id"] for r in results})
-    evaluator = COCOEvaluator(gt_path)
+    assert named != everything
+    expected = reference(gt, results, everything)[0]
+    assert expected != reference(gt, results, named)[0]
+    evaluator = COCOEvaluator(coco_from(gt), backend=backend)  # type: ignore[arg-type]
     evaluator.update_results(results)
-    assert evaluator.compute(per_category=True) == reference(gt, results, named)[0]
+    assert evaluator.compute(per_category=True) == expected
 
 
 def test_update_results_segm() -> None:
@@ -313,6 +366,7 @@ def test_update_results_segm() -> None:
 
 def test_label_to_category_for_contiguous_labels() -> None:
     gt, outputs, targets = make_case(21)
+    outputs = [{k: v[o["labels"] != GAP_LABEL] for k, v in o.items()} for o in outputs]
     expected = evaluate(gt, outputs, targets, "fast")
     to_label = {c: i for i, c in enumerate(CATEGORIES)}
     contiguous = [dict(o, labels=o["labels"].apply_(to_label.__getitem__)) for o in outputs]
@@ -405,7 +459,7 @@ def test_duplicate_images_from_ranks_are_dropped(monkeypatch: pytest.MonkeyPatch
     rank0, rank1 = COCOEvaluator(coco_from(gt)), COCOEvaluator(coco_from(gt))
     rank0.update(outputs[0::2], targets[0::2])
     rank1.update([*outputs[1::2], outputs[1]], [*targets[1::2], targets[0]])
-    states = [{"chunks": rank0.chunks}, {"chunks": rank1.chunks}]
+    states = [{"chunks": r.chunks, "ignored": r.ignored} for r in (rank0, rank1)]
     monkeypatch.setattr("perfkit.distributed.all_gather_object", lambda obj: states)
     alone = evaluate(gt, outputs, targets, "fast")
     assert rank0.compute(per_category=True) == rank1.compute(per_category=True) == alone
@@ -482,11 +536,6 @@ def _with(**changes: Any) -> dict[str, Any]:
             r"outputs\[0\]\['labels'\] must hold integer",
         ),
         (
-            [_with(labels=torch.tensor([1, 2]))],
-            [100],
-            r"outputs\[0\]\['labels'\] row 1: label 2 is not a category id",
-        ),
-        (
             [{"boxes": GOOD["boxes"], "scores": GOOD["scores"]}],
             [100],
             r"outputs\[0\] lacks \['labels'\]",
@@ -526,7 +575,18 @@ def test_update_results_rejects() -> None:
     cases: list[tuple[Any, list[int] | None, str]] = [
         ([{**good, "bbox": [1, 2, -3, 4]}], None, r"results\[0\]\['bbox'\] has a negative width"),
         ([good, {**good, "score": float("nan")}], None, r"results\[1\]\['score'\] is NaN"),
-        ([{**good, "category_id": 2}], None, r"results\[0\]\['category_id'\] is not a category"),
+        ([{**good, "image_id": 100.0}], None, r"results\[0\]\['image_id'\] must be an integer"),
+        ([good, {**good, "category_id": 1.7}], None, r"results\[1\]\['category_id'\] must be an"),
+        (
+            [{**good, "bbox": [1, 2, 3, 4] * 2}],
+            None,
+            r"results\[0\]\['bbox'\] must be \[x, y, w, h\]",
+        ),
+        (
+            [good, {**good, "bbox": [1, 2, 3]}],
+            None,
+            r"results\[1\]\['bbox'\] must be \[x, y, w, h\]",
+        ),
         ([{**good, "image_id": 3}], None, r"results: image ids \[3\] are not in the ground truth"),
         ([good], [107], r"results name images \[100\] missing from image_ids"),
         ([{"image_id": 100, "score": 0.5}], None, r"results\[0\] lacks \['category_id', 'bbox'\]"),
@@ -562,3 +622,234 @@ def test_constructor_rejects() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             COCOEvaluator(coco_from(GT), use_cats=False).compute(per_category=True)
+
+
+# ------------------------------------------------------------------- inputs pycocotools accepts
+
+BACKENDS = ["fast", "pycocotools"]
+
+
+def one_image_gt(anns: list[dict[str, Any]], size: int = 200) -> dict[str, Any]:
+    return {
+        "images": [{"id": 1, "width": size, "height": size}],
+        "annotations": anns,
+        "categories": [{"id": c, "name": f"cat{c}"} for c in CATEGORIES],
+    }
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_more_than_255_masks(backend: str) -> None:
+    # pycocotools 2.0.11's mask.area overflows a uint8 count on a list of 256 RLEs or more.
+    gt, outputs, targets = make_case(3, iou_type="segm", n_images=1)
+    rng = np.random.default_rng(0)
+    h, w = gt["images"][0]["height"], gt["images"][0]["width"]
+    masks = torch.from_numpy(rng.random((300, 1, h, w)) < 0.3)
+    outputs = [
+        {
+            "masks": masks,
+            "scores": torch.from_numpy(rng.random(300)).float(),
+            "labels": torch.full((300,), CATEGORIES[0]),
+        }
+    ]
+    expected = reference(gt, result_dicts(outputs, targets, "segm"), [100], "segm")[0]
+    assert evaluate(gt, outputs, targets, backend, iou_type="segm") == expected
+    evaluator = COCOEvaluator(coco_from(gt), "segm", backend=backend)  # type: ignore[arg-type]
+    evaluator.update_results(result_dicts(outputs, targets, "segm"), [100])
+    assert evaluator.compute(per_category=True) == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_labels_that_are_no_category_are_ignored_and_counted(backend: str) -> None:
+    # torchvision's 91-label models emit gap ids; pycocotools and CocoEvaluator ignore them.
+    gt, outputs, targets = make_case(5)
+    gaps = [dict(o, labels=torch.where(o["scores"] > 0.5, o["labels"], 12)) for o in outputs]
+    n_gap = sum(int((o["labels"] == 12).sum()) for o in gaps)
+    assert n_gap > 0
+    results = result_dicts(gaps, targets, "bbox")
+    expected = reference(gt, results, [t["image_id"] for t in targets])[0]
+    evaluator = COCOEvaluator(coco_from(gt), backend=backend)  # type: ignore[arg-type]
+    evaluator.update(gaps, targets)
+    assert evaluator.compute(per_category=True) == expected
+    assert evaluator.ignored_detections == n_gap + sum(
+        int((o["labels"] == GAP_LABEL).sum()) for o in gaps
+    )
+    from_results = COCOEvaluator(coco_from(gt), backend=backend)  # type: ignore[arg-type]
+    from_results.update_results(results, [t["image_id"] for t in targets])
+    assert from_results.compute(per_category=True) == expected
+    assert from_results.ignored_detections == evaluator.ignored_detections
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_boxes_are_converted_as_torchvision_reference(backend: str) -> None:
+    # x2 - x1 in float32 is 51.55148, in float64 51.551485; the IoU with the ground truth is
+    # 0.74999999 or 0.75000002: AP75 is 0 as torchvision's reference converts, 1 in float64.
+    gt = one_image_gt(
+        [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [24.5103816986084, 0.0, 68.73531187029747, 10.0],
+                "area": 687.35,
+                "iscrowd": 0,
+            }
+        ]
+    )
+    boxes = torch.tensor([[24.5103816986084, 0.0, 76.0618667602539, 10.0]], dtype=torch.float32)
+    outputs = [{"boxes": boxes, "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}]
+    targets = [{"image_id": 1}]
+    expected = reference(gt, result_dicts(outputs, targets, "bbox"), [1])[0]
+    float64 = [
+        {**r, "bbox": [24.5103816986084, 0.0, 76.0618667602539 - 24.5103816986084, 10.0]}
+        for r in result_dicts(outputs, targets, "bbox")
+    ]
+    assert expected["AP75"] == 0.0 and reference(gt, float64, [1])[0]["AP75"] > 0.99
+    assert evaluate(gt, outputs, targets, backend) == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_segm_results_with_boxes_take_the_box_area(backend: str) -> None:
+    # detectron2 / mmdet write both; loadRes then takes each area from the box (w * h).
+    gt, outputs, targets = make_case(5, iou_type="segm", n_images=3)
+    results = result_dicts(outputs, targets, "segm")
+    for r in results:  # boxes whose areas fall in other ranges than the masks'
+        r["bbox"] = [0.0, 0.0, 40.0, 30.0] if r["score"] > 0.5 else [0.0, 0.0, 5.0, 5.0]
+    image_ids = [t["image_id"] for t in targets]
+    expected = reference(gt, results, image_ids, "segm")[0]
+    without = reference(
+        gt, [{k: v for k, v in r.items() if k != "bbox"} for r in results], image_ids, "segm"
+    )[0]
+    assert expected != without
+    evaluator = COCOEvaluator(coco_from(gt), "segm", backend=backend)  # type: ignore[arg-type]
+    evaluator.update_results(results, image_ids)
+    assert evaluator.compute(per_category=True) == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_missing_iscrowd_is_zero(backend: str) -> None:
+    gt, outputs, targets = make_case(6)
+    for ann in gt["annotations"]:
+        if not ann.get("iscrowd"):
+            ann.pop("iscrowd", None)
+    expected = reference(
+        gt, result_dicts(outputs, targets, "bbox"), [t["image_id"] for t in targets]
+    )[0]
+    assert evaluate(gt, outputs, targets, backend) == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mini_val_by_filtering_images(backend: str) -> None:
+    # A mini-val made by filtering "images" alone keeps annotations of the removed images.
+    gt, outputs, targets = make_case(12)
+    kept = gt["images"][:3]
+    mini = with_stray_annotations({**gt, "images": kept}, [])
+    mini["annotations"][-1]["image_id"] = gt["images"][-1]["id"]  # on a removed image
+    expected = reference(
+        mini, result_dicts(outputs[:3], targets[:3], "bbox"), [i["id"] for i in kept]
+    )[0]
+    assert evaluate(mini, outputs[:3], targets[:3], backend) == expected
+
+
+def test_ground_truth_an_evaluation_reads_must_be_complete() -> None:
+    gt, outputs, targets = make_case(12)
+    gt = with_stray_annotations(gt, [targets[0]["image_id"]])
+    evaluator = COCOEvaluator(coco_from(gt))
+    evaluator.update(outputs, targets)
+    with pytest.raises(ValueError, match=r"gt: annotations \[10001\] of evaluated images lack"):
+        evaluator.compute()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_repeated_ids_are_refused(backend: str) -> None:
+    gt = make_case(0)[0]
+    twice = {**gt, "annotations": gt["annotations"] + [dict(gt["annotations"][1])]}
+    repeated_id = gt["annotations"][1]["id"]
+    with pytest.raises(ValueError, match=rf"gt: annotations ids \[{repeated_id}\] repeat"):
+        COCOEvaluator(coco_from(twice), backend=backend)  # type: ignore[arg-type]
+    cats = {**gt, "categories": [*gt["categories"], {"id": 3, "name": "again"}]}
+    with pytest.raises(ValueError, match=r"gt: categories ids \[3\] repeat"):
+        COCOEvaluator(coco_from(cats), backend=backend)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- evaluation parameters
+
+PARAMS = [
+    {"iouThrs": np.array([0.3, 0.5, 0.7]), "maxDets": [1, 10, 100]},
+    {"maxDets": [2, 20, 300]},
+    {"maxDets": [5, 50]},
+    {
+        "areaRng": [[0, 1e10], [0, 40**2], [40**2, 1e10]],
+        "areaRngLbl": ["all", "small", "big"],
+        "maxDets": [3, 30, 150],
+    },
+]
+
+
+def reference_arrays(
+    gt: dict[str, Any], results: list[dict[str, Any]], img_ids: list[int], params: dict[str, Any]
+) -> dict[str, float]:
+    """The stats named as perfkit names them, from pycocotools' precision / recall arrays:
+    COCOeval.summarize's means, with the last maxDets where summarize hard-codes 100."""
+    coco_gt = reference_gt(gt)
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), "bbox")
+        evaluator.params.imgIds = img_ids
+        for key, value in params.items():
+            setattr(evaluator.params, key, value)
+        evaluator.evaluate()
+        evaluator.accumulate()
+    p, precision, recall = evaluator.params, evaluator.eval["precision"], evaluator.eval["recall"]
+
+    def mean(values: np.ndarray) -> float:
+        return float(np.mean(values[values > -1])) if (values > -1).any() else -1.0
+
+    suffix = {"small": "s", "medium": "m", "large": "l"}
+    areas = [(a, lbl) for a, lbl in enumerate(p.areaRngLbl) if lbl != "all"]
+    out = {"AP": mean(precision[:, :, :, 0, -1])}
+    for thr, name in ((0.5, "AP50"), (0.75, "AP75")):
+        if (p.iouThrs == thr).any():
+            out[name] = mean(precision[p.iouThrs == thr][:, :, :, 0, -1])
+    out |= {"AP" + suffix.get(lbl, f"_{lbl}"): mean(precision[:, :, :, a, -1]) for a, lbl in areas}
+    out |= {f"AR{m}": mean(recall[:, :, 0, i]) for i, m in enumerate(p.maxDets)}
+    out |= {"AR" + suffix.get(lbl, f"_{lbl}"): mean(recall[:, :, a, -1]) for a, lbl in areas}
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("params", PARAMS)
+def test_parameters_equal_pycocotools(backend: str, params: dict[str, Any]) -> None:
+    gt, outputs, targets = make_case(17, max_dt=60)
+    image_ids = [t["image_id"] for t in targets]
+    results = result_dicts(outputs, targets, "bbox")
+    expected = reference_arrays(gt, results, image_ids, params)
+    evaluator = COCOEvaluator(
+        coco_from(gt),
+        backend=backend,  # type: ignore[arg-type]
+        iou_thresholds=params.get("iouThrs"),
+        max_detections=params["maxDets"],
+        area_ranges=dict(zip(params["areaRngLbl"], params["areaRng"], strict=True))
+        if "areaRng" in params
+        else None,
+    )
+    evaluator.update(outputs, targets)
+    stats = evaluator.compute()
+    assert stats == expected
+    assert all(v != -1.0 for k, v in stats.items() if k.startswith("AR"))  # no -1 quirk
+    assert len(evaluator.summary(stats).splitlines()) == len(stats)
+    if params["maxDets"][-1] == 100:  # where pycocotools' own summarize applies, it agrees
+        pyco = reference(gt, results, image_ids, params=params)[0]
+        assert {k: pyco[k] for k in ("AP", "AR1", "AR10", "AR100")} == {
+            k: stats[k] for k in ("AP", "AR1", "AR10", "AR100")
+        }
+
+
+def test_parameters_are_checked() -> None:
+    coco = coco_from(GT)
+    for kwargs, match in [
+        ({"iou_thresholds": [1.5]}, "`iou_thresholds`"),
+        ({"max_detections": [0, 10]}, "`max_detections`"),
+        ({"max_detections": [10, 10]}, "`max_detections` without repeats"),
+        ({"area_ranges": {"small": (0, 10)}}, "`area_ranges`.*'all'"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            COCOEvaluator(coco, **kwargs)  # type: ignore[arg-type]

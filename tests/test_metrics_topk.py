@@ -1,9 +1,13 @@
-"""TopK against hand-computed counts and against torch.topk."""
+"""TopK against hand-computed counts and against torch.topk (torchvision's reference accuracy)."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from perfkit.metrics import TopK
 
@@ -13,7 +17,7 @@ LOGITS = torch.tensor(
         [0.1, 0.9, 0.3, 0.2, 0.0],  # label 1: highest                     -> rank 0
         [0.5, 0.1, 0.4, 0.3, 0.2],  # label 2: only 0.5 above it           -> rank 1
         [0.1, 0.2, 0.3, 0.4, 0.5],  # label 0: four classes above it       -> rank 4
-        [0.3, 0.3, 0.1, 0.0, 0.2],  # label 0: tied with class 1, none above -> rank 0
+        [0.3, 0.1, 0.1, 0.0, 0.2],  # label 0: highest                     -> rank 0
     ]
 )
 LABELS = torch.tensor([1, 2, 0, 0])
@@ -35,17 +39,90 @@ def test_counts_are_micro_averaged_over_updates() -> None:
     assert top.update_count == 2
 
 
+def reference(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]) -> dict[str, float]:
+    """torchvision's references/classification/utils.py ``accuracy``, counts not percentages."""
+    pred = logits.topk(max(ks), 1, True, True).indices.t()
+    correct = pred.eq(labels[None].long())
+    return {f"top{k}": correct[:k].flatten().sum().item() / len(labels) for k in ks}
+
+
 def test_agrees_with_torch_topk_without_ties() -> None:
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(500, 40, generator=generator)
     labels = torch.randint(0, 40, (500,), generator=generator)
     top = TopK((1, 5))
     top.update(logits, labels)
-    expected = {
-        f"top{k}": (logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1).sum().item() / 500
-        for k in (1, 5)
-    }
-    assert top.compute() == expected
+    assert top.compute() == reference(logits, labels, (1, 5))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    classes=st.integers(1, 30),
+    levels=st.integers(1, 3),  # logits take 1-3 distinct values: many ties
+    dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.float64]),
+    label_dtype=st.sampled_from([torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8]),
+)
+def test_ties_follow_torch_topk(
+    seed: int, classes: int, levels: int, dtype: torch.dtype, label_dtype: torch.dtype
+) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randint(0, levels, (40, classes), generator=generator).to(dtype)
+    labels = torch.randint(0, classes, (40,), generator=generator).to(label_dtype)
+    ks = tuple(sorted({1, min(5, classes), classes}))
+    top = TopK(ks)
+    top.update(logits, labels)
+    assert top.compute() == reference(logits, labels, ks)
+
+
+def test_constant_and_overflowing_logits_are_not_all_correct() -> None:
+    # A collapsed model: every class scores the same; fp16 logits that overflow to inf likewise.
+    labels = torch.arange(1000)
+    for logits in (torch.zeros(1000, 1000), torch.full((1000, 1000), 7e4).half()):
+        top = TopK((1, 5))
+        top.update(logits, labels)
+        result = top.compute()
+        assert result == reference(logits, labels, (1, 5))
+        assert result["top1"] == 1 / 1000 and result["top5"] == 5 / 1000  # one / five classes
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8])
+def test_every_integer_label_dtype(dtype: torch.dtype) -> None:
+    top = TopK((1, 2, 5))
+    top.update(LOGITS, LABELS.to(dtype))
+    assert top.compute() == {"top1": 2 / 4, "top2": 3 / 4, "top5": 4 / 4}
+
+
+def test_ignore_index_leaves_samples_out() -> None:
+    # torchmetrics' convention: ignored samples count neither as correct nor in the total.
+    for ignore in (0, -100):
+        top = TopK((1, 2), ignore_index=ignore)
+        labels = LABELS.clone()
+        labels[1] = ignore  # sample 1 (top-2 correct, not top-1) is ignored
+        top.update(LOGITS, labels)
+        if ignore == 0:  # samples 2 and 3 have label 0 too: only sample 0 is counted
+            assert top.compute() == {"top1": 1.0, "top2": 1.0}
+        else:  # samples 0, 2, 3: top-1 correct 0 and 3; top-2 likewise
+            assert top.compute() == {"top1": 2 / 3, "top2": 2 / 3}
+    with pytest.raises(TypeError, match="`ignore_index`"):
+        TopK(1, ignore_index=1.5)  # type: ignore[arg-type]
+
+
+def test_compute_after_only_empty_updates_warns() -> None:
+    top = TopK(1)
+    top.update(torch.zeros(0, 3), torch.zeros(0, dtype=torch.int64))
+    with pytest.warns(UserWarning, match="no counted sample"):
+        result = top.compute()
+    assert result["top1"] != result["top1"]  # NaN
+    top = TopK(1, ignore_index=-1)
+    top.update(LOGITS, torch.full((4,), -1))
+    with pytest.warns(UserWarning, match="no counted sample"):
+        top.compute()
+    top = TopK(1)
+    top.update(LOGITS, LABELS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        top.compute()
 
 
 def test_reset_and_compute_before_update() -> None:

@@ -7,15 +7,15 @@ groups, area ranges and thresholds at once, with the same tie rules (the last gr
 highest IoU wins; regular ground truth before ignored; crowds can match many times). The arithmetic
 (bbox IoU, cumulative sums, precision envelope, recall search) repeats pycocotools' operations in
 the same order on float64, so precision, recall and the twelve stats come out identical.
-Only the standard parameters are supported: IoU 0.50:0.05:0.95, 101 recall points, maxDets
-(1, 10, 100) per image and category, areas all / small / medium / large.
+The IoU thresholds, maxDets and area ranges are pycocotools' ``Params`` (:class:`Params`; the
+defaults are COCO's); the 101 recall points are fixed.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -25,24 +25,50 @@ REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoi
 MAX_DETS = (1, 10, 100)
 AREA_RNG = np.array([[0**2, 1e5**2], [0**2, 32**2], [32**2, 96**2], [96**2, 1e5**2]], dtype=float)
 AREA_LBL = ("all", "small", "medium", "large")
-
-#: The twelve stats of ``COCOeval.summarize``: name -> (AP or AR, IoU threshold, area, maxDets).
-STATS: dict[str, tuple[bool, float | None, str, int]] = {
-    "AP": (True, None, "all", 100),
-    "AP50": (True, 0.5, "all", 100),
-    "AP75": (True, 0.75, "all", 100),
-    "APs": (True, None, "small", 100),
-    "APm": (True, None, "medium", 100),
-    "APl": (True, None, "large", 100),
-    "AR1": (False, None, "all", 1),
-    "AR10": (False, None, "all", 10),
-    "AR100": (False, None, "all", 100),
-    "ARs": (False, None, "small", 100),
-    "ARm": (False, None, "medium", 100),
-    "ARl": (False, None, "large", 100),
-}
+_AREA_SUFFIX = {"small": "s", "medium": "m", "large": "l"}
 
 Progress = Callable[[int], object]
+#: A stat: (AP or AR, IoU threshold or None for the mean over all, area label, maxDets).
+StatSpec = tuple[bool, float | None, str, int]
+
+
+@dataclass(frozen=True)
+class Params:
+    """pycocotools' ``Params`` that evaluation depends on: ``iouThrs``, ``maxDets``,
+    ``areaRng`` (pixels², [lo, hi] inclusive) and ``areaRngLbl``."""
+
+    iou_thrs: np.ndarray = field(default_factory=lambda: IOU_THRS)
+    max_dets: tuple[int, ...] = MAX_DETS
+    area_rng: np.ndarray = field(default_factory=lambda: AREA_RNG)  # (A, 2) float64
+    area_lbl: tuple[str, ...] = AREA_LBL
+
+    def stats(self) -> dict[str, StatSpec]:
+        """The stats of ``COCOeval.summarize`` for these parameters, by name.
+
+        The defaults give its twelve (AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm,
+        ARl). AP50 / AP75 exist when 0.5 / 0.75 is a threshold; area stats are named by the area
+        label (``s`` / ``m`` / ``l`` for COCO's, else ``_<label>``); AP and area stats use the
+        last maxDets (pycocotools hard-codes 100 there and reports -1 for other values), AR one
+        stat per maxDets.
+        """
+        last = self.max_dets[-1]
+        areas = [lbl for lbl in self.area_lbl if lbl != "all"]
+        out: dict[str, StatSpec] = {"AP": (True, None, "all", last)}
+        for thr, name in ((0.5, "AP50"), (0.75, "AP75")):
+            if (self.iou_thrs == thr).any():
+                out[name] = (True, thr, "all", last)
+        for lbl in areas:
+            out["AP" + _AREA_SUFFIX.get(lbl, f"_{lbl}")] = (True, None, lbl, last)
+        for max_det in self.max_dets:
+            out[f"AR{max_det}"] = (False, None, "all", max_det)
+        for lbl in areas:
+            out["AR" + _AREA_SUFFIX.get(lbl, f"_{lbl}")] = (False, None, lbl, last)
+        return out
+
+
+DEFAULT_PARAMS = Params()
+#: The twelve stats of ``COCOeval.summarize`` with COCO's parameters.
+STATS = DEFAULT_PARAMS.stats()
 
 
 @dataclass(frozen=True)
@@ -54,7 +80,7 @@ class Annotations:
     category: np.ndarray  # int64 category ids
     area: np.ndarray  # float64
     bbox: np.ndarray | None = None  # (N, 4) float64 xywh
-    rles: Sequence[dict[str, Any]] | None = None
+    rles: Sequence[Any] | None = None  # RLE dicts (None: a ground truth no evaluation reads)
     score: np.ndarray | None = None  # float64, detections
     crowd: np.ndarray | None = None  # bool, ground truth
     ann_id: np.ndarray | None = None  # int64, ground truth
@@ -122,9 +148,11 @@ def _segm_iou(
     from pycocotools import mask as mask_utils
 
     blocks = [np.zeros(0)]
-    for g in np.flatnonzero(np.diff(d_start) * np.diff(g_start)):
-        dts, gts = slice(d_start[g], d_start[g + 1]), slice(g_start[g], g_start[g + 1])
-        ious = mask_utils.iou(dt_rles[dts], gt_rles[gts], crowd[gts].astype(np.uint8))
+    crowd_list = crowd.astype(np.uint8).tolist()
+    d_at, g_at = d_start.tolist(), g_start.tolist()
+    for g in np.flatnonzero(np.diff(d_start) * np.diff(g_start)).tolist():
+        dts, gts = slice(d_at[g], d_at[g + 1]), slice(g_at[g], g_at[g + 1])
+        ious = mask_utils.iou(dt_rles[dts], gt_rles[gts], crowd_list[gts])  # a list: faster
         blocks.append(np.asarray(ious, dtype=float).reshape(-1))
     return np.concatenate(blocks)
 
@@ -137,12 +165,14 @@ def evaluate(
     *,
     use_cats: bool = True,
     iou_type: str = "bbox",
+    params: Params = DEFAULT_PARAMS,
     progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``COCOeval.evaluate(); accumulate()`` -> (precision (T,R,K,A,M), recall (T,K,A,M)).
 
     ``img_ids`` and ``cat_ids`` are sorted unique ids; ``progress(n)`` is told of finished steps:
-    one per detection rank (100), one per maxDets and area range (12).
+    one per detection rank (maxDets[-1]), one per maxDets and area range.
+    Ground-truth rows outside ``img_ids`` and ``cat_ids`` are not read.
     """
     assert dt.score is not None and gt.crowd is not None and gt.ann_id is not None
     n_cats = len(cat_ids) if use_cats else 1
@@ -156,7 +186,8 @@ def evaluate(
     g_order = g_sel[np.lexsort((g_sel, g_cat[g_sel], g_key[g_sel]))]
     g_group = g_key[g_order]
     g_area, g_crowd = gt.area[g_order], gt.crowd[g_order]
-    g_ignore = g_crowd | (g_area < AREA_RNG[:, :1]) | (g_area > AREA_RNG[:, 1:])  # (A, G)
+    area_lo, area_hi = params.area_rng[:, :1], params.area_rng[:, 1:]
+    g_ignore = g_crowd | (g_area < area_lo) | (g_area > area_hi)  # (A, G)
     g_nonzero_id = gt.ann_id[g_order] != 0  # pycocotools tests a match by the gt id's truth
     g_start = _starts(g_group, n_groups)
 
@@ -168,7 +199,7 @@ def evaluate(
     d_order = d_sel[np.lexsort((d_sel, d_cat[d_sel], -dt.score[d_sel], d_key[d_sel]))]
     d_group = d_key[d_order]
     rank = np.arange(len(d_order)) - np.searchsorted(d_group, d_group)
-    keep = rank < MAX_DETS[-1]
+    keep = rank < params.max_dets[-1]
     d_order, d_group, rank = d_order[keep], d_group[keep], rank[keep]
     d_area = dt.area[d_order]
     n_det = len(d_order)
@@ -190,15 +221,23 @@ def evaluate(
         )
 
     dtm, dt_ignore = _match(
-        pair_det, pair_gt, pair_iou, rank, g_ignore, g_crowd, g_nonzero_id, n_det, progress
+        pair_det, pair_gt, pair_iou, rank, g_ignore, g_crowd, g_nonzero_id, n_det, params, progress
     )
-    d_out = (d_area < AREA_RNG[:, :1]) | (d_area > AREA_RNG[:, 1:])  # (A, D)
+    d_out = (d_area < area_lo) | (d_area > area_hi)  # (A, D)
     dt_ignore |= ~dtm & d_out[:, None, :]
 
     # (K, A) regular ground truth per category (group % n_cats is the category index, or 0)
     npig = np.stack([np.bincount(g_group[~ig] % n_cats, minlength=n_cats) for ig in g_ignore], 1)
     return _accumulate(
-        dtm, dt_ignore, dt.score[d_order], d_img[d_order], d_group % n_cats, rank, npig, progress
+        dtm,
+        dt_ignore,
+        dt.score[d_order],
+        d_img[d_order],
+        d_group % n_cats,
+        rank,
+        npig,
+        params.max_dets,
+        progress,
     )
 
 
@@ -211,16 +250,17 @@ def _match(
     g_crowd: np.ndarray,
     g_nonzero_id: np.ndarray,
     n_det: int,
+    params: Params,
     progress: Progress | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Greedy matching as ``COCOeval.evaluateImg`` -> (dtm, dtIg), both (A, T, D) bool."""
-    n_area, n_thr = len(AREA_RNG), len(IOU_THRS)
-    thr = np.minimum(IOU_THRS, 1 - 1e-10)[:, None]
+    n_area, n_thr = len(params.area_rng), len(params.iou_thrs)
+    thr = np.minimum(params.iou_thrs, 1 - 1e-10)[:, None]
     taken = np.zeros((n_area, n_thr, len(g_crowd)), bool)
     dtm = np.zeros((n_area, n_thr, n_det), bool)
     dt_ignore = np.zeros((n_area, n_thr, n_det), bool)
     by_rank = np.argsort(rank[pair_det], kind="stable")
-    bounds = _starts(rank[pair_det][by_rank], MAX_DETS[-1])
+    bounds = _starts(rank[pair_det][by_rank], params.max_dets[-1])
     for lo, hi in itertools.pairwise(bounds):
         if progress is not None:
             progress(1)
@@ -257,6 +297,7 @@ def _accumulate(
     cat: np.ndarray,
     rank: np.ndarray,
     npig: np.ndarray,
+    max_dets: Sequence[int],
     progress: Progress | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``COCOeval.accumulate`` on matched detections, vectorised over categories and thresholds.
@@ -266,15 +307,15 @@ def _accumulate(
     true positive, so that maximum is the maximum over the true positives from there on: only
     true positives are visited, with the same float operations.
     """
-    n_thr, n_rec, n_area, n_cats = len(IOU_THRS), len(REC_THRS), len(AREA_RNG), len(npig)
-    precision = -np.ones((n_thr, n_rec, n_cats, n_area, len(MAX_DETS)))
-    recall = -np.ones((n_thr, n_cats, n_area, len(MAX_DETS)))
+    n_thr, n_rec, n_area, n_cats = dtm.shape[1], len(REC_THRS), dtm.shape[0], len(npig)
+    precision = -np.ones((n_thr, n_rec, n_cats, n_area, len(max_dets)))
+    recall = -np.ones((n_thr, n_cats, n_area, len(max_dets)))
     # pycocotools concatenates detections image by image in rank order, then sorts by score
     # stably: the same order as sorting by (score, image, rank).
     order = np.lexsort((rank, img, -score, cat))
     needed = _tp_needed(npig)  # (K, A, R)
     segments = np.arange(n_thr * n_cats)
-    for m, max_det in enumerate(MAX_DETS):
+    for m, max_det in enumerate(max_dets):
         sel = order[rank[order] < max_det]
         cat_sel = cat[sel]
         bounds = _starts(cat_sel, n_cats)
@@ -338,19 +379,22 @@ def _mean_valid(values: np.ndarray) -> float:
     return -1.0 if valid.size == 0 else float(np.mean(valid))
 
 
-def summarize(precision: np.ndarray, recall: np.ndarray) -> dict[str, float]:
-    """The twelve stats of ``COCOeval.summarize`` from accumulate's arrays."""
+def summarize(
+    precision: np.ndarray, recall: np.ndarray, params: Params = DEFAULT_PARAMS
+) -> dict[str, float]:
+    """The stats of ``COCOeval.summarize`` (:meth:`Params.stats`) from accumulate's arrays."""
     out = {}
-    for name, (is_ap, iou_thr, area, max_det) in STATS.items():
-        a, m = AREA_LBL.index(area), MAX_DETS.index(max_det)
+    for name, (is_ap, iou_thr, area, max_det) in params.stats().items():
+        a, m = params.area_lbl.index(area), params.max_dets.index(max_det)
         if is_ap:
-            s = precision if iou_thr is None else precision[np.where(iou_thr == IOU_THRS)[0]]
+            s = precision if iou_thr is None else precision[np.where(iou_thr == params.iou_thrs)[0]]
             out[name] = _mean_valid(s[:, :, :, a, m])
         else:
             out[name] = _mean_valid(recall[:, :, a, m])
     return out
 
 
-def per_category_ap(precision: np.ndarray) -> np.ndarray:
-    """AP@[.50:.95] per category (area all, maxDets 100), -1 where a category has no GT."""
-    return np.array([_mean_valid(precision[:, :, k, 0, -1]) for k in range(precision.shape[2])])
+def per_category_ap(precision: np.ndarray, params: Params = DEFAULT_PARAMS) -> np.ndarray:
+    """AP over all thresholds per category (area all, last maxDets), -1 where no GT counts."""
+    a = params.area_lbl.index("all")
+    return np.array([_mean_valid(precision[:, :, k, a, -1]) for k in range(precision.shape[2])])

@@ -7,8 +7,10 @@ re-implementation (``backend="fast"``, the default through ``"auto"``), which gi
 precision and recall arrays bit for bit and therefore the same twelve stats.
 
 Evaluated images are the images passed to ``update`` (from the targets' ``image_id``, including
-images without any detection) and to ``update_results`` (``image_ids``, or the images named in the
-results) - as torchvision's reference evaluator does, not every image of the ground truth.
+images without any detection), as torchvision's reference evaluator does, and to
+``update_results`` (``image_ids``, or every image of the ground truth, as ``COCOeval`` does).
+Detections whose category is not one of the ground truth are not evaluated (pycocotools ignores
+them); :attr:`COCOEvaluator.ignored_detections` counts them.
 Stored detections grow linearly with the number of images: about 64 bytes per box (``"bbox"``) or
 one RLE per mask (``"segm"``); 5000 images x 100 boxes take about 32 MB. ``reset`` frees them.
 """
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import numpy as np
 
 from perfkit.metrics import _cocoeval
-from perfkit.metrics._cocoeval import STATS, Annotations
+from perfkit.metrics._cocoeval import STATS, Annotations, Params
 from perfkit.metrics._metric import Metric
 
 if TYPE_CHECKING:
@@ -66,27 +68,79 @@ def _load_gt(gt: str | os.PathLike[str] | COCO) -> COCO:
     return gt
 
 
-def _gt_annotations(coco: COCO, iou_type: IouType) -> Annotations:
-    """The ground truth as columns, in dataset order (pycocotools' order within an image)."""
+def _check_unique_ids(coco: COCO) -> None:
+    """Refuse repeated annotation or category ids: pycocotools would evaluate something else
+    (the last annotation of an id wins; a category listed twice is gathered twice)."""
+    for key in ("annotations", "categories"):
+        counts = Counter(item.get("id") for item in coco.dataset.get(key, []))
+        repeated = sorted(i for i, n in counts.items() if n > 1)
+        if repeated:
+            raise ValueError(
+                f"gt: {key} ids {repeated[:10]} repeat; expected each id once in {key!r}"
+            )
+
+
+class _GroundTruth(NamedTuple):
+    """The ground truth as columns, and which rows lack what evaluation reads."""
+
+    anns: Annotations
+    incomplete: np.ndarray  # bool: no area, or no bbox / segmentation for the IoU type
+
+
+def _gt_annotations(coco: COCO, iou_type: IouType) -> _GroundTruth:
+    """The ground truth as columns, in dataset order (pycocotools' order within an image).
+
+    Read as leniently as pycocotools: rows that no evaluation reaches (an image missing from
+    ``images``, a missing geometry on an image that is not evaluated) are kept with NaN geometry
+    and flagged in ``incomplete``; ``iscrowd`` defaults to 0.
+    """
     anns = coco.dataset.get("annotations", [])
-    missing = [
-        a.get("id") for a in anns if "area" not in a or (iou_type == "bbox" and "bbox" not in a)
-    ]
-    if missing:
-        raise ValueError(
-            f"gt: annotations {missing[:5]} lack 'area' or 'bbox', which COCO evaluation needs"
-        )
-    return Annotations(
-        image=np.array([a["image_id"] for a in anns], np.int64),
-        category=np.array([a["category_id"] for a in anns], np.int64),
-        area=np.array([a["area"] for a in anns], float),
-        bbox=np.array([a["bbox"] for a in anns], float).reshape(-1, 4)
-        if iou_type == "bbox"
-        else None,
-        rles=[coco.annToRLE(a) for a in anns] if iou_type == "segm" else None,
-        crowd=np.array([bool(a.get("iscrowd", 0)) for a in anns], bool),
-        ann_id=np.array([a["id"] for a in anns], np.int64),
+    geometry = "bbox" if iou_type == "bbox" else "segmentation"
+    incomplete = np.array(
+        [
+            "area" not in a
+            or geometry not in a
+            or (geometry == "segmentation" and a["image_id"] not in coco.imgs)
+            for a in anns
+        ],
+        bool,
     )
+    nan_box = [np.nan] * 4
+    rles = None
+    if iou_type == "segm":
+        rles = [None if bad else coco.annToRLE(a) for a, bad in zip(anns, incomplete, strict=True)]
+    return _GroundTruth(
+        Annotations(
+            image=np.array([a["image_id"] for a in anns], np.int64),
+            category=np.array([a["category_id"] for a in anns], np.int64),
+            area=np.array([a.get("area", np.nan) for a in anns], float),
+            bbox=np.array([a.get("bbox", nan_box) for a in anns], float).reshape(-1, 4)
+            if iou_type == "bbox"
+            else None,
+            rles=rles,
+            crowd=np.array([bool(a.get("iscrowd", 0)) for a in anns], bool),
+            ann_id=np.array([a["id"] for a in anns], np.int64),
+        ),
+        incomplete,
+    )
+
+
+def _with_iscrowd(coco: COCO) -> COCO:
+    """``coco``, or a copy whose annotations without ``iscrowd`` have ``iscrowd: 0`` (COCOeval
+    reads the key; the user's object is left unchanged)."""
+    from pycocotools.coco import COCO
+
+    anns = coco.dataset.get("annotations", [])
+    if all("iscrowd" in a for a in anns):
+        return coco
+    patched = COCO()
+    patched.dataset = {
+        **coco.dataset,
+        "annotations": [a if "iscrowd" in a else {**a, "iscrowd": 0} for a in anns],
+    }
+    with _quiet():
+        patched.createIndex()
+    return patched
 
 
 def _merge(chunks: Sequence[_Chunk]) -> tuple[np.ndarray, Annotations]:
@@ -145,9 +199,14 @@ class COCOEvaluator(Metric):
             above it; bool and integer masks are foreground where non-zero.
         progress: a tqdm bar on evaluations longer than a second; ``None``: only when stderr is a
             terminal.
+        iou_thresholds: ``Params.iouThrs``; ``None``: 0.50:0.05:0.95.
+        max_detections: ``Params.maxDets``, detections per image and category.
+        area_ranges: ``{label: (lo, hi)}`` in pixels² (``Params.areaRngLbl`` / ``areaRng``); must
+            include ``"all"``. ``None``: COCO's all / small / medium / large.
     """
 
     chunks: list[_Chunk]
+    ignored: int
 
     def __init__(
         self,
@@ -159,13 +218,18 @@ class COCOEvaluator(Metric):
         use_cats: bool = True,
         mask_threshold: float = 0.5,
         progress: bool | None = None,
+        iou_thresholds: Sequence[float] | None = None,
+        max_detections: Sequence[int] = _cocoeval.MAX_DETS,
+        area_ranges: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         super().__init__()
         if iou_type not in ("bbox", "segm"):
             raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.params = _params(iou_thresholds, max_detections, area_ranges)
         self.coco_gt = _load_gt(gt)
+        _check_unique_ids(self.coco_gt)
         self.iou_type: IouType = iou_type
         self.backend: Backend = "fast" if backend == "auto" else backend
         self.use_cats = bool(use_cats)
@@ -174,9 +238,13 @@ class COCOEvaluator(Metric):
         self._gt_images = set(self.coco_gt.getImgIds())
         self._cat_ids = np.array(sorted(self.coco_gt.getCatIds()), np.int64)
         self._label_lut = self._lookup(label_to_category)
-        self._gt: Annotations | None = None  # ground-truth columns, built on the first compute
+        self._gt: _GroundTruth | None = None  # ground-truth columns, built on the first compute
         self._seen: set[int] = set()
+        #: Detections not evaluated because their category is none of the ground truth's
+        #: (summed over ranks by the last ``compute``).
+        self.ignored_detections = 0
         self.add_state("chunks", list, "cat")
+        self.add_state("ignored", int, "sum")
 
     def _lookup(self, mapping: Sequence[int] | Mapping[int, int] | None) -> np.ndarray | None:
         """label -> category id array (-1: no category), checked against the ground truth."""
@@ -210,7 +278,8 @@ class COCOEvaluator(Metric):
         ``outputs[i]`` holds ``boxes`` (N, 4) xyxy in pixels, ``scores`` (N,), ``labels`` (N,)
         and, for ``"segm"``, ``masks`` (N, 1, H, W) or (N, H, W) at the image's size instead of
         boxes; ``targets[i]["image_id"]`` names the image (an int or a one-element tensor). Boxes
-        become xywh in float64.
+        become xywh in their own dtype (torchvision's reference ``convert_to_xywh``), then
+        float64. Detections of a label that is no ground-truth category are ignored and counted.
         """
         import torch
 
@@ -224,27 +293,27 @@ class COCOEvaluator(Metric):
         counts = [_check_output(out, i, geometry) for i, out in enumerate(outputs)]
         self._check_images(images, "targets")
 
-        def column(key: str, width: int, dtype: torch.dtype) -> np.ndarray:
+        def column(key: str, width: int) -> torch.Tensor:
             parts = [torch.as_tensor(out[key]).detach().reshape(-1, width) for out in outputs]
-            cat = torch.cat(parts).cpu() if parts else torch.zeros((0, width))
-            return cat.to(dtype).numpy()
+            return torch.cat(parts).cpu() if parts else torch.zeros((0, width))
 
-        scores = column("scores", 1, torch.float64).reshape(-1)
+        scores = column("scores", 1).to(torch.float64).numpy().reshape(-1)
         if not np.isfinite(scores).all():
             where = _locator(counts, "scores")(int(np.flatnonzero(~np.isfinite(scores))[0]))
             raise ValueError(f"{where} is NaN or inf; expected finite scores")
-        labels = column("labels", 1, torch.int64).reshape(-1)
+        labels = column("labels", 1).to(torch.int64).numpy().reshape(-1)
         category = self._categories(labels, _locator(counts, "labels"))
         image = np.repeat(images, counts)
         if geometry == "boxes":
-            xyxy = column("boxes", 4, torch.float64)
-            bbox = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+            xyxy = column("boxes", 4)
+            xywh = torch.cat([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], dim=1)  # in its dtype
+            bbox = xywh.to(torch.float64).numpy()
             _check_boxes(bbox, _locator(counts, "boxes"), "xyxy boxes with x2 >= x1, y2 >= y1")
             dets = Annotations(image, category, bbox[:, 2] * bbox[:, 3], bbox=bbox, score=scores)
         else:
             rles = self._encode_masks(outputs, images, counts)
             dets = Annotations(image, category, _rle_area(rles), rles=rles, score=scores)
-        self._store(images, dets)
+        self._store(images, self._known(dets))
 
     def update_results(
         self,
@@ -254,9 +323,11 @@ class COCOEvaluator(Metric):
         """Add detections in COCO results format (a list of dicts, or a results json's path).
 
         Each result holds ``image_id``, ``category_id``, ``score`` and ``bbox`` [x, y, w, h]
-        (``"bbox"``) or an RLE ``segmentation`` (``"segm"``). The evaluated images are
-        ``image_ids`` when given (pass them to count images without any detection), else the
-        images the results name.
+        (``"bbox"``) or an RLE ``segmentation`` (``"segm"``; a ``bbox`` as well when the first
+        result has one, and then each detection's area is its box's, as ``loadRes`` takes it).
+        The evaluated images are ``image_ids`` when given, else every image of the ground truth
+        (``COCOeval``'s default). Results of a category the ground truth lacks are ignored and
+        counted.
         """
         loaded: Any = results
         if isinstance(results, (str, os.PathLike)):
@@ -264,47 +335,61 @@ class COCOEvaluator(Metric):
                 raise FileNotFoundError(f"results: no results json at {str(results)!r}")
             with open(results, encoding="utf-8") as f:
                 loaded = json.load(f)
-        if not isinstance(loaded, (list, tuple)) or not all(isinstance(r, Mapping) for r in loaded):
+        if not isinstance(loaded, (list, tuple)) or not all(
+            type(r) is dict or isinstance(r, Mapping) for r in loaded
+        ):
             raise ValueError("results must be a list of COCO result dicts or a path to one")
         records: Sequence[Mapping[str, Any]] = loaded
         geometry = "bbox" if self.iou_type == "bbox" else "segmentation"
+        keys = ("image_id", "category_id", "score", geometry)
         for i, r in enumerate(records):
-            missing = [k for k in ("image_id", "category_id", "score", geometry) if k not in r]
-            if missing:
-                raise ValueError(f"results[{i}] lacks {missing}")
-        image = np.array([r["image_id"] for r in records], np.int64)
-        images = np.unique(image) if image_ids is None else np.array(list(image_ids), np.int64)
+            if not (keys[0] in r and keys[1] in r and keys[2] in r and keys[3] in r):
+                raise ValueError(f"results[{i}] lacks {[k for k in keys if k not in r]}")
+        image = _int_column(records, "image_id")
+        unknown = sorted(set(image.tolist()) - self._gt_images)
+        if unknown:
+            raise ValueError(f"results: image ids {unknown[:10]} are not in the ground truth")
+        images = (
+            np.array(sorted(self._gt_images), np.int64)
+            if image_ids is None
+            else np.array(list(image_ids), np.int64)
+        )
         stray = np.setdiff1d(image, images)
         if len(stray):
             raise ValueError(f"results name images {stray[:10].tolist()} missing from image_ids")
         self._check_images(images, "results" if image_ids is None else "image_ids")
-
-        def locate(arg: str) -> Callable[[int], str]:
-            return lambda i: f"results[{i}]['{arg}']"
-
-        category = np.array([r["category_id"] for r in records], np.int64)
-        unknown = ~np.isin(category, self._cat_ids)
-        if unknown.any():
-            where = locate("category_id")(int(np.flatnonzero(unknown)[0]))
-            raise ValueError(f"{where} is not a category id of the ground truth")
+        category = _int_column(records, "category_id")
         score = np.array([r["score"] for r in records], np.float64)
         if not np.isfinite(score).all():
-            where = locate("score")(int(np.flatnonzero(~np.isfinite(score))[0]))
+            where = f"results[{int(np.flatnonzero(~np.isfinite(score))[0])}]['score']"
             raise ValueError(f"{where} is NaN or inf; expected a finite score")
+        with_box = geometry == "bbox" or bool(records and records[0].get("bbox", []) != [])
+        bbox = _bbox_column(records) if with_box else None
         if geometry == "bbox":
-            bbox = np.array([r["bbox"] for r in records], np.float64).reshape(-1, 4)
-            _check_boxes(bbox, locate("bbox"), "[x, y, w, h] with w, h >= 0")
+            assert bbox is not None
             dets = Annotations(image, category, bbox[:, 2] * bbox[:, 3], bbox=bbox, score=score)
         else:
             rles = [r["segmentation"] for r in records]
+            sizes = {img: self._size(img) for img in np.unique(image).tolist()}
             for i, (rle, img) in enumerate(zip(rles, image.tolist(), strict=True)):
-                if not isinstance(rle, Mapping) or list(rle.get("size", ())) != self._size(img):
+                if not (type(rle) is dict or isinstance(rle, Mapping)) or (
+                    rle.get("size") != sizes[img] and list(rle.get("size") or ()) != sizes[img]
+                ):
                     raise ValueError(
-                        f"{locate('segmentation')(i)} must be an RLE dict whose size is the "
-                        f"image's [height, width] = {self._size(img)}"
+                        f"results[{i}]['segmentation'] must be an RLE dict whose size is the "
+                        f"image's [height, width] = {sizes[img]}"
                     )
-            dets = Annotations(image, category, _rle_area(rles), rles=rles, score=score)
-        self._store(images, dets)
+            area = _rle_area(rles) if bbox is None else bbox[:, 2] * bbox[:, 3]
+            dets = Annotations(image, category, area, bbox=bbox, rles=rles, score=score)
+        self._store(images, self._known(dets))
+
+    def _known(self, dets: Annotations) -> Annotations:
+        """``dets`` without those of a category the ground truth lacks, which are counted."""
+        known = np.isin(dets.category, self._cat_ids)
+        if known.all():
+            return dets
+        self.ignored += int((~known).sum())
+        return dets.take(np.flatnonzero(known))
 
     def _store(self, images: np.ndarray, dets: Annotations) -> None:
         self.chunks.append(_Chunk(images, dets))
@@ -325,19 +410,18 @@ class COCOEvaluator(Metric):
             )
 
     def _categories(self, labels: np.ndarray, locate: Callable[[int], str]) -> np.ndarray:
-        """Model labels -> COCO category ids, every label checked."""
+        """Model labels -> COCO category ids; with ``label_to_category`` every label must map."""
         if self._label_lut is None:
-            category = labels
-            bad = ~np.isin(labels, self._cat_ids)
-            hint = "is not a category id of the ground truth (pass label_to_category)"
-        else:
-            inside = (labels >= 0) & (labels < len(self._label_lut))
-            category = np.where(inside, self._label_lut[np.where(inside, labels, 0)], -1)
-            bad = category < 0
-            hint = "maps to no category in label_to_category"
+            return labels
+        inside = (labels >= 0) & (labels < len(self._label_lut))
+        category = np.where(inside, self._label_lut[np.where(inside, labels, 0)], -1)
+        bad = category < 0
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"{locate(first)}: label {int(labels[first])} {hint}")
+            raise ValueError(
+                f"{locate(first)}: label {int(labels[first])} maps to no category in "
+                "label_to_category"
+            )
         return category
 
     def _size(self, image_id: int) -> list[int]:
@@ -373,38 +457,45 @@ class COCOEvaluator(Metric):
         return rles
 
     def compute(self, per_category: bool = False) -> dict[str, float]:
-        """The twelve COCO stats over the images of every rank, in pycocotools' order.
+        """The COCO stats over the images of every rank, in pycocotools' order.
 
-        A stat is -1.0 where no ground truth counts (pycocotools' convention); all are -1.0 when
-        no image was evaluated. ``per_category=True`` adds ``"AP/<category name>"`` (AP@[.50:.95],
-        all areas, maxDets 100) for each category of the ground truth.
+        With the default parameters these are ``COCOeval.summarize``'s twelve (:data:`STAT_NAMES`);
+        other parameters name them as :meth:`Params.stats` says. A stat is -1.0 where no ground
+        truth counts (pycocotools' convention); all are -1.0 when no image was evaluated.
+        ``per_category=True`` adds ``"AP/<category name>"`` (AP over all IoU thresholds, area
+        all, the last maxDets) for each category of the ground truth.
         """
         if per_category and not self.use_cats:
             raise ValueError("per_category=True needs use_cats=True")
-        chunks = self._synced_state()["chunks"]
-        shape: tuple[int, ...] = (
-            len(_cocoeval.IOU_THRS),
+        state = self._synced_state()
+        chunks = state["chunks"]
+        self.ignored_detections = int(state["ignored"])
+        p = self.params
+        shape = (
+            len(p.iou_thrs),
             len(self._cat_ids) if self.use_cats else 1,
+            len(p.area_rng),
+            len(p.max_dets),
         )
-        shape += (len(_cocoeval.AREA_RNG), len(_cocoeval.MAX_DETS))
         precision = -np.ones((shape[0], len(_cocoeval.REC_THRS), *shape[1:]))
         recall = -np.ones(shape)
         if chunks:
             precision, recall = self._evaluate(*_merge(chunks))
-        stats = _cocoeval.summarize(precision, recall)
+        stats = _cocoeval.summarize(precision, recall, p)
         if per_category:
             cats = self.coco_gt.loadCats(self._cat_ids.tolist())
-            for cat, ap in zip(cats, _cocoeval.per_category_ap(precision), strict=True):
+            for cat, ap in zip(cats, _cocoeval.per_category_ap(precision, p), strict=True):
                 stats[f"AP/{cat['name']}"] = float(ap)
         return stats
 
     def summary(self, stats: Mapping[str, float] | None = None) -> str:
-        """pycocotools' 12-line summary of ``stats`` (computed now when not given)."""
+        """pycocotools' summary of ``stats``, one line per stat (computed now when not given)."""
         stats = self.compute() if stats is None else stats
         lines = []
-        for name, (is_ap, iou_thr, area, max_det) in STATS.items():
+        thrs = self.params.iou_thrs
+        for name, (is_ap, iou_thr, area, max_det) in self.params.stats().items():
             title, kind = ("Average Precision", "(AP)") if is_ap else ("Average Recall", "(AR)")
-            iou = "0.50:0.95" if iou_thr is None else f"{iou_thr:0.2f}"
+            iou = f"{thrs[0]:0.2f}:{thrs[-1]:0.2f}" if iou_thr is None else f"{iou_thr:0.2f}"
             lines.append(
                 f" {title:<18} {kind} @[ IoU={iou:<9} | area={area:>6s} | maxDets={max_det:>3d} ]"
                 f" = {stats[name]:0.3f}"
@@ -414,7 +505,8 @@ class COCOEvaluator(Metric):
     def _evaluate(self, image_ids: np.ndarray, dets: Annotations) -> tuple[np.ndarray, np.ndarray]:
         from tqdm.auto import tqdm
 
-        steps = _cocoeval.MAX_DETS[-1] + len(_cocoeval.MAX_DETS) * len(_cocoeval.AREA_RNG)
+        p = self.params
+        steps = p.max_dets[-1] + len(p.max_dets) * len(p.area_rng)
         with tqdm(
             total=steps if self.backend == "fast" else 2,
             desc=f"COCO {self.iou_type} eval",
@@ -426,13 +518,24 @@ class COCOEvaluator(Metric):
                 return self._evaluate_pycocotools(image_ids, dets, bar.update)
             if self._gt is None:
                 self._gt = _gt_annotations(self.coco_gt, self.iou_type)
+            gt = self._gt.anns
+            reached = self._gt.incomplete & np.isin(gt.image, image_ids)
+            reached &= np.isin(gt.category, self._cat_ids)
+            if reached.any():
+                assert gt.ann_id is not None
+                geometry = "bbox" if self.iou_type == "bbox" else "segmentation"
+                raise ValueError(
+                    f"gt: annotations {gt.ann_id[reached][:10].tolist()} of evaluated images lack "
+                    f"'area' or '{geometry}', which COCO evaluation needs"
+                )
             return _cocoeval.evaluate(
-                self._gt,
+                gt,
                 dets,
                 image_ids,
                 self._cat_ids,
                 use_cats=self.use_cats,
                 iou_type=self.iou_type,
+                params=p,
                 progress=bar.update,
             )
 
@@ -442,16 +545,22 @@ class COCOEvaluator(Metric):
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
 
+        coco_gt = _with_iscrowd(self.coco_gt)
+        p = self.params
         with _quiet():
             if len(dets):
-                coco_dt = self.coco_gt.loadRes(_result_dicts(dets))
+                coco_dt = coco_gt.loadRes(_result_dicts(dets))
             else:  # loadRes refuses an empty list
                 coco_dt = COCO()
-                coco_dt.dataset = {"images": self.coco_gt.dataset["images"], "annotations": []}
+                coco_dt.dataset = {"images": coco_gt.dataset["images"], "annotations": []}
                 coco_dt.createIndex()
-            evaluator = COCOeval(self.coco_gt, coco_dt, self.iou_type)
+            evaluator = COCOeval(coco_gt, coco_dt, self.iou_type)
             evaluator.params.imgIds = image_ids.tolist()
             evaluator.params.useCats = int(self.use_cats)
+            evaluator.params.iouThrs = p.iou_thrs
+            evaluator.params.maxDets = list(p.max_dets)
+            evaluator.params.areaRng = p.area_rng.tolist()
+            evaluator.params.areaRngLbl = list(p.area_lbl)
             evaluator.evaluate()
             progress(1)
             evaluator.accumulate()
@@ -502,20 +611,99 @@ def _check_boxes(bbox: np.ndarray, locate: Callable[[int], str], expected: str) 
 
 
 def _result_dicts(dets: Annotations) -> list[dict[str, Any]]:
-    """COCO result dicts for pycocotools (one Python dict per detection)."""
-    key, values = (
-        ("bbox", dets.bbox.tolist()) if dets.bbox is not None else ("segmentation", dets.rles)
-    )
-    assert dets.score is not None and values is not None
-    return [
-        {"image_id": i, "category_id": c, "score": s, key: g}
-        for i, c, s, g in zip(
-            dets.image.tolist(), dets.category.tolist(), dets.score.tolist(), values, strict=True
-        )
-    ]
+    """COCO result dicts for pycocotools (one Python dict per detection; segm results keep the
+    boxes they came with, so that ``loadRes`` takes the same areas)."""
+    assert dets.score is not None
+    columns: dict[str, Sequence[Any]] = {
+        "image_id": dets.image.tolist(),
+        "category_id": dets.category.tolist(),
+        "score": dets.score.tolist(),
+    }
+    if dets.bbox is not None:
+        columns["bbox"] = dets.bbox.tolist()
+    if dets.rles is not None:
+        columns["segmentation"] = dets.rles
+    keys = list(columns)
+    return [dict(zip(keys, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
+def _int_column(records: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
+    """``records[i][key]`` as int64, each an integer (a float id is an error, not truncated)."""
+    values = np.array([r[key] for r in records])
+    if values.dtype.kind in "iu" and values.ndim == 1:  # only integers (the common case)
+        return values.astype(np.int64)
+    for i, r in enumerate(records):
+        value = r[key]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"results[{i}]['{key}'] must be an integer id, got {value!r}")
+    return np.array([r[key] for r in records], np.int64)
+
+
+def _bbox_column(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """``records[i]["bbox"]``: (N, 4) float64 xywh, each four finite numbers with w, h >= 0."""
+    if not records:
+        return np.zeros((0, 4))
+    try:
+        bbox = np.array([r.get("bbox") for r in records], np.float64).reshape(len(records), -1)
+    except (ValueError, TypeError):  # ragged, or not numbers
+        bbox = np.zeros((len(records), 0))
+    if bbox.shape[1] != 4:
+        for i, r in enumerate(records):
+            box = r.get("bbox")
+            if not (
+                isinstance(box, (list, tuple))
+                and len(box) == 4
+                and all(isinstance(v, (int, float, np.number)) for v in box)
+            ):
+                raise ValueError(
+                    f"results[{i}]['bbox'] must be [x, y, w, h] (four numbers), got {box!r}"
+                )
+    _check_boxes(bbox, lambda i: f"results[{i}]['bbox']", "[x, y, w, h] with w, h >= 0")
+    return bbox
+
+
+#: pycocotools 2.0.11's ``area`` counts its input in a uint8 under numpy 2: at most 255 per call.
+_AREA_CHUNK = 255
 
 
 def _rle_area(rles: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """pycocotools' ``mask.area`` of each RLE, called on at most 255 at a time."""
     from pycocotools import mask as mask_utils
 
-    return np.asarray(mask_utils.area(list(rles)), float).reshape(-1) if rles else np.zeros(0)
+    parts = [
+        np.asarray(mask_utils.area(list(rles[i : i + _AREA_CHUNK])), float).reshape(-1)
+        for i in range(0, len(rles), _AREA_CHUNK)
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def _params(
+    iou_thresholds: Sequence[float] | None,
+    max_detections: Sequence[int],
+    area_ranges: Mapping[str, tuple[float, float]] | None,
+) -> Params:
+    """Checked evaluation parameters (pycocotools' ``Params``)."""
+    default = _cocoeval.DEFAULT_PARAMS
+    thrs = default.iou_thrs if iou_thresholds is None else np.asarray(iou_thresholds, float)
+    if thrs.ndim != 1 or not len(thrs) or not ((thrs >= 0) & (thrs <= 1)).all():
+        raise ValueError(
+            f"Expected argument `iou_thresholds` to be a non-empty sequence of floats in [0, 1], "
+            f"but got {iou_thresholds!r}"
+        )
+    dets = tuple(max_detections)
+    if not dets or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in dets):
+        raise ValueError(
+            "Expected argument `max_detections` to be a non-empty sequence of positive ints, "
+            f"but got {max_detections!r}"
+        )
+    if len(set(dets)) != len(dets):
+        raise ValueError(f"Expected argument `max_detections` without repeats, but got {dets!r}")
+    if area_ranges is None:
+        return Params(thrs, dets, default.area_rng, default.area_lbl)
+    rng = np.array([tuple(v) for v in area_ranges.values()], float).reshape(-1, 2)
+    if "all" not in area_ranges or not (rng[:, 0] <= rng[:, 1]).all():
+        raise ValueError(
+            "Expected argument `area_ranges` to map labels, including 'all', to (lo, hi) "
+            f"with lo <= hi, but got {area_ranges!r}"
+        )
+    return Params(thrs, dets, rng, tuple(area_ranges))

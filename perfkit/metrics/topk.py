@@ -1,7 +1,8 @@
-"""Top-k classification accuracy from exact integer counts."""
+"""Top-k classification accuracy from exact integer counts, as ``torch.topk`` ranks classes."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -14,36 +15,47 @@ if TYPE_CHECKING:
 
 
 class TopK(Metric):
-    """Micro-averaged top-k accuracy: correct / total over every sample of every rank.
+    """Micro-averaged top-k accuracy: correct / counted over every sample of every rank.
 
-    A sample is top-k correct when fewer than ``k`` classes score strictly higher than its label
-    (a class tied with the label does not push it out). Counts stay on the logits' device between
-    updates, so ``update`` never synchronises the device; ``compute`` does once. Labels outside
-    ``[0, C)`` and rows of logits containing NaN are counted and make ``compute`` raise, rather
-    than being dropped. With no samples at all, ``compute`` warns and returns NaN fractions.
+    A sample is top-k correct when its label is among ``logits.topk(k).indices`` - torchvision's
+    reference ``accuracy`` and torchmetrics' rule, so classes tied with the label are ordered as
+    ``torch.topk`` orders them (constant logits are not all correct). Samples whose label is
+    ``ignore_index`` are left out of both counts (torchmetrics' convention). Counts stay on the
+    logits' device between updates, so ``update`` never synchronises the device; ``compute`` does
+    once. Other labels outside ``[0, C)`` and rows of logits containing NaN are counted and make
+    ``compute`` raise, rather than being dropped. With no counted sample, ``compute`` warns and
+    returns NaN fractions.
     """
 
     correct: Any  # int64 counts per k: numpy, or a tensor on the logits' device
-    total: int
+    total: Any
     bad_labels: Any
     nan_rows: Any
 
-    def __init__(self, k: int | Sequence[int] = (1, 5)) -> None:
+    def __init__(self, k: int | Sequence[int] = (1, 5), *, ignore_index: int | None = None) -> None:
         super().__init__()
         ks = (k,) if isinstance(k, int) else tuple(k)
         if not ks or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in ks):
             raise ValueError(f"k must be a positive int or a sequence of them, got {k!r}")
         if len(set(ks)) != len(ks):
             raise ValueError(f"k must not repeat a value, got {k!r}")
+        if ignore_index is not None and (
+            not isinstance(ignore_index, int) or isinstance(ignore_index, bool)
+        ):
+            raise TypeError(
+                f"Expected argument `ignore_index` to be an int or None, got {ignore_index!r}"
+            )
         self.k = ks
-        # correct / bad_labels / nan_rows become device tensors on the first update.
+        self.ignore_index = ignore_index
+        # correct / total / bad_labels / nan_rows become device tensors on the first update.
         self.add_state("correct", lambda: np.zeros(len(ks), dtype=np.int64), "sum")
         self.add_state("total", int, "sum")
         self.add_state("bad_labels", int, "sum")
         self.add_state("nan_rows", int, "sum")
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """Count one batch: ``logits`` (N, C) scores of any real dtype, ``labels`` (N,) ints."""
+        """Count one batch: ``logits`` (N, C) scores of any real dtype, ``labels`` (N,) class
+        indices of any integer dtype."""
         import torch
 
         logits = torch.as_tensor(logits)
@@ -63,16 +75,23 @@ class TopK(Metric):
             )
         if max(self.k) > classes:
             raise ValueError(f"k={max(self.k)} exceeds the number of classes in logits ({classes})")
+        labels = labels.long()
+        counted = (
+            torch.ones_like(labels, dtype=torch.bool)
+            if self.ignore_index is None
+            else labels != self.ignore_index
+        )
         valid = (labels >= 0) & (labels < classes)
-        target = logits.gather(1, labels.clamp(0, max(classes - 1, 0)).unsqueeze(1))
-        rank = (logits > target).sum(dim=1)
-        nan = logits.isnan().any(dim=1)
+        nan = logits.isnan().any(dim=1) & counted
+        top = logits.topk(max(self.k), dim=1).indices == labels.unsqueeze(1)  # (N, max k)
         ks = torch.tensor(self.k, device=logits.device)
-        hits = (rank.unsqueeze(1) < ks) & (valid & ~nan).unsqueeze(1)
+        hits = (top.cumsum(dim=1).index_select(1, ks - 1) > 0) & (counted & valid & ~nan).unsqueeze(
+            1
+        )
         self.correct = torch.as_tensor(self.correct, device=logits.device) + hits.sum(dim=0)
-        self.bad_labels = self.bad_labels + (~valid).sum()
+        self.bad_labels = self.bad_labels + (counted & ~valid).sum()
         self.nan_rows = self.nan_rows + nan.sum()
-        self.total += n
+        self.total = self.total + counted.sum()
         self._updated()
 
     def _host_state(self, name: str) -> Any:
@@ -91,6 +110,13 @@ class TopK(Metric):
                     f"{int(state[name])} of {total} samples passed to TopK.update had {what}; "
                     "expected labels (N,) in [0, C) and logits (N, C) without NaN"
                 )
+        if not total and self.update_count:
+            warnings.warn(
+                "TopK.compute(): the updates held no counted sample (empty batches, or every "
+                "label ignore_index); the fractions are NaN",
+                UserWarning,
+                stacklevel=2,
+            )
         correct = state["correct"]
         return {
             f"top{k}": float(correct[i]) / total if total else float("nan")
