@@ -495,30 +495,21 @@ class COCOEvaluation:
     """COCO evaluation of a phase's detections, gathered over ranks.
 
     The models use torchvision's 91-label COCO convention (label = category id), which has
-    labels no category owns; detections of those labels cannot match any object and are left
-    out, as pycocotools' own evaluation leaves them out, and counted in the run
-    (``detections_without_category``).
+    labels no category owns; the evaluator ignores detections of those labels, as pycocotools
+    does, and the run logs how many there were (``detections_without_category``, all ranks).
     """
 
-    def __init__(self, annotations: Path, env: Setup) -> None:
+    def __init__(self, annotations: Path) -> None:
         self.coco = perfkit.metrics.COCOEvaluator(annotations)
-        self._categories = torch.tensor(self.coco.coco_gt.getCatIds(), device=env.device)
-        self._dropped = torch.zeros((), dtype=torch.int64, device=env.device)
 
     def update(self, outputs: list[dict[str, torch.Tensor]], targets: Sequence[Any]) -> None:
-        kept = []
-        for output in outputs:
-            keep = torch.isin(output["labels"], self._categories)
-            self._dropped += (~keep).sum()
-            kept.append({name: value[keep] for name, value in output.items()})
-        self.coco.update(kept, targets)
+        self.coco.update(outputs, targets)
 
     def finish(self, run: perfkit.Run, env: Setup) -> dict[str, float]:
         """The twelve COCO stats; logs ``detections_without_category`` and AP as ``mAP`` and
         prints pycocotools' 12-line summary (first rank)."""
-        run.log(detections_without_category=int(self._dropped))
         stats = self.coco.compute()
-        run.log(mAP=stats["AP"])
+        run.log(detections_without_category=self.coco.ignored_detections, mAP=stats["AP"])
         say(env, self.coco.summary(stats))
         return stats
 

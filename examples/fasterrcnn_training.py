@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if args.mode == "train":
             train(run, args, env, model)
         model.eval()
-        coco = common.COCOEvaluation(val_annotations, env)
+        coco = common.COCOEvaluation(val_annotations)
         with run.phase("val") as phase, torch.inference_mode():
             for images, targets in phase.iterate(common.limited(val_loader, args.steps)):
                 with phase.io():

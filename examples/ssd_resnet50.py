@@ -180,7 +180,7 @@ def evaluate(
 ) -> dict[str, float]:
     """A ``kind`` phase ("val" after training, "infer" in evaluation mode) with COCO mAP."""
     model.eval()
-    coco = common.COCOEvaluation(annotations, env)
+    coco = common.COCOEvaluation(annotations)
     with run.phase(kind) as phase, torch.inference_mode():
         for images, targets in phase.iterate(batches):
             with phase.io():

@@ -123,7 +123,7 @@ def test_evaluation_equals_pycocotools_and_counts_labels_without_category(tmp_pa
     env = common.Setup(device=torch.device("cpu"), precision="fp32")
     model = Replay(outputs)
     with perfkit.Run("eval", out_dir=tmp_path, probes=None) as run:
-        coco = common.COCOEvaluation(annotations, env)
+        coco = common.COCOEvaluation(annotations)
         for images, targets in batches:
             coco.update(common.detect(model, images, env), targets)
         stats = coco.finish(run, env)
