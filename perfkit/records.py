@@ -29,9 +29,26 @@ SUMMARY_FILE = "summary.json"
 META_FILE = "meta.json"
 
 #: Field order of every record line.
-RECORD_FIELDS = ("run_id", "rank", "phase", "step", "name", "value", "unit", "t", "device", "note")
+RECORD_FIELDS = (
+    "run_id", "rank", "phase", "step", "name", "value", "unit", "t", "device", "note", "kind",
+)  # fmt: skip
 #: Fields a line may leave out (null when absent); step lines omit them to stay short.
-OPTIONAL_FIELDS = ("device", "note")
+#: ``kind`` (the phase's kind) is on the phase_* records.
+OPTIONAL_FIELDS = ("device", "note", "kind")
+
+#: Names of the four records a finished step writes.
+STEP_NAMES = ("step_time", "io_time", "compute_time", "samples")
+#: Names of the records a finished phase writes (t = the phase's end); phase_energy only when
+#: a probe measured energy.
+PHASE_NAMES = (
+    "phase_start",
+    "phase_wall",
+    "phase_io",
+    "phase_compute",
+    "phase_samples",
+    "phase_steps",
+    "phase_energy",
+)
 
 Record = dict[str, Any]
 
@@ -52,6 +69,7 @@ def make_record(
     step: int | None = None,
     device: str | None = None,
     note: str | None = None,
+    kind: str | None = None,
 ) -> Record:
     """Build one record with every schema field present."""
     return {
@@ -65,7 +83,28 @@ def make_record(
         "t": t,
         "device": device,
         "note": note,
+        "kind": kind,
     }
+
+
+def step_lines_template(run_id: str, rank: int, phase: str) -> str:
+    """Template of one step's four JSON lines (step_time, io_time, compute_time, samples).
+
+    Filled by ``str.format(step, t, wall, io, compute, samples)``, so each number is formatted
+    once, as ``repr`` writes it (a float read back is the float written); the optional fields
+    are left out (readers fill them with null).
+    """
+    prefix = json.dumps({"run_id": run_id, "rank": rank, "phase": phase}, separators=(",", ":"))
+    head = prefix[:-1].replace("{", "{{").replace("}", "}}") + ',"step":{0},"name":'
+    tail = ',"t":{1!r}}}'
+    return "\n".join(
+        [
+            f'{head}"step_time","value":{{2!r}},"unit":"s"{tail}',
+            f'{head}"io_time","value":{{3!r}},"unit":"s"{tail}',
+            f'{head}"compute_time","value":{{4!r}},"unit":"s"{tail}',
+            f'{head}"samples","value":{{5}},"unit":"samples"{tail}',
+        ]
+    )
 
 
 def _finite_or_none(value: float | None) -> float | None:

@@ -13,7 +13,7 @@ import pytest
 
 import perfkit
 from perfkit.records import read_records
-from tests.conftest import free_port
+from tests.conftest import assert_rebuilt_equals_live, free_port
 
 pytest.importorskip("torch")
 
@@ -120,6 +120,9 @@ def test_two_processes_report_global_throughput(tmp_path, script):
     assert steps_of(run_dir / "records.jsonl") == list(range(4)) * 2
     assert steps_of(run_dir / "records-rank1.jsonl") == list(range(4)) * 2
     assert not list(out.glob("dist-*/summary-*"))  # only rank 0 writes the summary
+    # both ranks' host memory (a CPU run's device memory), rebuilt from both ranks' records
+    assert len(summary["mem_per_device"]) == 2
+    assert_rebuilt_equals_live(run_dir)
 
 
 @pytest.mark.slow
@@ -136,6 +139,7 @@ def test_two_nodes_on_one_machine(tmp_path, script):
     summary = json.loads((run_dir_of(out) / "summary.json").read_text())
     assert summary["meta"]["layout"] == "2x1"
     assert summary["train_samples"] == 64
+    assert_rebuilt_equals_live(run_dir_of(out))
 
 
 @pytest.mark.slow

@@ -20,13 +20,13 @@ from perfkit.analysis._read import (
     read_summary,
     run_status,
 )
+from perfkit.analysis._rebuild import rebuild_summary
 from perfkit.analysis._render import FORMATS, compare_text, markdown, report_text
 from perfkit.analysis._tables import (
     SEED_COLUMNS,
     compare,
     fix_hp,
     io_share,
-    rebuild_summary,
     seed_tables,
     step_times,
     summaries,

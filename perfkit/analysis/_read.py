@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 from perfkit.records import (
     META_FILE,
+    PHASE_NAMES,
     RECORD_FIELDS,
+    STEP_NAMES,
     SUMMARY_FILE,
     RecordError,
     read_json,
     read_records,
 )
-from perfkit.run import PHASE_KINDS
+from perfkit.summary import PHASE_KINDS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,10 +30,6 @@ PathArg = str | os.PathLike[str]
 
 #: Metadata fields copied onto every record row by :func:`load`.
 META_COLUMNS = ("name", "device", "device_name", "layout", "world_size", "host")
-#: Names of the four records a finished step writes.
-STEP_NAMES = ("step_time", "io_time", "compute_time", "samples")
-#: Names of the five records a finished phase writes (t = the phase's end).
-PHASE_NAMES = ("phase_wall", "phase_io", "phase_compute", "phase_samples", "phase_steps")
 
 
 def find_runs(paths: PathArg | Iterable[PathArg]) -> list[Path]:
@@ -181,17 +179,18 @@ def load(paths: PathArg | Iterable[PathArg]) -> pd.DataFrame:
 def phase_table(run: RunData) -> pd.DataFrame:
     """One row per phase per rank, in time order: rank, phase (name), kind, index (the n-th
     phase of that name on that rank, from 0), start_t, end_t (s since run start), wall_s, io_s,
-    compute_s (s), samples, steps, complete.
+    compute_s (s), samples, steps, complete, energy_j (J, NaN without an energy counter).
 
     Finished phases come from their phase_* records; a phase a killed process left open is
     rebuilt from its step records (start = first step's start, end = last step's end;
-    complete = False). ``kind`` comes from summary.json's phases when the run has one, else
-    it is the phase name when that names a kind (train, val, infer), else None.
+    complete = False). ``kind`` comes from the phase records (schema 2), else from
+    summary.json's phases when the run has one, else it is the phase name when that names a
+    kind (train, val, infer), else None.
     """
     import pandas as pd
 
     records = run.records
-    done = _wide(records, PHASE_NAMES, ["rank", "phase", "t"]).rename(
+    done = _wide(records, PHASE_NAMES, ["rank", "phase", "t", "kind"]).rename(
         columns={
             "t": "end_t",
             "phase_wall": "wall_s",
@@ -199,9 +198,11 @@ def phase_table(run: RunData) -> pd.DataFrame:
             "phase_compute": "compute_s",
             "phase_samples": "samples",
             "phase_steps": "steps",
+            "phase_energy": "energy_j",
         }
     )
-    done["start_t"] = done["end_t"] - done["wall_s"]
+    # Schema 1 wrote no phase_start: the start is then the end less the wall time.
+    done["start_t"] = done.pop("phase_start").fillna(done["end_t"] - done["wall_s"])
     done["complete"] = True
     steps = _step_rows(records)
     last_end = done.groupby("rank")["end_t"].max()
@@ -234,9 +235,12 @@ def phase_table(run: RunData) -> pd.DataFrame:
         {c: float for c in columns[2:]} | {"rank": int, "samples": int, "steps": int}
     )
     table["index"] = table.groupby(["rank", "phase"]).cumcount()
-    table["kind"] = _phase_kinds(run, table)
+    recorded = table["kind"] if "kind" in table else pd.Series(None, index=table.index)
+    table["kind"] = recorded.where(recorded.notna(), pd.Series(_phase_kinds(run, table)))
+    if "energy_j" not in table:
+        table["energy_j"] = float("nan")
     return table[
-        [*columns[:2], "kind", "index", *columns[2:], "samples", "steps", "complete"]
+        [*columns[:2], "kind", "index", *columns[2:], "samples", "steps", "complete", "energy_j"]
     ].reset_index(drop=True)
 
 
@@ -306,7 +310,7 @@ def _wide(records: pd.DataFrame, names: tuple[str, ...], keys: list[str]) -> pd.
     if rows.empty:
         return pd.DataFrame({column: pd.Series(dtype=float) for column in [*keys, *names]})
     wide = (
-        rows.groupby([*keys, "name"])["value"]
+        rows.groupby([*keys, "name"], dropna=False)["value"]
         .first()
         .unstack("name")
         .reindex(columns=list(names))

@@ -19,7 +19,7 @@ from perfkit.analysis._read import (
     row_dicts,
     step_table,
 )
-from perfkit.run import PHASE_KINDS, THROUGHPUT_NAMES, rate_fields
+from perfkit.analysis._rebuild import rebuild_summary
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -117,81 +117,6 @@ def _summary_row(run: RunData) -> dict[str, Any]:
 
 def _scalar(value: Any) -> Any:
     return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
-
-
-def rebuild_summary(run: RunData) -> dict[str, Any]:
-    """Summary metrics of a run rebuilt from its records (for runs without summary.json), with
-    the summary's names and formulas: global samples over the slowest rank's seconds."""
-    phases = phase_table(run)
-    records = run.records
-    out: dict[str, Any] = {}
-    if not records.empty:
-        out["e2e_time"] = float(records["t"].max())
-    for kind in PHASE_KINDS:
-        of_kind = phases[phases["kind"] == kind]
-        if of_kind.empty:
-            continue
-        per_rank = of_kind.groupby("rank")[["wall_s", "io_s", "compute_s"]].sum().max()
-        wall, io, compute = (float(per_rank[c]) for c in ("wall_s", "io_s", "compute_s"))
-        samples = int(of_kind["samples"].sum())
-        out.update(
-            {
-                f"{kind}_samples": samples,
-                f"{kind}_steps": int(of_kind["steps"].sum()),
-                f"{kind}_wall_s": wall,
-                f"{kind}_io_s": io,
-                f"{kind}_compute_s": compute,
-            }
-        )
-        rates = rate_fields(f"{kind}_", samples, wall, io, compute)
-        for rate, name in zip(("whole", "core"), THROUGHPUT_NAMES[kind], strict=True):
-            value = rates.pop(f"{kind}_throughput_{rate}", None)
-            if value is not None:
-                out[name] = value
-        out.update(rates)
-    window = _whole_window_s(phases)
-    if window and out.get("train_samples"):
-        out["p_whole"] = out["train_samples"] / window
-    out.update(_rebuilt_mem(records))
-    logged = records[(records["unit"] == "") & (records["name"] != "probe_error")]
-    for name, value in (
-        logged.sort_values("t", kind="stable").groupby("name")["value"].last().items()
-    ):
-        out[str(name)] = float(value)
-    return out
-
-
-def _whole_window_s(phases: pd.DataFrame) -> float | None:
-    """Seconds from the first train phase's start to the end of the last train/val phase after
-    it, on the slowest rank (as the summary's p_whole)."""
-    windows = []
-    for _rank, rows in phases[phases["kind"].isin(("train", "val"))].groupby("rank"):
-        starts = rows.loc[rows["kind"] == "train", "start_t"]
-        if starts.empty:
-            continue
-        first = float(starts.min())
-        windows.append(float(rows.loc[rows["start_t"] >= first, "end_t"].max()) - first)
-    window = max(windows, default=0.0)
-    return window if window > 0 else None
-
-
-def _rebuilt_mem(records: pd.DataFrame) -> dict[str, Any]:
-    """``mem`` ("used/total" GiB) of the device with the highest peak in the memory records."""
-    from perfkit.probes import HOST_DEVICE, format_mem
-
-    memory = records[
-        records["name"].isin(("memory_used_bytes", "memory_total_bytes"))
-        & (records["device"] != HOST_DEVICE)
-    ]
-    by_device = memory.groupby(["rank", "device", "name"])["value"].max().unstack("name")
-    if not {"memory_used_bytes", "memory_total_bytes"} <= set(by_device.columns):
-        return {}
-    by_device = by_device.dropna()
-    if by_device.empty:
-        return {}
-    peak = by_device.loc[by_device["memory_used_bytes"].idxmax()]
-    used, total = float(peak["memory_used_bytes"]), float(peak["memory_total_bytes"])
-    return {"mem": format_mem(used, total), "mem_peak_bytes": used, "mem_total_bytes": total}
 
 
 # -------------------------------------------------------------------------------- seed tables

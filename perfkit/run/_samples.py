@@ -1,0 +1,43 @@
+"""Counting the samples of a batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from perfkit.run._errors import RunError
+
+
+def count_samples(batch: Any) -> int:
+    """Samples in one batch: the first tensor's leading dimension, or len of a list of images.
+
+    ``(images, labels)`` -> ``len(images)`` along dim 0; ``(list_of_image_tensors, targets)``
+    (torchvision detection) -> the list's length; a dict -> its first tensor value.
+    """
+    first = batch
+    if isinstance(batch, Mapping):
+        first = next((v for v in batch.values() if hasattr(v, "shape")), None)
+    elif isinstance(batch, (list, tuple)) and batch:
+        first = batch[0]
+        if isinstance(first, (list, tuple)):
+            return len(first)
+    shape = getattr(first, "shape", None)
+    if shape is not None and len(shape) > 0:
+        return int(shape[0])
+    raise RunError(
+        f"cannot count the samples of a batch of type {type(batch).__name__}: pass "
+        "iterate(..., samples=N) with an int, or a callable batch -> int"
+    )
+
+
+def sample_counter(samples: int | Callable[[Any], int] | None) -> int | Callable[[Any], int]:
+    """The samples of every batch (an int), or the callable that counts them per batch."""
+    if samples is None:
+        return count_samples
+    if callable(samples):
+        return samples
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+        raise ValueError(
+            f"samples must be a non-negative int or a callable batch -> int, got {samples!r}"
+        )
+    return samples
