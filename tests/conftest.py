@@ -122,3 +122,16 @@ def assert_rebuilt_equals_live(run_dir: Path) -> dict[str, Any]:
     for key, value in live_rest.items():
         assert rebuilt_rest[key] == value, key
     return live
+
+
+def read_step_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of one steps.bin as dicts (perfkit.records.STEP_COLUMNS; phase, step and
+    samples as ints)."""
+    from perfkit.steplog import read_step_log
+
+    header, rows = read_step_log(path)
+    ints = {"phase", "step", "samples"}
+    return [
+        {c: int(v) if c in ints else v for c, v in zip(header["columns"], row, strict=True)}
+        for row in rows.tolist()
+    ]

@@ -104,6 +104,8 @@ def partial_run(out: Path) -> Path:
                     shutil.copytree(run.run_dir, snapshot)
     with open(snapshot / "records.jsonl", "a", encoding="utf-8") as handle:
         handle.write('{"run_id": "killed", "rank": 0, "na')  # the write the kill interrupted
+    with open(snapshot / "steps.bin", "ab") as handle:
+        handle.write(b"\x00" * 20)  # and a torn step row: less than one 56-byte row
     assert not (snapshot / "summary.json").exists()
     return snapshot
 

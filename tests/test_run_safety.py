@@ -15,13 +15,13 @@ import pytest
 
 import perfkit
 from perfkit.records import RecordError, read_records
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, read_step_rows
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def step_records(run_dir: Path, name: str = "step_time") -> list[dict]:
-    return [r for r in read_records(run_dir / "records.jsonl") if r["name"] == name]
+def step_records(run_dir: Path) -> list[dict]:
+    return read_step_rows(run_dir / "steps.bin")
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -277,3 +277,63 @@ def test_real_pytorch_training_loop(tmp_path):
     assert s["train_compute_s"] > 0.5 * s["train_wall_s"]  # the model, not the loader, dominates
     assert math.isfinite(s["loss"])
     assert torch.__version__.startswith(s["meta"]["torch_version"])
+
+
+def test_the_remembering_counter_agrees_with_count_samples() -> None:
+    """Batches whose types change under the counter: each count is count_samples' answer."""
+    from perfkit.run._samples import remembering_counter
+
+    torch = pytest.importorskip("torch")
+    count = remembering_counter()
+    batches = [
+        (torch.zeros(8, 3), torch.zeros(8)),
+        (torch.zeros(5, 3), torch.zeros(5)),  # same types, another size: remembered path
+        [np.zeros((4, 2)), np.zeros(4)],  # the first element's type changes
+        torch.zeros(6, 1),  # a bare tensor
+        np.zeros((2, 2)),
+        {"pixel_values": torch.zeros(3, 1), "label": torch.zeros(3)},
+        ([torch.zeros(3, 4, 4)] * 2, [{}, {}]),  # detection: a list of images
+        (torch.zeros(7, 3), torch.zeros(7)),
+    ]
+    assert [count(b) for b in batches] == [perfkit.run.count_samples(b) for b in batches]
+    assert [count(b) for b in batches] == [8, 5, 4, 6, 2, 3, 2, 7]
+    with pytest.raises(perfkit.RunError, match="cannot count"):
+        count((torch.tensor(1.0), 2))  # a 0-d tensor after a remembered tuple of tensors
+
+
+def test_a_backlog_wakes_the_flusher_and_its_bound_says_so_once(tmp_path, monkeypatch) -> None:
+    """A flusher that would wait 1000 s: half the bound wakes it; a disk that never keeps up
+    (a flusher woken but stalled) makes the loop write the steps itself, said once."""
+    import perfkit.run._phase as phase_module
+    import perfkit.run._run as run_module
+
+    monkeypatch.setattr(phase_module, "BACKLOG_STEPS", 64)
+    monkeypatch.setattr(run_module, "BACKLOG_STEPS", 64)
+    with perfkit.Run("backlog", out_dir=tmp_path, device="cpu", probes=None,
+                     flush_interval_s=1000) as run:  # fmt: skip
+        assert run._flusher is not None
+        monkeypatch.setattr(run._flusher, "wake", lambda: None)  # the stalled disk
+        with run.phase("train") as train, pytest.warns(RuntimeWarning, match="does not keep up"):
+            for _ in train.iterate(range(1000), samples=1):
+                assert len(train._rows) < 64 * 7  # bounded: never a full backlog kept
+    assert run.run_dir is not None
+    assert [r["step"] for r in step_records(run.run_dir)] == list(range(1000))
+    said = [
+        r for r in read_records(run.run_dir / "records.jsonl") if r["name"] == "step_backlog_full"
+    ]
+    assert len(said) == 1
+
+
+def test_half_the_backlog_wakes_the_flusher(tmp_path, monkeypatch) -> None:
+    import perfkit.run._phase as phase_module
+
+    monkeypatch.setattr(phase_module, "BACKLOG_STEPS", 64)
+    with perfkit.Run("woken", out_dir=tmp_path, device="cpu", probes=None,
+                     flush_interval_s=1000) as run:  # fmt: skip
+        with run.phase("train") as train:
+            for i in train.iterate(range(40), samples=1):
+                if i == 33:  # 32 steps wait: the flusher was woken and writes them
+                    deadline = time.monotonic() + 10
+                    while train._rows and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                    assert len(step_records(run.run_dir)) >= 32

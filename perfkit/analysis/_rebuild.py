@@ -8,6 +8,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from perfkit.analysis._read import RunData, phase_table, row_dicts, step_table
+from perfkit.records import RECORD_NAMES
 from perfkit.summary import PhaseFigures, PhaseResult, build_summary
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ def rebuild_summary(run: RunData) -> dict[str, Any]:
         run_id=run.run_id,
         name=str(meta.get("name", run.label)),
         status="partial",
-        e2e_time=float(mine["t"].max()) if not mine.empty else None,
+        e2e_time=_last_t(mine, run.steps[run.steps["rank"] == REPORTING_RANK]),
         phases=phase_results(run),
         meta=meta,
         memory=_memory(records, meta),
@@ -38,6 +39,11 @@ def rebuild_summary(run: RunData) -> dict[str, Any]:
         logged=_logged(mine),
         probe_errors=[str(note) for note in probe_errors],
     )
+
+
+def _last_t(events: pd.DataFrame, steps: pd.DataFrame) -> float | None:
+    times = [float(frame["t"].max()) for frame in (events, steps) if not frame.empty]
+    return max(times, default=None)
 
 
 def phase_results(run: RunData) -> list[PhaseResult]:
@@ -117,8 +123,8 @@ def _numbers(values: dict[Any, Any]) -> dict[str, Any]:
 
 
 def _logged(records: pd.DataFrame) -> dict[str, float]:
-    """The last value of each name given to ``run.log`` (unit-less records, probe errors
-    aside)."""
-    logged = records[(records["unit"] == "") & (records["name"] != "probe_error")]
+    """The last value of each name given to ``run.log`` (unit-less records other than
+    perfkit's own events)."""
+    logged = records[(records["unit"] == "") & ~records["name"].isin(RECORD_NAMES)]
     last = logged.sort_values("t", kind="stable").groupby("name", sort=False)["value"].last()
     return {str(name): float(value) for name, value in last.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,6 @@ from perfkit.analysis._read import (
     phase_table,
     read_run,
     read_runs,
-    row_dicts,
     step_table,
 )
 from perfkit.analysis._rebuild import rebuild_summary
@@ -86,11 +86,18 @@ def summaries(paths: PathArg | Iterable[PathArg]) -> pd.DataFrame:
     """
     import pandas as pd
 
+    return pd.DataFrame.from_records(summary_rows(paths))
+
+
+def summary_rows(paths: PathArg | Iterable[PathArg]) -> list[dict[str, Any]]:
+    """The rows of :func:`summaries` as dicts (a finished run's needs its summary.json only,
+    and no pandas); a run label two runs share becomes their run_dir."""
     rows = [_summary_row(run) for run in read_runs(paths)]
-    table = pd.DataFrame.from_records(rows)
-    duplicated = table["run"].duplicated(keep=False)
-    table.loc[duplicated, "run"] = table.loc[duplicated, "run_dir"]
-    return table
+    labels = Counter(row["run"] for row in rows)
+    for row in rows:
+        if labels[row["run"]] > 1:
+            row["run"] = row["run_dir"]
+    return rows
 
 
 def _summary_row(run: RunData) -> dict[str, Any]:
@@ -131,17 +138,23 @@ def seed_tables(paths: PathArg | Iterable[PathArg]) -> dict[str, pd.DataFrame]:
     status "ok", "failed" or "partial". MFU, mAP and acc columns no run has are left out."""
     import pandas as pd
 
-    runs = row_dicts(summaries(paths))
-    tables: dict[str, pd.DataFrame] = {}
+    return {kind: pd.DataFrame(rows) for kind, rows in seed_rows(paths).items()}
+
+
+def seed_rows(paths: PathArg | Iterable[PathArg]) -> dict[str, list[dict[str, str]]]:
+    """The rows of :func:`seed_tables` as dicts of text cells, without pandas."""
+    runs = summary_rows(paths)
+    tables: dict[str, list[dict[str, str]]] = {}
     for kind in SEED_COLUMNS:
         of_kind = [row for row in runs if _run_kind(row) == kind]
         if not of_kind:
             continue
-        cells = pd.DataFrame(
-            [{column: _seed_cell(column, row) for column in SEED_COLUMNS[kind]} for row in of_kind]
-        )
-        empty = [c for c in OPTIONAL_COLUMNS if (cells[c] == MISSING).all()]
-        tables[kind] = cells.drop(columns=empty)
+        columns = [
+            c
+            for c in SEED_COLUMNS[kind]
+            if c not in OPTIONAL_COLUMNS or any(_seed_cell(c, row) != MISSING for row in of_kind)
+        ]
+        tables[kind] = [{c: _seed_cell(c, row) for c in columns} for row in of_kind]
     return tables
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from perfkit import distributed
-from perfkit.records import RECORDS_FILE, SCHEMA_VERSION
+from perfkit.records import SCHEMA_VERSION
 from perfkit.run._errors import RunError
 from perfkit.timing import Clock, EventTimer, HostTimer, SyncingHostTimer, WindowTimer
 
@@ -33,11 +33,6 @@ def check_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
             f"config must be JSON-serialisable (str/number/bool/list/dict): {err}"
         ) from None
     return dict(config)
-
-
-def records_file(rank: int) -> str:
-    """The records file of ``rank`` inside the run directory."""
-    return RECORDS_FILE if rank == 0 else RECORDS_FILE.replace(".jsonl", f"-rank{rank}.jsonl")
 
 
 def make_run_dir(out_dir: Path, run_id: str) -> Path:

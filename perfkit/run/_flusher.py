@@ -16,6 +16,7 @@ class Flusher:
         self._flush = flush
         self._interval_s = interval_s
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="perfkit-flush", daemon=True)
         self.error: str | None = None
 
@@ -23,14 +24,23 @@ class Flusher:
         """Start the thread."""
         self._thread.start()
 
+    def wake(self) -> None:
+        """Flush now rather than at the end of the interval (a backlog is building up)."""
+        self._wake.set()
+
     def stop(self) -> None:
         """Stop the thread and wait for it (a flush under way finishes first)."""
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._interval_s):
+        while True:
+            self._wake.wait(self._interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self._flush()
             except OSError as err:

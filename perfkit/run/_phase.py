@@ -16,7 +16,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from perfkit.records import step_lines_template
+from perfkit.records import STEP_COLUMNS
 from perfkit.run._errors import RunError
 from perfkit.run._io import IOWindow
 from perfkit.run._samples import sample_counter
@@ -30,9 +30,15 @@ if TYPE_CHECKING:
 
 _NO_STEP = -1  # compute windows outside iterate() belong to the phase, not to a step
 
-#: A finished step: (step, t since run start, wall s, io s, samples, compute s or None while
-#: its device windows are unresolved).
-_Row = tuple[int, float, float, float, int, "float | None"]
+#: A finished step, as a steps.bin row (perfkit.records.STEP_COLUMNS): (phase ordinal, step,
+#: t since run start, wall s, io s, compute s - NaN on a device until its windows resolve -,
+#: samples).
+_Row = tuple[int, int, float, float, float, float, int]
+_WIDTH = len(STEP_COLUMNS)
+_STEP, _COMPUTE = 1, 5  # columns of a row
+#: Finished steps that may wait for the flusher (56 bytes each): from half of it the flusher is
+#: woken; at the bound the loop's thread writes them itself (Run._backlog).
+BACKLOG_STEPS = 1 << 16
 
 
 class Phase:
@@ -66,23 +72,24 @@ class Phase:
         # Compute windows waiting for the device: (step, start mark, end mark).
         self._pending: deque[tuple[int, Any, Any]] = deque()
         self._compute_by_step: dict[int, float] = {}
-        # Finished steps waiting for the next flush (and, on a device, for their compute time).
-        self._rows: deque[_Row] = deque()
+        # Finished steps waiting for the next flush (and, on a device, for their compute
+        # time): rows of _WIDTH float64s, one after the other.
+        self._rows = array("d")
         self._tentative: _Row | None = None
+        self.ordinal = -1  # position among the run's phases on this rank, set when entered
         self._loop: weakref.ReferenceType[Generator[Any, None, None]] | None = None
         self._rank_figures: dict[int, PhaseFigures] | None = None
         self._io = IOWindow(self, self._clock)
         self._compute = _window.window_class(self, self._timer.mark, self._host)
-        self._lines_template = step_lines_template(run.run_id, run.rank, name)
 
     # -- lifetime ------------------------------------------------------------------------
     def __enter__(self) -> Phase:
         if self._state != "new":
             raise RunError(f"phase {self.name!r} was already used; start a new run.phase(...)")
-        self.run._begin_phase(self)
+        self.start_t = self.run.elapsed()
+        self.ordinal = self.run._begin_phase(self)
         self._state = "active"
         self._compute.active = True
-        self.start_t = self.run.elapsed()
         return self
 
     def __exit__(
@@ -106,7 +113,7 @@ class Phase:
             self._timer.synchronize()  # the one sync of the phase
         self._resolve()
         if tentative is not None and failed:  # the half-done step that raised does not count
-            self.compute_s -= self._compute_by_step.pop(tentative[0], 0.0)
+            self.compute_s -= self._compute_by_step.pop(int(tentative[_STEP]), 0.0)
         self.end_t = self.run.elapsed()
         self.energy_j = self.run._phase_energy_j()
         self._state = "ended"
@@ -195,6 +202,7 @@ class Phase:
         host = self._host
         window = self._compute
         run_t0 = self.run.t0
+        ordinal = self.ordinal
         fixed, count = (samples, None) if isinstance(samples, int) else (0, samples)
         t0 = clock()
         for batch in iterator:
@@ -212,12 +220,12 @@ class Phase:
                 left = True
             t2 = clock()
             explicit_s = window.end_step()
-            compute: float | None = None  # on a device, known when its windows resolve
+            compute = math.nan  # on a device, known when its windows resolve
             if host:
                 compute = t2 - t0 - self._step_io if explicit_s is None else explicit_s
             else:
                 self._close_device_windows(step, explicit=explicit_s is not None)
-            row = (step, t2 - run_t0, t2 - t0, self._step_io, n, compute)
+            row = (ordinal, step, t2 - run_t0, t2 - t0, self._step_io, compute, n)
             if left:  # the step counts only if the phase then ends normally
                 self._tentative = row
                 return
@@ -240,14 +248,17 @@ class Phase:
         windows.clear()
 
     def _commit_step(self, row: _Row) -> None:
-        _step, _t, wall, io, n, compute = row
+        _phase, _step, _t, wall, io, compute, n = row
         self.steps += 1
         self.samples += n
         self.io_s += io
-        if compute is not None:
+        if self._host:  # on a device the seconds count when the windows resolve
             self.compute_s += compute
         self._step_walls.append(wall)
-        self._rows.append(row)
+        rows = self._rows
+        rows.extend(row)
+        if len(rows) >= BACKLOG_STEPS // 2 * _WIDTH:
+            self.run._backlog(len(rows) // _WIDTH)
         if self._pending:
             self._resolve()
 
@@ -303,24 +314,24 @@ class Phase:
                 if step != _NO_STEP:
                     by_step[step] = by_step.get(step, 0.0) + seconds
 
-    def _drain_lines(self) -> list[str]:
-        """JSON lines of the finished steps whose compute time is known; the caller holds the
-        run's flush lock (any thread)."""
+    def _drain_rows(self) -> bytes:
+        """steps.bin rows of the finished steps whose compute time is known; the caller holds
+        the run's flush lock (any thread)."""
         rows = self._rows
-        count = len(rows)  # rows appended from here on wait for the next flush
-        steps = [step for step, _, _ in self._pending if step != _NO_STEP]
-        boundary = steps[0] if steps else math.inf
-        template = self._lines_template
-        by_step = self._compute_by_step
-        lines = []
-        for _ in range(count):
-            if rows[0][0] >= boundary:
-                break
-            step, t, wall, io, n, compute = rows.popleft()
-            if compute is None:
-                compute = by_step.pop(step, 0.0)
-            lines.append(template.format(step, t, wall, io, compute, n))
-        return lines
+        count = len(rows) // _WIDTH  # rows appended from here on wait for the next flush
+        if not self._host:
+            steps = [step for step, _, _ in self._pending if step != _NO_STEP]
+            boundary = steps[0] if steps else math.inf
+            by_step = self._compute_by_step
+            done = 0
+            while done < count and rows[done * _WIDTH + _STEP] < boundary:
+                step = int(rows[done * _WIDTH + _STEP])
+                rows[done * _WIDTH + _COMPUTE] = by_step.pop(step, 0.0)
+                done += 1
+            count = done
+        data = rows[: count * _WIDTH].tobytes()
+        del rows[: count * _WIDTH]
+        return data
 
     # -- results -------------------------------------------------------------------------
     def result(self) -> PhaseResult:

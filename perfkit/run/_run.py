@@ -7,26 +7,36 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from perfkit import distributed
-from perfkit.records import META_FILE, SUMMARY_FILE, RecordWriter, make_record, write_json_atomic
+from perfkit import distributed, steplog
+from perfkit.records import (
+    META_FILE,
+    RECORDS_FILE,
+    STEPS_FILE,
+    SUMMARY_FILE,
+    RecordWriter,
+    make_record,
+    rank_file,
+    write_json_atomic,
+)
 from perfkit.run._active import active_run, set_active_run
 from perfkit.run._environment import (
     check_config,
     make_run_dir,
     make_timer,
     metadata,
-    records_file,
     resolve_device,
 )
 from perfkit.run._errors import RunError
 from perfkit.run._flusher import Flusher
-from perfkit.run._phase import Phase
+from perfkit.run._phase import BACKLOG_STEPS, Phase
+from perfkit.steplog import StepLogWriter
 from perfkit.summary import PHASE_KINDS, PhaseFigures, build_summary
 from perfkit.timing import Clock, HostTimer, WindowTimer, host_clock
 
@@ -133,6 +143,8 @@ class Run:
         self.meta: dict[str, Any] = {}
         self._active_phase: Phase | None = None
         self._writer: RecordWriter | None = None
+        self._steps: StepLogWriter | None = None
+        self._backlog_said = False
         #: The host clock's reading at the run's start, seconds.
         self.t0 = 0.0
         self._end_elapsed: float | None = None
@@ -141,6 +153,7 @@ class Run:
         self.flush_lock = threading.Lock()
         self._flusher: Flusher | None = None
         self._phase_counts: dict[str, int] = {}
+        self._phase_ordinal = -1
         self._final_summary: dict[str, Any] | None = None
         self._flops: dict[str, Any] | None = None
         if flops_per_sample is not None:
@@ -190,7 +203,10 @@ class Run:
             self._group = distributed.new_cpu_group(self.dist_timeout_s)
             self.run_id = self._all_gather(self.run_id, "the run start")[0]
         self.run_dir = make_run_dir(self.out_dir, self.run_id)
-        self._writer = RecordWriter(self.run_dir / records_file(self.rank))
+        self._writer = RecordWriter(self.run_dir / rank_file(RECORDS_FILE, self.rank))
+        self._steps = StepLogWriter(
+            self.run_dir / rank_file(STEPS_FILE, self.rank), steplog.header(self.run_id, self.rank)
+        )
         self.t0 = self.clock()
         if self.e2e_from == "process":
             import psutil
@@ -301,6 +317,8 @@ class Run:
             self._final_summary = self.summary()
             assert self.run_dir is not None
             self._writer.close()
+            assert self._steps is not None
+            self._steps.close()
             if self.rank == 0:
                 write_json_atomic(self.run_dir / SUMMARY_FILE, self._final_summary)
         return self._final_summary
@@ -317,7 +335,8 @@ class Run:
         self._phase_counts[kind] = index + 1
         return Phase(self, kind, name or kind, index)
 
-    def _begin_phase(self, phase: Phase) -> None:
+    def _begin_phase(self, phase: Phase) -> int:
+        """Make ``phase`` the active one; returns its position among this rank's phases."""
         if self.status != "running":
             raise RunError(f"phase {phase.name!r} entered after run {self.name!r} ended")
         if self._active_phase is not None:
@@ -328,20 +347,24 @@ class Run:
         self._active_phase = phase
         if self._memory is not None:
             self._memory.mark()
+        self._write(
+            "phase_start", phase.start_t, "s", phase.start_t, phase=phase.name, kind=phase.kind
+        )
+        self._phase_ordinal += 1
+        return self._phase_ordinal
 
     def _phase_energy_j(self) -> float | None:
         """Device energy since the active phase began (J), None without an energy counter."""
         return self._memory.energy_delta_j() if self._memory is not None else None
 
     def _end_phase(self, phase: Phase) -> None:
-        assert self._writer is not None
+        assert self._steps is not None
         with self.flush_lock:
-            self._writer.write_lines(phase._drain_lines())
+            self._steps.write(phase._drain_rows())
             self._active_phase = None
         self.phases.append(phase)
         f = phase.figures_by_rank()[self.rank]
         fields = [
-            ("phase_start", f.start_t, "s"),
             ("phase_wall", f.wall_s, "s"),
             ("phase_io", f.io_s, "s"),
             ("phase_compute", f.compute_s, "s"),
@@ -469,10 +492,36 @@ class Run:
         phase = self._active_phase
         if phase is not None:
             phase._resolve()
+        writer.flush()  # events first: a phase's steps never come before its phase_start
         with self.flush_lock:
-            if self._active_phase is not None:
-                writer.write_lines(self._active_phase._drain_lines())
-        writer.flush()
+            if self._active_phase is not None and self._steps is not None:
+                self._steps.write(self._active_phase._drain_rows())
+
+    def _backlog(self, steps: int) -> None:
+        """``steps`` finished steps wait for the disk: wake the flusher; at BACKLOG_STEPS (the
+        disk cannot keep up) write them from the loop's thread, so memory stays bounded, and
+        say so once (a warning and a step_backlog_full record)."""
+        assert self._flusher is not None
+        if steps < BACKLOG_STEPS:
+            self._flusher.wake()
+            return
+        if not self._backlog_said:
+            self._backlog_said = True
+            message = (
+                f"run {self.name!r}: {steps} steps waited for the disk, which does not keep up; "
+                "the loop's thread writes them itself when that happens"
+            )
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
+            self._write("step_backlog_full", None, "", self.elapsed(), note=message)
+        try:
+            self.flush()
+        except OSError as err:  # the disk is gone: the steps are lost, the loop goes on
+            phase = self._active_phase
+            if phase is not None:
+                with self.flush_lock:
+                    phase._drain_rows()
+            if self._flusher is not None and self._flusher.error is None:
+                self._flusher.error = f"{type(err).__name__}: {err}"
 
     def elapsed(self) -> float:
         """Seconds since the run started (frozen at its end)."""

@@ -30,10 +30,39 @@ def count_samples(batch: Any) -> int:
     )
 
 
+def remembering_counter() -> Callable[[Any], int]:
+    """:func:`count_samples` that remembers where the first batch kept its samples: while the
+    batches keep the same types (a DataLoader's do), each is counted with one indexing and one
+    shape read, not the general search (``isinstance`` on ABCs, ``getattr``)."""
+    batch_type: type[Any] | None = None
+    first_type: type[Any] | None = None  # None: the batch itself has the shape
+
+    def count(batch: Any) -> int:
+        nonlocal batch_type, first_type
+        try:
+            if type(batch) is batch_type:
+                if first_type is None:
+                    return int(batch.shape[0])
+                first = batch[0]
+                if type(first) is first_type:
+                    return int(first.shape[0])
+        except (AttributeError, IndexError, KeyError, TypeError):
+            pass
+        n = count_samples(batch)  # the general search; remember its path where it is simple
+        batch_type, first_type = None, None
+        if type(batch) in (list, tuple) and batch and hasattr(batch[0], "shape"):
+            batch_type, first_type = type(batch), type(batch[0])
+        elif not isinstance(batch, (Mapping, list, tuple)) and hasattr(batch, "shape"):
+            batch_type = type(batch)
+        return n
+
+    return count
+
+
 def sample_counter(samples: int | Callable[[Any], int] | None) -> int | Callable[[Any], int]:
     """The samples of every batch (an int), or the callable that counts them per batch."""
     if samples is None:
-        return count_samples
+        return remembering_counter()
     if callable(samples):
         return samples
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
