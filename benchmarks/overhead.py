@@ -195,9 +195,9 @@ def main() -> None:
             "as timeit does) over the bare loop. compute() windows use the "
             + ("C window" if NativeComputeWindow is not None else "Python window (no C build)")
             + "; the Python window's row is what an install without a C compiler pays. "
-            "perfkit's all-in figures include encoding every step's four JSON records "
-            "(step_time, io_time, compute_time, samples) and writing them, which the flusher "
-            "thread does in one batch per flush interval, outside the loop's steps. "
+            "perfkit's all-in figures include writing every step's row of steps.bin, which "
+            "the flusher thread does in one batch per flush interval, outside the loop's "
+            "steps. "
             "Target: under 2000 ns per step on the loop's thread, lower than both peers.",
             "",
             "| variant | ns per step over the bare loop |",

@@ -298,7 +298,7 @@ def probed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         clock=clock,
         device="cpu",
         probes=[CardProbe()],
-        sample_interval=0.01,
+        sample_interval_s=0.01,
     ) as run:
         with run.phase("train") as train:
             for _ in train.iterate(timed_batches(clock, [batch(2)] * 3, io_s=0.1)):

@@ -47,7 +47,7 @@ def probed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         out_dir=out,
         device="cpu",
         probes=[CardProbe(), BrokenProbe(), "host"],
-        sample_interval=0.01,
+        sample_interval_s=0.01,
     ) as run:
         with run.phase("train") as train:
             for _ in train.iterate([np.zeros((2, 1))] * 3):

@@ -319,7 +319,7 @@ def test_run_reproduces_the_seed_mfu(tmp_path, clock, precision, images_per_s_x1
     with perfkit.Run("mfu", out_dir=tmp_path, clock=clock, device="cpu") as run:
         # FlagPerf's "4.12e9 flops" per image are multiply-adds: 8.24e9 FLOPs in perfkit's unit;
         # the flagperf convention counts one operation per multiply-add again.
-        run.set_flops(2 * 4.12e9, dtype=precision, convention="flagperf", peak_flops=peak)
+        run.set_flops(2 * 4.12e9, dtype=precision, mfu_convention="flagperf", peak_flops=peak)
         with run.phase("infer") as infer:
             for _ in infer.iterate([None], samples=images_per_s_x10):
                 clock.advance(10.0)  # 10 s of compute: p_infer_core = images_per_s_x10 / 10
@@ -331,12 +331,12 @@ def test_run_reproduces_the_seed_mfu(tmp_path, clock, precision, images_per_s_x1
 
 def test_set_flops_rejects_bad_input(tmp_path):
     with perfkit.Run("mfu", out_dir=tmp_path, device="cpu") as run:
-        with pytest.raises(ValueError, match="flops_per_sample must be a positive"):
+        with pytest.raises(ValueError, match="argument `flops_per_sample` to be a positive"):
             run.set_flops(0, dtype="fp16")
-        with pytest.raises(ValueError, match="peak_flops must be a positive"):
+        with pytest.raises(ValueError, match="Expected argument `peak_flops` to be a positive"):
             run.set_flops(1e9, dtype="fp16", peak_flops=-1)
-        with pytest.raises(ValueError, match="convention must be one of"):
-            run.set_flops(1e9, dtype="fp16", convention="marketing")
+        with pytest.raises(ValueError, match="Expected argument `mfu_convention` to be one of"):
+            run.set_flops(1e9, dtype="fp16", mfu_convention="marketing")
         with pytest.raises(ValueError, match="dtype"):
             run.set_flops(1e9, dtype="fp7")
 

@@ -76,13 +76,13 @@ def test_iterate_rejects_a_non_iterable(tmp_path):
     with perfkit.Run("r", out_dir=tmp_path, device="cpu") as run, run.phase("train") as train:
         with pytest.raises(TypeError, match=r"needs an iterable .* got int"):
             train.iterate(42)  # type: ignore[arg-type]
-        with pytest.raises(ValueError, match="samples must be a non-negative int"):
+        with pytest.raises(ValueError, match="argument `samples` to be a non-negative int"):
             train.iterate([1], samples=-1)
 
 
 def test_unknown_phase_kind_and_overlapping_phases(tmp_path):
     with perfkit.Run("r", out_dir=tmp_path, device="cpu") as run:
-        with pytest.raises(ValueError, match=r"kind must be one of .*'train'.*got 'eval'"):
+        with pytest.raises(ValueError, match=r"`kind` to be one of .*'train'.* but got 'eval'"):
             run.phase("eval")
         with run.phase("train"), pytest.raises(perfkit.RunError, match="do not overlap"):
             with run.phase("val"):
@@ -100,12 +100,14 @@ def test_unwritable_out_dir_is_named(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"e2e_from": "boot"}, "e2e_from must be one of"),
-        ({"sync": "always"}, "sync must be one of"),
-        ({"config": {"fn": print}}, "config must be JSON-serialisable"),
-        ({"config": [1, 2]}, "config must be a mapping"),
-        ({"flush_interval_s": 0}, "flush_interval_s must be a positive number"),
-        ({"device": "warp-drive:0"}, "device must be 'auto', 'cpu'"),
+        ({"e2e_from": "boot"}, "Expected argument `e2e_from` to be one of"),
+        ({"sync": "always"}, "Expected argument `sync` to be one of"),
+        ({"config": {"fn": print}}, "Expected argument `config` to be a JSON-serialisable"),
+        ({"config": [1, 2]}, "Expected argument `config` to be a JSON-serialisable mapping"),
+        ({"flush_interval_s": 0}, "Expected argument `flush_interval_s` to be a positive"),
+        ({"dist_timeout_s": "5"}, "Expected argument `dist_timeout_s` to be a positive"),
+        ({"sample_interval_s": -1}, "Expected argument `sample_interval_s` to be a positive"),
+        ({"device": "warp-drive:0"}, "Expected argument `device` to be 'auto', 'cpu'"),
     ],
 )
 def test_bad_run_arguments(tmp_path, kwargs, message):
@@ -337,3 +339,30 @@ def test_half_the_backlog_wakes_the_flusher(tmp_path, monkeypatch) -> None:
                     while train._rows and time.monotonic() < deadline:
                         time.sleep(0.01)
                     assert len(step_records(run.run_dir)) >= 32
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"flush_interval_s": "2"}, TypeError),  # a wrong type
+        ({"flush_interval_s": float("nan")}, ValueError),  # a wrong value
+        ({"sync": 1}, TypeError),
+        ({"sync": "often"}, ValueError),
+        ({"config": [1, 2]}, TypeError),
+    ],
+)
+def test_wrong_types_are_type_errors_and_wrong_values_value_errors(tmp_path, kwargs, error):
+    with pytest.raises(error, match=r"^Expected argument `\w+` to be .* but got "):
+        perfkit.Run("r", out_dir=tmp_path, **kwargs)
+
+
+def test_old_argument_names_still_work_with_a_deprecation_warning(tmp_path):
+    with pytest.warns(DeprecationWarning, match="`sample_interval` is deprecated"):
+        run = perfkit.Run("r", out_dir=tmp_path, sample_interval=0.25)
+    assert run.sample_interval_s == 0.25
+    with pytest.raises(TypeError, match="give `sample_interval_s` only"):
+        perfkit.Run("r", out_dir=tmp_path, sample_interval=0.25, sample_interval_s=1.0)
+    with perfkit.Run("mfu", out_dir=tmp_path, device="cpu", probes=None) as run:
+        with pytest.warns(DeprecationWarning, match="`convention` is deprecated"):
+            run.set_flops(1e9, dtype="fp32", convention="flagperf", peak_flops=1e12)
+        run.set_flops(1e9, dtype="fp32", mfu_convention="flagperf", peak_flops=1e12)

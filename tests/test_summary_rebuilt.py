@@ -57,7 +57,7 @@ def test_inference_with_compute_windows_and_mfu(tmp_path, clock: FakeClock) -> N
 
 def test_named_phases_of_every_kind_flops_set_late_and_a_left_loop(tmp_path, clock) -> None:
     with perfkit.Run("multi", out_dir=tmp_path, clock=clock, device="cpu", probes=None) as run:
-        run.set_flops(1e9, dtype="fp32", peak_flops=2e12, convention="flagperf")
+        run.set_flops(1e9, dtype="fp32", peak_flops=2e12, mfu_convention="flagperf")
         for epoch in range(3):
             with run.phase("train", name=f"epoch{epoch}") as train:
                 for i, _ in enumerate(
@@ -86,7 +86,7 @@ def test_probes_on_a_cpu_run_mem_energy_and_a_probe_error(tmp_path) -> None:
         out_dir=tmp_path,
         device="cpu",
         probes=[card, BrokenProbe(), "host"],
-        sample_interval=0.01,
+        sample_interval_s=0.01,
     ) as run:
         time.sleep(0.05)
         with run.phase("train") as train:

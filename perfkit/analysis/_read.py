@@ -325,9 +325,11 @@ def _run_frame(run: RunData) -> pd.DataFrame:
     }
     for column, value in constants.items():
         if isinstance(value, str) or value is None:
+            codes = np.zeros(rows, dtype=np.int8)  # calloc: no pass over the rows
+            if value is None:
+                codes -= 1
             frame[column] = pd.Categorical.from_codes(
-                np.full(rows, -1 if value is None else 0, dtype=np.int8),
-                dtype=pd.CategoricalDtype([] if value is None else [value]),
+                codes, dtype=pd.CategoricalDtype([] if value is None else [value])
             )
         else:
             frame[column] = value

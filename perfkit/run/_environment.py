@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from perfkit import distributed
+from perfkit import checks, distributed
 from perfkit.records import SCHEMA_VERSION
 from perfkit.run._errors import RunError
 from perfkit.timing import Clock, EventTimer, HostTimer, SyncingHostTimer, WindowTimer
@@ -24,14 +24,13 @@ def check_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     """``config`` as a dict, checked to be JSON-serialisable; {} for None."""
     if config is None:
         return {}
+    expected = "a JSON-serialisable mapping (str/number/bool/list/dict values)"
     if not isinstance(config, Mapping):
-        raise TypeError(f"config must be a mapping (dict), got {type(config).__name__}")
+        raise checks.wrong_type("config", expected, config)
     try:
         json.dumps(dict(config), allow_nan=False)
     except (TypeError, ValueError) as err:
-        raise TypeError(
-            f"config must be JSON-serialisable (str/number/bool/list/dict): {err}"
-        ) from None
+        raise checks.wrong_type("config", f"{expected} ({err})", config) from None
     return dict(config)
 
 
@@ -70,9 +69,10 @@ def resolve_device(device: Any) -> str:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(
-            f"device must be 'auto', 'cpu', a device string like 'cuda:0', or a torch.device; "
-            f"got {device!r} ({err})"
+        raise checks.wrong_value(
+            "device",
+            f"'auto', 'cpu', a device string like 'cuda:0' or a torch.device ({err})",
+            device,
         ) from None
     if resolved.type == "cpu":
         return "cpu"

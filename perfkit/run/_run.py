@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import threading
@@ -14,7 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from perfkit import distributed, steplog
+from perfkit import checks, distributed, steplog
 from perfkit.records import (
     META_FILE,
     RECORDS_FILE,
@@ -66,7 +65,7 @@ class Run:
         flush_interval_s: records reach the disk at least this often, seconds.
         probes: ``"auto"`` (NVML or the vendor's tool, the torch allocator, the host),
             ``None`` for none, or names / :class:`perfkit.probes.Probe` instances; a background
-            thread samples them every ``sample_interval`` seconds into the records. On the CPU
+            thread samples them every ``sample_interval_s`` seconds into the records. On the CPU
             the device's memory is the host's RAM: ``mem`` is then the host probe's
             system memory used / installed. A probe that
             fails is recorded once (``probe_error``) and disabled; the run goes on.
@@ -97,30 +96,22 @@ class Run:
         peak_flops: float | None = None,
         mfu_convention: str = "perfkit",
         probes: Any = "auto",
-        sample_interval: float = 0.5,
+        sample_interval_s: float = 0.5,
+        sample_interval: float | None = None,
     ) -> None:
-        if not isinstance(name, str) or not name or any(c in name for c in "/\\\0"):
-            raise ValueError(f"name must be a non-empty string without path separators: {name!r}")
-        if e2e_from not in E2E_FROM:
-            raise ValueError(f"e2e_from must be one of {E2E_FROM}, got {e2e_from!r}")
-        if sync not in SYNC_MODES:
-            raise ValueError(f"sync must be one of {SYNC_MODES}, got {sync!r}")
-        if not (isinstance(dist_timeout_s, (int, float)) and dist_timeout_s > 0):
-            raise ValueError(f"dist_timeout_s must be a positive number, got {dist_timeout_s!r}")
-        if not (isinstance(flush_interval_s, (int, float)) and flush_interval_s > 0):
-            raise ValueError(
-                f"flush_interval_s must be a positive number, got {flush_interval_s!r}"
-            )
-        self.name = name
+        self.name = checks.non_empty_str("name", name, forbidden="/\\\0")
         self.out_dir = Path(out_dir)
         self.config = check_config(config)
-        self.e2e_from = e2e_from
-        self.sync = sync
-        self.flush_interval_s = float(flush_interval_s)
-        self.dist_timeout_s = float(dist_timeout_s)
+        self.e2e_from = checks.one_of("e2e_from", e2e_from, E2E_FROM)
+        self.sync = checks.one_of("sync", sync, SYNC_MODES)
+        self.flush_interval_s = checks.positive_number("flush_interval_s", flush_interval_s)
+        self.dist_timeout_s = checks.positive_number("dist_timeout_s", dist_timeout_s)
+        sample_interval_s = checks.renamed(
+            "sample_interval", "sample_interval_s", sample_interval, sample_interval_s, 0.5
+        )
+        self.sample_interval_s = checks.positive_number("sample_interval_s", sample_interval_s)
         self._group: Any = None
         self._probe_spec = probes
-        self.sample_interval = sample_interval
         self._sampler: Any = None
         self._memory: Any = None
         self.probe_errors: list[str] = []
@@ -160,7 +151,7 @@ class Run:
             self.set_flops(
                 flops_per_sample,
                 dtype=str(self.config.get("precision", "fp32")),
-                convention=mfu_convention,
+                mfu_convention=mfu_convention,
                 peak_flops=peak_flops,
             )
 
@@ -239,15 +230,14 @@ class Run:
     def _resolve_probes(self) -> list[Any]:
         """This process's probes, checked before anything starts: device probes on one rank
         per node only (local rank 0)."""
-        from perfkit.probes import MemoryTracker, Sampler, check_interval, resolve_probes
+        from perfkit.probes import MemoryTracker, Sampler, resolve_probes
 
-        check_interval(self.sample_interval)
         probes = resolve_probes(self._probe_spec)
         if distributed.local_rank() != 0:
             probes = [p for p in probes if p.kind != "device"]
         self._memory = MemoryTracker(include_host=self.device == "cpu")
         self._sampler = (
-            Sampler(probes, self.sample_interval, self._on_sample, self._on_probe_error)
+            Sampler(probes, self.sample_interval_s, self._on_sample, self._on_probe_error)
             if probes
             else None
         )
@@ -326,8 +316,7 @@ class Run:
     # -- phases --------------------------------------------------------------------------
     def phase(self, kind: str, name: str | None = None) -> Phase:
         """A new phase of ``kind`` ("train", "val" or "infer"); ``name`` defaults to the kind."""
-        if kind not in PHASE_KINDS:
-            raise ValueError(f"phase kind must be one of {PHASE_KINDS}, got {kind!r}")
+        checks.one_of("kind", kind, PHASE_KINDS)
         if self.status != "running":
             state = "has not started" if self.status == "new" else "has ended"
             raise RunError(f"run.phase({kind!r}) called on run {self.name!r}, which {state}")
@@ -383,9 +372,10 @@ class Run:
         flops_per_sample: float,
         *,
         dtype: str,
-        convention: str = "perfkit",
+        mfu_convention: str = "perfkit",
         peak_flops: float | None = None,
         tf32: bool | None = None,
+        convention: str | None = None,
     ) -> None:
         """Give the model's work per sample, so the summary reports MFU.
 
@@ -393,27 +383,24 @@ class Run:
         e.g. ``perfkit.flops.count(model, x, backward=True).flops / batch``). MFU uses the core
         throughput per device (p_core for training, else p_infer_core, else p_val_core) and the
         peak of this run's device for ``dtype`` from :func:`perfkit.flops.peak_flops`, or
-        ``peak_flops`` (FLOP/s) when given. ``convention="flagperf"`` reproduces FlagPerf's
+        ``peak_flops`` (FLOP/s) when given. ``mfu_convention="flagperf"`` reproduces FlagPerf's
         ResNet-50 MFU, which counts one operation per multiply-add
         (see :func:`perfkit.flops.mfu`).
         """
         from perfkit.flops import CONVENTIONS, normalize_dtype
 
-        if not (isinstance(flops_per_sample, (int, float)) and 0 < flops_per_sample < math.inf):
-            raise ValueError(
-                f"flops_per_sample must be a positive number of FLOPs, got {flops_per_sample!r}"
-            )
-        if convention not in CONVENTIONS:
-            raise ValueError(f"convention must be one of {tuple(CONVENTIONS)}, got {convention!r}")
-        if peak_flops is not None and not (
-            isinstance(peak_flops, (int, float)) and 0 < peak_flops < math.inf
-        ):
-            raise ValueError(f"peak_flops must be a positive number of FLOP/s, got {peak_flops!r}")
+        mfu_convention = checks.renamed(
+            "convention", "mfu_convention", convention, mfu_convention, "perfkit"
+        )
+        flops_per_sample = checks.positive_number("flops_per_sample", flops_per_sample, "FLOPs")
+        checks.one_of("mfu_convention", mfu_convention, tuple(CONVENTIONS))
+        if peak_flops is not None:
+            peak_flops = checks.positive_number("peak_flops", peak_flops, "FLOP/s")
         normalize_dtype(dtype)  # raises ValueError naming dtype
         self._flops = {
-            "flops_per_sample": float(flops_per_sample),
+            "flops_per_sample": flops_per_sample,
             "dtype": dtype,
-            "convention": convention,
+            "convention": mfu_convention,
             "peak_flops": peak_flops,
             "tf32": tf32,
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from perfkit import checks
 from perfkit.run._errors import RunError
 
 
@@ -65,8 +66,9 @@ def sample_counter(samples: int | Callable[[Any], int] | None) -> int | Callable
         return remembering_counter()
     if callable(samples):
         return samples
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
-        raise ValueError(
-            f"samples must be a non-negative int or a callable batch -> int, got {samples!r}"
-        )
+    expected = "a non-negative int or a callable batch -> int"
+    if isinstance(samples, bool) or not isinstance(samples, int):
+        raise checks.wrong_type("samples", expected, samples)
+    if samples < 0:
+        raise checks.wrong_value("samples", expected, samples)
     return samples

@@ -6,6 +6,7 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from perfkit import checks
 from perfkit.run._active import active_run
 
 if TYPE_CHECKING:
@@ -24,9 +25,7 @@ class timed:
     """
 
     def __init__(self, label: str) -> None:
-        if not isinstance(label, str) or not label:
-            raise ValueError(f"timed(label) needs a non-empty string, got {label!r}")
-        self.label = label
+        self.label = checks.non_empty_str("label", label)
         self._starts: list[tuple[Run | None, float]] = []
 
     def __call__(self, func: _F) -> _F:
