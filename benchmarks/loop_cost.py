@@ -17,6 +17,7 @@ Run: ``python -m benchmarks.loop_cost``.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from typing import Any
@@ -89,6 +90,8 @@ def main() -> None:
     body = "\n".join(
         [
             machine(),
+            f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+            "(other jobs on the machine inflate absolute times; ratios are taken in one run).",
             f"torch {torch.__version__}; batches `(zeros(32, 3, 8, 8), zeros(32))`, samples "
             f"counted by perfkit (default); marginal cost per step over the bare loop (slope "
             f"between {args.steps} and {2 * args.steps} steps, fastest of {args.repeats}, GC "

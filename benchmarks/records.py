@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -122,6 +123,8 @@ def main() -> None:
     body = "\n".join(
         [
             machine(),
+            f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+            "(other jobs on the machine inflate absolute times; ratios are taken in one run).",
             f"A {args.steps}-step tight loop (`iterate(range(n), samples=1)`, no-op body, no "
             "probes, default flush interval) in one process; load() and report in fresh "
             "processes (fastest of 5 for the CLI).",

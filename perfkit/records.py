@@ -26,7 +26,7 @@ import math
 import os
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -163,11 +163,6 @@ class RecordWriter:
         line = json.dumps(record, allow_nan=False, separators=(",", ":"))
         with self._lock:
             self._lines.append(line)
-
-    def write_lines(self, lines: Iterable[str]) -> None:
-        """Queue records already encoded as JSON lines (no trailing newline)."""
-        with self._lock:
-            self._lines.extend(lines)
 
     def flush(self) -> None:
         """Write queued records to disk and flush the OS buffer."""
