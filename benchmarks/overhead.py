@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Iterator
 
 import perfkit
-import perfkit.run
 from benchmarks.results import machine, write_section
+from perfkit.timing import window as window_module
 from perfkit.timing.window import ComputeWindow, NativeComputeWindow, window_class
 
 Variant = Callable[[list[int]], None]
@@ -56,11 +56,11 @@ def perfkit_split(
 ) -> tuple[float, float]:
     """(loop-thread seconds, record encoding + writing seconds) of one perfkit pass, with the
     flusher held back so the two do not overlap; ``window``: the compute window class."""
-    previous, perfkit.run.window_class = perfkit.run.window_class, window
+    previous, window_module.window_class = window_module.window_class, window
     try:
         return _timed_split(data, explicit_compute)
     finally:
-        perfkit.run.window_class = previous
+        window_module.window_class = previous
 
 
 def _timed_split(data: list[int], explicit_compute: bool) -> tuple[float, float]:
@@ -195,9 +195,9 @@ def main() -> None:
             "as timeit does) over the bare loop. compute() windows use the "
             + ("C window" if NativeComputeWindow is not None else "Python window (no C build)")
             + "; the Python window's row is what an install without a C compiler pays. "
-            "perfkit's all-in figures include encoding every step's four JSON records "
-            "(step_time, io_time, compute_time, samples) and writing them, which the flusher "
-            "thread does in one batch per flush interval, outside the loop's steps. "
+            "perfkit's all-in figures include writing every step's row of steps.bin, which "
+            "the flusher thread does in one batch per flush interval, outside the loop's "
+            "steps. "
             "Target: under 2000 ns per step on the loop's thread, lower than both peers.",
             "",
             "| variant | ns per step over the bare loop |",

@@ -540,7 +540,7 @@ def start_run(name: str, args: argparse.Namespace, env: Setup, **config: Any) ->
         config=run_config(args, env, **config),
         device=env.device,
         e2e_from="process",
-        sample_interval=args.sample_interval,
+        sample_interval_s=args.sample_interval,
     )
 
 

@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         run.set_flops(
             flops_per_image,
             dtype=args.precision,
-            convention=args.mfu_convention,
+            mfu_convention=args.mfu_convention,
             peak_flops=args.peak_flops,
         )
         val = classify(run, "val", model, common.limited(loader, args.steps), env)

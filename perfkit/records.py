@@ -1,15 +1,22 @@
-"""The record schema and the JSON Lines writer.
+"""The record schema (file names, record names, units, versions) and the JSON Lines writer.
 
 A run directory holds:
 
-- ``meta.json``    run metadata, written atomically when the run starts (so a killed run keeps it);
-- ``records.jsonl`` one flat long-format record a line, appended and flushed as the run goes;
-- ``summary.json`` the summary, written atomically when the run ends (also when it fails).
+- ``meta.json``     run metadata, written atomically when the run starts (so a killed run keeps
+  it; rewritten when ``set_flops`` is called later);
+- ``records.jsonl`` events, one flat JSON record a line, appended as the run goes: phase starts
+  and ends, logged values, probe samples and errors, timed regions (``records-rank<N>.jsonl``
+  for rank N > 0);
+- ``steps.bin``     one fixed-width binary row per finished step (:mod:`perfkit.steplog`,
+  columns :data:`STEP_COLUMNS`; ``steps-rank<N>.bin``) - schema 2; schema 1 wrote four JSON
+  records per step (:data:`STEP_NAMES`) into records.jsonl instead;
+- ``summary.json``  the summary, written atomically when the run ends (also when it fails).
 
-Every record has the fields of :data:`RECORD_FIELDS`. Values are in base units only (seconds,
-bytes, FLOPs, samples, joules); ``unit`` names the unit. ``value`` is a float or ``null`` (a value
-the device could not report, or a text-only event such as a probe error, whose text is in
-``note``). ``t`` is seconds since the run started on the run's host clock.
+Every event has the fields of :data:`RECORD_FIELDS`; ``docs/record.schema.json`` is the JSON
+Schema of one line. Values are in base units only (seconds, bytes, FLOPs, samples, joules);
+``unit`` names the unit. ``value`` is a float or ``null`` (a value the device could not report,
+or a text-only event such as a probe error, whose text is in ``note``). ``t`` is seconds since
+the run started on the run's host clock. The names and units are in :data:`RECORD_NAMES`.
 """
 
 from __future__ import annotations
@@ -19,19 +26,80 @@ import math
 import os
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-SCHEMA_VERSION = 1
+#: Version of the files a run writes; readers read every version of READABLE_SCHEMA_VERSIONS.
+#: 2: steps in steps.bin, phase_start at the phase's start, kind on phase records.
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 RECORDS_FILE = "records.jsonl"
+STEPS_FILE = "steps.bin"
 SUMMARY_FILE = "summary.json"
 META_FILE = "meta.json"
 
 #: Field order of every record line.
-RECORD_FIELDS = ("run_id", "rank", "phase", "step", "name", "value", "unit", "t", "device", "note")
-#: Fields a line may leave out (null when absent); step lines omit them to stay short.
-OPTIONAL_FIELDS = ("device", "note")
+RECORD_FIELDS = (
+    "run_id", "rank", "phase", "step", "name", "value", "unit", "t", "device", "note", "kind",
+)  # fmt: skip
+#: Fields a line may leave out (null when absent).
+OPTIONAL_FIELDS = ("device", "note", "kind")
+
+#: Columns of a steps.bin row (all float64) and their units: the phase's position among this
+#: rank's phases (from 0, the order of its phase_start records), the step's index in the phase,
+#: its end (s since run start), its wall, IO and compute seconds and its samples. A step spans
+#: from ``t - step_time`` to ``t``.
+STEP_COLUMNS = (
+    ("phase", ""),
+    ("step", ""),
+    ("t", "s"),
+    ("step_time", "s"),
+    ("io_time", "s"),
+    ("compute_time", "s"),
+    ("samples", "samples"),
+)
+#: The per-step quantities (schema 1: one JSON record each, per step).
+STEP_NAMES = ("step_time", "io_time", "compute_time", "samples")
+#: Names of the records a phase writes: phase_start when it starts (t = value = its start),
+#: the others when it ends (t = its end); phase_energy only when a probe measured energy.
+PHASE_NAMES = (
+    "phase_start",
+    "phase_wall",
+    "phase_io",
+    "phase_compute",
+    "phase_samples",
+    "phase_steps",
+    "phase_energy",
+)
+#: Prefix of the records ``perfkit.timed`` writes (``region/<label>``, seconds).
+REGION_PREFIX = "region/"
+
+#: Every record name perfkit writes, with its unit and meaning. Besides these: ``region/<label>``
+#: (s), the probe quantities (``memory_used_bytes`` ... in B, %, W, C or J, see
+#: :class:`perfkit.probes.DeviceSample`) and the values given to ``run.log`` (unit "").
+RECORD_NAMES: dict[str, tuple[str, str]] = {
+    "phase_start": ("s", "a phase started; value = t = its start"),
+    "phase_wall": ("s", "the phase's wall time"),
+    "phase_io": ("s", "the phase's IO time"),
+    "phase_compute": ("s", "the phase's compute time"),
+    "phase_samples": ("samples", "samples the phase processed"),
+    "phase_steps": ("steps", "steps the phase finished"),
+    "phase_energy": ("J", "device energy over the phase"),
+    "probe_error": ("", "a probe failed and was disabled; the text is in note"),
+    "step_backlog_full": ("", "steps outran the disk; the loop's thread wrote them (note)"),
+    "step_time": ("s", "schema 1 only: a step's wall time"),
+    "io_time": ("s", "schema 1 only: a step's IO time"),
+    "compute_time": ("s", "schema 1 only: a step's compute time"),
+    "samples": ("samples", "schema 1 only: a step's samples"),
+}
+
+
+def rank_file(name: str, rank: int) -> str:
+    """The file ``name`` (records.jsonl, steps.bin) of ``rank``: ``records-rank1.jsonl``."""
+    stem, dot, suffix = name.partition(".")
+    return name if rank == 0 else f"{stem}-rank{rank}{dot}{suffix}"
+
 
 Record = dict[str, Any]
 
@@ -52,6 +120,7 @@ def make_record(
     step: int | None = None,
     device: str | None = None,
     note: str | None = None,
+    kind: str | None = None,
 ) -> Record:
     """Build one record with every schema field present."""
     return {
@@ -65,6 +134,7 @@ def make_record(
         "t": t,
         "device": device,
         "note": note,
+        "kind": kind,
     }
 
 
@@ -93,11 +163,6 @@ class RecordWriter:
         line = json.dumps(record, allow_nan=False, separators=(",", ":"))
         with self._lock:
             self._lines.append(line)
-
-    def write_lines(self, lines: Iterable[str]) -> None:
-        """Queue records already encoded as JSON lines (no trailing newline)."""
-        with self._lock:
-            self._lines.extend(lines)
 
     def flush(self) -> None:
         """Write queued records to disk and flush the OS buffer."""

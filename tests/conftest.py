@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -96,7 +97,42 @@ def _window_classes() -> list[type]:
 def window_class(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> type:
     """Each compute-window implementation in turn (the C one where it was built, and the
     Python reference), used by every phase created in the test."""
-    import perfkit.run
+    from perfkit.timing import window
 
-    monkeypatch.setattr(perfkit.run, "window_class", request.param)
+    monkeypatch.setattr(window, "window_class", request.param)
     return request.param
+
+
+def assert_rebuilt_equals_live(run_dir: Path) -> dict[str, Any]:
+    """The summary rebuilt from ``run_dir``'s records equals its summary.json key for key,
+    e2e_time (the rebuilt one is the last record's time) and status ("partial") aside.
+    Returns the live summary."""
+    from perfkit.analysis._read import read_run
+    from perfkit.analysis._rebuild import rebuild_summary
+
+    run = read_run(run_dir)
+    live = run.summary
+    assert live is not None and live["status"] == "ok"
+    rebuilt = json.loads(json.dumps(rebuild_summary(run), default=str))
+    assert rebuilt["status"] == "partial"
+    assert rebuilt["e2e_time"] <= live["e2e_time"]
+    aside = ("e2e_time", "status")
+    live_rest = {k: v for k, v in live.items() if k not in aside}
+    rebuilt_rest = {k: v for k, v in rebuilt.items() if k not in aside}
+    assert sorted(rebuilt_rest) == sorted(live_rest)
+    for key, value in live_rest.items():
+        assert rebuilt_rest[key] == value, key
+    return live
+
+
+def read_step_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of one steps.bin as dicts (perfkit.records.STEP_COLUMNS; phase, step and
+    samples as ints)."""
+    from perfkit.steplog import read_step_log
+
+    header, rows = read_step_log(path)
+    ints = {"phase", "step", "samples"}
+    return [
+        {c: int(v) if c in ints else v for c, v in zip(header["columns"], row, strict=True)}
+        for row in rows.tolist()
+    ]

@@ -104,6 +104,8 @@ def partial_run(out: Path) -> Path:
                     shutil.copytree(run.run_dir, snapshot)
     with open(snapshot / "records.jsonl", "a", encoding="utf-8") as handle:
         handle.write('{"run_id": "killed", "rank": 0, "na')  # the write the kill interrupted
+    with open(snapshot / "steps.bin", "ab") as handle:
+        handle.write(b"\x00" * 20)  # and a torn step row: less than one 56-byte row
     assert not (snapshot / "summary.json").exists()
     return snapshot
 
@@ -296,7 +298,7 @@ def probed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         clock=clock,
         device="cpu",
         probes=[CardProbe()],
-        sample_interval=0.01,
+        sample_interval_s=0.01,
     ) as run:
         with run.phase("train") as train:
             for _ in train.iterate(timed_batches(clock, [batch(2)] * 3, io_s=0.1)):

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 import perfkit
-from perfkit.records import read_records
-from tests.conftest import free_port
+from tests.conftest import assert_rebuilt_equals_live, free_port, read_step_rows
 
 pytest.importorskip("torch")
 
@@ -95,7 +94,7 @@ def run_dir_of(out: Path) -> Path:
 
 
 def steps_of(path: Path) -> list[int]:
-    return [r["step"] for r in read_records(path) if r["name"] == "step_time"]
+    return [r["step"] for r in read_step_rows(path)]
 
 
 def test_two_processes_report_global_throughput(tmp_path, script):
@@ -117,9 +116,12 @@ def test_two_processes_report_global_throughput(tmp_path, script):
     assert summary["train_wall_s_min"] <= summary["train_wall_s_max"]
     assert summary["train_wall_s_std"] >= 0
     # each rank wrote its own records: 8 steps each, in order
-    assert steps_of(run_dir / "records.jsonl") == list(range(4)) * 2
-    assert steps_of(run_dir / "records-rank1.jsonl") == list(range(4)) * 2
+    assert steps_of(run_dir / "steps.bin") == list(range(4)) * 2
+    assert steps_of(run_dir / "steps-rank1.bin") == list(range(4)) * 2
     assert not list(out.glob("dist-*/summary-*"))  # only rank 0 writes the summary
+    # both ranks' host memory (a CPU run's device memory), rebuilt from both ranks' records
+    assert len(summary["mem_per_device"]) == 2
+    assert_rebuilt_equals_live(run_dir)
 
 
 @pytest.mark.slow
@@ -136,6 +138,7 @@ def test_two_nodes_on_one_machine(tmp_path, script):
     summary = json.loads((run_dir_of(out) / "summary.json").read_text())
     assert summary["meta"]["layout"] == "2x1"
     assert summary["train_samples"] == 64
+    assert_rebuilt_equals_live(run_dir_of(out))
 
 
 @pytest.mark.slow
@@ -149,9 +152,9 @@ def test_a_failing_rank_stops_the_job_and_keeps_every_ranks_records(tmp_path, sc
     assert "rank 1 fails" in output
     run_dir = run_dir_of(out)
     # rank 1: epoch 0's 4 steps, then steps 0 and 1 of epoch 1 (step 2 raised)
-    assert steps_of(run_dir / "records-rank1.jsonl") == [0, 1, 2, 3, 0, 1]
+    assert steps_of(run_dir / "steps-rank1.bin") == [0, 1, 2, 3, 0, 1]
     # rank 0 was terminated mid-loop: its epoch-0 steps and some epoch-1 steps are on disk
-    rank0 = steps_of(run_dir / "records.jsonl")
+    rank0 = steps_of(run_dir / "steps.bin")
     assert rank0[:4] == [0, 1, 2, 3] and len(rank0) > 4
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "failed"

@@ -15,10 +15,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SKIPPED_DIRS = {".git", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache",
                 ".hypothesis", "build", "dist", "runs", "data"}  # fmt: skip
-#: Files that still leak, waiting for another branch (run.py's docstring: the split of run.py
-#: into perfkit/run/ rewrites it). An entry that no longer leaks fails the test: remove it.
-KNOWN_LEAKS = {"perfkit/run.py"}
-
 MARKDOWN_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 PARENT_PATH = re.compile(r"(?<![\w./-])((?:\.\./)+[\w./-]*\w)")
 SHARED = re.compile(r"(?<![\w-])shared(?:/|[\"']\s*/)")
@@ -84,11 +80,6 @@ def test_no_file_links_outside_the_repository():
     found = {}
     for path in repository_files():
         name = path.relative_to(REPO).as_posix()
-        if name not in KNOWN_LEAKS and path != Path(__file__) and (bad := leaks(path)):
+        if path != Path(__file__) and (bad := leaks(path)):
             found[name] = bad
     assert found == {}
-
-
-def test_known_leaks_are_still_leaks():
-    stale = {name for name in KNOWN_LEAKS if not (REPO / name).exists() or not leaks(REPO / name)}
-    assert stale == set(), "these files no longer leak: remove them from KNOWN_LEAKS"

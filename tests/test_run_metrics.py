@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import perfkit
 from perfkit.records import read_records
-from tests.conftest import FakeClock, FakeEventTimer, timed_batches
+from tests.conftest import FakeClock, FakeEventTimer, read_step_rows, timed_batches
 
 
 def batch(n: int) -> np.ndarray:
@@ -137,20 +137,15 @@ def test_step_records_are_long_format_base_units(tmp_path, clock):
     assert run.run_dir is not None
     records = list(read_records(run.run_dir / "records.jsonl"))
     assert all(list(r) == list(perfkit.records.RECORD_FIELDS) for r in records)
-    steps = [
-        (r["step"], r["name"], r["value"], r["unit"]) for r in records if r["step"] is not None
-    ]
-    assert steps == [
-        (0, "step_time", 2.0, "s"),
-        (0, "io_time", 0.5, "s"),
-        (0, "compute_time", 1.5, "s"),
-        (0, "samples", 8, "samples"),
-        (1, "step_time", 2.0, "s"),
-        (1, "io_time", 0.5, "s"),
-        (1, "compute_time", 1.5, "s"),
-        (1, "samples", 8, "samples"),
-    ]
-    by_name = {r["name"]: r for r in records if r["step"] is None}
+    assert all(r["step"] is None for r in records)  # steps are in steps.bin, one row each
+    # step 0 ends at 2.0 s (0.5 s IO + 1.5 s compute), step 1 at 4.0 s; phase ordinal 0
+    assert read_step_rows(run.run_dir / "steps.bin") == [
+        {"phase": 0, "step": 0, "t": 2.0, "step_time": 2.0, "io_time": 0.5,
+         "compute_time": 1.5, "samples": 8},
+        {"phase": 0, "step": 1, "t": 4.0, "step_time": 2.0, "io_time": 0.5,
+         "compute_time": 1.5, "samples": 8},
+    ]  # fmt: skip
+    by_name = {r["name"]: r for r in records}
     assert by_name["phase_wall"]["value"] == pytest.approx(4.0)
     assert by_name["phase_samples"]["value"] == 16
     assert by_name["mAP"]["value"] == 0.3461
@@ -176,12 +171,8 @@ def test_device_windows_resolve_lazily_with_one_sync_per_phase(tmp_path, clock):
                     timer.completed = 1
                     run.flush()
                     assert run.run_dir is not None
-                    names = [
-                        (r["step"], r["name"])
-                        for r in read_records(run.run_dir / "records.jsonl")
-                        if r["name"] == "compute_time"
-                    ]
-                    assert names == [(0, "compute_time")]
+                    rows = read_step_rows(run.run_dir / "steps.bin")
+                    assert [(r["step"], r["compute_time"]) for r in rows] == [(0, 2.0)]
                     assert timer.syncs == 0
             assert timer.syncs == 0  # nothing blocked the host during the steps
     assert timer.syncs == 1  # the one sync at phase end
@@ -208,11 +199,7 @@ def test_device_compute_windows_replace_the_implicit_window(tmp_path, clock):
     # plus the 0.5 s window outside any step: 1.25 + 3.0 + 0.5 = 4.75 s
     assert run.summary()["train_compute_s"] == pytest.approx(4.75)
     assert run.run_dir is not None
-    computes = [
-        r["value"]
-        for r in read_records(run.run_dir / "records.jsonl")
-        if r["name"] == "compute_time"
-    ]
+    computes = [r["compute_time"] for r in read_step_rows(run.run_dir / "steps.bin")]
     assert computes == pytest.approx([1.25, 3.0])
     assert timer.released == len(timer.marks)  # the dropped implicit marks went back too
 
@@ -332,7 +319,7 @@ def test_run_reproduces_the_seed_mfu(tmp_path, clock, precision, images_per_s_x1
     with perfkit.Run("mfu", out_dir=tmp_path, clock=clock, device="cpu") as run:
         # FlagPerf's "4.12e9 flops" per image are multiply-adds: 8.24e9 FLOPs in perfkit's unit;
         # the flagperf convention counts one operation per multiply-add again.
-        run.set_flops(2 * 4.12e9, dtype=precision, convention="flagperf", peak_flops=peak)
+        run.set_flops(2 * 4.12e9, dtype=precision, mfu_convention="flagperf", peak_flops=peak)
         with run.phase("infer") as infer:
             for _ in infer.iterate([None], samples=images_per_s_x10):
                 clock.advance(10.0)  # 10 s of compute: p_infer_core = images_per_s_x10 / 10
@@ -344,12 +331,12 @@ def test_run_reproduces_the_seed_mfu(tmp_path, clock, precision, images_per_s_x1
 
 def test_set_flops_rejects_bad_input(tmp_path):
     with perfkit.Run("mfu", out_dir=tmp_path, device="cpu") as run:
-        with pytest.raises(ValueError, match="flops_per_sample must be a positive"):
+        with pytest.raises(ValueError, match="argument `flops_per_sample` to be a positive"):
             run.set_flops(0, dtype="fp16")
-        with pytest.raises(ValueError, match="peak_flops must be a positive"):
+        with pytest.raises(ValueError, match="Expected argument `peak_flops` to be a positive"):
             run.set_flops(1e9, dtype="fp16", peak_flops=-1)
-        with pytest.raises(ValueError, match="convention must be one of"):
-            run.set_flops(1e9, dtype="fp16", convention="marketing")
+        with pytest.raises(ValueError, match="Expected argument `mfu_convention` to be one of"):
+            run.set_flops(1e9, dtype="fp16", mfu_convention="marketing")
         with pytest.raises(ValueError, match="dtype"):
             run.set_flops(1e9, dtype="fp7")
 

@@ -60,7 +60,7 @@ def wait_for_samples() -> None:
 def test_run_records_samples_and_reports_mem_and_energy(tmp_path):
     card = CardProbe()
     with perfkit.Run(
-        "probed", out_dir=tmp_path, device="cpu", probes=[card], sample_interval=0.01
+        "probed", out_dir=tmp_path, device="cpu", probes=[card], sample_interval_s=0.01
     ) as run:
         wait_for_samples()
         with run.phase("train") as train:
@@ -92,7 +92,7 @@ def test_a_failing_probe_is_recorded_once_and_the_run_goes_on(tmp_path):
         out_dir=tmp_path,
         device="cpu",
         probes=[BrokenProbe(), CardProbe()],
-        sample_interval=0.01,
+        sample_interval_s=0.01,
     ) as run:
         with run.phase("infer") as infer:
             for _ in infer.iterate([np.zeros((2, 1))] * 3):
@@ -108,7 +108,7 @@ def test_a_failing_probe_is_recorded_once_and_the_run_goes_on(tmp_path):
 
 
 def test_auto_probes_sample_the_host_here(tmp_path):
-    with perfkit.Run("auto", out_dir=tmp_path, device="cpu", sample_interval=0.02) as run:
+    with perfkit.Run("auto", out_dir=tmp_path, device="cpu", sample_interval_s=0.02) as run:
         wait_for_samples()
     assert run.run_dir is not None
     rss = [
@@ -136,5 +136,5 @@ def test_bad_probe_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match="probes: unknown probe 'nvidia'"):
         perfkit.Run("r", out_dir=tmp_path, device="cpu", probes=["nvidia"]).start()
     with pytest.raises(ValueError, match="sample_interval"):
-        perfkit.Run("r", out_dir=tmp_path, device="cpu", sample_interval=-1).start()
+        perfkit.Run("r", out_dir=tmp_path, device="cpu", sample_interval_s=-1).start()
     assert perfkit.run.active_run() is None

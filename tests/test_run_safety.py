@@ -15,13 +15,13 @@ import pytest
 
 import perfkit
 from perfkit.records import RecordError, read_records
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, read_step_rows
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def step_records(run_dir: Path, name: str = "step_time") -> list[dict]:
-    return [r for r in read_records(run_dir / "records.jsonl") if r["name"] == name]
+def step_records(run_dir: Path) -> list[dict]:
+    return read_step_rows(run_dir / "steps.bin")
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -76,13 +76,13 @@ def test_iterate_rejects_a_non_iterable(tmp_path):
     with perfkit.Run("r", out_dir=tmp_path, device="cpu") as run, run.phase("train") as train:
         with pytest.raises(TypeError, match=r"needs an iterable .* got int"):
             train.iterate(42)  # type: ignore[arg-type]
-        with pytest.raises(ValueError, match="samples must be a non-negative int"):
+        with pytest.raises(ValueError, match="argument `samples` to be a non-negative int"):
             train.iterate([1], samples=-1)
 
 
 def test_unknown_phase_kind_and_overlapping_phases(tmp_path):
     with perfkit.Run("r", out_dir=tmp_path, device="cpu") as run:
-        with pytest.raises(ValueError, match=r"kind must be one of .*'train'.*got 'eval'"):
+        with pytest.raises(ValueError, match=r"`kind` to be one of .*'train'.* but got 'eval'"):
             run.phase("eval")
         with run.phase("train"), pytest.raises(perfkit.RunError, match="do not overlap"):
             with run.phase("val"):
@@ -100,12 +100,14 @@ def test_unwritable_out_dir_is_named(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"e2e_from": "boot"}, "e2e_from must be one of"),
-        ({"sync": "always"}, "sync must be one of"),
-        ({"config": {"fn": print}}, "config must be JSON-serialisable"),
-        ({"config": [1, 2]}, "config must be a mapping"),
-        ({"flush_interval_s": 0}, "flush_interval_s must be a positive number"),
-        ({"device": "warp-drive:0"}, "device must be 'auto', 'cpu'"),
+        ({"e2e_from": "boot"}, "Expected argument `e2e_from` to be one of"),
+        ({"sync": "always"}, "Expected argument `sync` to be one of"),
+        ({"config": {"fn": print}}, "Expected argument `config` to be a JSON-serialisable"),
+        ({"config": [1, 2]}, "Expected argument `config` to be a JSON-serialisable mapping"),
+        ({"flush_interval_s": 0}, "Expected argument `flush_interval_s` to be a positive"),
+        ({"dist_timeout_s": "5"}, "Expected argument `dist_timeout_s` to be a positive"),
+        ({"sample_interval_s": -1}, "Expected argument `sample_interval_s` to be a positive"),
+        ({"device": "warp-drive:0"}, "Expected argument `device` to be 'auto', 'cpu'"),
     ],
 )
 def test_bad_run_arguments(tmp_path, kwargs, message):
@@ -277,3 +279,90 @@ def test_real_pytorch_training_loop(tmp_path):
     assert s["train_compute_s"] > 0.5 * s["train_wall_s"]  # the model, not the loader, dominates
     assert math.isfinite(s["loss"])
     assert torch.__version__.startswith(s["meta"]["torch_version"])
+
+
+def test_the_remembering_counter_agrees_with_count_samples() -> None:
+    """Batches whose types change under the counter: each count is count_samples' answer."""
+    from perfkit.run._samples import remembering_counter
+
+    torch = pytest.importorskip("torch")
+    count = remembering_counter()
+    batches = [
+        (torch.zeros(8, 3), torch.zeros(8)),
+        (torch.zeros(5, 3), torch.zeros(5)),  # same types, another size: remembered path
+        [np.zeros((4, 2)), np.zeros(4)],  # the first element's type changes
+        torch.zeros(6, 1),  # a bare tensor
+        np.zeros((2, 2)),
+        {"pixel_values": torch.zeros(3, 1), "label": torch.zeros(3)},
+        ([torch.zeros(3, 4, 4)] * 2, [{}, {}]),  # detection: a list of images
+        (torch.zeros(7, 3), torch.zeros(7)),
+    ]
+    assert [count(b) for b in batches] == [perfkit.run.count_samples(b) for b in batches]
+    assert [count(b) for b in batches] == [8, 5, 4, 6, 2, 3, 2, 7]
+    with pytest.raises(perfkit.RunError, match="cannot count"):
+        count((torch.tensor(1.0), 2))  # a 0-d tensor after a remembered tuple of tensors
+
+
+def test_a_backlog_wakes_the_flusher_and_its_bound_says_so_once(tmp_path, monkeypatch) -> None:
+    """A flusher that would wait 1000 s: half the bound wakes it; a disk that never keeps up
+    (a flusher woken but stalled) makes the loop write the steps itself, said once."""
+    import perfkit.run._phase as phase_module
+    import perfkit.run._run as run_module
+
+    monkeypatch.setattr(phase_module, "BACKLOG_STEPS", 64)
+    monkeypatch.setattr(run_module, "BACKLOG_STEPS", 64)
+    with perfkit.Run("backlog", out_dir=tmp_path, device="cpu", probes=None,
+                     flush_interval_s=1000) as run:  # fmt: skip
+        assert run._flusher is not None
+        monkeypatch.setattr(run._flusher, "wake", lambda: None)  # the stalled disk
+        with run.phase("train") as train, pytest.warns(RuntimeWarning, match="does not keep up"):
+            for _ in train.iterate(range(1000), samples=1):
+                assert len(train._rows) < 64 * 7  # bounded: never a full backlog kept
+    assert run.run_dir is not None
+    assert [r["step"] for r in step_records(run.run_dir)] == list(range(1000))
+    said = [
+        r for r in read_records(run.run_dir / "records.jsonl") if r["name"] == "step_backlog_full"
+    ]
+    assert len(said) == 1
+
+
+def test_half_the_backlog_wakes_the_flusher(tmp_path, monkeypatch) -> None:
+    import perfkit.run._phase as phase_module
+
+    monkeypatch.setattr(phase_module, "BACKLOG_STEPS", 64)
+    with perfkit.Run("woken", out_dir=tmp_path, device="cpu", probes=None,
+                     flush_interval_s=1000) as run:  # fmt: skip
+        with run.phase("train") as train:
+            for i in train.iterate(range(40), samples=1):
+                if i == 33:  # 32 steps wait: the flusher was woken and writes them
+                    deadline = time.monotonic() + 10
+                    while train._rows and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                    assert len(step_records(run.run_dir)) >= 32
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"flush_interval_s": "2"}, TypeError),  # a wrong type
+        ({"flush_interval_s": float("nan")}, ValueError),  # a wrong value
+        ({"sync": 1}, TypeError),
+        ({"sync": "often"}, ValueError),
+        ({"config": [1, 2]}, TypeError),
+    ],
+)
+def test_wrong_types_are_type_errors_and_wrong_values_value_errors(tmp_path, kwargs, error):
+    with pytest.raises(error, match=r"^Expected argument `\w+` to be .* but got "):
+        perfkit.Run("r", out_dir=tmp_path, **kwargs)
+
+
+def test_old_argument_names_still_work_with_a_deprecation_warning(tmp_path):
+    with pytest.warns(DeprecationWarning, match="`sample_interval` is deprecated"):
+        run = perfkit.Run("r", out_dir=tmp_path, sample_interval=0.25)
+    assert run.sample_interval_s == 0.25
+    with pytest.raises(TypeError, match="give `sample_interval_s` only"):
+        perfkit.Run("r", out_dir=tmp_path, sample_interval=0.25, sample_interval_s=1.0)
+    with perfkit.Run("mfu", out_dir=tmp_path, device="cpu", probes=None) as run:
+        with pytest.warns(DeprecationWarning, match="`convention` is deprecated"):
+            run.set_flops(1e9, dtype="fp32", convention="flagperf", peak_flops=1e12)
+        run.set_flops(1e9, dtype="fp32", mfu_convention="flagperf", peak_flops=1e12)

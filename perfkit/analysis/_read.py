@@ -5,21 +5,25 @@ Files are parsed with ``json.loads`` only; nothing in a run directory is evaluat
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perfkit.records import (
     META_FILE,
+    PHASE_NAMES,
+    READABLE_SCHEMA_VERSIONS,
     RECORD_FIELDS,
+    STEP_NAMES,
     SUMMARY_FILE,
     RecordError,
     read_json,
     read_records,
 )
-from perfkit.run import PHASE_KINDS
+from perfkit.steplog import read_step_log
+from perfkit.summary import PHASE_KINDS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,10 +32,6 @@ PathArg = str | os.PathLike[str]
 
 #: Metadata fields copied onto every record row by :func:`load`.
 META_COLUMNS = ("name", "device", "device_name", "layout", "world_size", "host")
-#: Names of the four records a finished step writes.
-STEP_NAMES = ("step_time", "io_time", "compute_time", "samples")
-#: Names of the five records a finished phase writes (t = the phase's end).
-PHASE_NAMES = ("phase_wall", "phase_io", "phase_compute", "phase_samples", "phase_steps")
 
 
 def find_runs(paths: PathArg | Iterable[PathArg]) -> list[Path]:
@@ -50,6 +50,7 @@ def find_runs(paths: PathArg | Iterable[PathArg]) -> list[Path]:
             continue
         found = sorted(
             {p.parent for p in path.rglob("records*.jsonl")}
+            | {p.parent for p in path.rglob("steps*.bin")}
             | {p.parent for p in path.rglob(META_FILE)}
         )
         if not found:
@@ -100,16 +101,40 @@ def _read_object(path: Path, what: str) -> dict[str, Any] | None:
     return obj
 
 
-@dataclass(frozen=True)
 class RunData:
     """Everything read from one run directory: metadata, summary (None for a partial run),
-    status and every record of every rank as a DataFrame with the columns of RECORD_FIELDS."""
+    status, every event of every rank (``records``: the columns of RECORD_FIELDS) and every
+    finished step of every rank (``steps``: the columns of :data:`STEP_TABLE_COLUMNS`).
+    meta.json and summary.json are read at once; the records and steps when first used (a
+    finished run's table needs only its summary)."""
 
-    run_dir: Path
-    meta: dict[str, Any]
-    summary: dict[str, Any] | None
-    status: str
-    records: pd.DataFrame
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.meta = read_meta(run_dir)
+        self.summary = read_summary(run_dir)
+        self.status = (
+            "partial" if self.summary is None else str(self.summary.get("status", "unknown"))
+        )
+        version = self.meta.get("schema_version", 1)
+        if version not in READABLE_SCHEMA_VERSIONS:
+            raise RecordError(
+                f"{run_dir} has records of schema_version {version!r}; this perfkit reads "
+                f"{READABLE_SCHEMA_VERSIONS}: upgrade perfkit to read it"
+            )
+
+    @functools.cached_property
+    def _tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return _read_tables(self.run_dir)
+
+    @property
+    def records(self) -> pd.DataFrame:
+        """Every event of every rank (records*.jsonl), the columns of RECORD_FIELDS."""
+        return self._tables[0]
+
+    @property
+    def steps(self) -> pd.DataFrame:
+        """Every finished step of every rank, the columns of STEP_TABLE_COLUMNS."""
+        return self._tables[1]
 
     @property
     def label(self) -> str:
@@ -129,21 +154,78 @@ class RunData:
 
 
 def read_run(run_dir: Path) -> RunData:
-    """Read one run directory (see :class:`RunData`)."""
+    """Read one run directory (see :class:`RunData`); schema-1 runs (steps as JSON records)
+    and schema-2 runs (steps in steps.bin) alike."""
+    return RunData(run_dir)
+
+
+def _read_tables(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(events, steps) of every rank of a run."""
     import pandas as pd
 
-    summary = read_summary(run_dir)
     rows = [r for f in sorted(run_dir.glob("records*.jsonl")) for r in read_records(f)]
     records = pd.DataFrame.from_records(rows, columns=list(RECORD_FIELDS))
     records["value"] = pd.to_numeric(records["value"], errors="coerce").astype(float)
     records["t"] = records["t"].astype(float)
-    return RunData(
-        run_dir=run_dir,
-        meta=read_meta(run_dir),
-        summary=summary,
-        status="partial" if summary is None else str(summary.get("status", "unknown")),
-        records=records,
+    legacy = records["name"].isin(STEP_NAMES) & records["step"].notna()
+    frames = [_binary_steps(path, records) for path in sorted(run_dir.glob("steps*.bin"))]
+    if legacy.any():
+        frames.append(_legacy_steps(records[legacy]))
+    records = records[~legacy].reset_index(drop=True)
+    frames = [f for f in frames if not f.empty]
+    steps = pd.concat(frames, ignore_index=True) if frames else _empty_steps()
+    steps = steps.sort_values(["rank", "t"], kind="stable").reset_index(drop=True)
+    return records, steps
+
+
+#: Columns of RunData.steps: rank, phase (name), ordinal (the phase's position among its
+#: rank's phases, from 0; -1 where a schema-1 run does not say), step, t (the step's end, s
+#: since run start), step_time, io_time, compute_time (s), samples.
+STEP_TABLE_COLUMNS = ("rank", "phase", "ordinal", "step", "t", *STEP_NAMES)
+
+
+def _empty_steps() -> pd.DataFrame:
+    import pandas as pd
+
+    types = {"rank": int, "phase": object, "ordinal": int, "step": int, "samples": int}
+    return pd.DataFrame({c: pd.Series(dtype=types.get(c, float)) for c in STEP_TABLE_COLUMNS})
+
+
+def _binary_steps(path: Path, records: pd.DataFrame) -> pd.DataFrame:
+    """The rows of one steps.bin, phase names from its rank's phase_start records."""
+    import numpy as np
+    import pandas as pd
+
+    header, rows = read_step_log(path)
+    rank = int(header.get("rank", 0))
+    column = {name: rows[:, i] for i, name in enumerate(header["columns"])}
+    starts = records[(records["name"] == "phase_start") & (records["rank"] == rank)]
+    names = np.asarray([*starts["phase"], None], dtype=object)  # None: a start not on disk
+    ordinal = column["phase"].astype(np.int64)
+    known = np.where((ordinal >= 0) & (ordinal < len(names) - 1), ordinal, len(names) - 1)
+    return pd.DataFrame(
+        {
+            "rank": np.full(len(rows), rank, dtype=np.int64),
+            "phase": names[known],
+            "ordinal": ordinal,
+            "step": column["step"].astype(np.int64),
+            "t": column["t"],
+            "step_time": column["step_time"],
+            "io_time": column["io_time"],
+            "compute_time": column["compute_time"],
+            "samples": column["samples"].astype(np.int64),
+        }
     )
+
+
+def _legacy_steps(records: pd.DataFrame) -> pd.DataFrame:
+    """Schema 1: the four JSON records of each step, one row per step (ordinal -1)."""
+    wide = _wide(records, STEP_NAMES, ["rank", "phase", "step", "t"])
+    wide["rank"] = wide["rank"].astype(int)
+    wide["step"] = wide["step"].astype(int)
+    wide["samples"] = wide["samples"].fillna(0).astype(int)
+    wide["ordinal"] = -1
+    return wide[list(STEP_TABLE_COLUMNS)]
 
 
 def read_runs(paths: PathArg | Iterable[PathArg]) -> list[RunData]:
@@ -152,46 +234,197 @@ def read_runs(paths: PathArg | Iterable[PathArg]) -> list[RunData]:
 
 
 def load(paths: PathArg | Iterable[PathArg]) -> pd.DataFrame:
-    """Tidy DataFrame of every record of every run under ``paths``.
+    """Tidy DataFrame of every record of every run under ``paths``: one row per event and
+    four rows per step (step_time, io_time, compute_time in s, samples), schema-1 and
+    schema-2 runs alike.
 
-    Columns: the record fields (run_id, rank, phase, step, name, value, unit, t, device, note),
-    then run_dir, status ("ok", "failed" or "partial"), the metadata columns of
-    :data:`META_COLUMNS` prefixed ``run_`` and the run's config as ``config.<key>``.
-    Values are in base units (``unit``: seconds, bytes, samples); ``t`` is seconds since run
-    start.
+    Columns: the record fields (run_id, rank, phase, step, name, value, unit, t, device, note,
+    kind), then run_dir, status ("ok", "failed" or "partial"), the metadata columns of
+    :data:`META_COLUMNS` prefixed ``run_`` and the run's config as ``config.<key>``. Values
+    are in base units (``unit``: seconds, bytes, samples); ``t`` is seconds since run start.
+    Text columns with few distinct values are categoricals. For steps as one row each, see
+    :func:`perfkit.analysis.step_times`.
     """
     import pandas as pd
+    from pandas.api.types import union_categoricals
 
-    frames = []
-    for run in read_runs(paths):
-        frame = run.records.copy()
-        frame["run_dir"] = str(run.run_dir)
-        frame["status"] = run.status
-        for key in META_COLUMNS:
-            frame[f"run_{key}"] = run.meta.get(key)
-        for key, value in run.config.items():
-            frame[f"config.{key}"] = value if not isinstance(value, (list, dict)) else str(value)
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+    frames = [_run_frame(run) for run in read_runs(paths)]
+    if len(frames) == 1:
+        return frames[0]
+    order = list(dict.fromkeys(c for f in frames for c in f.columns))
+    categorical = [c for c in order if any(_is_categorical(f, c) for f in frames)]
+    joined = {}
+    for column in categorical:
+        parts = [
+            f[column].astype("category") if column in f else pd.Categorical([None] * len(f))
+            for f in frames
+        ]
+        joined[column] = union_categoricals(parts, ignore_order=True)
+    table = pd.concat(
+        [f.drop(columns=[c for c in categorical if c in f]) for f in frames], ignore_index=True
+    )
+    for column, values in joined.items():
+        table[column] = values
+    return table[order]
+
+
+def _is_categorical(frame: pd.DataFrame, column: str) -> bool:
+    import pandas as pd
+
+    return column in frame and isinstance(frame[column].dtype, pd.CategoricalDtype)
+
+
+#: Text columns of load() stored as categoricals (few distinct values, millions of rows).
+_CATEGORICAL = ("run_id", "phase", "name", "unit", "device", "note", "kind")
+
+
+def _run_frame(run: RunData) -> pd.DataFrame:
+    """load()'s rows of one run: its events, then its steps as four records each."""
+    import numpy as np
+    import pandas as pd
+
+    events, steps = run.records, run.steps
+    n = len(steps)
+    phase_codes, phase_names = pd.factorize(steps["phase"])
+    step_parts: dict[str, tuple[Any, list[Any]]] = {
+        "run_id": (np.zeros(4 * n, dtype=np.int64), [run.run_id]),
+        "phase": (np.repeat(phase_codes, 4), list(phase_names)),
+        "name": (np.tile(np.arange(4), n), list(STEP_NAMES)),
+        "unit": (np.tile(np.asarray([0, 0, 0, 1]), n), ["s", "samples"]),
+        "device": (np.full(4 * n, -1), []),
+        "note": (np.full(4 * n, -1), []),
+        "kind": (np.full(4 * n, -1), []),
+    }
+    columns: dict[str, Any] = {}
+    for field, (codes, categories) in step_parts.items():
+        known = pd.Index(list(dict.fromkeys([*events[field].dropna(), *categories])))
+        step_codes = known.get_indexer(pd.Index(categories))[codes] if categories else codes
+        columns[field] = pd.Categorical.from_codes(
+            np.concatenate([known.get_indexer(events[field]), step_codes]),
+            dtype=pd.CategoricalDtype(known),
+        )
+    values = np.column_stack([steps[c].to_numpy(dtype=float) for c in STEP_NAMES]).ravel()
+    numbers = {
+        "rank": (events["rank"], steps["rank"]),
+        "step": (pd.to_numeric(events["step"]), steps["step"]),
+        "t": (events["t"], steps["t"]),
+    }
+    for field, (event_part, step_part) in numbers.items():
+        columns[field] = np.concatenate(
+            [event_part.to_numpy(dtype=float), np.repeat(step_part.to_numpy(dtype=float), 4)]
+        )
+    columns["rank"] = columns["rank"].astype(np.int64)
+    columns["value"] = np.concatenate([events["value"].to_numpy(dtype=float), values])
+    rows = len(events) + 4 * n
+    frame = pd.DataFrame({field: columns[field] for field in RECORD_FIELDS})
+    constants: dict[str, Any] = {"run_dir": str(run.run_dir), "status": run.status}
+    constants |= {f"run_{key}": run.meta.get(key) for key in META_COLUMNS}
+    constants |= {
+        f"config.{key}": value if not isinstance(value, (list, dict)) else str(value)
+        for key, value in run.config.items()
+    }
+    for column, value in constants.items():
+        if isinstance(value, str) or value is None:
+            codes = np.zeros(rows, dtype=np.int8)  # calloc: no pass over the rows
+            if value is None:
+                codes -= 1
+            frame[column] = pd.Categorical.from_codes(
+                codes, dtype=pd.CategoricalDtype([] if value is None else [value])
+            )
+        else:
+            frame[column] = value
+    return frame
 
 
 # -------------------------------------------------------------------------------- tables
 
 
 def phase_table(run: RunData) -> pd.DataFrame:
-    """One row per phase per rank, in time order: rank, phase (name), kind, index (the n-th
-    phase of that name on that rank, from 0), start_t, end_t (s since run start), wall_s, io_s,
-    compute_s (s), samples, steps, complete.
+    """One row per phase per rank, in time order: rank, phase (name), ordinal (its position
+    among the rank's phases, from 0), kind, index (the n-th phase of that name on that rank,
+    from 0), start_t, end_t (s since run start), wall_s, io_s, compute_s (s), samples, steps,
+    complete, energy_j (J, NaN without an energy counter).
 
     Finished phases come from their phase_* records; a phase a killed process left open is
-    rebuilt from its step records (start = first step's start, end = last step's end;
-    complete = False). ``kind`` comes from summary.json's phases when the run has one, else
-    it is the phase name when that names a kind (train, val, infer), else None.
+    rebuilt from its steps (end = last step's end; complete = False). ``kind`` comes from the
+    phase records (schema 2), else from summary.json's phases when the run has one, else it is
+    the phase name when that names a kind (train, val, infer), else None.
     """
     import pandas as pd
 
-    records = run.records
-    done = _wide(records, PHASE_NAMES, ["rank", "phase", "t"]).rename(
+    records, steps = run.records, _with_ordinals(run)
+    ends = _phase_ends(records)
+    starts = records.loc[records["name"] == "phase_start", ["rank", "phase", "value", "kind"]]
+    starts = starts.rename(columns={"value": "start_t"})
+    starts["ordinal"] = starts.groupby("rank").cumcount()
+    if starts.empty:  # schema 1: a phase's records are written when it ends
+        table = ends.assign(start_t=ends["end_t"] - ends["wall_s"], complete=True)
+    else:
+        table = starts.merge(
+            ends.drop(columns=["phase", "kind"]), on=["rank", "ordinal"], how="left"
+        )
+        table["complete"] = table["end_t"].notna()
+    done = table[table["complete"]]
+    open_steps = steps[
+        ~steps.set_index(["rank", "ordinal"]).index.isin(done.set_index(["rank", "ordinal"]).index)
+    ]
+    if not open_steps.empty:
+        rebuilt = (
+            open_steps.assign(start=open_steps["t"] - open_steps["step_time"])
+            .groupby(["rank", "ordinal"])
+            .agg(
+                phase=("phase", "first"),
+                first_start=("start", "min"),
+                end_t=("t", "max"),
+                io_s=("io_time", "sum"),
+                compute_s=("compute_time", "sum"),
+                samples=("samples", "sum"),
+                steps=("step", "count"),
+            )
+            .reset_index()
+        )
+        known = table[~table["complete"]].drop(
+            columns=["end_t", "io_s", "compute_s", "samples", "steps"], errors="ignore"
+        )
+        merged = rebuilt.merge(known.drop(columns=["phase"]), on=["rank", "ordinal"], how="left")
+        merged["start_t"] = merged["start_t"].fillna(merged["first_start"])
+        merged["complete"] = False
+        merged = merged.drop(columns=["first_start"])
+        table = pd.concat([done, merged], ignore_index=True)
+    else:
+        table = table[table["complete"]]
+    columns = ["rank", "phase", "ordinal", "start_t", "end_t", "wall_s", "io_s", "compute_s"]
+    if table.empty:
+        table = pd.DataFrame(columns=[*columns, "samples", "steps", "complete", "kind"])
+    table["wall_s"] = (
+        table["end_t"] - table["start_t"]
+        if "wall_s" not in table
+        else (table["wall_s"].fillna(table["end_t"] - table["start_t"]))
+    )
+    if "energy_j" not in table:
+        table["energy_j"] = float("nan")
+    if "kind" not in table:
+        table["kind"] = None
+    table = table.sort_values(["rank", "ordinal"], kind="stable").reset_index(drop=True)
+    table = table.astype(
+        {c: float for c in columns[3:]}
+        | {"rank": int, "ordinal": int, "samples": int, "steps": int, "complete": bool}
+    )
+    table["index"] = table.groupby(["rank", "phase"]).cumcount()
+    recorded = table["kind"]
+    table["kind"] = recorded.where(recorded.notna(), pd.Series(_phase_kinds(run, table)))
+    return table[
+        [*columns[:3], "kind", "index", *columns[3:], "samples", "steps", "complete", "energy_j"]
+    ].reset_index(drop=True)
+
+
+#: The phase_* records written when a phase ends.
+_END_NAMES = tuple(name for name in PHASE_NAMES if name != "phase_start")
+
+
+def _phase_ends(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per ended phase per rank (rank, phase, kind, ordinal, end_t and its figures)."""
+    ends = _wide(records, _END_NAMES, ["rank", "phase", "t", "kind"]).rename(
         columns={
             "t": "end_t",
             "phase_wall": "wall_s",
@@ -199,45 +432,41 @@ def phase_table(run: RunData) -> pd.DataFrame:
             "phase_compute": "compute_s",
             "phase_samples": "samples",
             "phase_steps": "steps",
+            "phase_energy": "energy_j",
         }
     )
-    done["start_t"] = done["end_t"] - done["wall_s"]
-    done["complete"] = True
-    steps = _step_rows(records)
-    last_end = done.groupby("rank")["end_t"].max()
-    after = steps["t"] > steps["rank"].map(last_end).fillna(-float("inf"))
-    open_steps = steps[after]
-    started = open_steps.assign(start=open_steps["t"] - open_steps["step_time"])
-    open_phases = (
-        started.groupby(["rank", "phase"])
-        .agg(
-            start_t=("start", "min"),
-            end_t=("t", "max"),
-            io_s=("io_time", "sum"),
-            compute_s=("compute_time", "sum"),
-            samples=("samples", "sum"),
-            steps=("step", "count"),
-        )
-        .reset_index()
-    )
-    open_phases["wall_s"] = open_phases["end_t"] - open_phases["start_t"]
-    open_phases["complete"] = False
-    frames = [f for f in (done, open_phases) if not f.empty]
-    columns = ["rank", "phase", "start_t", "end_t", "wall_s", "io_s", "compute_s"]
-    table = (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else pd.DataFrame(columns=[*columns, "samples", "steps", "complete"])
-    )
-    table = table.sort_values(["rank", "end_t"], kind="stable").reset_index(drop=True)
-    table = table.astype(
-        {c: float for c in columns[2:]} | {"rank": int, "samples": int, "steps": int}
-    )
-    table["index"] = table.groupby(["rank", "phase"]).cumcount()
-    table["kind"] = _phase_kinds(run, table)
-    return table[
-        [*columns[:2], "kind", "index", *columns[2:], "samples", "steps", "complete"]
-    ].reset_index(drop=True)
+    ends = ends.sort_values(["rank", "end_t"], kind="stable").reset_index(drop=True)
+    ends["ordinal"] = ends.groupby("rank").cumcount()
+    return ends
+
+
+def _with_ordinals(run: RunData) -> pd.DataFrame:
+    """run.steps with every step's phase ordinal: schema 1 steps (ordinal -1) belong to the
+    first phase of their name ending at or after them, else to the phase left open."""
+    import pandas as pd
+
+    steps = run.steps
+    legacy = steps["ordinal"] < 0
+    if not legacy.any():
+        return steps
+    ends = _phase_ends(run.records)[["rank", "phase", "end_t", "ordinal"]]
+    after = ends.groupby("rank")["ordinal"].max().add(1)
+    old = steps[legacy].drop(columns=["ordinal"]).sort_values("t")
+    if ends.empty:
+        old["ordinal"] = 0
+    else:
+        old = pd.merge_asof(
+            old,
+            ends.sort_values("end_t").astype({"end_t": float}),
+            left_on="t",
+            right_on="end_t",
+            by=["rank", "phase"],
+            direction="forward",
+        ).drop(columns=["end_t"])
+        old["ordinal"] = old["ordinal"].fillna(old["rank"].map(after)).fillna(0)
+    old["ordinal"] = old["ordinal"].astype(int)
+    merged = pd.concat([steps[~legacy], old[list(STEP_TABLE_COLUMNS)]], ignore_index=True)
+    return merged.sort_values(["rank", "t"], kind="stable").reset_index(drop=True)
 
 
 def _phase_kinds(run: RunData, table: pd.DataFrame) -> list[str | None]:
@@ -256,41 +485,18 @@ def _phase_kinds(run: RunData, table: pd.DataFrame) -> list[str | None]:
     return kinds
 
 
-def _step_rows(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per finished step: rank, phase, step, t (its end, s since run start),
-    step_time, io_time, compute_time (s) and samples."""
-    wide = _wide(records, STEP_NAMES, ["rank", "phase", "step", "t"])
-    wide = wide.sort_values(["rank", "t"], kind="stable").reset_index(drop=True)
-    wide["rank"] = wide["rank"].astype(int)
-    wide["step"] = wide["step"].astype(int)
-    wide["samples"] = wide["samples"].fillna(0).astype(int)
-    return wide
-
-
 def step_table(run: RunData, phases: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per finished step of ``run``: rank, phase, kind, index (of the phase instance,
     as in :func:`phase_table`), step, start_t and t (start and end, s since run start),
     step_time, io_time, compute_time (s), samples."""
-    import pandas as pd
-
     if phases is None:
         phases = phase_table(run)
-    steps = _step_rows(run.records)
-    columns = ["rank", "phase", "kind", "index", "step", "start_t", "t", *STEP_NAMES]
-    if steps.empty:
-        return pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
-    keys = phases[["rank", "phase", "kind", "index", "end_t"]].sort_values("end_t")
-    merged = pd.merge_asof(
-        steps.sort_values("t"),
-        keys,
-        left_on="t",
-        right_on="end_t",
-        by=["rank", "phase"],
-        direction="forward",
-    )
+    steps = _with_ordinals(run)
+    keys = phases[["rank", "ordinal", "kind", "index"]]
+    merged = steps.merge(keys, on=["rank", "ordinal"], how="left")
     merged["start_t"] = merged["t"] - merged["step_time"]
-    merged = merged[columns]
-    return merged.sort_values(["rank", "t"], kind="stable").reset_index(drop=True)
+    columns = ["rank", "phase", "kind", "index", "step", "start_t", "t", *STEP_NAMES]
+    return merged[columns].sort_values(["rank", "t"], kind="stable").reset_index(drop=True)
 
 
 def row_dicts(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -306,7 +512,7 @@ def _wide(records: pd.DataFrame, names: tuple[str, ...], keys: list[str]) -> pd.
     if rows.empty:
         return pd.DataFrame({column: pd.Series(dtype=float) for column in [*keys, *names]})
     wide = (
-        rows.groupby([*keys, "name"])["value"]
+        rows.groupby([*keys, "name"], dropna=False)["value"]
         .first()
         .unstack("name")
         .reindex(columns=list(names))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from perfkit.analysis._read import PathArg
-from perfkit.analysis._tables import MISSING, compare, seed_tables
+from perfkit.analysis._tables import MISSING, compare, seed_rows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,16 +29,26 @@ def report_text(paths: PathArg | Iterable[PathArg], fmt: str = "md") -> str:
     :func:`perfkit.analysis.seed_tables`) as ``fmt`` ("md", "csv" or "json"); one table per
     kind of run, titled when there are both."""
     _check_format(fmt)
-    tables = seed_tables(paths)
+    tables = seed_rows(paths)  # a finished run's table reads its summary.json only: no pandas
     if fmt == "json":
-        return json.dumps({k: t.to_dict(orient="records") for k, t in tables.items()}, indent=2)
+        return json.dumps(tables, indent=2)
     parts = []
-    for kind, table in tables.items():
-        text = markdown(table) if fmt == "md" else table.to_csv(index=False).rstrip()
+    for kind, rows in tables.items():
+        header = list(rows[0])
+        cells = [[row[c] for c in header] for row in rows]
+        text = _markdown(header, cells) if fmt == "md" else _csv(header, cells)
         if len(tables) > 1:
             text = f"{'## ' if fmt == 'md' else '# '}{_TITLES[kind]}\n\n{text}"
         parts.append(text)
     return "\n\n".join(parts)
+
+
+def _csv(header: list[str], rows: list[list[str]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue().rstrip()
 
 
 def compare_text(baseline: PathArg, *others: PathArg, fmt: str = "md") -> str:
@@ -53,7 +65,10 @@ def compare_text(baseline: PathArg, *others: PathArg, fmt: str = "md") -> str:
 def markdown(frame: pd.DataFrame) -> str:
     """``frame`` as a Markdown table: numbers with 6 significant digits, "/" where missing."""
     header = [str(c) for c in frame.columns]
-    body = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
+    return _markdown(header, [[_cell(v) for v in row] for row in frame.itertuples(index=False)])
+
+
+def _markdown(header: list[str], body: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:

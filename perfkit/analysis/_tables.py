@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -16,10 +17,9 @@ from perfkit.analysis._read import (
     phase_table,
     read_run,
     read_runs,
-    row_dicts,
     step_table,
 )
-from perfkit.run import PHASE_KINDS, THROUGHPUT_NAMES, rate_fields
+from perfkit.analysis._rebuild import rebuild_summary
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -86,11 +86,18 @@ def summaries(paths: PathArg | Iterable[PathArg]) -> pd.DataFrame:
     """
     import pandas as pd
 
+    return pd.DataFrame.from_records(summary_rows(paths))
+
+
+def summary_rows(paths: PathArg | Iterable[PathArg]) -> list[dict[str, Any]]:
+    """The rows of :func:`summaries` as dicts (a finished run's needs its summary.json only,
+    and no pandas); a run label two runs share becomes their run_dir."""
     rows = [_summary_row(run) for run in read_runs(paths)]
-    table = pd.DataFrame.from_records(rows)
-    duplicated = table["run"].duplicated(keep=False)
-    table.loc[duplicated, "run"] = table.loc[duplicated, "run_dir"]
-    return table
+    labels = Counter(row["run"] for row in rows)
+    for row in rows:
+        if labels[row["run"]] > 1:
+            row["run"] = row["run_dir"]
+    return rows
 
 
 def _summary_row(run: RunData) -> dict[str, Any]:
@@ -119,81 +126,6 @@ def _scalar(value: Any) -> Any:
     return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
 
 
-def rebuild_summary(run: RunData) -> dict[str, Any]:
-    """Summary metrics of a run rebuilt from its records (for runs without summary.json), with
-    the summary's names and formulas: global samples over the slowest rank's seconds."""
-    phases = phase_table(run)
-    records = run.records
-    out: dict[str, Any] = {}
-    if not records.empty:
-        out["e2e_time"] = float(records["t"].max())
-    for kind in PHASE_KINDS:
-        of_kind = phases[phases["kind"] == kind]
-        if of_kind.empty:
-            continue
-        per_rank = of_kind.groupby("rank")[["wall_s", "io_s", "compute_s"]].sum().max()
-        wall, io, compute = (float(per_rank[c]) for c in ("wall_s", "io_s", "compute_s"))
-        samples = int(of_kind["samples"].sum())
-        out.update(
-            {
-                f"{kind}_samples": samples,
-                f"{kind}_steps": int(of_kind["steps"].sum()),
-                f"{kind}_wall_s": wall,
-                f"{kind}_io_s": io,
-                f"{kind}_compute_s": compute,
-            }
-        )
-        rates = rate_fields(f"{kind}_", samples, wall, io, compute)
-        for rate, name in zip(("whole", "core"), THROUGHPUT_NAMES[kind], strict=True):
-            value = rates.pop(f"{kind}_throughput_{rate}", None)
-            if value is not None:
-                out[name] = value
-        out.update(rates)
-    window = _whole_window_s(phases)
-    if window and out.get("train_samples"):
-        out["p_whole"] = out["train_samples"] / window
-    out.update(_rebuilt_mem(records))
-    logged = records[(records["unit"] == "") & (records["name"] != "probe_error")]
-    for name, value in (
-        logged.sort_values("t", kind="stable").groupby("name")["value"].last().items()
-    ):
-        out[str(name)] = float(value)
-    return out
-
-
-def _whole_window_s(phases: pd.DataFrame) -> float | None:
-    """Seconds from the first train phase's start to the end of the last train/val phase after
-    it, on the slowest rank (as the summary's p_whole)."""
-    windows = []
-    for _rank, rows in phases[phases["kind"].isin(("train", "val"))].groupby("rank"):
-        starts = rows.loc[rows["kind"] == "train", "start_t"]
-        if starts.empty:
-            continue
-        first = float(starts.min())
-        windows.append(float(rows.loc[rows["start_t"] >= first, "end_t"].max()) - first)
-    window = max(windows, default=0.0)
-    return window if window > 0 else None
-
-
-def _rebuilt_mem(records: pd.DataFrame) -> dict[str, Any]:
-    """``mem`` ("used/total" GiB) of the device with the highest peak in the memory records."""
-    from perfkit.probes import HOST_DEVICE, format_mem
-
-    memory = records[
-        records["name"].isin(("memory_used_bytes", "memory_total_bytes"))
-        & (records["device"] != HOST_DEVICE)
-    ]
-    by_device = memory.groupby(["rank", "device", "name"])["value"].max().unstack("name")
-    if not {"memory_used_bytes", "memory_total_bytes"} <= set(by_device.columns):
-        return {}
-    by_device = by_device.dropna()
-    if by_device.empty:
-        return {}
-    peak = by_device.loc[by_device["memory_used_bytes"].idxmax()]
-    used, total = float(peak["memory_used_bytes"]), float(peak["memory_total_bytes"])
-    return {"mem": format_mem(used, total), "mem_peak_bytes": used, "mem_total_bytes": total}
-
-
 # -------------------------------------------------------------------------------- seed tables
 
 
@@ -206,17 +138,23 @@ def seed_tables(paths: PathArg | Iterable[PathArg]) -> dict[str, pd.DataFrame]:
     status "ok", "failed" or "partial". MFU, mAP and acc columns no run has are left out."""
     import pandas as pd
 
-    runs = row_dicts(summaries(paths))
-    tables: dict[str, pd.DataFrame] = {}
+    return {kind: pd.DataFrame(rows) for kind, rows in seed_rows(paths).items()}
+
+
+def seed_rows(paths: PathArg | Iterable[PathArg]) -> dict[str, list[dict[str, str]]]:
+    """The rows of :func:`seed_tables` as dicts of text cells, without pandas."""
+    runs = summary_rows(paths)
+    tables: dict[str, list[dict[str, str]]] = {}
     for kind in SEED_COLUMNS:
         of_kind = [row for row in runs if _run_kind(row) == kind]
         if not of_kind:
             continue
-        cells = pd.DataFrame(
-            [{column: _seed_cell(column, row) for column in SEED_COLUMNS[kind]} for row in of_kind]
-        )
-        empty = [c for c in OPTIONAL_COLUMNS if (cells[c] == MISSING).all()]
-        tables[kind] = cells.drop(columns=empty)
+        columns = [
+            c
+            for c in SEED_COLUMNS[kind]
+            if c not in OPTIONAL_COLUMNS or any(_seed_cell(c, row) != MISSING for row in of_kind)
+        ]
+        tables[kind] = [{c: _seed_cell(c, row) for c in columns} for row in of_kind]
     return tables
 
 

@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perfkit.analysis._read import (
-    PHASE_NAMES,
-    STEP_NAMES,
     PathArg,
     find_run,
     phase_table,
@@ -22,6 +20,7 @@ from perfkit.analysis._read import (
     row_dicts,
     step_table,
 )
+from perfkit.records import PHASE_NAMES, STEP_NAMES
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,0 +1,114 @@
+"""The step loop's cost against Lightning's ``Throughput.update``, measured in one process.
+
+Batches are ``(images, labels)`` tensors and perfkit counts their samples itself (the default
+``samples=None``); Lightning's ``Throughput.update`` is given the counts. Two figures per
+variant, each the marginal cost of one step (slope between N and 2N steps, fastest of the
+repeats, garbage collector paused as timeit does), over the bare loop:
+
+- loop thread: CPU time of the thread running the loop (``time.thread_time``: robust on a busy
+  machine, where wall time measures the other processes; perfkit's flusher held back, as it
+  runs on another thread);
+- whole process: CPU time of every thread of the process over the whole run - start, loop,
+  encoding and writing every step, stop.
+
+Run: ``python -m benchmarks.loop_cost``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from typing import Any
+
+import perfkit
+from benchmarks.overhead import gc_paused, lightning_throughput
+from benchmarks.results import machine, write_section
+
+
+def perfkit_run(data: list[Any], flush_interval_s: float) -> tuple[float, float]:
+    """(loop thread CPU seconds, process CPU seconds of the whole run) of one perfkit pass."""
+    with tempfile.TemporaryDirectory() as out:
+        cpu = time.process_time()
+        with perfkit.Run(
+            "loop", out_dir=out, device="cpu", probes=None, flush_interval_s=flush_interval_s
+        ) as run:
+            with run.phase("train") as train:
+                start = time.thread_time()
+                for _ in train.iterate(data):
+                    pass
+                loop = time.thread_time() - start
+        return loop, time.process_time() - cpu
+
+
+def lightning_run(data: list[Any]) -> tuple[float, float]:
+    cpu = time.process_time()
+    start = time.thread_time()
+    lightning_throughput(data)
+    return time.thread_time() - start, time.process_time() - cpu
+
+
+def bare_run(data: list[Any]) -> tuple[float, float]:
+    cpu = time.process_time()
+    start = time.thread_time()
+    for _ in data:
+        pass
+    return time.thread_time() - start, time.process_time() - cpu
+
+
+def per_step_ns(measure: Any, batch: Any, steps: int, repeats: int) -> tuple[float, float]:
+    """(loop ns, process CPU ns) per step: the slope between ``steps`` and ``2 * steps``."""
+    figures = []
+    for n in (steps, 2 * steps):
+        data = [batch] * n
+        runs = []
+        for _ in range(repeats):
+            with gc_paused():
+                runs.append(measure(data))
+        figures.append((min(r[0] for r in runs), min(r[1] for r in runs)))
+    (short_wall, short_cpu), (long_wall, long_cpu) = figures
+    return (long_wall - short_wall) / steps * 1e9, (long_cpu - short_cpu) / steps * 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=200_000, help="steps per measurement")
+    parser.add_argument("--repeats", type=int, default=5, help="measurements (fastest is kept)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md")
+    args = parser.parse_args()
+    import torch
+
+    batch = (torch.zeros(32, 3, 8, 8), torch.zeros(32, dtype=torch.long))
+    bare = per_step_ns(bare_run, batch, args.steps, args.repeats)
+    lightning = per_step_ns(lightning_run, batch, args.steps, args.repeats)
+    loop_only = per_step_ns(lambda d: perfkit_run(d, 1e9), batch, args.steps, args.repeats)
+    all_in = per_step_ns(lambda d: perfkit_run(d, 2.0), batch, args.steps, args.repeats)
+    peer_wall, peer_cpu = lightning[0] - bare[0], lightning[1] - bare[1]
+    loop_ns = loop_only[0] - bare[0]
+    cpu_ns = all_in[1] - bare[1]
+    body = "\n".join(
+        [
+            machine(),
+            f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+            "(other jobs on the machine inflate absolute times; ratios are taken in one run).",
+            f"torch {torch.__version__}; batches `(zeros(32, 3, 8, 8), zeros(32))`, samples "
+            f"counted by perfkit (default); marginal cost per step over the bare loop (slope "
+            f"between {args.steps} and {2 * args.steps} steps, fastest of {args.repeats}, GC "
+            "paused), in one process.",
+            "",
+            "| figure | perfkit ns/step | Lightning `Throughput.update` ns/step | ratio | target |",
+            "|---|---|---|---|---|",
+            f"| loop thread CPU | {loop_ns:.0f} | {peer_wall:.0f} | {loop_ns / peer_wall:.2f}x "
+            "| <= 0.6x |",
+            f"| whole-process CPU, all threads, encoding and writing included | {cpu_ns:.0f} | "
+            f"{peer_cpu:.0f} | {cpu_ns / peer_cpu:.2f}x | <= 1.0x |",
+        ]
+    )
+    print(body)
+    if not args.no_write:
+        write_section("Loop cost against Lightning (issue 13)", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""A run's summary rebuilt from its records, by :func:`perfkit.summary.build_summary` - the
+function the live run calls - so a killed run's table has the live summary's keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING, Any
+
+from perfkit.analysis._read import RunData, phase_table, row_dicts, step_table
+from perfkit.records import RECORD_NAMES
+from perfkit.summary import PhaseFigures, PhaseResult, build_summary
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: The rank whose phases, steps, logged values and probe errors the summary reports.
+REPORTING_RANK = 0
+
+
+def rebuild_summary(run: RunData) -> dict[str, Any]:
+    """The summary of ``run`` rebuilt from its records: every metric the live summary has,
+    from the same figures (phase records, rank 0's steps, probe samples, logged values).
+    ``status`` is "partial" and ``e2e_time`` the time of rank 0's last record (a lower
+    bound)."""
+    records = run.records
+    meta = run.meta
+    mine = records[records["rank"] == REPORTING_RANK]
+    probe_errors = mine.loc[mine["name"] == "probe_error", "note"]
+    return build_summary(
+        run_id=run.run_id,
+        name=str(meta.get("name", run.label)),
+        status="partial",
+        e2e_time=_last_t(mine, run.steps[run.steps["rank"] == REPORTING_RANK]),
+        phases=phase_results(run),
+        meta=meta,
+        memory=_memory(records, meta),
+        flops=meta.get("flops"),
+        logged=_logged(mine),
+        probe_errors=[str(note) for note in probe_errors],
+    )
+
+
+def _last_t(events: pd.DataFrame, steps: pd.DataFrame) -> float | None:
+    times = [float(frame["t"].max()) for frame in (events, steps) if not frame.empty]
+    return max(times, default=None)
+
+
+def phase_results(run: RunData) -> list[PhaseResult]:
+    """The reporting rank's phases in order, each with every rank's figures (the n-th phase of
+    each rank: every rank runs the same phases) and the reporting rank's step wall times."""
+    phases = phase_table(run)
+    steps = step_table(run, phases)
+    walls = steps.groupby(["rank", "phase", "index"])["step_time"].apply(list).to_dict()
+    by_rank = {
+        int(rows["rank"].iloc[0]): row_dicts(rows.sort_values("end_t", kind="stable"))
+        for _, rows in phases.groupby("rank")
+    }
+    results = []
+    kind_counts: dict[str, int] = {}
+    for position, row in enumerate(by_rank.get(REPORTING_RANK, [])):
+        kind = str(row["kind"])
+        kind_index = kind_counts.get(kind, 0)
+        kind_counts[kind] = kind_index + 1
+        figures = {
+            rank: _figures(rows[position])
+            for rank, rows in sorted(by_rank.items())
+            if position < len(rows)
+        }
+        key = (REPORTING_RANK, row["phase"], row["index"])
+        results.append(
+            PhaseResult(str(row["phase"]), kind_index, REPORTING_RANK, figures, walls.get(key, []))
+        )
+    return results
+
+
+def _figures(row: dict[str, Any]) -> PhaseFigures:
+    energy = float(row["energy_j"])
+    return PhaseFigures(
+        kind=str(row["kind"]),
+        samples=int(row["samples"]),
+        steps=int(row["steps"]),
+        wall_s=float(row["wall_s"]),
+        io_s=float(row["io_s"]),
+        compute_s=float(row["compute_s"]),
+        start_t=float(row["start_t"]),
+        end_t=float(row["end_t"]),
+        energy_j=None if math.isnan(energy) else energy,
+    )
+
+
+def _memory(records: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
+    """The mem fields from the probe samples in the records, folded as the live run folds them
+    (one MemoryTracker per rank, merged over ranks when there are several)."""
+    from perfkit.probes import DeviceSample, MemoryTracker, merge_memory_summaries
+
+    fields = {f.name for f in dataclasses.fields(DeviceSample) if f.type == "float"}
+    samples = records[records["name"].isin(fields) & records["device"].notna()]
+    world_size = int(meta.get("world_size") or 1)
+    trackers = [MemoryTracker(include_host=meta.get("device") == "cpu") for _ in range(world_size)]
+    if not samples.empty:
+        wide = samples.pivot_table(
+            index=["rank", "t", "device"], columns="name", values="value", aggfunc="last"
+        ).reset_index()
+        columns = [c for c in wide.columns if c in fields]
+        for rank, device, values in zip(
+            wide["rank"],
+            wide["device"],
+            wide[columns].to_dict(orient="records"),
+            strict=True,
+        ):
+            if 0 <= int(rank) < world_size:
+                trackers[int(rank)].update(
+                    DeviceSample(probe="", device=str(device), **_numbers(values))
+                )
+    if world_size == 1:
+        return trackers[0].summary()
+    return merge_memory_summaries([tracker.summary() for tracker in trackers])
+
+
+def _numbers(values: dict[Any, Any]) -> dict[str, Any]:
+    return {str(k): float(v) for k, v in values.items()}
+
+
+def _logged(records: pd.DataFrame) -> dict[str, float]:
+    """The last value of each name given to ``run.log`` (unit-less records other than
+    perfkit's own events)."""
+    logged = records[(records["unit"] == "") & ~records["name"].isin(RECORD_NAMES)]
+    last = logged.sort_values("t", kind="stable").groupby("name", sort=False)["value"].last()
+    return {str(name): float(value) for name, value in last.items()}

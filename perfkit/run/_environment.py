@@ -1,0 +1,168 @@
+"""What a run needs from its surroundings: the device and its timer, the run directory, the
+config check and the metadata (versions, host, device name)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import socket
+import sys
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from perfkit import checks, distributed
+from perfkit.records import SCHEMA_VERSION
+from perfkit.run._errors import RunError
+from perfkit.timing import Clock, EventTimer, HostTimer, SyncingHostTimer, WindowTimer
+
+
+def check_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``config`` as a dict, checked to be JSON-serialisable; {} for None."""
+    if config is None:
+        return {}
+    expected = "a JSON-serialisable mapping (str/number/bool/list/dict values)"
+    if not isinstance(config, Mapping):
+        raise checks.wrong_type("config", expected, config)
+    try:
+        json.dumps(dict(config), allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise checks.wrong_type("config", f"{expected} ({err})", config) from None
+    return dict(config)
+
+
+def make_run_dir(out_dir: Path, run_id: str) -> Path:
+    """Create ``out_dir/run_id`` and check it is writable (RunError if not)."""
+    run_dir = out_dir / run_id
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"  # ranks share the directory
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise RunError(f"out_dir {str(out_dir)!r} is not writable: {err}") from err
+    return run_dir
+
+
+def resolve_device(device: Any) -> str:
+    """``"cpu"`` or ``"<type>:<index>"`` for ``device`` ("auto", a string, a torch.device)."""
+    if device in (None, "auto"):
+        if "torch" not in sys.modules and not package_version("torch"):
+            return "cpu"
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{torch.cuda.current_device()}"
+        accelerator = getattr(torch, "accelerator", None)
+        if accelerator is not None and accelerator.is_available():
+            current = accelerator.current_accelerator()
+            if current is not None and current.type != "cpu":
+                return f"{current.type}:{accelerator.current_device_index()}"
+        return "cpu"
+    if isinstance(device, str) and device == "cpu":
+        return "cpu"
+    import torch
+
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise checks.wrong_value(
+            "device",
+            f"'auto', 'cpu', a device string like 'cuda:0' or a torch.device ({err})",
+            device,
+        ) from None
+    if resolved.type == "cpu":
+        return "cpu"
+    index = resolved.index if resolved.index is not None else 0
+    return f"{resolved.type}:{index}"
+
+
+def make_timer(device: str, sync: str, clock: Clock) -> WindowTimer:
+    """The window timer for ``device`` and the ``sync`` mode ("phase" or "step")."""
+    device_type = device.split(":")[0]
+    if device_type == "cpu":
+        return HostTimer(clock)
+    if sync == "step":
+        from perfkit.timing import device_synchronizer
+
+        return SyncingHostTimer(device_synchronizer(device_type), clock)
+    if device_type == "cuda":
+        import torch
+
+        torch.cuda.set_device(int(device.split(":")[1]))
+    return EventTimer(device_type)
+
+
+def device_name(device: str) -> str:
+    """The marketing name of ``device`` ("NVIDIA A100-SXM4-40GB"), the CPU's model name."""
+    device_type = device.split(":")[0]
+    if device_type == "cpu":
+        return _cpu_name()
+    import torch
+
+    module = getattr(torch, device_type, None)
+    get_name = getattr(module, "get_device_name", None)
+    if callable(get_name):
+        return str(get_name(int(device.split(":")[1])))
+    return device_type
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.cache
+def package_version(package: str) -> str | None:
+    """The installed version of ``package``, None when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def metadata(
+    *,
+    run_id: str,
+    name: str,
+    started: datetime,
+    device: str,
+    rank: int,
+    world_size: int,
+    config: Mapping[str, Any],
+    e2e_from: str,
+    sync: str,
+    timer: WindowTimer,
+) -> dict[str, Any]:
+    """The run's meta.json."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "name": name,
+        "started_at": started.isoformat(),
+        "perfkit_version": package_version("perfkit"),
+        "torch_version": package_version("torch"),
+        "python_version": platform.python_version(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "device": device,
+        "device_name": device_name(device),
+        "rank": rank,
+        "world_size": world_size,
+        "layout": distributed.layout(),
+        "config": dict(config),
+        "e2e_from": e2e_from,
+        "sync": sync,
+        "timer": type(timer).__name__,
+    }

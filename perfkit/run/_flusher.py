@@ -1,0 +1,48 @@
+"""The background thread that writes finished steps and queued records to disk."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+
+class Flusher:
+    """Daemon thread calling ``flush()`` every ``interval_s`` seconds, so records reach the disk
+    even while one step runs for a long time, and encoding them stays off the loop's thread. A
+    failure to write is kept in :attr:`error` (the summary's "flush_error"), never raised into
+    the user's loop."""
+
+    def __init__(self, flush: Callable[[], None], interval_s: float) -> None:
+        self._flush = flush
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="perfkit-flush", daemon=True)
+        self.error: str | None = None
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Flush now rather than at the end of the interval (a backlog is building up)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop the thread and wait for it (a flush under way finishes first)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait(self._interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self._flush()
+            except OSError as err:
+                self.error = f"{type(err).__name__}: {err}"
+                return

@@ -1,0 +1,74 @@
+"""Counting the samples of a batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from perfkit import checks
+from perfkit.run._errors import RunError
+
+
+def count_samples(batch: Any) -> int:
+    """Samples in one batch: the first tensor's leading dimension, or len of a list of images.
+
+    ``(images, labels)`` -> ``len(images)`` along dim 0; ``(list_of_image_tensors, targets)``
+    (torchvision detection) -> the list's length; a dict -> its first tensor value.
+    """
+    first = batch
+    if isinstance(batch, Mapping):
+        first = next((v for v in batch.values() if hasattr(v, "shape")), None)
+    elif isinstance(batch, (list, tuple)) and batch:
+        first = batch[0]
+        if isinstance(first, (list, tuple)):
+            return len(first)
+    shape = getattr(first, "shape", None)
+    if shape is not None and len(shape) > 0:
+        return int(shape[0])
+    raise RunError(
+        f"cannot count the samples of a batch of type {type(batch).__name__}: pass "
+        "iterate(..., samples=N) with an int, or a callable batch -> int"
+    )
+
+
+def remembering_counter() -> Callable[[Any], int]:
+    """:func:`count_samples` that remembers where the first batch kept its samples: while the
+    batches keep the same types (a DataLoader's do), each is counted with one indexing and one
+    shape read, not the general search (``isinstance`` on ABCs, ``getattr``)."""
+    batch_type: type[Any] | None = None
+    first_type: type[Any] | None = None  # None: the batch itself has the shape
+
+    def count(batch: Any) -> int:
+        nonlocal batch_type, first_type
+        try:
+            if type(batch) is batch_type:
+                if first_type is None:
+                    return int(batch.shape[0])
+                first = batch[0]
+                if type(first) is first_type:
+                    return int(first.shape[0])
+        except (AttributeError, IndexError, KeyError, TypeError):
+            pass
+        n = count_samples(batch)  # the general search; remember its path where it is simple
+        batch_type, first_type = None, None
+        if type(batch) in (list, tuple) and batch and hasattr(batch[0], "shape"):
+            batch_type, first_type = type(batch), type(batch[0])
+        elif not isinstance(batch, (Mapping, list, tuple)) and hasattr(batch, "shape"):
+            batch_type = type(batch)
+        return n
+
+    return count
+
+
+def sample_counter(samples: int | Callable[[Any], int] | None) -> int | Callable[[Any], int]:
+    """The samples of every batch (an int), or the callable that counts them per batch."""
+    if samples is None:
+        return remembering_counter()
+    if callable(samples):
+        return samples
+    expected = "a non-negative int or a callable batch -> int"
+    if isinstance(samples, bool) or not isinstance(samples, int):
+        raise checks.wrong_type("samples", expected, samples)
+    if samples < 0:
+        raise checks.wrong_value("samples", expected, samples)
+    return samples

@@ -1,0 +1,47 @@
+"""``@perfkit.timed``: named regions timed on the host clock inside the active run."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from perfkit import checks
+from perfkit.run._active import active_run
+
+if TYPE_CHECKING:
+    from perfkit.run._run import Run
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class timed:
+    """A named region timed on the host clock inside the active run.
+
+    Decorator (``@perfkit.timed("preprocess")``) or context manager
+    (``with perfkit.timed("decode"):``). Each call writes a record named ``region/<label>`` with
+    its duration in seconds. Outside an active run it does nothing, so library code can keep the
+    decorator.
+    """
+
+    def __init__(self, label: str) -> None:
+        self.label = checks.non_empty_str("label", label)
+        self._starts: list[tuple[Run | None, float]] = []
+
+    def __call__(self, func: _F) -> _F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    def __enter__(self) -> timed:
+        run = active_run()
+        self._starts.append((run, run.clock() if run is not None else 0.0))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        run, start = self._starts.pop()
+        if run is not None and run.status == "running":
+            run.record_region(self.label, start, run.clock())

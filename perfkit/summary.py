@@ -1,0 +1,269 @@
+"""The summary: per-phase figures -> the summary dict (pure; no clock, no files, no devices).
+
+This is the one place the seed metrics are defined. :class:`perfkit.Run` calls
+:func:`build_summary` with its live figures when it ends; the analysis layer's
+``rebuild_summary`` calls it with the same figures read back from a run's records. Units: seconds, samples,
+samples/s, joules, bytes. The metric names and formulas are FlagPerf's:
+
+========== =================================================================================
+metric     definition
+========== =================================================================================
+e2e_time   run start (or process start, ``e2e_from="process"``) to run end, seconds
+p_whole    train samples / (first train phase start to end of the last train/val phase), 1/s
+p_train    train samples / sum of train phase wall times (evaluation excluded), 1/s
+p_core     train samples / sum of train compute windows (IO excluded), 1/s
+p_val_*    val samples / val wall time (whole) or val compute time (core), 1/s
+p_infer_*  infer samples / infer wall time (whole) or infer compute time (core), 1/s
+========== =================================================================================
+
+Over ranks: global samples over the slowest rank's seconds (FlagPerf uses rank 0's; the slowest
+rank bounds the job). Step-time percentiles are the reporting rank's (rank 0's) steps.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+PHASE_KINDS = ("train", "val", "infer")
+#: Summary names of each phase kind's (whole, core) throughput, as the seeds name them.
+THROUGHPUT_NAMES = {
+    "train": ("p_train", "p_core"),
+    "val": ("p_val_whole", "p_val_core"),
+    "infer": ("p_infer_whole", "p_infer_core"),
+}
+#: Step wall-time percentiles reported per phase and per kind.
+PERCENTILES = (50, 90, 99)
+#: Core throughputs MFU is taken from, first present wins.
+MFU_THROUGHPUTS = ("p_core", "p_infer_core", "p_val_core")
+
+
+class PhaseFigures(NamedTuple):
+    """One rank's totals for one phase (seconds on that rank's clock since its run start,
+    samples, steps)."""
+
+    kind: str
+    samples: int
+    steps: int
+    wall_s: float
+    io_s: float
+    compute_s: float
+    start_t: float
+    end_t: float
+    energy_j: float | None = None  # device energy over the phase (node-wide probes), joules
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    """One phase as the summary sees it: its name, its index among the phases of its kind (from
+    0), every rank's figures and the reporting rank's step wall times (seconds)."""
+
+    name: str
+    index: int
+    rank: int
+    by_rank: Mapping[int, PhaseFigures]
+    step_walls: Sequence[float]
+
+    @property
+    def figures(self) -> PhaseFigures:
+        """The reporting rank's figures."""
+        return self.by_rank[self.rank]
+
+
+def percentiles(values: Sequence[float]) -> dict[int, float]:
+    """{50: p50, 90: p90, 99: p99} of ``values`` (numpy's linear interpolation); {} when empty."""
+    if len(values) == 0:
+        return {}
+    import numpy as np
+
+    data = np.asarray(values, dtype=np.float64)
+    return {q: float(v) for q, v in zip(PERCENTILES, np.percentile(data, PERCENTILES), strict=True)}
+
+
+def rate_fields(
+    prefix: str, samples: int, wall: float, io: float, compute: float
+) -> dict[str, float]:
+    """io_fraction (IO seconds / wall seconds) and throughputs (samples/s), only where the
+    denominators are positive."""
+    fields: dict[str, float] = {}
+    if wall > 0:
+        fields[f"{prefix}io_fraction"] = io / wall
+        fields[f"{prefix}throughput_whole"] = samples / wall
+    if compute > 0:
+        fields[f"{prefix}throughput_core"] = samples / compute
+    return fields
+
+
+def phase_stats(phase: PhaseResult) -> dict[str, Any]:
+    """One phase's entry of the summary's ``phases``: the reporting rank's samples, steps, wall /
+    io / compute seconds, throughputs, energy and step-time percentiles."""
+    f = phase.figures
+    stats: dict[str, Any] = {
+        "name": phase.name,
+        "kind": f.kind,
+        "index": phase.index,
+        "start_t": f.start_t,
+        "end_t": f.end_t,
+        "samples": f.samples,
+        "steps": f.steps,
+        "wall_s": f.wall_s,
+        "io_s": f.io_s,
+        "compute_s": f.compute_s,
+    }
+    stats.update(rate_fields("", f.samples, f.wall_s, f.io_s, f.compute_s))
+    if f.energy_j is not None:
+        stats["energy_j"] = f.energy_j
+        if f.samples:
+            stats["energy_per_sample_j"] = f.energy_j / f.samples
+    for q, value in percentiles(phase.step_walls).items():
+        stats[f"step_time_p{q}_s"] = value
+    return stats
+
+
+def _by_rank(phases: Sequence[PhaseResult]) -> dict[int, list[PhaseFigures]]:
+    ranks: dict[int, list[PhaseFigures]] = {}
+    for phase in phases:
+        for rank, figures in phase.by_rank.items():
+            ranks.setdefault(rank, []).append(figures)
+    return ranks
+
+
+def kind_metrics(kind: str, phases: Sequence[PhaseResult]) -> dict[str, Any]:
+    """Totals, throughputs, energy, spread over ranks and step-time percentiles of the phases
+    of one kind; {} when there are none."""
+    if not phases:
+        return {}
+    ranks = _by_rank(phases)
+    samples = sum(f.samples for figures in ranks.values() for f in figures)
+    per_rank = {
+        rank: (
+            math.fsum(f.wall_s for f in figures),
+            math.fsum(f.io_s for f in figures),
+            math.fsum(f.compute_s for f in figures),
+        )
+        for rank, figures in ranks.items()
+    }
+    wall, io, compute = (max(values) for values in zip(*per_rank.values(), strict=True))
+    out: dict[str, Any] = {
+        f"{kind}_samples": samples,
+        f"{kind}_steps": sum(f.steps for figures in ranks.values() for f in figures),
+        f"{kind}_wall_s": wall,
+        f"{kind}_io_s": io,
+        f"{kind}_compute_s": compute,
+    }
+    rates = rate_fields(f"{kind}_", samples, wall, io, compute)
+    for rate, name in zip(("whole", "core"), THROUGHPUT_NAMES[kind], strict=True):
+        value = rates.pop(f"{kind}_throughput_{rate}", None)
+        if value is not None:
+            out[name] = value
+            if len(ranks) > 1:
+                out[f"{name}_per_device"] = value / len(ranks)
+    out.update(rates)
+    energies = [f.energy_j for figures in ranks.values() for f in figures if f.energy_j is not None]
+    if energies and samples:
+        out[f"{kind}_energy_j"] = math.fsum(energies)
+        out[f"{kind}_energy_per_sample_j"] = math.fsum(energies) / samples
+    if len(ranks) > 1:
+        for index, label in ((0, "wall_s"), (2, "compute_s")):
+            values = [v[index] for v in per_rank.values()]
+            out[f"{kind}_{label}_min"] = min(values)
+            out[f"{kind}_{label}_max"] = max(values)
+            out[f"{kind}_{label}_std"] = statistics.pstdev(values)
+    walls = [wall for phase in phases for wall in phase.step_walls]
+    for q, value in percentiles(walls).items():
+        out[f"{kind}_step_time_p{q}_s"] = value
+    return out
+
+
+def whole_window_s(phases: Sequence[PhaseResult]) -> float | None:
+    """Seconds from the first train phase's start to the end of the last train/val phase after
+    it, on the slowest rank (each rank's window on its own clock); None without one."""
+    windows = []
+    for figures in _by_rank([p for p in phases if p.figures.kind in ("train", "val")]).values():
+        train_starts = [f.start_t for f in figures if f.kind == "train"]
+        if not train_starts:
+            continue
+        first = min(train_starts)
+        windows.append(max(f.end_t for f in figures if f.start_t >= first) - first)
+    window = max(windows, default=0.0)
+    return window if window > 0 else None
+
+
+def phase_metrics(phases: Sequence[PhaseResult]) -> dict[str, Any]:
+    """Every kind's :func:`kind_metrics`, then p_whole."""
+    out: dict[str, Any] = {}
+    for kind in PHASE_KINDS:
+        out.update(kind_metrics(kind, [p for p in phases if p.figures.kind == kind]))
+    window = whole_window_s(phases)
+    if window is not None and out.get("train_samples"):
+        out["p_whole"] = out["train_samples"] / window
+    return out
+
+
+def mfu_fields(
+    metrics: Mapping[str, Any],
+    flops: Mapping[str, Any] | None,
+    world_size: int,
+    device_name: str,
+) -> dict[str, Any]:
+    """MFU and its inputs from the core throughput per device (see
+    :func:`perfkit.flops.mfu_summary`); ``flops`` is what ``Run.set_flops`` took (None: no
+    MFU)."""
+    if flops is None:
+        return {}
+    core = next((metrics[k] for k in MFU_THROUGHPUTS if k in metrics), None)
+    if core is None:
+        return {"mfu_note": "MFU not computed: no compute time was measured"}
+    from perfkit.flops import mfu_summary
+
+    return mfu_summary(
+        flops["flops_per_sample"],
+        core / world_size,
+        device_name,
+        flops["dtype"],
+        peak_flops=flops["peak_flops"],
+        convention=flops["convention"],
+        tf32=flops["tf32"],
+    )
+
+
+def build_summary(
+    *,
+    run_id: str,
+    name: str,
+    status: str,
+    e2e_time: float | None,
+    phases: Sequence[PhaseResult],
+    meta: Mapping[str, Any],
+    memory: Mapping[str, Any] | None = None,
+    flops: Mapping[str, Any] | None = None,
+    logged: Mapping[str, float] | None = None,
+    probe_errors: Sequence[str] = (),
+    error: str | None = None,
+    flush_error: str | None = None,
+) -> dict[str, Any]:
+    """The summary dict, keys in this order: run_id, name, status, e2e_time (when known), error and
+    flush_error (when set), the phase metrics, the memory fields (``memory``), probe_errors
+    (when any), MFU fields, the logged values, ``phases`` (:func:`phase_stats` of each) and
+    ``meta``. A metric without data is absent, never 0."""
+    summary: dict[str, Any] = {"run_id": run_id, "name": name, "status": status}
+    if e2e_time is not None:
+        summary["e2e_time"] = e2e_time
+    if error is not None:
+        summary["error"] = error
+    if flush_error is not None:
+        summary["flush_error"] = flush_error
+    summary.update(phase_metrics(phases))
+    summary.update(memory or {})
+    if probe_errors:
+        summary["probe_errors"] = list(probe_errors)
+    summary.update(
+        mfu_fields(summary, flops, int(meta.get("world_size", 1)), meta.get("device_name", ""))
+    )
+    summary.update(logged or {})
+    summary["phases"] = [phase_stats(p) for p in phases]
+    summary["meta"] = dict(meta)
+    return summary
