@@ -2,8 +2,8 @@
 
 This is the one place the seed metrics are defined. :class:`perfkit.Run` calls
 :func:`build_summary` with its live figures when it ends; the analysis layer's
-``rebuild_summary`` calls it with the same figures read back from a run's records. Units: seconds, samples,
-samples/s, joules, bytes. The metric names and formulas are FlagPerf's:
+``rebuild_summary`` calls it with the same figures read back from a run's records.
+Units: seconds, samples, samples/s, joules, bytes. The metric names and formulas are FlagPerf's:
 
 ========== =================================================================================
 metric     definition
