@@ -126,6 +126,16 @@ def _parser() -> argparse.ArgumentParser:
 
     mllog = commands.add_parser("mllog", help="the run as MLPerf-style :::MLLOG lines")
     mllog.add_argument("run", metavar="RUN", help="a run directory")
+    mllog.add_argument("--submission-org", metavar="ORG", help="submitting organization")
+    mllog.add_argument("--division", choices=analysis.DIVISIONS, help="submission division")
+    mllog.add_argument(
+        "--submission-status", metavar="STATUS", help="onprem, cloud or preview (MLPerf's)"
+    )
+    mllog.add_argument(
+        "--cache-clear",
+        action="store_true",
+        help="the caches were cleared before the run (cache_clear true; default false)",
+    )
     mllog.set_defaults(handler=_mllog)
     return parser
 
@@ -150,7 +160,14 @@ def _trace(args: argparse.Namespace) -> str:
 
 
 def _mllog(args: argparse.Namespace) -> str:
-    return "\n".join(analysis.mllog_lines(args.run))
+    lines = analysis.mllog_lines(
+        args.run,
+        submission_org=args.submission_org,
+        division=args.division,
+        submission_status=args.submission_status,
+        cache_clear=args.cache_clear,
+    )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

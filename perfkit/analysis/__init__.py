@@ -6,7 +6,7 @@ Files are read with ``json.loads`` only: nothing in a run directory is evaluated
 
 from __future__ import annotations
 
-from perfkit.analysis._mllog import mllog_lines
+from perfkit.analysis._mllog import DIVISIONS, HYPERPARAMETER_KEYS, mllog_lines
 from perfkit.analysis._plot import plot_run, save_plot
 from perfkit.analysis._read import (
     META_COLUMNS,
@@ -45,7 +45,9 @@ from perfkit.analysis._tables import (
 from perfkit.analysis._trace import chrome_trace, write_trace
 
 __all__ = [
+    "DIVISIONS",
     "FORMATS",
+    "HYPERPARAMETER_KEYS",
     "META_COLUMNS",
     "SEED_COLUMNS",
     "T_975",
