@@ -71,8 +71,9 @@ def _gate(args: argparse.Namespace) -> bool:
         slower = analysis.regressions(args.baseline, other, pct, metrics=args.metric)
         for metric, (base, new) in slower.items():
             log.error(
-                "%s is slower than %s beyond %g%% and the 95%% interval: %s %.6g -> %.6g (%+.1f%%)",
-                other, args.baseline, pct, metric, base, new, 100.0 * (new / base - 1.0),
+                "%s is slower than %s beyond %g%% and the 95%% interval: %s %s -> %s (%+.1f%%)",
+                other, args.baseline, pct, metric, analysis.significant(base, 6, 0),
+                analysis.significant(new, 6, 0), 100.0 * (new / base - 1.0),
             )  # fmt: skip
         found = found or bool(slower)
     return found

@@ -6,6 +6,7 @@ Files are read with ``json.loads`` only: nothing in a run directory is evaluated
 
 from __future__ import annotations
 
+from perfkit.analysis._format import significant
 from perfkit.analysis._mllog import DIVISIONS, HYPERPARAMETER_KEYS, mllog_lines
 from perfkit.analysis._plot import plot_run, save_plot
 from perfkit.analysis._read import (
@@ -79,6 +80,7 @@ __all__ = [
     "run_status",
     "save_plot",
     "seed_tables",
+    "significant",
     "step_times",
     "summaries",
     "t_975",
