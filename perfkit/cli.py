@@ -38,7 +38,6 @@ def _log_to_stderr() -> None:
     if not any(isinstance(h, _StderrHandler) for h in log.handlers):
         log.addHandler(_StderrHandler())
     log.setLevel(logging.INFO)
-    log.propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:

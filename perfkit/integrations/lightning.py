@@ -1,8 +1,9 @@
 """A Lightning callback recording a perfkit run of ``Trainer.fit`` / ``validate`` / ``test`` /
 ``predict``: ``Trainer(callbacks=[PerfkitCallback(name="resnet50", out_dir="runs")])``.
 
-Phases: "train" for training batches (one per epoch; split where validation runs mid-epoch,
-since perfkit phases do not overlap), "val" for validation and test batches, "infer" for
+Phases: "train" for training batches (from each epoch's start to its end or to where
+validation starts; an epoch with validation mid-way gets a train phase on each side, since
+perfkit phases do not overlap), "val" for validation and test batches, "infer" for
 predict batches; the sanity check's validation is left out. Samples are counted from each
 batch (:func:`perfkit.run.count_samples`, or ``samples=``). The Trainer's logged metrics
 (``trainer.logged_metrics``: scalars) are passed to ``run.log`` after each training epoch and
@@ -73,17 +74,20 @@ class PerfkitCallback(pl.Callback):
         guarded("stopping the run", stop)
 
     # -- phases --------------------------------------------------------------------------
-    def _begin(self, kind: str, batch: Any) -> None:
-        if self.run.status != "running":
+    def _open(self, kind: str) -> None:
+        """Make ``kind`` the active phase (ending another one)."""
+        if self.run.status != "running" or self._kind == kind:
             return
-        if self._kind != kind:
-            self._end_phase(None)
+        self._end_phase(None)
 
-            def start() -> None:
-                self._steps = CallbackSteps(self.run, kind, self.samples)
-                self._kind = kind
+        def start() -> None:
+            self._steps = CallbackSteps(self.run, kind, self.samples)
+            self._kind = kind
 
-            guarded(f"starting a {kind} phase", start)
+        guarded(f"starting a {kind} phase", start)
+
+    def _begin(self, kind: str, batch: Any) -> None:
+        self._open(kind)
         steps = self._steps
         if steps is not None and self._kind == kind:
             guarded(f"a {kind} step's start", lambda: steps.begin(batch))
@@ -102,6 +106,9 @@ class PerfkitCallback(pl.Callback):
         log_metrics(self.run, trainer.logged_metrics)
 
     # -- train ---------------------------------------------------------------------------
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._open("train")  # from here, the wait for the epoch's batches is the phase's IO
+
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
@@ -123,6 +130,14 @@ class PerfkitCallback(pl.Callback):
         self._log(trainer)
 
     # -- validation, test, predict -------------------------------------------------------
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._end_phase(None)  # a train phase ends where validation starts
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._open("val")
+
     def on_validation_batch_start(
         self,
         trainer: pl.Trainer,
