@@ -4,38 +4,87 @@ the work). Exit status 0 on success, 2 on bad input (message on stderr naming th
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
 
-from perfkit import analysis
+from perfkit import __version__, analysis
+from perfkit.analysis._format import significant
+from perfkit.analysis._mllog import DIVISIONS
 from perfkit.analysis._render import FORMATS
 from perfkit.records import RecordError
 
+EXIT_SLOWER = 1
 EXIT_BAD_INPUT = 2
+log = logging.getLogger("perfkit")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes "perfkit: <message>" to whatever sys.stderr is when a message is logged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("perfkit: %(message)s"))
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
+def _log_to_stderr() -> None:
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        log.addHandler(_StderrHandler())
+    log.setLevel(logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: sys.argv[1:]); returns the exit status."""
+    _log_to_stderr()
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         output = args.handler(args)
+        slower = _gate(args)
     except (OSError, RecordError, ValueError, ImportError) as err:
-        print(f"perfkit: error: {err}", file=sys.stderr)
+        log.error("error: %s", err)
         return EXIT_BAD_INPUT
     if output:
         try:
             print(output, flush=True)
         except BrokenPipeError:  # the reader left early (perfkit report runs/ | head)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
+    return EXIT_SLOWER if slower else 0
+
+
+def _gate(args: argparse.Namespace) -> bool:
+    """``compare --fail-if-slower PCT``: log each metric on which the other runs are slower
+    than the baseline beyond PCT and the 95 % intervals; True when there is one."""
+    pct = getattr(args, "fail_if_slower", None)
+    if pct is None:
+        return False
+    found = False
+    for other in args.others:
+        slower = analysis.regressions(args.baseline, other, pct, metrics=args.metric)
+        for metric, (base, new) in slower.items():
+            log.error(
+                "%s is slower than %s beyond %g%% and the 95%% interval: %s %s -> %s (%+.1f%%)",
+                other, args.baseline, pct, metric, significant(base, 6, 0),
+                significant(new, 6, 0), 100.0 * (new / base - 1.0),
+            )  # fmt: skip
+        found = found or bool(slower)
+    return found
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="perfkit", description="Tables, comparisons, plots and traces of perfkit runs."
     )
+    parser.add_argument("--version", action="version", version=f"perfkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     report = commands.add_parser("report", help="the seed-style performance table of runs")
@@ -43,10 +92,27 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=FORMATS, default="md", help="output format")
     report.set_defaults(handler=_report)
 
-    compare = commands.add_parser("compare", help="runs side by side with ratios to the first")
-    compare.add_argument("baseline", metavar="BASELINE", help="the baseline run directory")
+    compare = commands.add_parser(
+        "compare",
+        help="runs side by side with ratios to the first; groups of repeated runs with mean, "
+        "std and 95%% interval when BASELINE holds several runs or --fail-if-slower is given",
+    )
+    compare.add_argument("baseline", metavar="BASELINE", help="the baseline run or group")
     compare.add_argument("others", nargs="+", metavar="RUN", help="run directories or folders")
     compare.add_argument("--format", choices=FORMATS, default="md", help="output format")
+    compare.add_argument(
+        "--fail-if-slower",
+        type=float,
+        metavar="PCT",
+        help="exit 1 when a RUN group is slower than BASELINE by more than PCT percent and "
+        "beyond the 95%% intervals (throughputs lower, times higher)",
+    )
+    compare.add_argument(
+        "--metric",
+        action="append",
+        metavar="NAME",
+        help="metric the gate checks (repeatable; default every throughput and time)",
+    )
     compare.set_defaults(handler=_compare)
 
     plot = commands.add_parser("plot", help="memory, step time and throughput over time (PNG)")
@@ -62,6 +128,16 @@ def _parser() -> argparse.ArgumentParser:
 
     mllog = commands.add_parser("mllog", help="the run as MLPerf-style :::MLLOG lines")
     mllog.add_argument("run", metavar="RUN", help="a run directory")
+    mllog.add_argument("--submission-org", metavar="ORG", help="submitting organization")
+    mllog.add_argument("--division", choices=DIVISIONS, help="submission division")
+    mllog.add_argument(
+        "--submission-status", metavar="STATUS", help="onprem, cloud or preview (MLPerf's)"
+    )
+    mllog.add_argument(
+        "--cache-clear",
+        action="store_true",
+        help="the caches were cleared before the run (cache_clear true; default false)",
+    )
     mllog.set_defaults(handler=_mllog)
     return parser
 
@@ -71,7 +147,8 @@ def _report(args: argparse.Namespace) -> str:
 
 
 def _compare(args: argparse.Namespace) -> str:
-    return analysis.compare_text(args.baseline, *args.others, fmt=args.format)
+    groups = args.fail_if_slower is not None
+    return analysis.compare_text(args.baseline, *args.others, fmt=args.format, groups=groups)
 
 
 def _plot(args: argparse.Namespace) -> str:
@@ -85,7 +162,14 @@ def _trace(args: argparse.Namespace) -> str:
 
 
 def _mllog(args: argparse.Namespace) -> str:
-    return "\n".join(analysis.mllog_lines(args.run))
+    lines = analysis.mllog_lines(
+        args.run,
+        submission_org=args.submission_org,
+        division=args.division,
+        submission_status=args.submission_status,
+        cache_clear=args.cache_clear,
+    )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

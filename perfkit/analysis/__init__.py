@@ -13,17 +13,22 @@ from perfkit.analysis._mllog import mllog_lines
 from perfkit.analysis._plot import plot_run, save_plot
 from perfkit.analysis._read import load
 from perfkit.analysis._render import compare_text, report_text
+from perfkit.analysis._repeats import compare_groups, group_stats, regressions, repeat_stats
 from perfkit.analysis._tables import compare, io_share, seed_tables, step_times, summaries
 from perfkit.analysis._trace import chrome_trace, write_trace
 
 __all__ = [
     "chrome_trace",
     "compare",
+    "compare_groups",
     "compare_text",
+    "group_stats",
     "io_share",
     "load",
     "mllog_lines",
     "plot_run",
+    "regressions",
+    "repeat_stats",
     "report_text",
     "save_plot",
     "seed_tables",

@@ -1,53 +1,152 @@
-"""A run as MLPerf-style ``:::MLLOG`` lines (mlperf_logging's keys and event types)."""
+"""A run as MLPerf ``:::MLLOG`` lines, written by the official mlperf-logging package's
+``mllog.MLLogger`` (the "mllog" extra: ``pip install 'perfkit[mllog]'``)."""
 
 from __future__ import annotations
 
-import json
+import logging
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from perfkit.analysis._read import PathArg, find_run, phase_table, read_run, row_dicts
-from perfkit.records import RECORDS_FILE
+from perfkit.analysis._read import (
+    PathArg,
+    RunData,
+    find_run,
+    phase_table,
+    read_run,
+    row_dicts,
+)
 
-PREFIX = ":::MLLOG "
 #: Logged values (run.log) written as eval_accuracy events.
 ACCURACY_KEYS = ("mAP", "acc", "acc_val", "acc_infer", "top1")
+#: Config entries of these names (mlperf_logging's keys) are written as events at run start;
+#: a closed-division submission needs the ones its benchmark's rules list.
+HYPERPARAMETER_KEYS = (
+    "seed",
+    "gradient_accumulation_steps",
+    "opt_name",
+    "opt_weight_decay",
+    "opt_learning_rate_warmup_epochs",
+    "opt_learning_rate_warmup_factor",
+    "opt_learning_rate_decay_steps",
+    "opt_learning_rate_decay_factor",
+)
+DIVISIONS = ("open", "closed")
 _EVAL_KINDS = ("val", "infer")
+#: File names in the metadata are relative to the folder holding the perfkit package.
+_ROOT_DIR = str(Path(__file__).resolve().parents[2])
+
+Event = tuple[float, str, str, Any, dict[str, Any]]
 
 
-def mllog_lines(run_dir: PathArg) -> list[str]:
+def mllog_lines(
+    run_dir: PathArg,
+    *,
+    submission_org: str | None = None,
+    division: str | None = None,
+    submission_status: str | None = None,
+    cache_clear: bool = False,
+) -> list[str]:
     """Rank 0's view of the run in ``run_dir`` as ``:::MLLOG {json}`` lines, in time order:
 
-    - at run start, after init_start: submission_benchmark (run name), submission_platform
+    - cache_clear first (value ``cache_clear``: whether the caches were cleared before the
+      run; perfkit does not clear them itself), then init_start;
+    - at run start: submission_org, submission_division ("open" or "closed") and
+      submission_status where given, submission_benchmark (run name), submission_platform
       (layout and device), global_batch_size (config bs x world size),
-      opt_base_learning_rate (config lr), train_samples / eval_samples (samples of the first
-      train / val phase), where known;
-    - init_start first, init_stop and run_start at the first phase's start;
+      opt_base_learning_rate (config lr), every config entry named in
+      :data:`HYPERPARAMETER_KEYS`, train_samples / eval_samples (samples of the first train /
+      val phase), where known;
+    - init_stop and run_start at the first phase's start;
     - epoch_start / epoch_stop around each train phase (epoch_num from 1), eval_start /
       eval_stop around each val or infer phase (epoch_num: the epoch it follows);
     - eval_accuracy for each logged mAP / acc value (a fraction), with its epoch_num;
     - run_stop with metadata status "success" (run ok) or "aborted" (failed or killed).
 
-    time_ms is meta.json's started_at (UTC) plus the event's seconds since run start, in ms.
+    time_ms is meta.json's started_at (UTC) plus the event's seconds since run start, in ms;
+    file and lineno are the call site in perfkit that logged the line (mllog's own metadata).
     """
+    if division is not None and division not in DIVISIONS:
+        raise ValueError(
+            f"Expected argument `division` to be one of {DIVISIONS} but got {division!r}"
+        )
+    try:
+        from mlperf_logging.mllog.mllog import MLLogger
+    except ImportError as err:
+        raise ImportError("MLPerf logs need mlperf-logging: pip install 'perfkit[mllog]'") from err
+
     run = read_run(find_run(run_dir))
-    meta, config, records = run.meta, run.config, run.records
+    events = _events(run, _submission(run, submission_org, division, submission_status))
+    lines: list[str] = []
+    logger = logging.Logger("perfkit.mllog", logging.INFO)
+    logger.addHandler(_Collect(lines))
+    mllogger = MLLogger(logger=logger, root_dir=_ROOT_DIR)
+    start_ms = _started_ms(run.meta.get("started_at"))
+    mllogger.event("cache_clear", value=cache_clear, time_ms=round(start_ms))
+    for t, event_type, key, value, metadata in sorted(events, key=lambda e: e[0]):
+        time_ms = round(start_ms + 1000.0 * t)
+        if event_type == "INTERVAL_START":
+            mllogger.start(key, value, metadata=metadata, time_ms=time_ms)
+        elif event_type == "INTERVAL_END":
+            mllogger.end(key, value, metadata=metadata, time_ms=time_ms)
+        else:
+            mllogger.event(key, value, metadata=metadata, time_ms=time_ms)
+    return lines
+
+
+class _Collect(logging.Handler):
+    """Keeps mllog's lines; anything else it says goes to the "perfkit" logger."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(logging.INFO)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith(":::MLLOG"):
+            self.lines.append(message)
+        else:
+            logging.getLogger("perfkit").warning("mllog: %s", message.strip())
+
+
+def _submission(
+    run: RunData, org: str | None, division: str | None, status: str | None
+) -> list[tuple[str, Any]]:
+    meta, config = run.meta, run.config
+    keys: list[tuple[str, Any]] = [
+        (key, value)
+        for key, value in (
+            ("submission_org", org),
+            ("submission_division", division),
+            ("submission_status", status),
+        )
+        if value is not None
+    ]
+    keys.append(("submission_benchmark", meta.get("name", run.label)))
+    keys.append(
+        ("submission_platform", f"{meta.get('layout', '?')} {meta.get('device_name', '?')}")
+    )
+    bs, world = config.get("bs"), meta.get("world_size", 1)
+    if isinstance(bs, int) and isinstance(world, int):
+        keys.append(("global_batch_size", bs * world))
+    if "lr" in config:
+        keys.append(("opt_base_learning_rate", config["lr"]))
+    keys.extend((key, config[key]) for key in HYPERPARAMETER_KEYS if key in config)
+    return keys
+
+
+def _events(run: RunData, points: list[tuple[str, Any]]) -> list[Event]:
+    meta, records = run.meta, run.records
     phases = phase_table(run)
     phases = phases[phases["rank"] == 0]
     own = records[records["rank"] == 0]
-    events: list[tuple[float, str, str, Any, dict[str, Any]]] = []
+    events: list[Event] = [(0.0, "INTERVAL_START", "init_start", None, {})]
 
     def point(t: float, key: str, value: Any, **metadata: Any) -> None:
         events.append((t, "POINT_IN_TIME", key, value, metadata))
 
-    events.append((0.0, "INTERVAL_START", "init_start", None, {}))
-    point(0.0, "submission_benchmark", meta.get("name", run.label))
-    point(0.0, "submission_platform", f"{meta.get('layout', '?')} {meta.get('device_name', '?')}")
-    bs, world = config.get("bs"), meta.get("world_size", 1)
-    if isinstance(bs, int) and isinstance(world, int):
-        point(0.0, "global_batch_size", bs * world)
-    if "lr" in config:
-        point(0.0, "opt_base_learning_rate", config["lr"])
+    for key, value in points:
+        point(0.0, key, value)
     for kind, key in (("train", "train_samples"), ("val", "eval_samples")):
         of_kind = phases[phases["kind"] == kind]
         if not of_kind.empty:
@@ -77,20 +176,7 @@ def mllog_lines(run_dir: PathArg) -> list[str]:
         end = float(run.summary.get("e2e_time", end))
     status = "success" if run.status == "ok" else "aborted"
     events.append((end, "INTERVAL_END", "run_stop", None, {"status": status}))
-
-    start_ms = _started_ms(meta.get("started_at"))
-    lines = []
-    for t, event_type, key, value, metadata in sorted(events, key=lambda e: e[0]):
-        entry = {
-            "namespace": "",
-            "time_ms": round(start_ms + 1000.0 * t),
-            "event_type": event_type,
-            "key": key,
-            "value": value,
-            "metadata": {"file": RECORDS_FILE, "lineno": 0, **metadata},
-        }
-        lines.append(PREFIX + json.dumps(entry, allow_nan=False))
-    return lines
+    return events
 
 
 def _started_ms(started_at: Any) -> float:

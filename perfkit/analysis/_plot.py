@@ -9,7 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from perfkit.analysis._read import PathArg, find_run, phase_table, read_run, row_dicts, step_table
+from perfkit.analysis._read import (
+    PathArg,
+    RunData,
+    find_run,
+    phase_table,
+    read_run,
+    row_dicts,
+    step_table,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -24,17 +32,25 @@ DPI = 100
 TITLES = ("Memory per device", "Step time: IO and compute", "Throughput")
 KIND_COLORS = {"train": "tab:blue", "val": "tab:orange", "infer": "tab:green"}
 _GIB = 2.0**30
+#: Throughputs of two phase kinds whose medians differ by more than this factor get their own
+#: y axes (the second on the right), so that both stay readable.
+SEPARATE_AXES_RATIO = 4.0
 
 
 def plot_run(run_dir: PathArg, *, rank: int = 0) -> Figure:
     """A figure of one run, three axes sharing the time axis (s since run start), phases
     shaded by kind (hatched: a phase a killed process left open):
 
-    1. memory used per device (GiB; dashed: capacity), every rank's devices; the host
-       process's RSS when no device memory was sampled;
+    1. memory used (GiB; dashed: capacity) of the devices the summary's ``mem`` is taken
+       from (its ``mem_per_device``; on a CPU run the host's RAM), every rank's; without a
+       summary, every accelerator, else the host;
     2. each step of ``rank`` as a block from its start to its end, IO (bottom) and compute
        (top) in ms, the step's wall time as a line;
-    3. throughput of ``rank`` (samples/s): per step, and each phase's average (dashed).
+    3. throughput of ``rank`` (samples/s): per step, and each phase's average (dashed); a
+       kind whose rates differ from the first kind's by more than
+       :data:`SEPARATE_AXES_RATIO` x is drawn against its own y axis on the right.
+
+    Legends sit outside the axes, right of them, so they never cover the phase names.
     """
     try:
         from matplotlib.figure import Figure
@@ -49,15 +65,28 @@ def plot_run(run_dir: PathArg, *, rank: int = 0) -> Figure:
     figure = Figure(figsize=FIGSIZE_IN, dpi=DPI, layout="constrained")
     axes = figure.subplots(3, 1, sharex=True)
     figure.suptitle(f"{run.label}  ({run.status}, {run.meta.get('device_name', '?')})")
-    _memory(axes[0], run.records)
+    mem_title = _memory(axes[0], run)
     _step_split(axes[1], steps)
-    _throughput(axes[2], steps, own_phases)
+    twins = _throughput(axes[2], steps, own_phases)
     for ax, title in zip(axes, TITLES, strict=True):
         ax.set_title(title, loc="left")
         ax.grid(alpha=0.3)
         _phase_bands(ax, own_phases)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="upper right", fontsize="small")
+        handles, labels = ax.get_legend_handles_labels()
+        if ax is axes[2]:
+            for twin in twins:
+                more = twin.get_legend_handles_labels()
+                handles, labels = handles + more[0], labels + more[1]
+        if handles:
+            ax.legend(
+                handles,
+                labels,
+                loc="upper left",
+                bbox_to_anchor=(1.06 if twins and ax is axes[2] else 1.01, 1.0),
+                fontsize="small",
+                title=mem_title if ax is axes[0] else None,
+                title_fontsize="small",
+            )
     for phase in row_dicts(own_phases):  # phase names along the top
         axes[0].annotate(
             str(phase["phase"]),
@@ -78,16 +107,32 @@ def save_plot(run_dir: PathArg, out: PathArg, *, rank: int = 0) -> Path:
     return path
 
 
-def _memory(ax: Axes, records: pd.DataFrame) -> None:
+def _memory(ax: Axes, run: RunData) -> str | None:
+    """Draws the memory panel; returns the legend's title (the summary's mem)."""
+    import numpy as np
+
     from perfkit.probes import HOST_DEVICE
 
+    records = run.records
     memory = records[records["name"].isin(("memory_used_bytes", "memory_total_bytes"))]
-    memory = memory[memory["device"] != HOST_DEVICE]
     ranks = memory["rank"].nunique()
+
+    def label(rank: Any, device: Any) -> str:
+        return str(device) if ranks == 1 else f"{device}@rank{rank}"
+
+    shown = _mem_devices(run)
+    if shown is None:  # no summary: the accelerators, else the host (a CPU run's device)
+        accelerators = memory[memory["device"] != HOST_DEVICE]
+        memory = accelerators if not accelerators.empty else memory
+    else:
+        keep = [label(r, d) in shown for r, d in zip(memory["rank"], memory["device"], strict=True)]
+        memory = memory.loc[np.array(keep, dtype=bool)]
     used = memory[memory["name"] == "memory_used_bytes"]
     for (rank, device), rows in used.groupby(["rank", "device"]):
-        label = str(device) if ranks == 1 else f"{device}@rank{rank}"
-        (line,) = ax.plot(rows["t"], rows["value"] / _GIB, label=label)
+        name = label(rank, device)
+        if device == HOST_DEVICE:
+            name += " (system RAM used)"
+        (line,) = ax.plot(rows["t"], rows["value"] / _GIB, label=name)
         total = memory[
             (memory["name"] == "memory_total_bytes")
             & (memory["rank"] == rank)
@@ -96,12 +141,21 @@ def _memory(ax: Axes, records: pd.DataFrame) -> None:
         if total == total:  # not NaN
             ax.axhline(total / _GIB, color=line.get_color(), linestyle="--", linewidth=0.8)
     if used.empty:
-        rss = records[records["name"] == "process_rss_bytes"]
-        for rank, rows in rss.groupby("rank"):
-            ax.plot(rows["t"], rows["value"] / _GIB, label=f"host process RSS (rank {rank})")
-        if rss.empty:
-            ax.text(0.5, 0.5, "no memory samples", transform=ax.transAxes, ha="center")
+        ax.text(0.5, 0.5, "no memory samples", transform=ax.transAxes, ha="center")
     ax.set_ylabel("GiB")
+    ax.margins(y=0.15)  # room above the capacity line for the phase names
+    ax.set_ylim(bottom=0)
+    mem = (run.summary or {}).get("mem")
+    return None if mem is None else f"summary mem {mem} GiB"
+
+
+def _mem_devices(run: RunData) -> set[str] | None:
+    """Labels of the devices the summary's mem covers (``mem_per_device`` keys: ``device``,
+    or ``device@rank<r>`` over several ranks); None without a summary."""
+    per_device = (run.summary or {}).get("mem_per_device")
+    if run.summary is None:
+        return None
+    return set(per_device) if isinstance(per_device, dict) else set()
 
 
 def _blocks(start: Any, end: Any, value: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -129,14 +183,36 @@ def _step_split(ax: Axes, steps: pd.DataFrame) -> None:
     ax.set_ylim(bottom=0)
 
 
-def _throughput(ax: Axes, steps: pd.DataFrame, phases: pd.DataFrame) -> None:
+def _throughput(ax: Axes, steps: pd.DataFrame, phases: pd.DataFrame) -> list[Axes]:
+    """Draws the throughput panel; returns the extra y axes it made (right side)."""
     rate = steps["samples"] / steps["step_time"].where(steps["step_time"] > 0)
-    for kind, rows in steps.assign(rate=rate).groupby("kind"):
+    steps = steps.assign(rate=rate)
+    kinds = [str(k) for k in dict.fromkeys(steps["kind"])]
+    medians = steps.groupby("kind")["rate"].median()
+    axis_of: dict[str, Axes] = {}
+    twins: list[Axes] = []
+    for kind in kinds:
+        ratio = float(medians[kind]) / float(medians[kinds[0]])
+        if not (ratio > SEPARATE_AXES_RATIO or ratio < 1 / SEPARATE_AXES_RATIO):  # NaN: same
+            axis_of[kind] = ax
+            continue
+        twin = ax.twinx()
+        if twins:  # a third scale: its spine further right
+            twin.spines["right"].set_position(("axes", 1.0 + 0.06 * len(twins)))
+        twins.append(twin)
+        axis_of[kind] = twin
+    for key, rows in steps.groupby("kind", sort=False):
+        name = str(key)
+        color = KIND_COLORS.get(name, "tab:gray")
+        target = axis_of[name]
         x, y = _blocks(rows["start_t"], rows["t"], rows["rate"])
-        ax.plot(x, y, color=KIND_COLORS.get(str(kind), "tab:gray"), label=f"{kind} per step")
+        target.plot(x, y, color=color, label=f"{name} per step")
+        if target is not ax:
+            target.set_ylabel(f"{name} samples/s", color=color)
+            target.tick_params(axis="y", colors=color)
     averages = row_dicts(phases[phases["wall_s"] > 0])
     for number, phase in enumerate(averages):
-        ax.hlines(
+        axis_of.get(str(phase["kind"]), ax).hlines(
             phase["samples"] / phase["wall_s"],
             phase["start_t"],
             phase["end_t"],
@@ -145,9 +221,11 @@ def _throughput(ax: Axes, steps: pd.DataFrame, phases: pd.DataFrame) -> None:
             linewidth=1.0,
             label="phase average" if number == 0 else "_nolegend_",
         )
-    ax.set_ylabel("samples/s")
-    ax.margins(y=0.1)
-    ax.set_ylim(bottom=0)
+    ax.set_ylabel("samples/s" if not twins else f"{kinds[0]} samples/s")
+    for target in (ax, *twins):
+        target.margins(y=0.1)
+        target.set_ylim(bottom=0)
+    return twins
 
 
 def _phase_bands(ax: Axes, phases: pd.DataFrame) -> None:

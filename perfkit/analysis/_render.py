@@ -9,7 +9,8 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from perfkit.analysis._read import PathArg
+from perfkit.analysis._read import PathArg, find_runs
+from perfkit.analysis._repeats import compare_groups
 from perfkit.analysis._tables import MISSING, compare, seed_rows
 
 if TYPE_CHECKING:
@@ -51,10 +52,15 @@ def _csv(header: list[str], rows: list[list[str]]) -> str:
     return out.getvalue().rstrip()
 
 
-def compare_text(baseline: PathArg, *others: PathArg, fmt: str = "md") -> str:
-    """:func:`perfkit.analysis.compare` as ``fmt`` ("md", "csv" or "json")."""
+def compare_text(baseline: PathArg, *others: PathArg, fmt: str = "md", groups: bool = False) -> str:
+    """:func:`perfkit.analysis.compare` as ``fmt`` ("md", "csv" or "json"); when ``groups`` is
+    True or ``baseline`` holds several runs, :func:`perfkit.analysis.compare_groups` (each
+    argument a group of repeated runs: mean, std, 95 % interval)."""
     _check_format(fmt)
-    frame = compare(baseline, *others)
+    if groups or len(find_runs(baseline)) > 1:
+        frame = compare_groups(baseline, *others)
+    else:
+        frame = compare(baseline, *others)
     if fmt == "json":
         return frame.to_json(orient="index", indent=2) or ""
     if fmt == "csv":

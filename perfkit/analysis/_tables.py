@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from perfkit.analysis._format import significant
 from perfkit.analysis._read import (
     PathArg,
     RunData,
@@ -182,7 +183,7 @@ def _seed_cell(column: str, row: Mapping[str, Any]) -> str:
     if column == "mAP":
         return f"{value:.4f}"
     if column == "e2e_time" or column.startswith("p_"):
-        return f"{value:.1f}"
+        return significant(value)
     return str(value)
 
 

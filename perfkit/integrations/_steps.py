@@ -1,0 +1,137 @@
+"""Steps of a perfkit phase driven from a trainer's callbacks instead of a ``for`` loop.
+
+perfkit's public API times steps by iterating ``phase.iterate(batches)``. A trainer calls back
+at each batch's start and end instead, so :class:`CallbackSteps` feeds ``phase.iterate`` one
+batch per ``begin`` and marks ``compute`` windows from each batch's start to its end and
+``io`` windows from its end to the next batch's start (data loading and the trainer's own
+work between batches). Step k then spans from batch k's start to batch k+1's start: its
+compute is batch k's body, its IO the gap after it (the gap before the first batch is the
+phase's IO). Totals per phase are the same as a ``for`` loop's; the IO of a gap is counted in
+the step before it rather than the step after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from perfkit.run import Phase, Run
+
+log = logging.getLogger("perfkit")
+
+
+class _Feed:
+    """An iterator that yields the one batch put into it, once."""
+
+    def __init__(self) -> None:
+        self._batch: Any = None
+        self._full = False
+
+    def put(self, batch: Any) -> None:
+        self._batch, self._full = batch, True
+
+    def __iter__(self) -> _Feed:
+        return self
+
+    def __next__(self) -> Any:
+        if not self._full:
+            raise StopIteration
+        batch, self._batch, self._full = self._batch, None, False
+        return batch
+
+
+class CallbackSteps:
+    """One phase of ``run`` timed from callbacks: ``begin(batch)`` at a batch's start, ``end()``
+    at its end, ``close()`` when the phase is over (``close(exc)`` when it failed).
+    ``samples``: as ``phase.iterate(..., samples=)`` (default: counted from the batch)."""
+
+    def __init__(
+        self, run: Run, kind: str, samples: int | Callable[[Any], int] | None = None
+    ) -> None:
+        self.phase: Phase = run.phase(kind)
+        self.phase.__enter__()
+        self._samples = samples
+        self._feed = _Feed()
+        self._loop: Iterator[Any] | None = None
+        self._io = self.phase.io()
+        self._compute = self.phase.compute()
+        self._in_io = self._in_compute = False
+        self._open_io()
+
+    def begin(self, batch: Any) -> None:
+        """A batch starts: the previous step ends, this one starts, its compute window opens."""
+        self._close_io()
+        self._close_compute()  # a batch whose end was never called back
+        self._feed.put(batch)
+        if self._loop is None:
+            self._loop = self.phase.iterate(self._feed, samples=self._samples)
+        next(self._loop)
+        self._compute.__enter__()
+        self._in_compute = True
+
+    def end(self) -> None:
+        """The batch's body ended: its compute window closes, the gap to the next one is IO."""
+        self._close_compute()
+        self._open_io()
+
+    def close(self, exc: BaseException | None = None) -> None:
+        """End the phase (failed when ``exc`` is given: the unfinished step does not count)."""
+        self._close_compute()
+        self._close_io()
+        if exc is None:
+            self.phase.__exit__(None, None, None)
+        else:
+            self.phase.__exit__(type(exc), exc, exc.__traceback__)
+
+    def _open_io(self) -> None:
+        if not self._in_io:
+            self._io.__enter__()
+            self._in_io = True
+
+    def _close_io(self) -> None:
+        if self._in_io:
+            self._io.__exit__(None, None, None)
+            self._in_io = False
+
+    def _close_compute(self) -> None:
+        if self._in_compute:
+            self._compute.__exit__(None, None, None)
+            self._in_compute = False
+
+
+def guarded(what: str, action: Callable[[], object]) -> bool:
+    """Run ``action``; a failure in perfkit is logged (logger "perfkit") rather than raised
+    into the training job. True when it ran."""
+    try:
+        action()
+    except Exception as err:
+        log.warning("perfkit callback: %s failed (%s: %s); the run's records so far are kept",
+                    what, type(err).__name__, err, stack_info=False)  # fmt: skip
+        return False
+    return True
+
+
+def log_metrics(run: Run, metrics: Any) -> None:
+    """``run.log`` the entries of a metrics mapping that are numbers or one-element tensors
+    (a metric named "step", which run.log takes as the step, is left out)."""
+    values = {k: v for k, v in scalar_metrics(metrics).items() if k != "step"}
+    if values and run.status == "running":
+        record: Callable[..., None] = run.log
+        guarded("logging the trainer's metrics", lambda: record(**values))
+
+
+def scalar_metrics(metrics: Any) -> dict[str, float]:
+    """The entries of a metrics mapping that are numbers or one-element tensors, as floats."""
+    out: dict[str, float] = {}
+    for key, value in dict(metrics or {}).items():
+        if isinstance(value, bool):
+            continue
+        if "torch" in sys.modules and hasattr(value, "numel"):
+            if value.numel() != 1:
+                continue
+            value = value.item()
+        if isinstance(value, (int, float)):
+            out[str(key)] = float(value)
+    return out

@@ -1,0 +1,144 @@
+"""PerfkitCallback on a real Lightning Trainer (CPU, a 4 -> 2 linear model): phases, samples
+from the batches, the Trainer's logged metrics, and a failing training step."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as pl  # the "lightning" extra (in dev)
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from perfkit.integrations.lightning import PerfkitCallback
+
+LOAD_S = 0.004  # per sample, in the dataset
+STEP_S = 0.03  # per training step, in training_step
+
+
+class Slow(Dataset):
+    """``n`` samples of 4 features; each read sleeps LOAD_S and adds its time to ``loaded_s``."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.loaded_s = 0.0
+        generator = torch.Generator().manual_seed(n)
+        self.x = torch.randn(n, 4, generator=generator)
+        self.y = torch.randint(0, 2, (n,), generator=generator)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = time.perf_counter()
+        time.sleep(LOAD_S)
+        self.loaded_s += time.perf_counter() - start
+        return self.x[i], self.y[i]
+
+
+class Tiny(pl.LightningModule):
+    def __init__(self, fail_at_step: int | None = None) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 2)
+        self.step_s = 0.0
+        self.fail_at_step = fail_at_step
+
+    def training_step(self, batch, batch_idx):
+        start = time.perf_counter()
+        if self.global_step == self.fail_at_step:
+            raise RuntimeError("the user's step failed")
+        x, y = batch
+        loss = torch.nn.functional.cross_entropy(self.layer(x), y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True)
+        time.sleep(STEP_S)
+        self.step_s += time.perf_counter() - start
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.layer(x)
+        self.log("val_loss", torch.nn.functional.cross_entropy(logits, y))
+        self.log("val_acc", (logits.argmax(1) == y).float().mean())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def fit(tmp_path: Path, module: Tiny, train: Slow) -> tuple[PerfkitCallback, pl.Trainer]:
+    callback = PerfkitCallback(
+        name="tiny", out_dir=tmp_path, config={"bs": 4}, device="cpu", probes=None
+    )
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=1,  # a sanity batch, which perfkit leaves out
+        callbacks=[callback],
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(
+            module,
+            DataLoader(train, batch_size=4),  # 12 samples: 3 batches per epoch
+            DataLoader(Slow(6), batch_size=4),  # 6 samples: batches of 4 and 2
+        )
+    return callback, trainer
+
+
+def test_fit_records_train_and_val_phases(tmp_path):
+    module, train = Tiny(), Slow(12)
+    callback, trainer = fit(tmp_path, module, train)
+    summary = callback.summary
+    assert summary is not None and summary["status"] == "ok"
+    assert (summary["train_samples"], summary["train_steps"]) == (24, 6)  # 2 epochs x 12
+    assert (summary["val_samples"], summary["val_steps"]) == (12, 4)  # sanity batch left out
+    assert [p["kind"] for p in summary["phases"]] == ["train", "val", "train", "val"]
+    # the body of each step is at least training_step; the gaps hold at least the loading
+    assert summary["train_compute_s"] >= module.step_s >= 6 * STEP_S
+    # IO holds the train reads from each epoch's start: all but epoch 0's first batch, which
+    # Lightning reads while setting up, before any epoch starts: (24 - 4) x LOAD_S at least
+    assert summary["train_io_s"] >= 20 * LOAD_S
+    assert train.loaded_s >= 24 * LOAD_S
+    assert summary["train_io_s"] + summary["train_compute_s"] <= summary["train_wall_s"] + 1e-9
+    assert summary["p_train"] == pytest.approx(24 / summary["train_wall_s"])
+    # the Trainer's logged metrics reach the summary (last values)
+    logged = {k: float(v) for k, v in trainer.logged_metrics.items()}
+    for key in ("train_loss", "val_loss", "val_acc"):
+        assert summary[key] == pytest.approx(logged[key])
+    assert callback.run.run_dir is not None
+    on_disk = json.loads((callback.run.run_dir / "summary.json").read_text())
+    assert on_disk["train_samples"] == 24
+
+
+def test_a_failing_step_marks_the_run_failed_and_keeps_the_records(tmp_path):
+    with pytest.raises(RuntimeError, match="the user's step failed"):  # the user's error
+        fit(tmp_path, Tiny(fail_at_step=4), Slow(12))
+    (run_dir,) = tmp_path.iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "the user's step failed" in summary["error"]
+    # epoch 1's 3 steps and epoch 2's first step count; the step that raised does not
+    assert summary["train_steps"] == 4 and summary["train_samples"] == 16
+
+
+def test_a_perfkit_failure_is_logged_and_training_goes_on(tmp_path, caplog):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")  # out_dir is a file: the run cannot start
+    module = Tiny()
+    callback = PerfkitCallback(name="tiny", out_dir=blocked, device="cpu", probes=None)
+    trainer = pl.Trainer(
+        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[callback],
+    )  # fmt: skip
+    with caplog.at_level("WARNING", logger="perfkit"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, DataLoader(Slow(8), batch_size=4))
+    assert module.step_s > 0 and trainer.global_step == 2  # training ran to its end
+    assert callback.summary is None
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "perfkit"]
+    assert "starting the run failed" in message and "not-a-folder" in message

@@ -1,0 +1,110 @@
+"""What a person sees in ``perfkit plot``: the memory panel shows the summary's mem quantity,
+legends leave the phase names visible, and throughputs 20x apart are both readable."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import perfkit
+from perfkit.analysis import plot_run, save_plot
+from perfkit.analysis._read import read_summary
+from perfkit.probes import HOST_DEVICE, DeviceSample, Probe
+from tests.conftest import FakeClock, timed_batches
+
+GIB = 2**30
+
+
+class HostRamProbe(Probe):
+    """The host probe's shape: system RAM 3 GiB used of 16 GiB, this process 0.5 GiB."""
+
+    name = "plot-host"
+    kind = "host"
+
+    def is_available(self) -> bool:
+        return True
+
+    def sample(self) -> list[DeviceSample]:
+        return [
+            DeviceSample(
+                self.name,
+                HOST_DEVICE,
+                "test host",
+                memory_used_bytes=3 * GIB,
+                memory_total_bytes=16 * GIB,
+                process_rss_bytes=0.5 * GIB,
+            )
+        ]
+
+
+@pytest.fixture(scope="module")
+def cpu_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CPU run: train 3 steps of 2 samples in 1 s each (2 samples/s), val 3 steps of 40
+    samples in 1 s each (40 samples/s, 20x train)."""
+    clock = FakeClock()
+    with perfkit.Run(
+        "cpu",
+        out_dir=tmp_path_factory.mktemp("plot"),
+        clock=clock,
+        device="cpu",
+        probes=[HostRamProbe()],
+        sample_interval=0.01,
+    ) as run:
+        with run.phase("train") as train:
+            for _ in train.iterate(timed_batches(clock, [np.zeros((2, 1))] * 3, io_s=0.2)):
+                clock.advance(0.8)
+                time.sleep(0.02)  # two sampling intervals
+        with run.phase("val") as val:
+            for _ in val.iterate(timed_batches(clock, [np.zeros((40, 1))] * 3, io_s=0.2)):
+                clock.advance(0.8)
+    assert run.run_dir is not None
+    return run.run_dir
+
+
+def test_memory_panel_is_the_summary_mem(cpu_run):
+    summary = read_summary(cpu_run)
+    assert summary is not None and summary["mem"] == "3.0/16.0"  # a CPU run: the host's RAM
+    memory = plot_run(cpu_run).axes[0]
+    (line,) = [x for x in memory.get_lines() if not x.get_label().startswith("_")]
+    (capacity,) = [x for x in memory.get_lines() if x.get_linestyle() == "--"]
+    assert set(capacity.get_ydata()) == {16.0}
+    assert line.get_label() == "host (system RAM used)"  # not the process RSS (0.5 GiB)
+    assert np.nanmax(line.get_ydata()) == summary["mem_peak_bytes"] / GIB == 3.0
+    assert memory.get_legend().get_title().get_text() == "summary mem 3.0/16.0 GiB"
+
+
+def test_throughputs_20x_apart_get_their_own_axes(cpu_run):
+    figure = plot_run(cpu_run)
+    throughput = figure.axes[2]
+    (val_axis,) = [ax for ax in figure.axes[3:] if ax.get_ylabel() == "val samples/s"]
+    (train,) = [x for x in throughput.get_lines() if x.get_label() == "train per step"]
+    (val,) = [x for x in val_axis.get_lines() if x.get_label() == "val per step"]
+    assert np.nanmax(train.get_ydata()) == pytest.approx(2.0)  # 2 samples / 1 s
+    assert np.nanmax(val.get_ydata()) == pytest.approx(40.0)  # 40 samples / 1 s
+    # each scale fits its own kind: train's rate fills most of the left axis
+    assert throughput.get_ylim()[1] < 2 * 2.0 and val_axis.get_ylim()[1] < 2 * 40.0
+    assert throughput.get_ylabel() == "train samples/s"
+    labels = throughput.get_legend().get_texts()
+    assert {"train per step", "val per step"} <= {t.get_text() for t in labels}
+
+
+def test_legends_never_cover_the_phase_names(cpu_run, tmp_path):
+    figure = plot_run(cpu_run)
+    out = save_plot(cpu_run, tmp_path / "cpu.png")
+    assert out.stat().st_size > 0
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()  # lay the figure out as savefig does
+    renderer = canvas.get_renderer()
+    names = [t for t in figure.axes[0].texts if t.get_text() in ("train", "val")]
+    assert len(names) == 2
+    legends = [ax.get_legend() for ax in figure.axes if ax.get_legend() is not None]
+    assert len(legends) == 3
+    for name in names:
+        box = name.get_window_extent(renderer)
+        for legend in legends:
+            assert not box.overlaps(legend.get_window_extent(renderer)), name.get_text()
