@@ -38,7 +38,7 @@ _DATA_MOVEMENT_NAMES = (
     "constant_pad_nd", "copy", "dequantize", "diagonal_backward", "diagonal_scatter", "embedding",
     "empty", "empty_like", "empty_strided", "expand_backward", "fill", "flip", "full",
     "full_like", "gather", "index", "index_put", "index_select", "lift_fresh_copy",
-    "masked_fill", "masked_scatter", "masked_select", "new_empty", "new_empty_strided",
+    "linspace", "logspace", "masked_fill", "masked_scatter", "masked_select", "new_empty", "new_empty_strided",
     "new_full", "new_ones", "new_zeros", "nonzero", "normal", "ones", "ones_like", "permute",
     "quantize_per_channel", "quantize_per_tensor", "rand", "rand_like", "randint", "randn",
     "randn_like", "randperm", "repeat", "roll", "scalar_tensor", "scatter", "select_backward",
@@ -48,6 +48,12 @@ _DATA_MOVEMENT_NAMES = (
 )
 # fmt: on
 _DATA_MOVEMENT = frozenset(f"aten.{name}" for name in _DATA_MOVEMENT_NAMES)
+
+# Elementwise operators PyTorch does not tag pointwise: counted by the same rule.
+_UNTAGGED_POINTWISE = frozenset(
+    f"aten.{name}"
+    for name in ("hardswish", "hardswish_backward", "_prelu_kernel", "log_sigmoid_forward")
+)
 
 # An operator without a formula whose name says it carries the heavy arithmetic: ``count`` warns.
 _COMPUTE_WORDS = ("conv", "mm", "matmul", "linear", "einsum", "attention", "rnn", "lstm", "gru")
@@ -71,6 +77,8 @@ def _overloads(packet: Any) -> tuple[Any, ...]:
 
 
 def _is_pointwise(packet: Any) -> bool:
+    if _base_name(packet) in _UNTAGGED_POINTWISE:
+        return True
     return any(torch.Tag.pointwise in op.tags for op in _overloads(packet))
 
 
@@ -152,7 +160,7 @@ class _Counter(FlopCounterMode):
             return False
         if _base_name(packet) in _DATA_MOVEMENT:
             return False
-        if _is_pointwise(packet):
+        if _is_pointwise(packet) or (base is not None and _is_pointwise(base)):
             if self.count_pointwise:
                 self.flop_registry[packet] = _pointwise_flop
             return False

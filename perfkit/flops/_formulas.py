@@ -268,3 +268,16 @@ def index_add_flop(
     """Index add: one add per source element, plus one multiply each when ``alpha`` is not 1."""
     alpha = kwargs.get("alpha", 1)
     return prod(source_shape) * (1 if alpha == 1 else 2)
+
+
+# Per output element and channel: bilinear = 4 multiplies by the neighbours' weights + 3 adds
+# (as upsampling); nearest = none; bicubic = 16 multiplies + 15 adds.
+_GRID_SAMPLE_FLOPS = {0: _BILINEAR_FLOPS, 1: 0, 2: 31}
+
+
+@register_formula(aten.grid_sampler_2d, multiply_add=False)
+def grid_sampler_2d_flop(
+    x_shape: Shape, grid_shape: Shape, interpolation_mode: int, *args: Any, out_shape: Shape, **kwargs: Any
+) -> int:
+    """Grid sampling (RAFT's correlation lookup): the interpolation per output element."""
+    return _GRID_SAMPLE_FLOPS[interpolation_mode] * prod(out_shape)
