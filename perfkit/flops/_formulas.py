@@ -277,7 +277,12 @@ _GRID_SAMPLE_FLOPS = {0: _BILINEAR_FLOPS, 1: 0, 2: 31}
 
 @register_formula(aten.grid_sampler_2d, multiply_add=False)
 def grid_sampler_2d_flop(
-    x_shape: Shape, grid_shape: Shape, interpolation_mode: int, *args: Any, out_shape: Shape, **kwargs: Any
+    x_shape: Shape,
+    grid_shape: Shape,
+    interpolation_mode: int,
+    *args: Any,
+    out_shape: Shape,
+    **kwargs: Any,
 ) -> int:
     """Grid sampling (RAFT's correlation lookup): the interpolation per output element."""
     return _GRID_SAMPLE_FLOPS[interpolation_mode] * prod(out_shape)

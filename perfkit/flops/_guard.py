@@ -66,7 +66,9 @@ class _Slot:
     @classmethod
     def save(cls, table: dict[str, Any], name: str, tensor: torch.Tensor) -> _Slot:
         value = None if tensor.is_meta else tensor.detach().clone()
-        return cls(table, name, tensor, value, tensor.grad)
+        slot = cls(table, name, tensor, value, tensor.grad)
+        tensor.grad = None  # a backward then writes new tensors, not into the caller's .grad
+        return slot
 
     def restore(self) -> None:
         self.table[self.name] = self.tensor
@@ -94,6 +96,8 @@ def untouched(model: torch.nn.Module, inputs: Any) -> Iterator[None]:
         for t in tree_flatten(inputs)[0]
         if isinstance(t, torch.Tensor) and t.requires_grad and t.is_leaf
     ]
+    for tensor, _ in leaves:
+        tensor.grad = None
     flags = [(get, set_, get()) for get, set_ in _FLAGS]
     cuda = range(torch.cuda.device_count()) if torch.cuda.is_initialized() else range(0)
     with torch.random.fork_rng(devices=list(cuda)):

@@ -104,9 +104,7 @@ def _build(family: str, name: str, weights: Any) -> tuple[torch.nn.Module, Any]:
         frames = torch.rand(1, 3, FLOW_SIZE, FLOW_SIZE), torch.rand(1, 3, FLOW_SIZE, FLOW_SIZE)
         return tvm.get_model(name), frames
     rcnn = "rcnn" in name
-    model = tvm.get_model(
-        name, weights_backbone=None, **(_rcnn_settings(key) if rcnn else {})
-    )
+    model = tvm.get_model(name, weights_backbone=None, **(_rcnn_settings(key) if rcnn else {}))
     if rcnn:
         _zero_box_deltas(model)
     return model, [torch.rand(3, DETECTION_SIZE, DETECTION_SIZE)]
