@@ -33,21 +33,21 @@ BACKENDS: tuple[Backend, ...] = ("torch", "fvcore")
 # arithmetic are recognised by their schema.
 # fmt: off
 _DATA_MOVEMENT_NAMES = (
-    "_local_scalar_dense", "_to_copy", "_unsafe_view", "_unsafe_index", "_unsafe_index_put",
-    "_index_put_impl", "_unique2", "arange", "as_strided_scatter", "bernoulli", "cat", "clone",
-    "constant_pad_nd", "copy", "dequantize", "diagonal_backward", "diagonal_scatter", "embedding",
-    "empty", "empty_like", "empty_strided", "expand_backward", "fill", "flip", "full",
-    "full_like", "gather", "index", "index_put", "index_select", "lift_fresh_copy",
-    "linspace", "logspace", "masked_fill", "masked_scatter", "masked_select", "new_empty", "new_empty_strided",
+    "_index_put_impl", "im2col", "_local_scalar_dense", "_to_copy", "_unique2", "_unsafe_index",
+    "_unsafe_index_put", "_unsafe_view", "arange", "as_strided_scatter", "bernoulli", "cat",
+    "clone", "constant_pad_nd", "copy", "dequantize", "diagonal_backward", "diagonal_scatter",
+    "embedding", "empty", "empty_like", "empty_strided", "expand_backward", "fill", "flip", "full",
+    "full_like", "gather", "index", "index_put", "index_select", "lift_fresh_copy", "linspace",
+    "logspace", "masked_fill", "masked_scatter", "masked_select", "new_empty", "new_empty_strided",
     "new_full", "new_ones", "new_zeros", "nonzero", "normal", "ones", "ones_like", "permute",
     "quantize_per_channel", "quantize_per_tensor", "rand", "rand_like", "randint", "randn",
     "randn_like", "randperm", "repeat", "roll", "scalar_tensor", "scatter", "select_backward",
-    "select_scatter", "slice_backward", "slice_scatter", "sort", "split_with_sizes_copy",
-    "stack", "topk", "uniform", "unbind_copy", "unfold_backward", "upsample_nearest1d",
+    "select_scatter", "slice_backward", "slice_scatter", "sort", "split_with_sizes_copy", "stack",
+    "topk", "unbind_copy", "unfold_backward", "uniform", "upsample_nearest1d",
     "upsample_nearest2d", "upsample_nearest3d", "where", "zero", "zeros", "zeros_like",
 )
 # fmt: on
-_DATA_MOVEMENT = frozenset(f"aten.{name}" for name in _DATA_MOVEMENT_NAMES)
+_DATA_MOVEMENT = frozenset([f"aten.{name}" for name in _DATA_MOVEMENT_NAMES] + ["quantized.cat"])
 
 # Elementwise operators PyTorch does not tag pointwise: counted by the same rule.
 _UNTAGGED_POINTWISE = frozenset(

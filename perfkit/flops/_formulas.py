@@ -105,7 +105,7 @@ def conv_backward_flop(
     with exactly the forward's multiply-adds (the same output-position x weight products, summed
     over a different index), so the correct count is the forward's once per gradient computed.
     """
-    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed=transposed)
+    forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed)
     return forward * (int(output_mask[0]) + int(output_mask[1]))
 
 
@@ -209,10 +209,13 @@ def softmax_flop(x_shape: Shape, *args: Any, **kwargs: Any) -> int:
     return _SOFTMAX_FLOPS * prod(x_shape)
 
 
-def _window(kernel_size: int | Shape) -> int:
+def _window(kernel_size: int | Shape, dims: int = 2) -> int:
+    """Elements of a pooling window (an int or a single size is used for every dimension)."""
     if isinstance(kernel_size, int):
-        return kernel_size * kernel_size
-    return kernel_size[0] * kernel_size[-1]
+        return kernel_size**dims
+    if len(kernel_size) == 1:
+        return kernel_size[0] ** dims
+    return prod(kernel_size)
 
 
 @register_formula(aten.max_pool2d_with_indices, multiply_add=False)
@@ -223,12 +226,40 @@ def max_pool2d_flop(
     return (_window(kernel_size) - 1) * prod(out_shape[0])
 
 
+@register_formula(aten.max_pool3d_with_indices, multiply_add=False)
+def max_pool3d_flop(
+    x_shape: Shape, kernel_size: int | Shape, *args: Any, out_shape: Sequence[Shape], **kwargs: Any
+) -> int:
+    """3-D max pooling (video models): window - 1 comparisons per output element."""
+    return (_window(kernel_size, 3) - 1) * prod(out_shape[0])
+
+
 @register_formula(aten.avg_pool2d, multiply_add=False)
 def avg_pool2d_flop(
     x_shape: Shape, kernel_size: int | Shape, *args: Any, out_shape: Shape, **kwargs: Any
 ) -> int:
     """Average pooling: window - 1 adds and one divide per output element."""
     return _window(kernel_size) * prod(out_shape)
+
+
+@register_formula(aten.avg_pool3d, multiply_add=False)
+def avg_pool3d_flop(
+    x_shape: Shape, kernel_size: int | Shape, *args: Any, out_shape: Shape, **kwargs: Any
+) -> int:
+    """3-D average pooling: window FLOPs per output element."""
+    return _window(kernel_size, 3) * prod(out_shape)
+
+
+@register_formula([aten.argmax, aten.argmin], multiply_add=False)
+def argmax_flop(x_shape: Shape, *args: Any, out_shape: Shape, **kwargs: Any) -> int:
+    """Arg-max / arg-min: one comparison per input element beyond the first of each output."""
+    return prod(x_shape) - prod(out_shape)
+
+
+@register_formula(aten.linalg_vector_norm, multiply_add=False)
+def vector_norm_flop(x_shape: Shape, *args: Any, out_shape: Shape, **kwargs: Any) -> int:
+    """Vector norm: a power (square, abs) and an add per input element, a root per output."""
+    return 2 * prod(x_shape) + prod(out_shape)
 
 
 @register_formula([aten._adaptive_avg_pool2d, aten.mean], multiply_add=False)
@@ -270,9 +301,19 @@ def index_add_flop(
     return prod(source_shape) * (1 if alpha == 1 else 2)
 
 
+# Sixteen neighbours: 16 multiplies by the precomputed weights and 15 adds.
+_BICUBIC_FLOPS = 31
+
+
+@register_formula(aten.upsample_bicubic2d, multiply_add=False)
+def upsample_bicubic2d_flop(x_shape: Shape, *args: Any, out_shape: Shape, **kwargs: Any) -> int:
+    """Bicubic resampling: 31 FLOPs per output element."""
+    return _BICUBIC_FLOPS * prod(out_shape)
+
+
 # Per output element and channel: bilinear = 4 multiplies by the neighbours' weights + 3 adds
 # (as upsampling); nearest = none; bicubic = 16 multiplies + 15 adds.
-_GRID_SAMPLE_FLOPS = {0: _BILINEAR_FLOPS, 1: 0, 2: 31}
+_GRID_SAMPLE_FLOPS = {0: _BILINEAR_FLOPS, 1: 0, 2: _BICUBIC_FLOPS}
 
 
 @register_formula(aten.grid_sampler_2d, multiply_add=False)

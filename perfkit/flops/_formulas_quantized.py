@@ -30,7 +30,10 @@ _LINEAR = (
     "linear_with_input_q_dq_qweight_dq_output_fp32",
     "linear_with_input_q_dq_qweight_dq_relu_output_fp32",
 )
-_ELEMENTWISE = ("add", "add_relu", "mul", "mul_relu", "add_scalar")
+_ELEMENTWISE = (
+    "add", "add_relu", "mul", "mul_relu", "add_scalar", "hardswish", "sigmoid", "leaky_relu",
+    "relu6", "elu", "celu",
+)
 # fmt: on
 
 
@@ -40,7 +43,7 @@ def _packets(names: Sequence[str]) -> list[Any]:
 
 def _weight(args: Sequence[Any]) -> tuple[Shape, Any]:
     """The packed weight among the arguments: (weight shape, packed object)."""
-    packed = next(arg for arg in args if isinstance(arg, torch.ScriptObject))
+    packed: Any = next(arg for arg in args if isinstance(arg, torch.ScriptObject))
     return tuple(packed.unpack()[0].shape), packed
 
 
@@ -61,7 +64,7 @@ def quantized_linear_flop(x_shape: Shape, *args: Any, **kwargs: Any) -> int:
 
 @register_formula(_packets(_ELEMENTWISE), multiply_add=False)
 def quantized_elementwise_flop(*args: Any, out_shape: Shape, **kwargs: Any) -> int:
-    """Requantizing add / mul (ResNet's skip connections): one operation per output element."""
+    """Requantizing add, mul and activations: one operation per output element."""
     return prod(out_shape)
 
 
@@ -70,4 +73,4 @@ def quantized_max_pool2d_flop(
     x_shape: Shape, kernel_size: Shape, *args: Any, out_shape: Shape, **kwargs: Any
 ) -> int:
     """Quantized max pooling: window - 1 comparisons per output element."""
-    return (prod(kernel_size) - 1) * prod(out_shape)
+    return (prod(kernel_size) - 1) * prod(out_shape)  # the kernel size always comes as a list

@@ -4,16 +4,22 @@ Restored on exit, also when the model raises: every module's parameters and buff
 tensor objects, with their values - BatchNorm's running statistics and ``num_batches_tracked``
 included), the ``.grad`` of parameters and of input leaves, every module's train/eval mode, the
 CPU and initialised CUDA RNG states, and the global torch flags below.
+
+Values are saved copy-on-write: a dispatch mode sees every operator that writes a tensor
+(its schema marks the argument ``Tensor(a!)``) and copies a parameter or buffer sharing that
+storage just before the first write, so counting copies nothing unless the model writes its
+own state (a training-mode BatchNorm copies its statistics, nothing else).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 
@@ -47,69 +53,100 @@ _FLAGS: tuple[tuple[Callable[[], Any], Callable[[Any], Any]], ...] = (
 )
 
 
-@dataclass
-class _Slot:
-    """One entry of a module's ``_parameters`` or ``_buffers``, as it was.
+@cache
+def _written(func: Any) -> tuple[tuple[int, str], ...]:
+    """(position, name) of the arguments operator overload ``func`` writes."""
+    return tuple(
+        (i, arg.name)
+        for i, arg in enumerate(func._schema.arguments)
+        if arg.alias_info is not None and arg.alias_info.is_write
+    )
 
-    The value is compared and copied back only if it changed: an unneeded write would bump the
-    tensor's version and break a graph the caller still holds. (Kernels such as batch norm's
-    update running statistics without bumping the version, so the version cannot tell.)
-    Meta tensors have no values to restore.
-    """
 
-    table: dict[str, Any]
-    name: str
-    tensor: torch.Tensor
-    value: torch.Tensor | None
-    grad: torch.Tensor | None
+def _storage(tensor: torch.Tensor) -> int:
+    """Address of a tensor's storage (0: none to restore - meta, empty or not a dense tensor)."""
+    if tensor.is_meta or tensor.is_nested or tensor.layout != torch.strided:
+        return 0
+    try:
+        return int(tensor.untyped_storage().data_ptr())
+    except (RuntimeError, NotImplementedError):
+        return 0
 
-    @classmethod
-    def save(cls, table: dict[str, Any], name: str, tensor: torch.Tensor) -> _Slot:
-        value = None if tensor.is_meta else tensor.detach().clone()
-        slot = cls(table, name, tensor, value, tensor.grad)
-        tensor.grad = None  # a backward then writes new tensors, not into the caller's .grad
-        return slot
+
+class _CopyOnWrite(TorchDispatchMode):
+    """Copies a watched tensor just before the first operator that writes its storage."""
+
+    def __init__(self, tensors: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.watched: dict[int, list[torch.Tensor]] = {}
+        for tensor in tensors:
+            if address := _storage(tensor):
+                self.watched.setdefault(address, []).append(tensor)
+        self.saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        for position, name in _written(func):
+            value = args[position] if position < len(args) else kwargs.get(name)
+            for tensor in tree_flatten(value)[0]:
+                if isinstance(tensor, torch.Tensor):
+                    self._save(tensor)
+        return func(*args, **kwargs)
+
+    def _save(self, written: torch.Tensor) -> None:
+        for tensor in self.watched.get(_storage(written), ()):
+            if id(tensor) not in self.saved:
+                self.saved[id(tensor)] = (tensor, tensor.detach().clone())
 
     def restore(self) -> None:
-        self.table[self.name] = self.tensor
-        if self.value is not None and not torch.equal(self.tensor, self.value):
-            with torch.no_grad():
-                self.tensor.copy_(self.value)
-        self.tensor.grad = self.grad
+        with torch.no_grad():
+            for tensor, value in self.saved.values():
+                tensor.copy_(value)
 
 
-def _slots(model: torch.nn.Module) -> list[_Slot]:
-    slots = []
-    for module in model.modules():
-        for table in (module._parameters, module._buffers):
-            slots += [_Slot.save(table, n, t) for n, t in table.items() if t is not None]
-    return slots
+def _tables(model: torch.nn.Module) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Each module's ``_parameters`` and ``_buffers`` dict with a copy of its entries."""
+    return [
+        (table, dict(table))
+        for module in model.modules()
+        for table in (module._parameters, module._buffers)
+    ]
 
 
 @contextmanager
 def untouched(model: torch.nn.Module, inputs: Any) -> Iterator[None]:
-    """Run the body, then put ``model``, the inputs' gradients, RNG and flags back as they were."""
+    """Run the body, then put ``model``, the inputs' gradients, RNG and flags back as they were.
+
+    Gradients are set aside (``.grad = None``) for the body, so that a backward writes new
+    tensors, and put back after.
+    """
     modes = [(module, module.training) for module in model.modules()]
-    slots = _slots(model)
+    tables = _tables(model)
+    state = [t for _, entries in tables for t in entries.values() if t is not None]
     leaves = [
-        (t, t.grad)
+        t
         for t in tree_flatten(inputs)[0]
         if isinstance(t, torch.Tensor) and t.requires_grad and t.is_leaf
     ]
-    for tensor, _ in leaves:
+    grads = [(t, t.grad) for t in (*state, *leaves)]
+    for tensor, _ in grads:
         tensor.grad = None
     flags = [(get, set_, get()) for get, set_ in _FLAGS]
     cuda = range(torch.cuda.device_count()) if torch.cuda.is_initialized() else range(0)
+    copy_on_write = _CopyOnWrite(state)
     with torch.random.fork_rng(devices=list(cuda)):
         try:
-            yield
+            with copy_on_write:
+                yield
         finally:
             for get, set_, value in flags:
                 if get() != value:
                     set_(value)
             for module, training in modes:
                 module.training = training
-            for slot in slots:
-                slot.restore()
-            for tensor, grad in leaves:
+            for table, entries in tables:
+                table.clear()
+                table.update(entries)
+            copy_on_write.restore()
+            for tensor, grad in grads:
                 tensor.grad = grad
