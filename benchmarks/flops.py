@@ -18,6 +18,7 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -77,7 +78,7 @@ def cost_rows(repeats: int) -> list[str]:
         s = _medians(
             {
                 "forward": _forward(model, x),
-                "perfkit": lambda m=model, x=x: count(m, x),
+                "perfkit": partial(count, model, x),
                 "torch": _flop_counter_mode(model, x),
             },
             repeats,
