@@ -19,7 +19,6 @@ import time
 import warnings
 from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 import torch
 import torchvision
@@ -27,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.results import machine, write_section
 from perfkit.flops import count
-from perfkit.flops._torchvision import all_weights, case
+from perfkit.flops._torchvision import case, distinct_weights
 
 HEADING = "FLOP counting (issues 4, 14)"
 
@@ -101,14 +100,9 @@ def _within(gmacs: float, published: float) -> bool:
 
 
 def model_rows() -> list[str]:
-    groups: dict[tuple[str, float, str], list[Any]] = {}
-    for name, weights in all_weights():
-        transforms = getattr(weights.transforms, "keywords", {})
-        key = (name, weights.meta["_ops"], repr(transforms.get("crop_size")))
-        groups.setdefault(key, []).append(weights)
     results: dict[str, list[str]] = {}
     worst = 0.0
-    for (name, _, _), entries in groups.items():
+    for (name, _), entries in distinct_weights().items():
         c = case(name, entries[0])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -144,3 +144,13 @@ def all_weights() -> Iterator[tuple[str, Any]]:
         for weights in tvm.get_model_weights(name):
             if "_ops" in weights.meta:
                 yield name, weights
+
+
+def distinct_weights() -> dict[tuple[str, str], list[Any]]:
+    """The weights of ``all_weights`` grouped by what is counted: (builder name, first weights'
+    name) -> every weights entry with the same builder, published figure and crop size."""
+    groups: dict[tuple[str, float, str], list[Any]] = {}
+    for name, weights in all_weights():
+        crop = getattr(weights.transforms, "keywords", {}).get("crop_size")
+        groups.setdefault((name, weights.meta["_ops"], repr(crop)), []).append(weights)
+    return {(name, entries[0].name): entries for (name, _, _), entries in groups.items()}
