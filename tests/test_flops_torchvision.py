@@ -3,8 +3,9 @@
 The references are torchvision's own metadata (available offline; the models are built with
 random weights since no weights can be downloaded here), under the conventions of
 ``perfkit.flops._torchvision`` (docs/flops.md). Classification, segmentation and video models
-run on the meta device (same counts, no arithmetic); a representative subset runs here, every
-weights entry in the slow test (and in ``python -m benchmarks.flops``).
+run on the meta device (same counts, no arithmetic); a representative subset runs here, all of
+them and a representative of each detection convention in the slow test, and every weights
+entry in ``python -m benchmarks.flops`` (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from perfkit.flops import count
 
 torchvision = pytest.importorskip("torchvision")
-from perfkit.flops._torchvision import all_weights, case, distinct_weights  # noqa: E402
+from perfkit.flops._torchvision import all_weights, case, distinct_weights, family_of  # noqa: E402
 
 WEIGHTS = dict(((name, w.name), w) for name, w in all_weights())
 
@@ -66,8 +67,23 @@ def test_published_figure(name: str, weights: str) -> None:
     _check(name, weights)
 
 
+# Detection and optical flow run for real (value-dependent operators): in the slow test one per
+# convention (0 / 1 / 100 boxes reaching a head, 0 proposals), every one in benchmarks/flops.py.
+REAL_REPRESENTATIVES = {
+    ("fasterrcnn_mobilenet_v3_large_320_fpn", "COCO_V1"),  # 0 proposals reach the box head
+    ("keypointrcnn_resnet50_fpn", "COCO_V1"),  # 1 detection reaches the keypoint head
+    ("maskrcnn_resnet50_fpn_v2", "COCO_V1"),  # 100 detections reach the mask head
+    ("raft_small", "C_T_V1"),
+}
+SLOW = sorted(
+    key
+    for key in distinct_weights()
+    if family_of(key[0]) not in ("detection", "optical_flow") or key in REAL_REPRESENTATIVES
+)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "weights"), sorted(distinct_weights()))
+@pytest.mark.parametrize(("name", "weights"), SLOW)
 def test_every_published_figure(name: str, weights: str) -> None:
     # one weights entry per builder, figure and crop size (the others count the same call)
     _check(name, weights)

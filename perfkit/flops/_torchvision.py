@@ -49,7 +49,7 @@ class Case:
     published_gmacs: float
 
 
-def _family(name: str) -> str:
+def family_of(name: str) -> str:
     import torchvision.models as tvm
 
     for family in ("quantization", "detection", "segmentation", "video", "optical_flow"):
@@ -117,7 +117,7 @@ META_FAMILIES = frozenset({"classification", "segmentation", "video"})
 
 def case(name: str, weights: Any, meta: bool = True) -> Case:
     """``name``'s model (eval mode) and inputs as torchvision measured ``weights``."""
-    family = _family(name)
+    family = family_of(name)
     meta = meta and family in META_FAMILIES
     torch.manual_seed(0)
     try:
