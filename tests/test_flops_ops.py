@@ -124,6 +124,21 @@ def test_ungrouped_conv_backward_agrees_with_pytorch() -> None:
     assert _tv(conv, x, backward=True) == theirs.get_total_flops()
 
 
+def test_resnet_training_cross_check_with_flop_counter_mode() -> None:
+    # No fast path, no grouped convolution: PyTorch's counter and perfkit's agree exactly,
+    # per operator, on forward + backward.
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.resnet18(num_classes=10).train()
+    x = torch.rand(2, 3, 32, 32)
+    with FlopCounterMode(display=False) as theirs:
+        model(x).sum().backward()
+    model.zero_grad(set_to_none=True)
+    ours = count(model, x, backward=True, scope="torchvision")
+    by_op = {str(op): n for op, n in theirs.get_flop_counts()["Global"].items()}
+    assert ours.counts[""] == by_op
+    assert ours.flops == theirs.get_total_flops()
+
+
 # --- quantized ----------------------------------------------------------------------------------
 
 
