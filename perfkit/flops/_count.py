@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 # Importing the formula modules registers perfkit's formulas.
 from perfkit.flops import _formulas, _formulas_quantized, _formulas_recurrent  # noqa: F401
-from perfkit.flops._guard import untouched
+from perfkit.flops._guard import fast_path_off, untouched
 from perfkit.flops._registry import REGISTRY, is_multiply_add
 
 if TYPE_CHECKING:
@@ -322,8 +322,7 @@ def _count_torch(
     # The fused inference paths of nn.MultiheadAttention / nn.TransformerEncoderLayer are off
     # while counting: the same operators run as in training, so the forward and the forward
     # share of forward + backward agree (``untouched`` restores the flag).
-    with untouched(model, inputs):
-        torch.backends.mha.set_fastpath_enabled(False)
+    with untouched(model, inputs), fast_path_off():
         with torch.set_grad_enabled(backward), counter:
             out = _call(model, inputs)
             if backward:
@@ -390,7 +389,7 @@ def _count_fvcore(
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)
     analysis.tracer_warnings("none")
-    with torch.no_grad():
+    with torch.no_grad(), fast_path_off():
         try:
             by_module = analysis.by_module_and_operator()
         except Exception as err:

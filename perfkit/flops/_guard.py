@@ -53,6 +53,18 @@ _FLAGS: tuple[tuple[Callable[[], Any], Callable[[Any], Any]], ...] = (
 )
 
 
+@contextmanager
+def fast_path_off() -> Iterator[None]:
+    """Turn off the fused inference path of ``nn.MultiheadAttention`` and
+    ``nn.TransformerEncoderLayer`` for the body (restored after)."""
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
+
+
 @cache
 def _written(func: Any) -> tuple[tuple[int, str], ...]:
     """(position, name) of the arguments operator overload ``func`` writes."""
