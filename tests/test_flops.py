@@ -168,11 +168,24 @@ def test_backward_measures_forward_and_backward() -> None:
         count(model.requires_grad_(False), x, backward=True)
 
 
+@torch.library.custom_op("perfkit_test::reverse", mutates_args=())
+def _reverse(x: torch.Tensor) -> torch.Tensor:
+    return x.flip(0)
+
+
+@_reverse.register_fake
+def _(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
 def test_unsupported_operators_are_reported() -> None:
-    lstm = nn.LSTM(8, 16).eval()
-    report = count(lstm, torch.rand(5, 2, 8))
-    assert report.unsupported == {"aten.mkldnn_rnn_layer": 1}
-    assert "mkldnn_rnn_layer" in str(report)
+    class Reverse(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return _reverse(_reverse(x))
+
+    report = count(Reverse().eval(), torch.rand(5, 2))
+    assert report.unsupported == {"perfkit_test.reverse": 2}
+    assert "perfkit_test.reverse x2" in str(report)
 
 
 def test_fvcore_backend_agrees_on_multiply_adds() -> None:

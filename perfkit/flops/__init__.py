@@ -13,7 +13,7 @@ from perfkit.flops._mfu import CONVENTIONS, Convention, mfu, mfu_summary
 from perfkit.flops.peaks import PeakRow, normalize_dtype, peak_flops, register_peak
 
 if TYPE_CHECKING:
-    from perfkit.flops._count import FlopCountError, FlopReport, count
+    from perfkit.flops._count import FlopCountError, FlopReport, FlopUndercountWarning, count
     from perfkit.flops._registry import register_formula
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "Convention",
     "FlopCountError",
     "FlopReport",
+    "FlopUndercountWarning",
     "PeakRow",
     "count",
     "mfu",
@@ -35,6 +36,7 @@ _LAZY = {
     "count": "perfkit.flops._count",
     "FlopReport": "perfkit.flops._count",
     "FlopCountError": "perfkit.flops._count",
+    "FlopUndercountWarning": "perfkit.flops._count",
     "register_formula": "perfkit.flops._registry",
 }
 

@@ -13,7 +13,9 @@ import torch
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
-from perfkit.flops import _formulas  # noqa: F401  (registers perfkit's formulas)
+# Importing the formula modules registers perfkit's formulas.
+from perfkit.flops import _formulas, _formulas_quantized, _formulas_recurrent  # noqa: F401
+from perfkit.flops._guard import fast_path_off, untouched
 from perfkit.flops._registry import REGISTRY, is_multiply_add
 
 if TYPE_CHECKING:
@@ -26,21 +28,36 @@ Inputs = torch.Tensor | tuple[Any, ...] | dict[str, Any] | list[Any]
 SCOPES: tuple[Scope, ...] = ("full", "torchvision")
 BACKENDS: tuple[Backend, ...] = ("torch", "fvcore")
 
-# Operators that move, create or select data: no arithmetic, so neither counted nor reported as
-# unsupported. Views and in-place writes that are not arithmetic are recognised by their schema.
+# Operators that move, create, convert or select data (their backward included): no arithmetic,
+# so neither counted nor reported as unsupported. Views and in-place writes that are not
+# arithmetic are recognised by their schema.
 # fmt: off
 _DATA_MOVEMENT_NAMES = (
-    "_local_scalar_dense", "_to_copy", "_unsafe_view", "_unsafe_index", "_unique2", "arange",
-    "bernoulli_", "cat", "clone", "constant_pad_nd", "empty", "empty_like", "empty_strided",
-    "fill", "flip", "full", "full_like", "gather", "index", "index_select", "lift_fresh_copy",
-    "masked_fill", "masked_select", "new_empty", "new_empty_strided", "new_full", "new_ones",
-    "new_zeros", "nonzero", "normal_", "ones", "ones_like", "rand", "randint", "randn",
-    "randperm", "repeat", "roll", "scalar_tensor", "scatter", "sort", "stack", "topk", "uniform_",
-    "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "where", "zeros",
-    "zeros_like",
+    "_index_put_impl", "im2col", "_local_scalar_dense", "_to_copy", "_unique2", "_unsafe_index",
+    "_unsafe_index_put", "_unsafe_view", "arange", "as_strided_scatter", "bernoulli", "cat",
+    "clone", "constant_pad_nd", "copy", "dequantize", "diagonal_backward", "diagonal_scatter",
+    "embedding", "empty", "empty_like", "empty_strided", "expand_backward", "fill", "flip", "full",
+    "full_like", "gather", "index", "index_put", "index_select", "lift_fresh_copy", "linspace",
+    "logspace", "masked_fill", "masked_scatter", "masked_select", "new_empty", "new_empty_strided",
+    "new_full", "new_ones", "new_zeros", "nonzero", "normal", "ones", "ones_like", "permute",
+    "quantize_per_channel", "quantize_per_tensor", "rand", "rand_like", "randint", "randn",
+    "randn_like", "randperm", "repeat", "roll", "scalar_tensor", "scatter", "select_backward",
+    "select_scatter", "slice_backward", "slice_scatter", "sort", "split_with_sizes_copy", "stack",
+    "topk", "unbind_copy", "unfold_backward", "uniform", "upsample_nearest1d",
+    "upsample_nearest2d", "upsample_nearest3d", "where", "zero", "zeros", "zeros_like",
 )
 # fmt: on
-_DATA_MOVEMENT = frozenset(f"aten.{name}" for name in _DATA_MOVEMENT_NAMES)
+_DATA_MOVEMENT = frozenset([f"aten.{name}" for name in _DATA_MOVEMENT_NAMES] + ["quantized.cat"])
+
+# Elementwise operators PyTorch does not tag pointwise: counted by the same rule.
+_UNTAGGED_POINTWISE = frozenset(
+    f"aten.{name}"
+    for name in ("hardswish", "hardswish_backward", "_prelu_kernel", "log_sigmoid_forward")
+)
+
+# An operator without a formula whose name says it carries the heavy arithmetic: ``count`` warns.
+_COMPUTE_WORDS = ("conv", "mm", "matmul", "linear", "einsum", "attention", "rnn", "lstm", "gru")
+_COMPUTE_NAMESPACES = ("quantized.",)
 
 _UNIT = "FLOPs (2 per multiply-add)"
 
@@ -49,12 +66,19 @@ class FlopCountError(RuntimeError):
     """The model raised while being counted; the model's own error is the ``__cause__``."""
 
 
+class FlopUndercountWarning(UserWarning):
+    """An operator that carries matrix, convolution, attention, recurrent or quantized work ran
+    without a FLOP formula: the total misses its work."""
+
+
 @cache
 def _overloads(packet: Any) -> tuple[Any, ...]:
     return tuple(getattr(packet, name) for name in packet.overloads())
 
 
 def _is_pointwise(packet: Any) -> bool:
+    if _base_name(packet) in _UNTAGGED_POINTWISE:
+        return True
     return any(torch.Tag.pointwise in op.tags for op in _overloads(packet))
 
 
@@ -65,6 +89,32 @@ def _returns_alias(packet: Any) -> bool:
         if not op._overloadname.endswith("out")
         for ret in op._schema.returns
     )
+
+
+def _base_name(packet: Any) -> str:
+    """``aten.addmm_`` -> ``aten.addmm``: the out-of-place operator of an in-place one."""
+    name = str(packet)
+    return name[:-1] if name.endswith("_") and not name.endswith("__") else name
+
+
+def _out_of_place(packet: Any) -> Any:
+    """The out-of-place packet of an in-place operator (``addmm_`` -> ``addmm``), else None."""
+    base = _base_name(packet)
+    if base == str(packet):
+        return None
+    namespace, _, name = base.partition(".")
+    return getattr(getattr(torch.ops, namespace), name, None)
+
+
+def carries_compute(op: str) -> bool:
+    """Whether an operator's name marks it as matrix, convolution, attention, recurrent or
+    quantized work (so that missing it is a real undercount)."""
+    name = op.rpartition(".")[2]
+    return op.startswith(_COMPUTE_NAMESPACES) or any(word in name for word in _COMPUTE_WORDS)
+
+
+def _is_int8(op: str) -> bool:
+    return op.startswith("quantized.") and "fp16" not in op
 
 
 def _pointwise_flop(*args: Any, out_val: Any = None, **kwargs: Any) -> int:
@@ -88,6 +138,7 @@ class _Counter(FlopCounterMode):
         self.count_pointwise = scope == "full"
         self.unsupported: Counter[str] = Counter()
         self._no_formula: dict[Any, bool] = {}  # packet -> whether it is reported as unsupported
+        self.in_place: dict[Any, Any] = {}  # in-place packet counted -> its out-of-place packet
 
     def _count_flops(self, func_packet: Any, out: Any, args: Any, kwargs: Any) -> Any:
         if func_packet not in self.flop_registry:
@@ -98,14 +149,25 @@ class _Counter(FlopCounterMode):
         return super()._count_flops(func_packet, out, args, kwargs)
 
     def _classify(self, packet: Any) -> bool:
-        """Register the pointwise rule for ``packet`` if it applies; True if unsupported."""
-        if packet in self.out_of_scope or str(packet) in _DATA_MOVEMENT:
+        """Register the rule for ``packet`` if one applies (in-place variant of a counted
+        operator, pointwise); True if it is unsupported."""
+        base = _out_of_place(packet)
+        if base is not None and base in self.flop_registry:
+            self.flop_registry[packet] = self.flop_registry[base]  # same arguments, same work
+            self.in_place[packet] = base
             return False
-        if _is_pointwise(packet):
+        if packet in self.out_of_scope or base in self.out_of_scope:
+            return False
+        if _base_name(packet) in _DATA_MOVEMENT:
+            return False
+        if _is_pointwise(packet) or (base is not None and _is_pointwise(base)):
             if self.count_pointwise:
                 self.flop_registry[packet] = _pointwise_flop
             return False
-        return not _returns_alias(packet)
+        if _returns_alias(packet):
+            # A view or an in-place write: unsupported only as in-place arithmetic.
+            return base is not None and not _returns_alias(base)
+        return True
 
 
 @dataclass(frozen=True)
@@ -132,8 +194,14 @@ class FlopReport:
 
     @property
     def macs(self) -> int:
-        """Multiply-adds of the matrix-product operators (convolution, matmul, attention)."""
+        """Multiply-adds of the matrix-product operators (convolution, matmul, attention,
+        recurrent layers, and the int8 ones of quantized operators)."""
         return self._macs(self.counts.get("", {}))
+
+    @property
+    def int8_macs(self) -> int:
+        """Of ``macs``, the int8 multiply-adds of quantized operators (``quantized.*``)."""
+        return self._macs({op: n for op, n in self.counts.get("", {}).items() if _is_int8(op)})
 
     def _macs(self, ops: Mapping[str, int]) -> int:
         return sum(n for op, n in ops.items() if op in self.multiply_add_ops) // 2
@@ -162,6 +230,8 @@ class FlopReport:
             f"{self.model} {what} (scope {self.scope!r}, backend {self.backend!r}): "
             f"{self.flops / 1e9:.3f} GFLOP [{_UNIT}], {self.macs / 1e9:.3f} GMAC [multiply-adds]"
         )
+        if self.int8_macs:
+            text += f", of which {self.int8_macs / 1e9:.3f} GMAC int8 [quantized operators]"
         if self.unsupported:
             ops = ", ".join(f"{op} x{n}" for op, n in sorted(self.unsupported.items()))
             text += f"; not counted (no formula): {ops}"
@@ -206,11 +276,11 @@ def _requires_grad(value: Any) -> bool:
     return isinstance(value, torch.Tensor) and value.requires_grad
 
 
-def _backward(model: torch.nn.Module, inputs: Inputs, out: Any) -> None:
-    """Backpropagate ones from every output that requires grad; ``.grad`` is restored after.
+def _backward(out: Any) -> None:
+    """Backpropagate ones from every output that requires grad (``.grad`` is restored after).
 
     ``torch.autograd.grad`` would not touch ``.grad``, but the module tracker's backward hooks
-    do not support it, so this runs ``backward`` and puts the leaves' gradients back.
+    do not support it, so this runs ``backward`` and ``untouched`` puts the gradients back.
     """
     roots = [t for t in tree_flatten(out)[0] if _requires_grad(t)]
     if not roots:
@@ -218,11 +288,7 @@ def _backward(model: torch.nn.Module, inputs: Inputs, out: Any) -> None:
             "backward=True needs an output that requires grad (is the model frozen, or its "
             "output detached?)"
         )
-    inputs_leaves = (t for t in tree_flatten(inputs)[0] if _requires_grad(t) and t.is_leaf)
-    saved = [(t, t.grad) for t in (*model.parameters(), *inputs_leaves) if t.requires_grad]
     torch.autograd.backward(roots, grad_tensors=[torch.ones_like(t) for t in roots])
-    for tensor, grad in saved:
-        tensor.grad = grad
 
 
 def _module_counts(counter: FlopCounterMode, root: str) -> dict[str, dict[str, int]]:
@@ -238,16 +304,35 @@ def _module_counts(counter: FlopCounterMode, root: str) -> dict[str, dict[str, i
     return dict(sorted(counts.items(), key=lambda item: item[0] != ""))
 
 
+def _warn_compute_not_counted(model: str, unsupported: Mapping[str, int]) -> None:
+    for op, calls in sorted(unsupported.items()):
+        if carries_compute(op):
+            warnings.warn(
+                f"perfkit.flops.count: {op} ran {calls} time(s) in {model} and has no FLOP "
+                "formula: its work is NOT in the total (register_formula adds one)",
+                FlopUndercountWarning,
+                stacklevel=3,
+            )
+
+
 def _count_torch(
     model: torch.nn.Module, inputs: Inputs, backward: bool, scope: Scope
 ) -> FlopReport:
     counter = _Counter(scope)
-    with torch.set_grad_enabled(backward), counter:
-        out = _call(model, inputs)
-        if backward:
-            _backward(model, inputs, out)
+    # The fused inference paths of nn.MultiheadAttention / nn.TransformerEncoderLayer are off
+    # while counting: the same operators run as in training, so the forward and the forward
+    # share of forward + backward agree (``untouched`` restores the flag).
+    with untouched(model, inputs), fast_path_off():
+        with torch.set_grad_enabled(backward), counter:
+            out = _call(model, inputs)
+            if backward:
+                _backward(out)
     counts = _module_counts(counter, type(model).__name__)
-    multiply_add = {str(p) for p in counter.flop_registry if is_multiply_add(p)}
+    multiply_add = {
+        str(p) for p in counter.flop_registry if is_multiply_add(counter.in_place.get(p, p))
+    }
+    unsupported = dict(counter.unsupported)
+    _warn_compute_not_counted(type(model).__name__, unsupported)
     return FlopReport(
         model=type(model).__name__,
         scope=scope,
@@ -255,7 +340,7 @@ def _count_torch(
         backward=backward,
         counts=counts,
         multiply_add_ops=frozenset(multiply_add),
-        unsupported=dict(counter.unsupported),
+        unsupported=unsupported,
     )
 
 
@@ -304,7 +389,7 @@ def _count_fvcore(
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)
     analysis.tracer_warnings("none")
-    with torch.no_grad():
+    with torch.no_grad(), fast_path_off():
         try:
             by_module = analysis.by_module_and_operator()
         except Exception as err:

@@ -3,7 +3,8 @@
 A formula takes the operator's arguments with every tensor replaced by its shape (``out_shape``
 is the output's) and returns a FLOP count as an int, so it is testable without tensors. Each
 operator has one formula; a second registration for the same operator, or one for an operator
-that PyTorch's own counter already covers, is refused.
+that PyTorch's own counter already covers, is refused - except where perfkit corrects one of
+PyTorch's formulas (``replaces_torch``, with the reason beside it).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def register_formula(
     targets: torch._ops.OpOverloadPacket | list[torch._ops.OpOverloadPacket],
     *,
     multiply_add: bool,
+    replaces_torch: bool = False,
 ) -> Callable[[F], F]:
     """Register ``formula(*shapes, out_shape=..., **kwargs) -> FLOPs`` for operator packets.
 
@@ -41,14 +43,17 @@ def register_formula(
     multiply-add; they count towards ``FlopReport.macs`` and the ``"torchvision"`` scope);
     ``False`` marks everything else (normalisation, pooling, ...), counted in the ``"full"``
     scope only. Raises ValueError for an operator that already has a formula here or in
-    ``torch.utils.flop_counter``.
+    ``torch.utils.flop_counter`` (``replaces_torch=True``: the formula replaces PyTorch's in
+    perfkit's counter, for a formula of PyTorch's that is wrong; PyTorch's registry is untouched).
     """
     packets = targets if isinstance(targets, list) else [targets]
 
     def decorate(formula: F) -> F:
         for packet in packets:
-            if packet in REGISTRY or packet in _torch_registry:
+            if packet in REGISTRY or (packet in _torch_registry and not replaces_torch):
                 raise ValueError(f"duplicate FLOP formula for {packet}: it already has one")
+            if replaces_torch and packet not in _torch_registry:
+                raise ValueError(f"replaces_torch=True but PyTorch has no formula for {packet}")
         for packet in packets:
             REGISTRY[packet] = Registered(formula, multiply_add)
         return formula
