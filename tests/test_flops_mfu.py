@@ -38,7 +38,7 @@ def _no_user_rows(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         ("AMD Instinct MI300X", "bf16", 1307.4e12),  # AMD prints dense figures
         ("AMD Instinct MI250X", "fp16", 383e12),
         ("Iluvatar MR-V100", "fp16", 96e12),  # FlagPerf's figures (shared/flagperf-metrics.md)
-        ("metax", "fp16", 240e12),
+        ("MetaX C500", "fp16", 240e12),
         ("zixiao", "fp32", 30e12),
         ("hexaflake", "fp16", 120e12),
     ],
