@@ -26,7 +26,8 @@ class Cell:
 
 # Header name (normalised by ``split_header``) -> DeviceSample quantity, in order of preference.
 SYNONYMS: dict[str, tuple[str, ...]] = {
-    "index": ("index", "gpu", "card", "npu", "devid", "id", "dcu"),
+    # hy-smi names its index and utilisation columns DCU / DCU% (older DTK) or HCU / HCU% (DTK 25+).
+    "index": ("index", "gpu", "card", "npu", "devid", "id", "dcu", "hcu"),
     "chip": ("chip",),
     "name": ("name", "model", "product name", "card series"),
     # "used / total" in one cell; HBM before Memory-Usage: npu-smi's Memory-Usage is the
@@ -43,6 +44,7 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
         "userate",
         "gfx_util",
         "dcu%",
+        "hcu%",
         "gpu use",
     ),
     # The first number of "usage / cap" where the header is Pwr:Usage/Cap.
