@@ -1,7 +1,8 @@
 """More recorded layouts per tool (tests/fixtures_probes/<tool>/, each file's first line names
 its source): npu-smi 20.x-25.x (910A with Memory-Usage (the control CPU's DDR) and HBM-Usage
 columns, 310P3 without HBM, the 300I Duo's two chips per NPU, NA power), cnmon 1.16 and 4.20,
-hy-smi's HCU columns, xpu_smi's layouts with and without power/temperature. NA fields read NaN
+hy-smi's HCU columns, xpu_smi's layouts with and without power/temperature, rocm-smi 6's Concise
+Info (two header lines, "°C" / "_C", Power N/A). NA fields read NaN
 and never raise.
 
 Expected values are read off the files by hand (memory in MiB, power W, temperature C, %).
@@ -17,7 +18,7 @@ from perfkit.probes import parse
 from tests.test_probes_parsers import NAN, Row, check
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures_probes"
-TOOLS = ("npu-smi", "cnmon", "hy-smi", "xpu_smi")
+TOOLS = ("npu-smi", "cnmon", "hy-smi", "xpu_smi", "rocm-smi")
 
 
 def body(name: str) -> str:
@@ -91,7 +92,24 @@ CASES: dict[str, list[Row]] = {
         ("2", "K200", 0, 8064, 0, NAN, NAN),
         ("3", "K200", 0, 8064, 0, NAN, NAN),
     ],
+    # rocm-smi 6 Concise Info: Temp 45.0°C, Power (Socket) 24.0W, GPU% 0% (VRAM% is only a
+    # percentage: no memory bytes); Fan 14.51% is not utilisation.
+    "rocm-smi/rocm-smi_6.3.3_MI50_four_cards_issue.txt": [
+        ("0", "", NAN, NAN, 0, 24, 45),
+        ("1", "", NAN, NAN, 0, 19, 47),
+        ("2", "", NAN, NAN, 0, 18, 43),
+        ("3", "", NAN, NAN, 0, 18, 43),
+    ],
+    # "32.0_C" and GPU% 3% after a warning line.
+    "rocm-smi/rocm-smi_RX9070XT_underscore_C_readme.txt": [("0", "", NAN, NAN, 3, 17, 32)],
+    # Power N/A -> NaN.
+    "rocm-smi/rocm-smi_MI250X-GCD_power_NA_pawsey_docs.txt": [("0", "", NAN, NAN, 0, NAN, 35)],
 }
+
+
+def test_rocm_smi_units_line_behind_a_real_escape_byte() -> None:
+    text = body("rocm-smi/rocm-smi_MI250X-GCD_power_NA_pawsey_docs.txt").replace("^[", "\x1b[")
+    check(parse("rocm-smi", text), "rocm-smi", [("0", "", NAN, NAN, 0, NAN, 35)])
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
