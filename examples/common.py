@@ -23,6 +23,7 @@ import torch
 
 import perfkit
 from examples.data import DataError, coco_split, collate_detection, make_detection_dataset
+from perfkit.devices import current_accelerator
 
 TRAIN_PRECISIONS = ("fp32", "amp", "bf16")
 INFER_PRECISIONS = ("fp32", "fp16", "bf16")
@@ -173,11 +174,8 @@ def setup(args: argparse.Namespace) -> Setup:
 
 
 def _device(name: str, local_rank: int | None) -> torch.device:
-    if name == "auto":
-        accelerator = (
-            torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
-        )
-        name = accelerator.type if accelerator is not None else "cpu"
+    if name == "auto":  # torch.accelerator where torch has it (2.6+), else the backend modules
+        name = current_accelerator(torch) or "cpu"
     try:
         device = torch.device(name)
     except RuntimeError as err:

@@ -64,14 +64,20 @@ def test_fp32_uses_tf32_peak_where_allowed(monkeypatch: pytest.MonkeyPatch) -> N
 def test_torch_allows_tf32_reads_pytorch_setting() -> None:
     torch = pytest.importorskip("torch")
     matmul = torch.backends.cuda.matmul
-    before = matmul.fp32_precision
+    # torch 2.9+ has fp32_precision ("tf32" / "ieee"); older torch only allow_tf32.
+    name, on, off = (
+        ("fp32_precision", "tf32", "ieee")
+        if hasattr(matmul, "fp32_precision")
+        else ("allow_tf32", True, False)
+    )
+    before = getattr(matmul, name)
     try:
-        matmul.fp32_precision = "tf32"
+        setattr(matmul, name, on)
         assert peaks.torch_allows_tf32()
-        matmul.fp32_precision = "ieee"
+        setattr(matmul, name, off)
         assert not peaks.torch_allows_tf32()
     finally:
-        matmul.fp32_precision = before
+        setattr(matmul, name, before)
 
 
 def test_unknown_device_or_dtype() -> None:
