@@ -48,7 +48,7 @@ def current_accelerator(torch: Any) -> str | None:
 # Chip names their CUDA-compatible stacks report through torch.cuda.get_device_name.
 _CUDA_VENDORS = (
     ("iluvatar", re.compile(r"iluvatar|\b(BI|MR)-?V\d", re.I)),
-    ("metax", re.compile(r"metax|\bC[0-9]{3}\b|\bN[0-9]{3}\b", re.I)),
+    ("metax", re.compile(r"metax|\b(MX)?C[0-9]{3}\b|\bN[0-9]{3}\b", re.I)),
     ("hygon", re.compile(r"hygon|\bDCU\b|\b[ZK]100", re.I)),
 )
 

@@ -147,6 +147,7 @@ def test_allocator_probe_on_old_torch_with_torch_npu(monkeypatch: pytest.MonkeyP
         ("Iluvatar MR-V100", False, "iluvatar"),
         ("MetaX C550", False, "metax"),
         ("MetaX C500", False, "metax"),
+        ("MXC500", False, "metax"),
         ("K100_AI", True, "hygon"),
         ("Z100L", True, "hygon"),
         ("AMD Instinct MI300X", True, "amd"),

@@ -148,14 +148,14 @@ BUILTIN: tuple[PeakRow, ...] = (
     _row("Moore Threads MTT S5000", r"\bS5000\b", _NONE),
     _row("Hygon DCU Z100", r"\bZ100", _NONE),
     _row("Hygon DCU K100 / K100_AI", r"\bK100", _NONE),
-    _row("MetaX C550", r"\bC550\b", _NONE + "; FlagPerf's computation-FP16 case gives only the "
-         "measured/peak ratio (90.9 %)"),
+    _row("MetaX C550", r"\b(MX)?C550\b", _NONE + "; FlagPerf's computation-FP16 case gives "
+         "only the measured/peak ratio (90.9 %)"),
     _row("Iluvatar BI-V150", r"BI-?V150", _NONE + "; FlagPerf's computation-FP16 case gives only "
          "a measured BF16 figure (196.47 TFLOPS)"),
     _row("Iluvatar BI-V100", r"BI-?V100", "FlagPerf's Iluvatar vendor README: 147 TFLOPS "
          "FP16/BF16 peak (Tiangai 100)", fp16=147, bf16=147),
     _row("Iluvatar MR-V100 (FlagPerf: iluvatar)", r"MR-?V100", _FLAGPERF, fp32=24, fp16=96),
-    _row("MetaX C500 (FlagPerf: metax)", r"\bC500\b", _FLAGPERF, fp32=120, fp16=240),
+    _row("MetaX C500 (FlagPerf: metax)", r"\b(MX)?C500\b", _FLAGPERF, fp32=120, fp16=240),
     _row("Tencent Zixiao C100 (FlagPerf: zixiao)", r"zixiao", _FLAGPERF, fp32=30, fp16=120),
     _row("Hexaflake (FlagPerf: hexaflake)", r"hexaflake", _FLAGPERF, fp32=30, fp16=120),
 )  # fmt: skip
