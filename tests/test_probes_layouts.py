@@ -2,7 +2,7 @@
 its source): npu-smi 20.x-25.x (910A with Memory-Usage (the control CPU's DDR) and HBM-Usage
 columns, 310P3 without HBM, the 300I Duo's two chips per NPU, NA power), cnmon 1.16 and 4.20,
 hy-smi's HCU columns, xpu_smi's layouts with and without power/temperature, rocm-smi 6's Concise
-Info (two header lines, "°C" / "_C", Power N/A). NA fields read NaN
+Info (two header lines, "°C" / "_C", Power N/A), mx-smi 2.1 (power cap NA). NA fields read NaN
 and never raise.
 
 Expected values are read off the files by hand (memory in MiB, power W, temperature C, %).
@@ -18,7 +18,7 @@ from perfkit.probes import parse
 from tests.test_probes_parsers import NAN, Row, check
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures_probes"
-TOOLS = ("npu-smi", "cnmon", "hy-smi", "xpu_smi", "rocm-smi")
+TOOLS = ("npu-smi", "cnmon", "hy-smi", "xpu_smi", "rocm-smi", "mx-smi")
 
 
 def body(name: str) -> str:
@@ -104,6 +104,11 @@ CASES: dict[str, list[Row]] = {
     "rocm-smi/rocm-smi_RX9070XT_underscore_C_readme.txt": [("0", "", NAN, NAN, 3, 17, 32)],
     # Power N/A -> NaN.
     "rocm-smi/rocm-smi_MI250X-GCD_power_NA_pawsey_docs.txt": [("0", "", NAN, NAN, 0, NAN, 35)],
+    # mx-smi 2.1.12: "97W / NA" (the cap NA, the usage read), empty GPU-State cell.
+    "mx-smi/mx-smi_2.1.12_C550_power_cap_NA_k8s_docs.txt": [
+        ("0", "MetaX C550", 858, 65536, 0, 97, 34)
+    ],
+    "mx-smi/mx-smi_2.1.12_C500_tutorial.txt": [("0", "MetaX C500", 5680, 65536, 0, 69, 36)],
 }
 
 
