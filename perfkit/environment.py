@@ -1,6 +1,7 @@
 """What a benchmark report needs to be reproduced, for meta.json (pure; never raises).
 
-``environment(script)`` returns software versions (torch and its CUDA / HIP build, the vendor
+``environment(script)`` returns the accelerator in use (and whose chip a "cuda" device is),
+software versions (torch and its CUDA / HIP build, the vendor
 torch extensions, the NVIDIA driver and its CUDA version through NVML when it loads, ROCm / DTK
 and CANN / Ascend driver versions from their install files), the environment variables that
 choose devices and tune collectives, and the git revision of the script's directory. Every part
@@ -16,6 +17,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from perfkit.devices import cuda_vendor, current_accelerator
 
 #: Variables recorded by exact name: device visibility and allocator / determinism settings.
 ENV_NAMES = (
@@ -124,6 +127,29 @@ def torch_versions() -> dict[str, str]:
     return out
 
 
+def accelerator_info(torch: Any = None) -> dict[str, str]:
+    """The accelerator torch uses: ``type`` ("cuda", "npu", ...), and once the program has
+    initialised it, device 0's ``name`` and, for "cuda", the ``vendor`` (``cuda_vendor``:
+    Iluvatar, MetaX and Hygon run as "cuda"). Empty when torch is not imported or sees none;
+    never initialises a device."""
+    torch = sys.modules.get("torch") if torch is None else torch
+    try:
+        kind = current_accelerator(torch) if torch is not None else None
+        if kind is None:
+            return {}
+        out = {"type": kind}
+        module: Any = getattr(torch, kind, None)
+        initialized = getattr(module, "is_initialized", None)
+        if callable(initialized) and initialized():
+            out["name"] = str(module.get_device_name(0))
+            if kind == "cuda":
+                hip = bool(getattr(getattr(torch, "version", None), "hip", None))
+                out["vendor"] = cuda_vendor(out["name"], hip=hip)
+        return out
+    except Exception:  # a broken backend must not cost the rest of meta.json
+        return {}
+
+
 def nvidia_driver(nvml: Any = None) -> dict[str, str]:
     """The NVIDIA driver version and the CUDA version it supports, through NVML; empty when
     NVML does not load (no NVIDIA driver). ``nvml``: an initialised pynvml (tests)."""
@@ -190,8 +216,13 @@ def environment(
     root: str | Path = "/",
     nvml: Any = None,
 ) -> dict[str, Any]:
-    """``{"versions", "env", "git"}`` for meta.json. ``script`` defaults to ``sys.argv[0]``
-    (its directory's git revision; the working directory's when there is no script)."""
+    """``{"versions", "accelerator", "env", "git"}`` for meta.json. ``script`` defaults to
+    ``sys.argv[0]`` (its directory's git revision; the working directory's without a script)."""
     versions = {**torch_versions(), **nvidia_driver(nvml), **install_versions(root)}
     where = script if script is not None else script_path() or Path.cwd()
-    return {"versions": versions, "env": relevant_env(environ), "git": git_revision(where)}
+    return {
+        "versions": versions,
+        "accelerator": accelerator_info(),
+        "env": relevant_env(environ),
+        "git": git_revision(where),
+    }

@@ -142,7 +142,33 @@ def test_environment_in_one_call(repo: Path, tmp_path: Path) -> None:
         repo / "scripts" / "train.py", environ={"NCCL_ALGO": "Ring"}, root=tmp_path, nvml=nvml
     )
     assert meta["env"] == {"NCCL_ALGO": "Ring"}
+    assert meta["accelerator"] == {}  # no accelerator here
     assert meta["git"]["branch"] == "bench"
     assert meta["versions"]["torch"] == torch.__version__
     assert meta["versions"]["nvidia_driver"] == "535.1"
     assert meta["versions"]["cuda_driver"] == "12.2"
+
+
+def test_accelerator_info_names_cuda_compatible_vendors() -> None:
+    cuda = SimpleNamespace(
+        is_available=lambda: True,
+        is_initialized=lambda: True,
+        get_device_name=lambda index: "Iluvatar BI-V150",
+    )
+    torch = SimpleNamespace(cuda=cuda, version=SimpleNamespace(hip=None))
+    assert env.accelerator_info(torch) == {
+        "type": "cuda",
+        "name": "Iluvatar BI-V150",
+        "vendor": "iluvatar",
+    }
+    cuda.is_initialized = lambda: False  # not initialised by the program: the name is not read
+    assert env.accelerator_info(torch) == {"type": "cuda"}
+
+
+def test_accelerator_info_without_one_or_with_a_broken_backend() -> None:
+    assert env.accelerator_info(SimpleNamespace()) == {}
+
+    def broken() -> bool:
+        raise RuntimeError("driver gone")
+
+    assert env.accelerator_info(SimpleNamespace(npu=SimpleNamespace(is_available=broken))) == {}
