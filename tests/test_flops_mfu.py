@@ -67,7 +67,7 @@ def test_torch_allows_tf32_reads_pytorch_setting() -> None:
     # torch 2.9+ has fp32_precision ("tf32" / "ieee"); older torch only allow_tf32.
     name, on, off = (
         ("fp32_precision", "tf32", "ieee")
-        if hasattr(matmul, "fp32_precision")
+        if peaks.matmul_fp32_precision(matmul) is not None
         else ("allow_tf32", True, False)
     )
     before = getattr(matmul, name)

@@ -91,3 +91,12 @@ def test_vendor_name_or_other_bin_alone_has_no_row(device: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert peaks.find_row(device) is None
+
+
+def test_fp32_precision_missing_on_old_torch() -> None:
+    class OldMatmul:  # torch < 2.9: unknown names raise AssertionError, as torch 2.1 does
+        def __getattr__(self, name: str) -> object:
+            raise AssertionError("Unknown attribute " + name)
+
+    assert peaks.matmul_fp32_precision(OldMatmul()) is None
+    assert peaks.matmul_fp32_precision(type("New", (), {"fp32_precision": "tf32"})()) == "tf32"

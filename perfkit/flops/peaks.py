@@ -191,14 +191,23 @@ def find_row(device_name: str) -> PeakRow | None:
     return next((row for row in (*_USER, *BUILTIN) if row.matches(device_name)), None)
 
 
+def matmul_fp32_precision(matmul: Any) -> str | None:
+    """``torch.backends.cuda.matmul.fp32_precision``, or None on torch < 2.9 (whose matmul
+    settings object raises AssertionError, not AttributeError, for a name it does not know)."""
+    try:
+        return str(matmul.fp32_precision)
+    except (AttributeError, AssertionError):
+        return None
+
+
 def torch_allows_tf32() -> bool:
     """Whether PyTorch runs float32 CUDA matmuls in TF32 (``allow_tf32`` / matmul precision)."""
     import torch
 
     matmul = torch.backends.cuda.matmul
-    if not hasattr(matmul, "fp32_precision"):  # torch < 2.9
+    precision = matmul_fp32_precision(matmul)
+    if precision is None:  # torch < 2.9
         return bool(matmul.allow_tf32)
-    precision = matmul.fp32_precision
     if precision == "none":
         precision = torch.backends.fp32_precision  # type: ignore[attr-defined]
     return bool(precision == "tf32")
