@@ -1,4 +1,4 @@
-"""Which torch accelerator backend runs here, its module, and whose chip it is.
+"""Which torch accelerator backend runs here, and whose chip it is.
 
 Vendor backends register as torch device types of their own (torch_npu: "npu", torch_mlu: "mlu",
 torch_musa: "musa", Intel: "xpu"); torch 2.6+ names the current one through ``torch.accelerator``,
@@ -16,17 +16,6 @@ from typing import Any
 
 #: Backend device types tried, in order, on a torch without ``torch.accelerator``.
 BACKENDS = ("cuda", "npu", "mlu", "musa", "xpu")
-
-
-def backend_module(torch: Any, device_type: str) -> Any:
-    """``torch.cuda``, ``torch.npu``, ... for a device type; RuntimeError when torch has none."""
-    module = getattr(torch, device_type, None)
-    if module is None:
-        raise RuntimeError(
-            f"torch has no backend module for device type {device_type!r} "
-            "(is the vendor's torch extension, e.g. torch_npu, imported?)"
-        )
-    return module
 
 
 def current_accelerator(torch: Any) -> str | None:

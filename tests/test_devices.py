@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from perfkit.devices import backend_module, cuda_vendor, current_accelerator
+from perfkit.devices import cuda_vendor, current_accelerator
 from perfkit.probes.allocator import TorchAllocatorProbe
 from perfkit.timing import EventTimer, device_synchronizer, event_factory
 
@@ -79,11 +79,6 @@ def test_torch_accelerator_names_the_backend_when_present() -> None:
     assert current_accelerator(SimpleNamespace(accelerator=accelerator)) == "npu"
     accelerator.is_available = lambda: False
     assert current_accelerator(SimpleNamespace(accelerator=accelerator)) is None
-
-
-def test_backend_module_missing_says_which() -> None:
-    with pytest.raises(RuntimeError, match="'mlu'"):
-        backend_module(old_torch(), "mlu")
 
 
 def test_event_from_the_backend_module_then_torch_event() -> None:
