@@ -26,6 +26,7 @@ import torch
 import perfkit
 from examples.data import DataError, coco_split, collate_detection, make_detection_dataset
 from perfkit import distributed
+from perfkit.devices import current_accelerator
 
 TRAIN_PRECISIONS = ("fp32", "amp", "bf16")
 INFER_PRECISIONS = ("fp32", "fp16", "bf16")
@@ -176,13 +177,11 @@ def setup(args: argparse.Namespace) -> Setup:
 
 
 def _device(name: str, local_rank: int | None) -> torch.device:
-    """``--device`` as a torch device; "auto" is the current accelerator, else the CPU (as
-    perfkit.Run's "auto"), and an accelerator without an index is the local rank's."""
+    """``--device`` as a torch device; "auto" is the current accelerator (torch.accelerator where
+    torch has it, else the backend modules), else the CPU, as perfkit.Run's "auto"; an
+    accelerator without an index is the local rank's."""
     if name == "auto":
-        accelerator = (
-            torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
-        )
-        name = accelerator.type if accelerator is not None else "cpu"
+        name = current_accelerator(torch) or "cpu"
     try:
         device = torch.device(name)
     except RuntimeError as err:

@@ -38,7 +38,7 @@ def _no_user_rows(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         ("AMD Instinct MI300X", "bf16", 1307.4e12),  # AMD prints dense figures
         ("AMD Instinct MI250X", "fp16", 383e12),
         ("Iluvatar MR-V100", "fp16", 96e12),  # FlagPerf's figures (docs/flagperf-metrics.md)
-        ("metax", "fp16", 240e12),
+        ("MetaX C500", "fp16", 240e12),
         ("zixiao", "fp32", 30e12),
         ("hexaflake", "fp16", 120e12),
     ],
@@ -64,14 +64,20 @@ def test_fp32_uses_tf32_peak_where_allowed(monkeypatch: pytest.MonkeyPatch) -> N
 def test_torch_allows_tf32_reads_pytorch_setting() -> None:
     torch = pytest.importorskip("torch")
     matmul = torch.backends.cuda.matmul
-    before = matmul.fp32_precision
+    # torch 2.9+ has fp32_precision ("tf32" / "ieee"); older torch only allow_tf32.
+    name, on, off = (
+        ("fp32_precision", "tf32", "ieee")
+        if peaks.matmul_fp32_precision(matmul) is not None
+        else ("allow_tf32", True, False)
+    )
+    before = getattr(matmul, name)
     try:
-        matmul.fp32_precision = "tf32"
+        setattr(matmul, name, on)
         assert peaks.torch_allows_tf32()
-        matmul.fp32_precision = "ieee"
+        setattr(matmul, name, off)
         assert not peaks.torch_allows_tf32()
     finally:
-        matmul.fp32_precision = before
+        setattr(matmul, name, before)
 
 
 def test_unknown_device_or_dtype() -> None:

@@ -1,10 +1,12 @@
 """Dense peak FLOP/s per device and dtype, every row with its source.
 
 Figures are dense (no structured sparsity; datasheets that print sparse figures give twice
-these). Device names are matched as ``torch.cuda.get_device_name`` and NVML report them, by a
-case-insensitive regular expression per row; the first matching row wins, rows registered with
-``register_peak`` before the built-in ones. An unknown device or dtype gives a warning and
-None, never a guess.
+these). Device names are matched as ``torch.cuda.get_device_name``, NVML, the vendor backends
+(``torch.npu`` / ``torch.mlu`` / ``torch.musa`` ``get_device_name``) and the vendor tools report
+them, by a case-insensitive regular expression per row that names a chip, never a vendor; the
+first matching row wins, rows registered with ``register_peak`` before the built-in ones. An
+unknown device or dtype, or a device without a public figure (a row without figures), gives a
+warning and None, never a guess.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ _H100 += "sparsity' halved to dense"
 _MI300 = "AMD Instinct MI300X data sheet (2023): matrix figures, dense (without sparsity)"
 _FLAGPERF = "FlagPerf inference MFU peak for this vendor, as read from FlagPerf's source "
 _FLAGPERF += "(docs/flagperf-metrics.md)"
+_NONE = "no public dense figure from the vendor found (datasheet, product page or FlagPerf config)"
 
 # Order matters: more specific patterns first (H100 NVL / PCIe before H100 SXM).
 BUILTIN: tuple[PeakRow, ...] = (
@@ -95,14 +98,64 @@ BUILTIN: tuple[PeakRow, ...] = (
          "halved", fp64=1, fp32=67, tf32=494.5, fp16=989.5, bf16=989.5, fp8=1979, int8=1979),
     _row("NVIDIA L40S", r"\bL40S\b", "NVIDIA L40S datasheet (2023), dense figures",
          fp32=91.6, tf32=183, fp16=362.05, bf16=362.05, fp8=733, int8=733),
+    _row("NVIDIA B200", r"\bB200\b", "NVIDIA HGX B200 specifications (8-GPU column, with "
+         "sparsity where marked), divided by 8 GPUs and sparse figures halved", fp64=37,
+         tf32=1125, fp16=2250, bf16=2250, fp8=4500, int8=4500),
+    _row("NVIDIA H20", r"\bH20\b", "NVIDIA H20 product brief (2023) as published in press "
+         "reports; NVIDIA has no public datasheet for it", fp32=44, tf32=74, fp16=148,
+         bf16=148, fp8=296, int8=296),
+    _row("NVIDIA L4", r"\bL4\b", "NVIDIA L4 datasheet (2023), sparse figures halved",
+         fp32=30.3, tf32=60, fp16=121, bf16=121, fp8=242.5, int8=242.5),
+    _row("NVIDIA T4", r"\bT4\b", "NVIDIA T4 datasheet (2019): FP16/FP32 mixed precision, "
+         "no sparsity on Turing", fp32=8.1, fp16=65, int8=130),
+    _row("NVIDIA A10", r"\bA10\b", "NVIDIA A10 datasheet (2021), sparse figures halved",
+         fp32=31.2, tf32=62.5, fp16=125, bf16=125, int8=250),
+    _row("NVIDIA A30", r"\bA30\b", "NVIDIA A30 datasheet (2021), sparse figures halved; "
+         "fp64 is the FP64 Tensor Core figure", fp64=10.3, fp32=10.3, tf32=82, fp16=165,
+         bf16=165, int8=330),
+    _row("NVIDIA GeForce RTX 4090", r"RTX 4090(?!\s*D\b)", "NVIDIA Ada Lovelace architecture "
+         "whitepaper (2022), appendix, RTX 4090 column: dense, FP16/BF16/FP8 Tensor with FP32 "
+         "accumulate (what PyTorch uses)", fp32=82.6, tf32=82.6, fp16=165.2, bf16=165.2,
+         fp8=330.3, int8=660.6),
     _row("AMD Instinct MI300X", r"MI300X", _MI300,
          fp64=163.4, fp32=163.4, tf32=653.7, fp16=1307.4, bf16=1307.4, fp8=2614.9,
          int8=2614.9),
     _row("AMD Instinct MI250X", r"MI250X(?!/MI250)", "AMD Instinct MI250X data sheet (2021): "
          "matrix figures", fp64=95.7, fp32=95.7, fp16=383, bf16=383, int8=383),
-    _row("Iluvatar MR-V100 (FlagPerf: iluvatar)", r"iluvatar|MR-V100", _FLAGPERF,
-         fp32=24, fp16=96),
-    _row("MetaX C500 (FlagPerf: metax)", r"metax|\bC500\b", _FLAGPERF, fp32=120, fp16=240),
+    # Chips of other vendors, by the names their torch backends and tools print (torch_npu's
+    # "Ascend910A", torch_mlu's "MLU370-X8", xpu_smi's "R300", torch_musa's "MTT S4000", ...).
+    # A row without figures is a device with no public dense figure: it warns and gives None.
+    _row("Huawei Ascend 910A", r"910A?(?![0-9a-z])", "Huawei Ascend 910 "
+         "launch (2019-08, Hot Chips 31): 256 TFLOPS FP16, 512 TOPS INT8", fp16=256, int8=512),
+    _row("Huawei Ascend 910B family (910B, 910B1-910B4, 910B2C)", r"910B", _NONE + "; "
+         "FlagPerf's computation-FP16 case quotes 313 TFLOPS for an Atlas 800T A2 without "
+         "naming the variant, so it is not applied to any"),
+    _row("Huawei Ascend 310P", r"310P", _NONE),
+    _row("Cambricon MLU370-X8", r"MLU370-X8", "Cambricon MLU370-X8 launch (2022-03): 32 TFLOPS "
+         "FP32, 96 FP16, 96 BF16, 256 TOPS INT8", fp32=32, fp16=96, bf16=96, int8=256),
+    _row("Cambricon MLU370-X4", r"MLU370-X4", _NONE),
+    _row("Cambricon MLU370-S4", r"MLU370-S4", _NONE),
+    _row("Cambricon MLU590", r"MLU590", _NONE),
+    _row("Kunlunxin R200", r"\bR200\b", "Kunlunxin R200 product page: 128 TFLOPS FP16, "
+         "32 FP32, 256 TOPS INT8", fp32=32, fp16=128, int8=256),
+    _row("Kunlunxin R300", r"\bR300\b", "FlagPerf's Kunlunxin vendor README: an R480-X8 of 8 "
+         "R300 gives 1 PetaOPS FP16, i.e. 125 TFLOPS per R300 as printed (a rounded figure)",
+         fp16=125),
+    _row("Kunlunxin P800", r"\bP800\b", _NONE),
+    _row("Moore Threads MTT S4000", r"\bS4000\b", "Moore Threads MTT S4000 launch (2023-12): "
+         "25 TFLOPS FP32, 50 TF32, 100 FP16/BF16, 200 TOPS INT8", fp32=25, tf32=50, fp16=100,
+         bf16=100, int8=200),
+    _row("Moore Threads MTT S5000", r"\bS5000\b", _NONE),
+    _row("Hygon DCU Z100", r"\bZ100", _NONE),
+    _row("Hygon DCU K100 / K100_AI", r"\bK100", _NONE),
+    _row("MetaX C550", r"\b(MX)?C550\b", _NONE + "; FlagPerf's computation-FP16 case gives "
+         "only the measured/peak ratio (90.9 %)"),
+    _row("Iluvatar BI-V150", r"BI-?V150", _NONE + "; FlagPerf's computation-FP16 case gives only "
+         "a measured BF16 figure (196.47 TFLOPS)"),
+    _row("Iluvatar BI-V100", r"BI-?V100", "FlagPerf's Iluvatar vendor README: 147 TFLOPS "
+         "FP16/BF16 peak (Tiangai 100)", fp16=147, bf16=147),
+    _row("Iluvatar MR-V100 (FlagPerf: iluvatar)", r"MR-?V100", _FLAGPERF, fp32=24, fp16=96),
+    _row("MetaX C500 (FlagPerf: metax)", r"\b(MX)?C500\b", _FLAGPERF, fp32=120, fp16=240),
     _row("Tencent Zixiao C100 (FlagPerf: zixiao)", r"zixiao", _FLAGPERF, fp32=30, fp16=120),
     _row("Hexaflake (FlagPerf: hexaflake)", r"hexaflake", _FLAGPERF, fp32=30, fp16=120),
 )  # fmt: skip
@@ -138,11 +191,23 @@ def find_row(device_name: str) -> PeakRow | None:
     return next((row for row in (*_USER, *BUILTIN) if row.matches(device_name)), None)
 
 
+def matmul_fp32_precision(matmul: Any) -> str | None:
+    """``torch.backends.cuda.matmul.fp32_precision``, or None on torch < 2.9 (whose matmul
+    settings object raises AssertionError, not AttributeError, for a name it does not know)."""
+    try:
+        return str(matmul.fp32_precision)
+    except (AttributeError, AssertionError):
+        return None
+
+
 def torch_allows_tf32() -> bool:
     """Whether PyTorch runs float32 CUDA matmuls in TF32 (``allow_tf32`` / matmul precision)."""
     import torch
 
-    precision = torch.backends.cuda.matmul.fp32_precision
+    matmul = torch.backends.cuda.matmul
+    precision = matmul_fp32_precision(matmul)
+    if precision is None:  # torch < 2.9
+        return bool(matmul.allow_tf32)
     if precision == "none":
         precision = torch.backends.fp32_precision  # type: ignore[attr-defined]
     return bool(precision == "tf32")

@@ -26,7 +26,9 @@ class Cell:
 
 # Header name (normalised by ``split_header``) -> DeviceSample quantity, in order of preference.
 SYNONYMS: dict[str, tuple[str, ...]] = {
-    "index": ("index", "gpu", "card", "npu", "devid", "id", "dcu"),
+    # hy-smi names its index and utilisation columns DCU / DCU% (older DTK) or HCU / HCU% (DTK 25+).
+    # rocm-smi 6.x names it "Device" (last: npu-smi's "Device" column is not its index).
+    "index": ("index", "gpu", "card", "npu", "devid", "id", "dcu", "hcu", "device"),
     "chip": ("chip",),
     "name": ("name", "model", "product name", "card series"),
     # "used / total" in one cell; HBM before Memory-Usage: npu-smi's Memory-Usage is the
@@ -43,6 +45,8 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
         "userate",
         "gfx_util",
         "dcu%",
+        "hcu%",
+        "gpu%",
         "gpu use",
     ),
     # The first number of "usage / cap" where the header is Pwr:Usage/Cap.
@@ -80,7 +84,7 @@ SCALES: dict[str, dict[str, float]] = {
     "bytes": _BYTES,
     "pct": {"%": 1.0},
     "w": {"w": 1.0, "mw": 1e-3},
-    "c": {"c": 1.0, "°c": 1.0},
+    "c": {"c": 1.0, "°c": 1.0, "_c": 1.0},  # rocm-smi prints "32.0_C" where it has no "°"
 }
 DEFAULT_UNIT = {"bytes": "mib", "pct": "%", "w": "w", "c": "c"}
 

@@ -1,5 +1,6 @@
 """The torch allocator probe: this process's caching-allocator figures on the torch accelerator
-(CUDA, or XPU / NPU / MLU and other backends torch.accelerator knows)."""
+(CUDA and the CUDA-compatible stacks, or the npu / mlu / musa / xpu backend modules, or any backend
+torch.accelerator knows)."""
 
 from __future__ import annotations
 
@@ -7,27 +8,9 @@ import sys
 from types import ModuleType
 from typing import Any
 
+from perfkit.devices import current_accelerator
 from perfkit.probes._base import Probe, register_probe
 from perfkit.probes._sample import DeviceSample, ProbeError
-
-# Backends tried, in order, on a torch without torch.accelerator.
-_BACKENDS = ("cuda", "xpu", "npu", "mlu")
-
-
-def _accelerator(torch: Any) -> str | None:
-    """The accelerator backend name torch uses ("cuda", "xpu", ...) or None."""
-    accelerator = getattr(torch, "accelerator", None)
-    if accelerator is not None:
-        if not accelerator.is_available():
-            return None
-        device = accelerator.current_accelerator()
-        return str(device.type) if device is not None else None
-    for backend in _BACKENDS:
-        module = getattr(torch, backend, None)
-        if module is not None and module.is_available():
-            return backend
-    return None
-
 
 _KEYS = (
     "allocated_bytes.all.current",
@@ -68,11 +51,11 @@ class TorchAllocatorProbe(Probe):
 
     def is_available(self) -> bool:
         torch = sys.modules.get("torch")
-        return torch is not None and _accelerator(torch) is not None
+        return torch is not None and current_accelerator(torch) is not None
 
     def open(self) -> None:
         torch: ModuleType | None = sys.modules.get("torch")
-        backend = _accelerator(torch) if torch is not None else None
+        backend = current_accelerator(torch) if torch is not None else None
         if torch is None or backend is None:
             raise ProbeError("torch allocator probe: torch is not imported or has no accelerator")
         module = getattr(torch, backend, None)

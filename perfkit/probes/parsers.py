@@ -7,7 +7,8 @@ Layouts (each tool tries its layouts in order; columns are found by their header
   shape per device;
 - ``--query-gpu ... --format=csv`` (nvidia-smi, ixsmi), with or without units;
 - ``nvidia-smi -q`` (indented ``key : value`` sections) and ``nvidia-smi dmon``;
-- whitespace-aligned column tables (rocm-smi / hy-smi default output, ``amd-smi monitor``);
+- whitespace-aligned column tables (rocm-smi / hy-smi default output, rocm-smi 6's "Concise
+  Info" with its second header line of units, ``amd-smi monitor``);
 - ``rocm-smi ... --json`` and rocm-smi's ``GPU[0] : key: value`` text.
 """
 
@@ -117,6 +118,9 @@ def _box_table(tool: str, lines: Lines) -> list[DeviceSample] | None:
 # --- whitespace-aligned column tables ----------------------------------------------------------
 
 _LEADING_NUMBER = re.compile(r"^\s*\d+\s")
+# Between a column header and its rows: a second header line of units ("(DID, GUID)  (Edge)",
+# perhaps behind a terminal escape as printed or pasted: "\x1b[3m", "^[3m", "[3m") or a border.
+_HEADER_CONTINUATION = re.compile(r"^\s*(?:(?:\x1b|\^)?\[\d+m)?\s*\(|^\s*=+\s*$")
 
 
 def _column_table(tool: str, lines: Lines) -> list[DeviceSample] | None:
@@ -128,8 +132,11 @@ def _column_table(tool: str, lines: Lines) -> list[DeviceSample] | None:
     if start is None:
         return None
     cols = columns(lines[start])
+    first = start + 1
+    while first < len(lines) and _HEADER_CONTINUATION.match(lines[first]):
+        first += 1
     samples: list[DeviceSample] = []
-    for j in range(start + 1, len(lines)):
+    for j in range(first, len(lines)):
         if not _LEADING_NUMBER.match(lines[j]):
             break
         samples.append(build_sample(tool, assign_columns(cols, lines[j], j + 1), len(samples)))

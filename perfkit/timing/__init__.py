@@ -85,16 +85,15 @@ class SyncingHostTimer(HostTimer):
 
 
 class EventTimer:
-    """Window timer on device events (``torch.cuda.Event`` or ``torch.Event``), pooled for reuse."""
+    """Window timer on device events, pooled for reuse: the backend module's ``Event``
+    (``torch.cuda.Event``, ``torch.npu.Event``, ``torch.mlu.Event``, ``torch.musa.Event``, ...),
+    else ``torch.Event`` (torch 2.4+); RuntimeError when the backend offers neither."""
 
     def __init__(self, device_type: str) -> None:
         import torch
 
         self.device_type = device_type
-        if device_type == "cuda":
-            self._new_event: Callable[[], Any] = lambda: torch.cuda.Event(enable_timing=True)
-        else:
-            self._new_event = lambda: torch.Event(device=device_type, enable_timing=True)
+        self._new_event = event_factory(torch, device_type)
         self._sync_device = device_synchronizer(device_type)
         self._pool: list[Any] = []
 
@@ -123,12 +122,22 @@ class EventTimer:
         self._sync_device()
 
 
+def event_factory(torch: Any, device_type: str) -> Callable[[], Any]:
+    """A function making a timing event on ``device_type``'s current stream (see EventTimer)."""
+    module_event = getattr(getattr(torch, device_type, None), "Event", None)
+    if callable(module_event):
+        return lambda: module_event(enable_timing=True)
+    generic_event = getattr(torch, "Event", None)
+    if callable(generic_event):
+        return lambda: generic_event(device=device_type, enable_timing=True)
+    raise RuntimeError(f"torch offers no timing event for device type {device_type!r}")
+
+
 def device_synchronizer(device_type: str) -> Callable[[], None]:
-    """The ``synchronize`` function of a torch device type ("cuda", "xpu", "npu", "mlu", ...)."""
+    """The ``synchronize`` function of a torch device type ("cuda", "npu", "mlu", "musa", ...):
+    the backend module's, else ``torch.accelerator.synchronize`` (torch 2.6+)."""
     import torch
 
-    if device_type == "cuda":
-        return torch.cuda.synchronize
     module = getattr(torch, device_type, None)
     sync = getattr(module, "synchronize", None)
     if callable(sync):
