@@ -24,12 +24,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, RecordError, ValueError, ImportError) as err:
         print(f"perfkit: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as err:  # a malformed run no check above caught: still no traceback
+        named = " ".join(repr(str(p)) for p in _paths(args))
+        print(f"perfkit: error: cannot read {named}: {type(err).__name__}: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if output:
         try:
             print(output, flush=True)
         except BrokenPipeError:  # the reader left early (perfkit report runs/ | head)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def _paths(args: argparse.Namespace) -> list[str]:
+    """The run paths a command was given."""
+    if hasattr(args, "runs"):
+        return list(args.runs)
+    if hasattr(args, "baseline"):
+        return [args.baseline, *args.others]
+    return [args.run]
 
 
 def _parser() -> argparse.ArgumentParser:

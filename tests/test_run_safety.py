@@ -104,7 +104,7 @@ def test_unwritable_out_dir_is_named(tmp_path):
         ({"sync": "always"}, "sync must be one of"),
         ({"config": {"fn": print}}, "config must be JSON-serialisable"),
         ({"config": [1, 2]}, "config must be a mapping"),
-        ({"flush_interval_s": 0}, "flush_interval_s must be a positive number"),
+        ({"flush_interval_s": 0}, "`flush_interval_s` to be a finite positive number"),
         ({"device": "warp-drive:0"}, "device must be 'auto', 'cpu'"),
     ],
 )

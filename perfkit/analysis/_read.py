@@ -5,8 +5,9 @@ Files are parsed with ``json.loads`` only; nothing in a run directory is evaluat
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,14 +80,65 @@ def run_status(run_dir: Path) -> str:
     return "partial" if summary is None else str(summary.get("status", "unknown"))
 
 
+#: Metadata fields analysis relies on, and the types they must have; a field of another type
+#: (a malformed meta.json) is left out, as if missing.
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "run_id": (str,),
+    "name": (str,),
+    "started_at": (str,),
+    "device": (str,),
+    "device_name": (str,),
+    "layout": (str,),
+    "host": (str,),
+    "e2e_from": (str,),
+    "sync": (str,),
+    "rank": (int,),
+    "world_size": (int,),
+    "config": (dict,),
+    "flops": (dict,),
+}
+#: The most ranks a run directory may name (a larger world_size is malformed).
+MAX_WORLD_SIZE = 1 << 16
+
+
 def read_meta(run_dir: Path) -> dict[str, Any]:
-    """The run's metadata (meta.json), {} when the file is missing."""
-    return _read_object(run_dir / META_FILE, "metadata file") or {}
+    """The run's metadata (meta.json), {} when the file is missing; fields of the wrong type
+    are left out."""
+    meta = _read_object(run_dir / META_FILE, "metadata file") or {}
+    for key, types in _META_TYPES.items():
+        if key in meta and (isinstance(meta[key], bool) or not isinstance(meta[key], types)):
+            del meta[key]
+    if not 1 <= meta.get("world_size", 1) <= MAX_WORLD_SIZE:
+        del meta["world_size"]
+    return meta
+
+
+@contextlib.contextmanager
+def reading(what: PathArg) -> Iterator[None]:
+    """Turn an error from a malformed run (a value of the wrong type, a field out of range)
+    into a :class:`RecordError` naming ``what`` (the run directory)."""
+    try:
+        yield
+    except RecordError:
+        raise
+    except (
+        TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError, RecursionError
+    ) as err:  # fmt: skip
+        raise RecordError(
+            f"{str(what)!r} is not a readable perfkit run: {type(err).__name__}: {err}"
+        ) from err
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    """The run's summary (summary.json), None when the run has none (a killed process)."""
-    return _read_object(run_dir / SUMMARY_FILE, "summary")
+    """The run's summary (summary.json), None when the run has none (a killed process); its
+    ``phases`` keeps only the entries that are objects."""
+    summary = _read_object(run_dir / SUMMARY_FILE, "summary")
+    if summary is not None and "phases" in summary:
+        phases = summary["phases"]
+        summary["phases"] = (
+            [p for p in phases if isinstance(p, dict)] if isinstance(phases, list) else []
+        )
+    return summary
 
 
 def _read_object(path: Path, what: str) -> dict[str, Any] | None:
@@ -108,6 +160,8 @@ class RunData:
     summary: dict[str, Any] | None
     status: str
     records: pd.DataFrame
+    #: Lines of the records files that were not records, skipped ("<file>:<line> ... why").
+    bad_lines: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -128,10 +182,16 @@ class RunData:
 
 def read_run(run_dir: Path) -> RunData:
     """Read one run directory (see :class:`RunData`)."""
+    with reading(run_dir):
+        return _read_run(run_dir)
+
+
+def _read_run(run_dir: Path) -> RunData:
     import pandas as pd
 
     summary = read_summary(run_dir)
-    rows = [r for f in sorted(run_dir.glob("records*.jsonl")) for r in read_records(f)]
+    bad_lines: list[str] = []
+    rows = [r for f in sorted(run_dir.glob("records*.jsonl")) for r in read_records(f, bad_lines)]
     records = pd.DataFrame.from_records(rows, columns=list(RECORD_FIELDS))
     records["value"] = pd.to_numeric(records["value"], errors="coerce").astype(float)
     records["t"] = records["t"].astype(float)
@@ -141,6 +201,7 @@ def read_run(run_dir: Path) -> RunData:
         summary=summary,
         status="partial" if summary is None else str(summary.get("status", "unknown")),
         records=records,
+        bad_lines=tuple(bad_lines),
     )
 
 

@@ -32,7 +32,7 @@ def report_text(paths: PathArg | Iterable[PathArg], fmt: str = "md") -> str:
         return json.dumps({k: t.to_dict(orient="records") for k, t in tables.items()}, indent=2)
     parts = []
     for kind, table in tables.items():
-        text = markdown(table) if fmt == "md" else table.to_csv(index=False).rstrip()
+        text = markdown(table) if fmt == "md" else csv(table, index=False)
         if len(tables) > 1:
             text = f"{'## ' if fmt == 'md' else '# '}{_TITLES[kind]}\n\n{text}"
         parts.append(text)
@@ -46,13 +46,38 @@ def compare_text(baseline: PathArg, *others: PathArg, fmt: str = "md") -> str:
     if fmt == "json":
         return frame.to_json(orient="index", indent=2) or ""
     if fmt == "csv":
-        return frame.to_csv().rstrip()
+        return csv(frame, index=True)
     return markdown(frame.reset_index())
+
+
+def printable(text: str) -> str:
+    """``text`` with control and format characters (newlines, ANSI escapes, bidi overrides)
+    written as escapes (``\\n``, ``\\x1b``), so a value from a run cannot forge a table row
+    or drive the terminal."""
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char.isprintable() or char == " ":
+            out.append(char)
+        else:
+            out.append(ascii(char)[1:-1] if ord(char) > 0x7F else repr(char)[1:-1])
+    return "".join(out)
+
+
+def csv(frame: pd.DataFrame, index: bool) -> str:
+    """``frame`` as CSV, every text cell, column name and index label :func:`printable`."""
+    clean = frame.rename(columns=lambda c: printable(str(c)))
+    if index:
+        clean = clean.rename(index=lambda label: printable(str(label)))
+    for column in clean.columns:
+        clean[column] = clean[column].map(lambda v: printable(v) if isinstance(v, str) else v)
+    return str(clean.to_csv(index=index)).rstrip()
 
 
 def markdown(frame: pd.DataFrame) -> str:
     """``frame`` as a Markdown table: numbers with 6 significant digits, "/" where missing."""
-    header = [str(c) for c in frame.columns]
+    header = [_md_text(str(c)) for c in frame.columns]
     body = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
 
@@ -67,4 +92,9 @@ def _cell(value: Any) -> str:
         return MISSING
     if isinstance(value, float):
         return f"{value:.6g}"
-    return str(value)
+    return _md_text(str(value))
+
+
+def _md_text(text: str) -> str:
+    """A Markdown table cell's text: printable, with ``|`` escaped."""
+    return printable(text).replace("|", "\\|")

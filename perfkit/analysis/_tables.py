@@ -6,6 +6,7 @@ import json
 import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perfkit.analysis._read import (
@@ -16,6 +17,7 @@ from perfkit.analysis._read import (
     phase_table,
     read_run,
     read_runs,
+    reading,
     row_dicts,
     step_table,
 )
@@ -86,7 +88,10 @@ def summaries(paths: PathArg | Iterable[PathArg]) -> pd.DataFrame:
     """
     import pandas as pd
 
-    rows = [_summary_row(run) for run in read_runs(paths)]
+    rows = []
+    for run in read_runs(paths):
+        with reading(run.run_dir):
+            rows.append(_summary_row(run))
     table = pd.DataFrame.from_records(rows)
     duplicated = table["run"].duplicated(keep=False)
     table.loc[duplicated, "run"] = table.loc[duplicated, "run_dir"]
@@ -112,6 +117,8 @@ def _summary_row(run: RunData) -> dict[str, Any]:
     for key, value in metrics.items():
         if key not in row and key not in ("phases", "meta"):
             row[key] = _scalar(value)
+    if run.bad_lines:
+        row["bad_lines"] = len(run.bad_lines)
     return row
 
 
@@ -148,7 +155,7 @@ def seed_tables(paths: PathArg | Iterable[PathArg]) -> dict[str, pd.DataFrame]:
 def _run_kind(row: Mapping[str, Any]) -> str:
     """ "train" for a run with trained samples, else "infer"."""
     samples: Any = row.get("train_samples")
-    return "train" if _present(samples) and samples > 0 else "infer"
+    return "train" if _is_number(samples) and samples > 0 else "infer"
 
 
 def _seed_cell(column: str, row: Mapping[str, Any]) -> str:
@@ -159,11 +166,15 @@ def _seed_cell(column: str, row: Mapping[str, Any]) -> str:
             row.get("acc_infer") if _present(row.get("acc_infer")) else row.get("acc"),
             row.get("acc_val"),
         ]
-        shown = [f"{100 * v:.1f}" for v in parts if _present(v)]
+        shown = [f"{100 * float(v):.1f}" for v in parts if _finite(v)]
         return "/".join(shown) or MISSING
     value: Any = row.get(column)
     if not _present(value):
         return MISSING
+    if column in ("MFU", "mAP", "e2e_time") or column.startswith("p_"):
+        if not _finite(value):
+            return MISSING  # a malformed summary's text or out-of-range number
+        value = float(value)
     if column == "MFU":
         return f"{100 * value:.1f}%"
     if column == "mAP":
@@ -179,6 +190,16 @@ def _present(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> bool:
+    """A real number that is finite as a float (a 400-digit int is not)."""
+    if not _is_number(value):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _text(value: Any) -> str:
@@ -200,12 +221,17 @@ def compare(baseline: PathArg, *others: PathArg) -> pd.DataFrame:
     if not others:
         raise ValueError("compare(baseline, *others) needs at least one run besides the baseline")
     runs = [find_run(baseline), *(run for other in others for run in find_runs(other))]
+    seen: set[Path] = set()
+    for run in runs:
+        if run.resolve() in seen:
+            raise ValueError(f"compare: run {str(run)!r} is given twice; compare distinct runs")
+        seen.add(run.resolve())
     table = summaries(runs).set_index("run")
     labels = list(table.index)
     numeric = [
         c
         for c in table.columns
-        if c not in _IDENTITY and all(_is_number(v) for v in table[c] if _present(v))
+        if c not in _IDENTITY and all(_finite(v) for v in table[c] if _present(v))
     ]
     ordered = [m for m in LEADING_METRICS if m in numeric]
     ordered += [m for m in numeric if m not in ordered]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from perfkit.checks import check_finite, check_finite_positive
 from perfkit.flops.peaks import normalize_dtype, resolve
 
 Convention = Literal["perfkit", "flagperf"]
@@ -14,9 +15,7 @@ CONVENTIONS: dict[Convention, str] = {
 
 
 def _positive(name: str, value: float) -> float:
-    if not value > 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return float(value)
+    return check_finite_positive(name, value)
 
 
 def mfu(
@@ -47,8 +46,11 @@ def mfu(
         macs = _positive("macs_per_sample", macs_per_sample)
     else:
         macs = _positive("flops_per_sample", flops_per_sample or 0.0) / 2
-    if samples_per_s < 0:
-        raise ValueError(f"samples_per_s must not be negative, got {samples_per_s!r}")
+    if check_finite("samples_per_s", samples_per_s) < 0:
+        raise ValueError(
+            f"Expected argument `samples_per_s` to be a finite non-negative number but got "
+            f"{samples_per_s!r}"
+        )
     ops_per_mac = 2 if convention == "perfkit" else 1
     return ops_per_mac * macs * samples_per_s / _positive("peak_flops", peak_flops)
 

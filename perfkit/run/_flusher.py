@@ -33,6 +33,6 @@ class Flusher:
         while not self._stop.wait(self._interval_s):
             try:
                 self._flush()
-            except OSError as err:
-                self.error = f"{type(err).__name__}: {err}"
-                return
+            except OSError as err:  # kept once; the next interval tries again
+                if self.error is None:
+                    self.error = f"{type(err).__name__}: {err}"

@@ -178,7 +178,10 @@ class Phase:
         return loop
 
     def io(self) -> IOWindow:
-        """Context manager marking host-side IO inside a step (host-to-device copy, decoding)."""
+        """Context manager marking host-side IO inside a step (host-to-device copy, decoding).
+
+        Nested ``io()`` windows count once (the outermost); an ``io()`` inside ``compute()``
+        counts as compute."""
         return self._io
 
     def compute(self) -> ComputeWindow:
@@ -261,12 +264,15 @@ class Phase:
             self._implicit_windows.append((self._implicit_start, self._timer.mark()))
             self._implicit_start = None
 
-    def _begin_io(self) -> None:
+    def _begin_io(self) -> bool:
         self._check_active("io()")
+        if self._compute.open:  # inside compute(): the window's time, counted once as compute
+            return False
         # On a device the implicit compute window pauses while the step does IO; on the host,
         # IO seconds are subtracted from the body when the step closes.
         if self.in_step and not self._host:
             self._end_implicit_window()
+        return True
 
     def _end_io(self, seconds: float) -> None:
         if not self.in_step:

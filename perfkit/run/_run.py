@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -14,10 +15,13 @@ from types import TracebackType
 from typing import Any
 
 from perfkit import distributed
+from perfkit.checks import check_callable, check_finite_positive, check_type
 from perfkit.records import META_FILE, SUMMARY_FILE, RecordWriter, make_record, write_json_atomic
 from perfkit.run._active import active_run, set_active_run
 from perfkit.run._environment import (
     check_config,
+    check_name,
+    create_run_dir,
     make_run_dir,
     make_timer,
     metadata,
@@ -27,11 +31,16 @@ from perfkit.run._environment import (
 from perfkit.run._errors import RunError
 from perfkit.run._flusher import Flusher
 from perfkit.run._phase import Phase
-from perfkit.summary import PHASE_KINDS, PhaseFigures, build_summary
+from perfkit.summary import PHASE_KINDS, RESERVED_KEYS, PhaseFigures, build_summary
 from perfkit.timing import Clock, HostTimer, WindowTimer, host_clock
 
 SYNC_MODES = ("phase", "step")
 E2E_FROM = ("run", "process")
+#: The shortest flush interval a Run accepts, seconds (shorter would keep a core busy).
+MIN_FLUSH_INTERVAL_S = 0.01
+
+
+_log = logging.getLogger("perfkit")
 
 
 def _exit_on_signal(signum: int, _frame: Any) -> None:
@@ -42,7 +51,8 @@ class Run:
     """One benchmark run: a context manager (or ``start()`` / ``stop()``) that owns the records.
 
     Args:
-        name: run name; the run directory is ``<out_dir>/<name>-<UTC timestamp>-<pid>``.
+        name: run name (at most 200 bytes); the run directory is
+            ``<out_dir>/<name>-<UTC timestamp>-<pid>-<random hex>``, created exclusively.
         out_dir: folder for run directories (created if missing).
         config: JSON-serialisable settings written into the metadata (precision, bs, ...).
         e2e_from: ``"run"`` (default) or ``"process"`` - start e2e_time at process start, as
@@ -53,7 +63,8 @@ class Run:
             device at every window edge and read the host clock - FlagPerf's ResNet-50 habit).
         clock: host clock returning seconds (injectable for tests).
         device_timer: window timer (injectable for tests; see :mod:`perfkit.timing`).
-        flush_interval_s: records reach the disk at least this often, seconds.
+        flush_interval_s: records reach the disk at least this often, seconds (finite,
+            at least 0.01).
         probes: ``"auto"`` (NVML or the vendor's tool, the torch allocator, the host),
             ``None`` for none, or names / :class:`perfkit.probes.Probe` instances; a background
             thread samples them every ``sample_interval`` seconds into the records. On the CPU
@@ -89,17 +100,29 @@ class Run:
         probes: Any = "auto",
         sample_interval: float = 0.5,
     ) -> None:
-        if not isinstance(name, str) or not name or any(c in name for c in "/\\\0"):
-            raise ValueError(f"name must be a non-empty string without path separators: {name!r}")
+        check_name(name)
+        check_type("out_dir", out_dir, (str, os.PathLike), "a folder path (str or os.PathLike)")
         if e2e_from not in E2E_FROM:
             raise ValueError(f"e2e_from must be one of {E2E_FROM}, got {e2e_from!r}")
         if sync not in SYNC_MODES:
             raise ValueError(f"sync must be one of {SYNC_MODES}, got {sync!r}")
-        if not (isinstance(dist_timeout_s, (int, float)) and dist_timeout_s > 0):
-            raise ValueError(f"dist_timeout_s must be a positive number, got {dist_timeout_s!r}")
-        if not (isinstance(flush_interval_s, (int, float)) and flush_interval_s > 0):
-            raise ValueError(
-                f"flush_interval_s must be a positive number, got {flush_interval_s!r}"
+        check_finite_positive("dist_timeout_s", dist_timeout_s, "s")
+        check_finite_positive("flush_interval_s", flush_interval_s, "s", MIN_FLUSH_INTERVAL_S)
+        if clock is not None:
+            check_callable("clock", clock, "a callable returning seconds (float), or None")
+        from perfkit.probes._base import Probe
+
+        if not (
+            probes is None
+            or isinstance(probes, (str, Probe))
+            or (
+                isinstance(probes, (list, tuple))
+                and all(isinstance(p, (str, Probe)) for p in probes)
+            )
+        ):
+            raise TypeError(
+                "Expected argument `probes` to be 'auto', None, a probe name, a Probe, or a "
+                f"list of them but got {probes!r} ({type(probes).__name__})"
             )
         self.name = name
         self.out_dir = Path(out_dir)
@@ -109,11 +132,13 @@ class Run:
         self.flush_interval_s = float(flush_interval_s)
         self.dist_timeout_s = float(dist_timeout_s)
         self._group: Any = None
-        self._probe_spec = probes
+        self._probe_spec: Any = [probes] if isinstance(probes, Probe) else probes
         self.sample_interval = sample_interval
         self._sampler: Any = None
         self._memory: Any = None
         self.probe_errors: list[str] = []
+        #: What went wrong with the run's own IO and collectives, each once (summary "faults").
+        self.faults: list[str] = []
         self._sigterm_installed = False
         self._device_arg = device
         #: The host clock (seconds) every time of this run is read from.
@@ -185,12 +210,9 @@ class Run:
         if self._injected_timer is None:
             self.timer = make_timer(self.device, self.sync, self.clock)
         started = datetime.now(timezone.utc)
-        self.run_id = f"{self.name}-{started:%Y%m%d-%H%M%S}-{os.getpid()}"
-        if self.world_size > 1:  # every rank writes into rank 0's run directory
-            self._group = distributed.new_cpu_group(self.dist_timeout_s)
-            self.run_id = self._all_gather(self.run_id, "the run start")[0]
-        self.run_dir = make_run_dir(self.out_dir, self.run_id)
-        self._writer = RecordWriter(self.run_dir / records_file(self.rank))
+        self._make_run_dir(started)
+        assert self.run_dir is not None
+        self._writer = RecordWriter(self.run_dir / records_file(self.rank), self._on_recreated)
         self.t0 = self.clock()
         if self.e2e_from == "process":
             import psutil
@@ -219,6 +241,24 @@ class Run:
         if probes:
             self._sampler.start()
         return self
+
+    def _make_run_dir(self, started: datetime) -> None:
+        """Rank 0 creates the run directory exclusively; the other ranks join it."""
+        failure: RunError | None = None
+        if self.rank == 0:
+            try:
+                self.run_id, self.run_dir = create_run_dir(self.out_dir, self.name, started)
+            except RunError as err:
+                failure = err
+        if self.world_size > 1:  # every rank writes into rank 0's run directory
+            self._group = distributed.new_cpu_group(self.dist_timeout_s)
+            self.run_id = self._all_gather(self.run_id, "the run start")[0]
+        if failure is not None:
+            raise failure
+        if not self.run_id:
+            raise RunError(f"rank {self.rank}: rank 0 could not create the run directory")
+        if self.rank != 0:
+            self.run_dir = make_run_dir(self.out_dir, self.run_id, exclusive=False)
 
     def _resolve_probes(self) -> list[Any]:
         """This process's probes, checked before anything starts: device probes on one rank
@@ -249,6 +289,19 @@ class Run:
     def _on_probe_error(self, probe: str, message: str) -> None:
         self.probe_errors.append(f"{probe}: {message}")
         self._write("probe_error", None, "", self.elapsed(), note=f"{probe}: {message}")
+
+    def _fault(self, message: str) -> None:
+        """Record a failure of perfkit's own IO or collectives once: in the summary's faults
+        and through the logging module (logger "perfkit"); the run goes on."""
+        if message not in self.faults:
+            self.faults.append(message)
+            _log.warning("%s", message)
+
+    def _on_recreated(self, message: str) -> None:
+        """The records file was deleted under the writer, which recreated it: say so once and
+        write the metadata again."""
+        self._fault(message)
+        self._write_meta()
 
     def _install_sigterm(self) -> None:
         """Turn SIGTERM (what torchrun sends the other ranks when one fails) into SystemExit, so
@@ -298,12 +351,27 @@ class Run:
             if self._sampler is not None:
                 self._sampler.stop()
             self._flusher.stop()
+            self._writer.close()  # never raises; a failure is the summary's flush_error
             self._final_summary = self.summary()
-            assert self.run_dir is not None
-            self._writer.close()
             if self.rank == 0:
-                write_json_atomic(self.run_dir / SUMMARY_FILE, self._final_summary)
+                self._write_json(SUMMARY_FILE, self._final_summary)
         return self._final_summary
+
+    def _write_json(self, file: str, obj: Any) -> None:
+        """Write ``file`` of the run directory atomically; a failure is recorded, not raised
+        (recreating the run directory when it was deleted)."""
+        assert self.run_dir is not None
+        path = self.run_dir / file
+        try:
+            if not self.run_dir.is_dir():
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self._fault(
+                    f"run directory {self.run_dir} was deleted while the run was running; "
+                    f"recreated it to write {file}"
+                )
+            write_json_atomic(path, obj)
+        except (OSError, ValueError) as err:
+            self._fault(f"{path} not written: {type(err).__name__}: {err}")
 
     # -- phases --------------------------------------------------------------------------
     def phase(self, kind: str, name: str | None = None) -> Phase:
@@ -400,7 +468,7 @@ class Run:
 
     def _write_meta(self) -> None:
         if self.rank == 0 and self.run_dir is not None:
-            write_json_atomic(self.run_dir / META_FILE, self.meta)
+            self._write_json(META_FILE, self.meta)
 
     def _memory_fields(self) -> dict[str, Any]:
         """mem and friends; in a distributed run, the maximum over every device of every node
@@ -411,7 +479,12 @@ class Run:
             return dict(self._memory.summary())
         from perfkit.probes import merge_memory_summaries
 
-        return merge_memory_summaries(self._all_gather(self._memory.summary(), "the run end"))
+        try:
+            gathered = self._all_gather(self._memory.summary(), "the run end")
+        except RunError as err:  # another rank died after the last phase: keep this rank's
+            self._fault(f"memory of the other ranks not gathered, this rank's only: {err}")
+            return dict(self._memory.summary())
+        return merge_memory_summaries(gathered)
 
     def log(self, step: int | None = None, **values: float) -> None:
         """Record named values (mAP=0.35, acc=0.762, loss=...) in base units; the last value of
@@ -420,6 +493,12 @@ class Run:
             raise RunError(f"run.log() called on run {self.name!r}, which is not running")
         t = self.elapsed()
         phase = self._active_phase.name if self._active_phase else None
+        reserved = sorted(RESERVED_KEYS.intersection(values))
+        if reserved:
+            raise ValueError(
+                f"run.log({reserved[0]}=...): {reserved[0]!r} is a field perfkit measures or "
+                "sets in the summary; log it under another name"
+            )
         for key, raw in values.items():
             try:
                 value = float(raw)
@@ -503,8 +582,14 @@ class Run:
             logged=self.logged,
             probe_errors=self.probe_errors,
             error=self.error,
-            flush_error=self._flusher.error if self._flusher is not None else None,
+            flush_error=self._flush_error(),
+            faults=self.faults,
         )
+
+    def _flush_error(self) -> str | None:
+        if self._writer is not None and self._writer.error is not None:
+            return self._writer.error
+        return self._flusher.error if self._flusher is not None else None
 
     def record_region(self, label: str, start: float, end: float) -> None:
         """Record a region ``region/<label>`` from ``start`` to ``end`` (host clock, s), tied to
