@@ -22,11 +22,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         output = args.handler(args)
     except (OSError, RecordError, ValueError, ImportError) as err:
-        print(f"perfkit: error: {err}", file=sys.stderr)
+        print(f"perfkit: error: {_naming_paths(str(err), args)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as err:  # a malformed run no check above caught: still no traceback
-        named = " ".join(repr(str(p)) for p in _paths(args))
-        print(f"perfkit: error: cannot read {named}: {type(err).__name__}: {err}", file=sys.stderr)
+        message = f"{type(err).__name__}: {err}"
+        print(f"perfkit: error: {_naming_paths(message, args)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if output:
         try:
@@ -36,13 +36,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _paths(args: argparse.Namespace) -> list[str]:
-    """The run paths a command was given."""
+def _naming_paths(message: str, args: argparse.Namespace) -> str:
+    """``message``, led by the runs the command was given unless it names one already."""
     if hasattr(args, "runs"):
-        return list(args.runs)
-    if hasattr(args, "baseline"):
-        return [args.baseline, *args.others]
-    return [args.run]
+        paths = list(args.runs)
+    elif hasattr(args, "baseline"):
+        paths = [args.baseline, *args.others]
+    else:
+        paths = [args.run]
+    if any(str(path) in message for path in paths):
+        return message
+    return f"cannot read {' '.join(repr(str(p)) for p in paths)}: {message}"
 
 
 def _parser() -> argparse.ArgumentParser:
