@@ -190,15 +190,17 @@ def apply(run: Path, change: tuple[str, object]) -> None:
                 path.write_text(json.dumps(obj))
     elif what in ("record", "garbage"):
         path = run / "records.jsonl"
-        lines = path.read_bytes().splitlines()
+        lines = path.read_bytes().splitlines() or [b""]  # an earlier change may have cut it
+        at = args[0] % len(lines)  # type: ignore[index]
         if what == "record":
-            at, key, value = args  # type: ignore[misc]
-            record = json.loads(lines[at % len(lines)])
-            record[key] = value
-            lines[at % len(lines)] = json.dumps(record).encode()
+            _, key, value = args  # type: ignore[misc]
+            with contextlib.suppress(ValueError):  # the line is garbage already
+                record = json.loads(lines[at])
+                if isinstance(record, dict):
+                    record[key] = value
+                    lines[at] = json.dumps(record).encode()
         else:
-            at, junk = args  # type: ignore[misc]
-            lines[at % len(lines)] = junk.replace(b"\n", b" ")
+            lines[at] = args[1].replace(b"\n", b" ")  # type: ignore[index]
         path.write_bytes(b"\n".join(lines) + b"\n")
     else:
         name, size = args  # type: ignore[misc]
