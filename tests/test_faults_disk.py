@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -169,3 +170,40 @@ def test_stop_writes_the_summary_when_the_records_writer_keeps_failing(
     summary = json.loads((run.run_dir / "summary.json").read_text())
     assert summary["status"] == "ok" and summary["train_steps"] == 4
     assert "Input/output error" in summary["flush_error"]
+
+
+KILLED = """
+import os, signal, sys, time
+from pathlib import Path
+import perfkit
+
+mount, filler = Path(sys.argv[1]), Path(sys.argv[2])
+with perfkit.Run("killed", out_dir=mount, device="cpu", probes=None, flush_interval_s=0.02):
+    run = perfkit.run._active.active_run()
+    stats = os.statvfs(mount)
+    filler.write_bytes(b"\\0" * (stats.f_bavail * stats.f_frsize - 4096))
+    with run.phase("train") as train:
+        for step in train.iterate(range(200), samples=1):
+            if step == 100:
+                filler.unlink()  # space returns while the loop runs
+            time.sleep(0.001)
+        time.sleep(0.5)  # the flusher writes what the full disk refused
+        os.kill(os.getpid(), signal.SIGKILL)  # before the phase ends: only the flusher wrote
+"""
+
+
+def test_a_process_killed_after_the_disk_had_room_again_kept_its_steps(small_fs, tmp_path):
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED)
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(script), str(small_fs), str(small_fs / "filler")],
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == -9, done.stderr
+    (run_dir,) = (p for p in small_fs.iterdir() if p.is_dir())
+    steps = [s for _, s in step_numbers(run_dir / "records.jsonl")]
+    assert steps == list(range(200))  # every finished step, once, in order
