@@ -42,14 +42,21 @@ def test_nan_and_inf_in_the_summary_are_written_as_null_with_a_note(tmp_path, cl
     assert summary["p_train"] == pytest.approx(4 / 0.6)  # 4 samples / (2 x 0.3 s)
 
 
-def test_a_samples_callable_returning_nan_still_ends_with_a_summary(tmp_path, clock):
-    with perfkit.Run("nan-samples", out_dir=tmp_path, device="cpu", clock=clock) as run:
+@pytest.mark.parametrize("bad", [float("nan"), -1, "3", 2.5])
+def test_a_samples_callable_returning_garbage_counts_zero_and_says_so(tmp_path, clock, bad):
+    with perfkit.Run("bad-samples", out_dir=tmp_path, device="cpu", clock=clock) as run:
         with run.phase("train") as train:
-            for _ in train.iterate([1, 2], samples=lambda _batch: float("nan")):  # type: ignore[arg-type,return-value]
+            for _ in train.iterate([1, 2], samples=lambda b: bad if b == 1 else 4):
                 clock.advance(0.1)
     summary = summary_file(run)
-    assert summary["status"] in ("ok", "failed")
-    assert "nonfinite" in summary or summary["status"] == "failed"
+    assert summary["status"] == "ok" and summary["train_samples"] == 4
+    (fault,) = summary["faults"]
+    assert "samples callable returned" in fault and "counted as 0" in fault
+    assert run.run_dir is not None
+    samples = [
+        r["value"] for r in read_records(run.run_dir / "records.jsonl") if r["name"] == "samples"
+    ]
+    assert samples == [0, 4]  # every step line is a valid record
 
 
 # ----------------------------------------------------------------- 7: reserved summary keys

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from perfkit.records import step_lines_template
 from perfkit.run._errors import RunError
 from perfkit.run._io import IOWindow
-from perfkit.run._samples import sample_counter
+from perfkit.run._samples import as_sample_count, sample_counter
 from perfkit.summary import PhaseFigures, PhaseResult, percentiles, phase_stats
 from perfkit.timing import Clock, HostTimer, WindowTimer
 from perfkit.timing import window as _window
@@ -208,6 +208,8 @@ class Phase:
             if not host:
                 self._implicit_start = self._timer.mark()
             n = fixed if count is None else count(batch)
+            if type(n) is not int or n < 0:
+                n = self._as_count(n)
             left = False
             try:
                 yield batch
@@ -227,6 +229,19 @@ class Phase:
             self._commit_step(row)
             t0 = t2
         self.io_s += clock() - t0  # the last wait for data is IO too
+
+    def _as_count(self, value: Any) -> int:
+        """A samples callable's result as an int (a numpy int, a 0-d tensor, an integral
+        float); anything else (NaN, a negative number, a string) counts 0 samples and is
+        recorded once in the summary's faults."""
+        count = as_sample_count(value)
+        if count is not None:
+            return count
+        self.run._fault(
+            f"phase {self.name!r}: the samples callable returned {value!r:.40} (expected a "
+            "non-negative int); counted as 0 samples"
+        )
+        return 0
 
     def _close_device_windows(self, step: int, explicit: bool) -> None:
         """Queue the step's implicit windows for resolution, or drop them when the step marked
