@@ -199,38 +199,40 @@ def test_an_empty_loader_gives_no_throughput_not_zero(tmp_path, clock):
 
 
 def test_timed_shared_across_threads_times_each_thread(tmp_path):
+    # a enters at 0, b at 0.1; a leaves first at 0.3, b at 0.4: each region is 0.3 s (one start
+    # stack for all threads gave a 0.2 s and b 0.4 s)
     region = perfkit.timed("work")
-    inside = threading.Barrier(2)
-    durations = {"a": 0.3, "b": 0.1}
-    clock = FakeClock()
-    lock = threading.Lock()
-    ends = threading.Event()
+    clock = FakeClock(0.0)
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
 
-    def worker(name: str) -> None:
+    def thread_a() -> None:
         with region:
-            inside.wait()
-            if name == "b":
-                with lock:
-                    clock.advance(durations["b"])
-                ends.set()  # b leaves first, after 0.1 s
-            else:
-                ends.wait()
-                with lock:
-                    clock.advance(durations["a"] - durations["b"])
+            a_in.set()
+            b_in.wait()
+            clock.advance(0.2)
+        a_out.set()
+
+    def thread_b() -> None:
+        a_in.wait()
+        clock.advance(0.1)
+        with region:
+            b_in.set()
+            a_out.wait()
+            clock.advance(0.1)
 
     with perfkit.Run("threads", out_dir=tmp_path, device="cpu", clock=clock) as run:
-        threads = [threading.Thread(target=worker, args=(n,)) for n in durations]
+        threads = [threading.Thread(target=f) for f in (thread_a, thread_b)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
     assert run.run_dir is not None
-    seconds = sorted(
+    seconds = [
         r["value"]
         for r in read_records(run.run_dir / "records.jsonl")
         if r["name"] == "region/work"
-    )
-    assert seconds == pytest.approx([0.1, 0.3])  # one start stack: 0.1 and 0.2
+    ]
+    assert seconds == pytest.approx([0.3, 0.3])
 
 
 # -------------------------------------------------------------------- 14: bad arguments
