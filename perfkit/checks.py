@@ -23,12 +23,35 @@ def wrong_value(name: str, expected: str, value: Any) -> ValueError:
     return ValueError(f"Expected argument `{name}` to be {expected} but got {_got(value)}")
 
 
-def positive_number(name: str, value: Any, unit: str = "seconds") -> float:
-    """``value`` as a float: a real number (not a bool), finite and above 0."""
-    expected = f"a positive finite number of {unit}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+def check_type(name: str, value: Any, types: type | tuple[type, ...], expected: str) -> None:
+    """TypeError unless ``value`` is an instance of ``types`` (a bool never counts as a number)."""
+    allowed = types if isinstance(types, tuple) else (types,)
+    if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
         raise wrong_type(name, expected, value)
-    if not (math.isfinite(value) and value > 0):
+
+
+def check_callable(name: str, value: Any, expected: str) -> None:
+    """TypeError unless ``value`` is callable."""
+    if not callable(value):
+        raise wrong_type(name, expected, value)
+
+
+def check_finite(name: str, value: Any) -> float:
+    """``value`` as a float: TypeError unless it is a real number, ValueError if NaN or inf."""
+    check_type(name, value, (int, float), "a finite number")
+    if not math.isfinite(value):
+        raise wrong_value(name, "a finite number", value)
+    return float(value)
+
+
+def positive_number(name: str, value: Any, unit: str = "seconds", minimum: float = 0.0) -> float:
+    """``value`` as a float: a real number (not a bool), finite, above 0 and at least
+    ``minimum`` (in ``unit``)."""
+    expected = f"a positive finite number of {unit}"
+    if minimum > 0:
+        expected += f" (at least {minimum:g})"
+    check_type(name, value, (int, float), expected)
+    if not (math.isfinite(value) and value > 0 and value >= minimum):
         raise wrong_value(name, expected, value)
     return float(value)
 

@@ -51,7 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         output = args.handler(args)
         slower = _gate(args)
     except (OSError, RecordError, ValueError, ImportError) as err:
-        log.error("error: %s", err)
+        log.error("error: %s", _naming_paths(str(err), args))
+        return EXIT_BAD_INPUT
+    except Exception as err:  # a malformed run no check above caught: still no traceback
+        log.error("error: %s", _naming_paths(f"{type(err).__name__}: {err}", args))
         return EXIT_BAD_INPUT
     if output:
         try:
@@ -78,6 +81,19 @@ def _gate(args: argparse.Namespace) -> bool:
             )  # fmt: skip
         found = found or bool(slower)
     return found
+
+
+def _naming_paths(message: str, args: argparse.Namespace) -> str:
+    """``message``, led by the runs the command was given unless it names one already."""
+    if hasattr(args, "runs"):
+        paths = list(args.runs)
+    elif hasattr(args, "baseline"):
+        paths = [args.baseline, *args.others]
+    else:
+        paths = [args.run]
+    if any(str(path) in message for path in paths):
+        return message
+    return f"cannot read {' '.join(repr(str(p)) for p in paths)}: {message}"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -22,13 +22,17 @@ the run started on the run's host clock. The names and units are in :data:`RECOR
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-import tempfile
+import secrets
+import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
+
+from perfkit.appendlog import AppendLog
 
 #: Version of the files a run writes; readers read every version of READABLE_SCHEMA_VERSIONS.
 #: 2: steps in steps.bin, phase_start at the phase's start, kind on phase records.
@@ -103,6 +107,8 @@ def rank_file(name: str, rank: int) -> str:
 
 Record = dict[str, Any]
 
+_log = logging.getLogger("perfkit")
+
 
 class RecordError(ValueError):
     """A file or line that is not a perfkit record."""
@@ -149,14 +155,20 @@ class RecordWriter:
     """Appends records to ``records.jsonl``; thread-safe (the probe sampler writes too).
 
     Records are buffered in memory and written by :meth:`flush`; ``Run`` flushes at phase end and
-    at least every ``flush_interval_s`` seconds, so a killed process keeps what it had.
+    at least every ``flush_interval_s`` seconds, so a killed process keeps what it had. Writing
+    never raises: see :class:`perfkit.appendlog.AppendLog` (a full disk, a deleted file).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_recreated: Callable[[str], None] | None = None) -> None:
         self.path = path
-        self._file: TextIO | None = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        self._file = AppendLog(path, on_recreated=on_recreated)
         self._lines: list[str] = []
         self._lock = threading.Lock()
+
+    @property
+    def error(self) -> str | None:
+        """The first write failure ("OSError: ... writing <path>"), None when all worked."""
+        return self._file.error
 
     def write(self, record: Record) -> None:
         """Queue one record (see :func:`make_record`)."""
@@ -164,67 +176,152 @@ class RecordWriter:
         with self._lock:
             self._lines.append(line)
 
-    def flush(self) -> None:
-        """Write queued records to disk and flush the OS buffer."""
+    def write_lines(self, lines: Iterable[str]) -> None:
+        """Queue records already encoded as JSON lines (no trailing newline)."""
         with self._lock:
-            if self._file is None or not self._lines:
-                return
-            self._file.write("\n".join(self._lines) + "\n")
-            self._lines.clear()
-            self._file.flush()
+            self._lines.extend(lines)
+
+    def flush(self) -> bool:
+        """Write queued records to the file (the OS has them: a killed process keeps them).
+        Returns False when a write failed (the records stay queued for the next flush)."""
+        with self._lock:
+            if self._lines:
+                self._file.add(("\n".join(self._lines) + "\n").encode("utf-8"))
+                self._lines.clear()
+            return self._file.flush()
 
     def close(self) -> None:
-        """Flush and close; later writes are ignored silently only after close (run ended)."""
+        """Flush and close (never raises: records that could not be written are named in
+        :attr:`error`); later writes are ignored silently (the run ended)."""
         self.flush()
         with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            self._file.close()
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically (temp file + rename in the same folder)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """Write ``obj`` as JSON to ``path`` atomically (temp file + rename in the same folder); the
+    file gets mode 0666 less the umask, as the records do. NaN / inf are refused (ValueError)."""
+    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=str) + "\n"
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=2, sort_keys=True, allow_nan=False, default=str)
-            handle.write("\n")
+            handle.write(text)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
-def read_json(path: Path) -> Any:
-    """Read a JSON file; a clear :class:`RecordError` if it is not JSON."""
+def _parse_float(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None  # 1e999 in a file reads as null
+
+
+def _loads(text: str) -> Any:
+    """``json.loads``, NaN / Infinity / overflowing numbers read as None; RecursionError (deeply
+    nested input) as a ValueError."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return json.loads(text, parse_float=_parse_float, parse_constant=lambda _name: None)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def read_bytes(path: Path) -> bytes:
+    """The bytes of the regular file ``path``; a :class:`RecordError` for anything else (a FIFO,
+    a device: opened without blocking, so a FIFO never hangs the reader)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RecordError(f"{path} is not a regular file")
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file; a clear :class:`RecordError` naming it if it is not JSON."""
+    try:
+        return _loads(read_bytes(path).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        if isinstance(err, RecordError):
+            raise
         raise RecordError(f"{path} is not a perfkit JSON file: {err}") from err
 
 
-def read_records(path: Path) -> Iterator[Record]:
+#: Types each record field may have (None: absent or null); name, value and t must be present.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "run_id": (str,),
+    "rank": (int,),
+    "phase": (str,),
+    "step": (int,),
+    "name": (str,),
+    "value": (int, float),
+    "unit": (str,),
+    "t": (int, float),
+    "device": (str,),
+    "note": (str,),
+    "kind": (str,),
+}
+
+
+def _record_problem(record: Any) -> str | None:
+    """Why ``record`` is not a perfkit record, None when it is one."""
+    if not isinstance(record, dict) or not {"name", "value", "t"} <= record.keys():
+        return f"not a perfkit record (expected the fields {RECORD_FIELDS})"
+    for field, types in _FIELD_TYPES.items():
+        value = record.get(field)
+        if value is None:
+            if field in ("name", "t", "rank"):
+                return f"field {field!r} is missing or null"
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            return f"field {field!r} has a {type(value).__name__}: {value!r:.40}"
+        if isinstance(value, int) and not -(2**53) <= value <= 2**53:
+            return f"field {field!r} is out of range: {value!r:.40}"
+    if record["rank"] < 0 or (record.get("step") is not None and record["step"] < 0):
+        return "rank and step must not be negative"
+    return None
+
+
+def read_records(path: Path, bad_lines: list[str] | None = None) -> Iterator[Record]:
     """Yield the records of one ``records.jsonl``, every field of :data:`RECORD_FIELDS` present.
 
-    A truncated last line (a process killed mid-write) is skipped; any other line that is not a
-    perfkit record raises :class:`RecordError` naming the file and line number. Lines are parsed
-    with ``json.loads`` only: nothing in a file is evaluated or unpickled.
+    A truncated last line (a process killed mid-write) is skipped silently; any other line that
+    is not a perfkit record is skipped, appended to ``bad_lines`` ("<file>:<line>: why") and
+    counted in one warning (logger "perfkit"); a file with no record but bad lines raises
+    :class:`RecordError` naming the file and line. Lines are parsed with ``json.loads`` only:
+    nothing in a file is evaluated or unpickled.
     """
-    with open(path, encoding="utf-8") as handle:
-        lines = handle.readlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    lines = read_bytes(path).split(b"\n")
+    last = len(lines) - 1  # the part after the last newline ("" when the file ends with one)
+    bad: list[str] = []
+    good = 0
+    for index, raw in enumerate(lines):
+        if not raw.strip():
             continue
+        number = index + 1
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            if number == len(lines) and not line.endswith("\n"):
-                return  # the last write of a killed process
-            raise RecordError(f"{path}:{number} is not a JSON record: {err}") from err
-        if not isinstance(record, dict) or not {"name", "value", "t"} <= record.keys():
-            raise RecordError(
-                f"{path}:{number} is not a perfkit record (expected the fields {RECORD_FIELDS})"
-            )
-        for field in OPTIONAL_FIELDS:
+            record = _loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            if index == last:
+                break  # the last write of a killed process
+            bad.append(f"{path}:{number} is not a JSON record: {err}")
+            continue
+        problem = _record_problem(record)
+        if problem is not None:
+            bad.append(f"{path}:{number} is not a perfkit record: {problem}")
+            continue
+        for field in RECORD_FIELDS:
             record.setdefault(field, None)
+        good += 1
         yield record
+    if bad and not good:
+        raise RecordError(bad[0])
+    if bad:
+        _log.warning("skipped %d bad line(s) of %s; the first: %s", len(bad), path, bad[0])
+        if bad_lines is not None:
+            bad_lines.extend(bad)

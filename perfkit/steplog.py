@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
+from perfkit.appendlog import AppendLog
 from perfkit.records import SCHEMA_VERSION, STEP_COLUMNS, RecordError
 
 if TYPE_CHECKING:
@@ -46,27 +48,33 @@ def encode_header(fields: dict[str, Any]) -> bytes:
 
 
 class StepLogWriter:
-    """Appends rows (raw float64 bytes) to a step log; writes the header into a new file."""
+    """Appends rows (raw float64 bytes) to a step log; writes the header into a new file.
+    Writing never raises: see :class:`perfkit.appendlog.AppendLog` (a full disk, a deleted
+    file); the first failure is :attr:`error`."""
 
-    def __init__(self, path: Path, fields: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        fields: dict[str, Any],
+        on_recreated: Callable[[str], None] | None = None,
+    ) -> None:
         self.path = path
-        self._file: BinaryIO | None = open(path, "ab")  # noqa: SIM115
-        if self._file.tell() == 0:
-            self._file.write(encode_header(fields))
-            self._file.flush()
+        self._file = AppendLog(path, encode_header(fields), on_recreated)
+        self._file.flush()
+
+    @property
+    def error(self) -> str | None:
+        """The first write failure, None when every write worked."""
+        return self._file.error
 
     def write(self, rows: bytes) -> None:
-        """Append whole rows and flush them to the OS."""
-        if self._file is None or not rows:
-            return
-        self._file.write(rows)
+        """Append whole rows (kept to retry when the write fails; ``b""`` only retries)."""
+        self._file.add(rows)
         self._file.flush()
 
     def close(self) -> None:
-        """Close the file; later writes are ignored (the run ended)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Flush and close; later writes are ignored (the run ended)."""
+        self._file.close()
 
 
 def read_step_log(path: Path) -> tuple[dict[str, Any], np.ndarray]:

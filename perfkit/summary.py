@@ -86,13 +86,15 @@ def percentiles(values: Sequence[float]) -> dict[int, float]:
 def rate_fields(
     prefix: str, samples: int, wall: float, io: float, compute: float
 ) -> dict[str, float]:
-    """io_fraction (IO seconds / wall seconds) and throughputs (samples/s), only where the
-    denominators are positive."""
+    """io_fraction (IO seconds / wall seconds) where the wall time is positive, and
+    throughputs (samples/s) only where there were samples and the denominator is positive: a
+    phase without samples (an empty loader) has no throughput, not 0."""
     fields: dict[str, float] = {}
     if wall > 0:
         fields[f"{prefix}io_fraction"] = io / wall
-        fields[f"{prefix}throughput_whole"] = samples / wall
-    if compute > 0:
+        if samples > 0:
+            fields[f"{prefix}throughput_whole"] = samples / wall
+    if compute > 0 and samples > 0:
         fields[f"{prefix}throughput_core"] = samples / compute
     return fields
 
@@ -244,11 +246,15 @@ def build_summary(
     probe_errors: Sequence[str] = (),
     error: str | None = None,
     flush_error: str | None = None,
+    faults: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The summary dict, keys in this order: run_id, name, status, e2e_time (when known), error and
     flush_error (when set), the phase metrics, the memory fields (``memory``), probe_errors
     (when any), MFU fields, the logged values, ``phases`` (:func:`phase_stats` of each) and
-    ``meta``. A metric without data is absent, never 0."""
+    ``meta``, then ``nonfinite`` (when any): the paths of NaN / inf values written as null
+    (a diverged loss, a tool's unparseable number). ``faults``: what went wrong with the run's
+    own IO (a deleted run directory, a failed gather), each once. A metric without data is
+    absent, never 0; the summary is always valid JSON."""
     summary: dict[str, Any] = {"run_id": run_id, "name": name, "status": status}
     if e2e_time is not None:
         summary["e2e_time"] = e2e_time
@@ -256,6 +262,8 @@ def build_summary(
         summary["error"] = error
     if flush_error is not None:
         summary["flush_error"] = flush_error
+    if faults:
+        summary["faults"] = list(faults)
     summary.update(phase_metrics(phases))
     summary.update(memory or {})
     if probe_errors:
@@ -266,4 +274,78 @@ def build_summary(
     summary.update(logged or {})
     summary["phases"] = [phase_stats(p) for p in phases]
     summary["meta"] = dict(meta)
+    nulled = null_nonfinite(summary)
+    if nulled:
+        summary["nonfinite"] = nulled
     return summary
+
+
+def null_nonfinite(obj: Any, path: str = "") -> list[str]:
+    """Replace every NaN / inf float inside ``obj`` (dicts and lists, in place) by None, so
+    it is valid JSON; returns the paths of the values replaced (``"loss"``,
+    ``"phases[0].io_fraction"``)."""
+    found: list[str] = []
+    items: Any = obj.items() if isinstance(obj, dict) else enumerate(obj)
+    for key, value in list(items):
+        where = f"{path}[{key}]" if isinstance(obj, list) else f"{path}.{key}".lstrip(".")
+        if isinstance(value, float) and not math.isfinite(value):
+            obj[key] = None
+            found.append(where)
+        elif isinstance(value, (dict, list)):
+            found.extend(null_nonfinite(value, where))
+    return found
+
+
+#: Names that the summary's own fields use: :meth:`perfkit.Run.log` refuses them.
+RESERVED_KEYS = frozenset(
+    {
+        "run_id",
+        "name",
+        "status",
+        "e2e_time",
+        "error",
+        "flush_error",
+        "faults",
+        "nonfinite",
+        "probe_errors",
+        "phases",
+        "meta",
+        "p_whole",
+        "mem",
+        "mem_per_device",
+        "mem_peak_bytes",
+        "mem_total_bytes",
+        "allocator_peak_allocated_bytes",
+        "allocator_peak_reserved_bytes",
+        "MFU",
+        "mfu_note",
+        "mfu_convention",
+        "peak_flops",
+        "peak_dtype",
+        "peak_source",
+        "flops_per_sample",
+    }
+    | {name for names in THROUGHPUT_NAMES.values() for name in names}
+    | {f"{name}_per_device" for names in THROUGHPUT_NAMES.values() for name in names}
+    | {
+        f"{kind}_{field}"
+        for kind in PHASE_KINDS
+        for field in (
+            "samples",
+            "steps",
+            "wall_s",
+            "io_s",
+            "compute_s",
+            "io_fraction",
+            "energy_j",
+            "energy_per_sample_j",
+            "wall_s_min",
+            "wall_s_max",
+            "wall_s_std",
+            "compute_s_min",
+            "compute_s_max",
+            "compute_s_std",
+            *(f"step_time_p{q}_s" for q in PERCENTILES),
+        )
+    }
+)

@@ -5,9 +5,10 @@ Files are parsed with ``json.loads`` only; nothing in a run directory is evaluat
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,14 +83,65 @@ def run_status(run_dir: Path) -> str:
     return "partial" if summary is None else str(summary.get("status", "unknown"))
 
 
+#: Metadata fields analysis relies on, and the types they must have; a field of another type
+#: (a malformed meta.json) is left out, as if missing.
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "run_id": (str,),
+    "name": (str,),
+    "started_at": (str,),
+    "device": (str,),
+    "device_name": (str,),
+    "layout": (str,),
+    "host": (str,),
+    "e2e_from": (str,),
+    "sync": (str,),
+    "rank": (int,),
+    "world_size": (int,),
+    "config": (dict,),
+    "flops": (dict,),
+}
+#: The most ranks a run directory may name (a larger world_size is malformed).
+MAX_WORLD_SIZE = 1 << 16
+
+
 def read_meta(run_dir: Path) -> dict[str, Any]:
-    """The run's metadata (meta.json), {} when the file is missing."""
-    return _read_object(run_dir / META_FILE, "metadata file") or {}
+    """The run's metadata (meta.json), {} when the file is missing; fields of the wrong type
+    are left out."""
+    meta = _read_object(run_dir / META_FILE, "metadata file") or {}
+    for key, types in _META_TYPES.items():
+        if key in meta and (isinstance(meta[key], bool) or not isinstance(meta[key], types)):
+            del meta[key]
+    if not 1 <= meta.get("world_size", 1) <= MAX_WORLD_SIZE:
+        del meta["world_size"]
+    return meta
+
+
+@contextlib.contextmanager
+def reading(what: PathArg) -> Iterator[None]:
+    """Turn an error from a malformed run (a value of the wrong type, a field out of range)
+    into a :class:`RecordError` naming ``what`` (the run directory)."""
+    try:
+        yield
+    except RecordError:
+        raise
+    except (
+        TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError, RecursionError
+    ) as err:  # fmt: skip
+        raise RecordError(
+            f"{str(what)!r} is not a readable perfkit run: {type(err).__name__}: {err}"
+        ) from err
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    """The run's summary (summary.json), None when the run has none (a killed process)."""
-    return _read_object(run_dir / SUMMARY_FILE, "summary")
+    """The run's summary (summary.json), None when the run has none (a killed process); its
+    ``phases`` keeps only the entries that are objects."""
+    summary = _read_object(run_dir / SUMMARY_FILE, "summary")
+    if summary is not None and "phases" in summary:
+        phases = summary["phases"]
+        summary["phases"] = (
+            [p for p in phases if isinstance(p, dict)] if isinstance(phases, list) else []
+        )
+    return summary
 
 
 def _read_object(path: Path, what: str) -> dict[str, Any] | None:
@@ -123,8 +175,9 @@ class RunData:
             )
 
     @functools.cached_property
-    def _tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        return _read_tables(self.run_dir)
+    def _tables(self) -> tuple[pd.DataFrame, pd.DataFrame, tuple[str, ...]]:
+        with reading(self.run_dir):
+            return _read_tables(self.run_dir)
 
     @property
     def records(self) -> pd.DataFrame:
@@ -135,6 +188,11 @@ class RunData:
     def steps(self) -> pd.DataFrame:
         """Every finished step of every rank, the columns of STEP_TABLE_COLUMNS."""
         return self._tables[1]
+
+    @property
+    def bad_lines(self) -> tuple[str, ...]:
+        """Lines of the records files that were not records, skipped ("<file>:<line> ...")."""
+        return self._tables[2]
 
     @property
     def label(self) -> str:
@@ -156,14 +214,16 @@ class RunData:
 def read_run(run_dir: Path) -> RunData:
     """Read one run directory (see :class:`RunData`); schema-1 runs (steps as JSON records)
     and schema-2 runs (steps in steps.bin) alike."""
-    return RunData(run_dir)
+    with reading(run_dir):
+        return RunData(run_dir)
 
 
-def _read_tables(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(events, steps) of every rank of a run."""
+def _read_tables(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, tuple[str, ...]]:
+    """(events, steps, skipped bad lines) of every rank of a run."""
     import pandas as pd
 
-    rows = [r for f in sorted(run_dir.glob("records*.jsonl")) for r in read_records(f)]
+    bad_lines: list[str] = []
+    rows = [r for f in sorted(run_dir.glob("records*.jsonl")) for r in read_records(f, bad_lines)]
     records = pd.DataFrame.from_records(rows, columns=list(RECORD_FIELDS))
     records["value"] = pd.to_numeric(records["value"], errors="coerce").astype(float)
     records["t"] = records["t"].astype(float)
@@ -175,7 +235,7 @@ def _read_tables(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     frames = [f for f in frames if not f.empty]
     steps = pd.concat(frames, ignore_index=True) if frames else _empty_steps()
     steps = steps.sort_values(["rank", "t"], kind="stable").reset_index(drop=True)
-    return records, steps
+    return records, steps, tuple(bad_lines)
 
 
 #: Columns of RunData.steps: rank, phase (name), ordinal (the phase's position among its

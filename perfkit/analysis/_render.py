@@ -47,8 +47,8 @@ def report_text(paths: PathArg | Iterable[PathArg], fmt: str = "md") -> str:
 def _csv(header: list[str], rows: list[list[str]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerow([printable(c) for c in header])
+    writer.writerows([printable(c) for c in row] for row in rows)
     return out.getvalue().rstrip()
 
 
@@ -64,17 +64,47 @@ def compare_text(baseline: PathArg, *others: PathArg, fmt: str = "md", groups: b
     if fmt == "json":
         return frame.to_json(orient="index", indent=2) or ""
     if fmt == "csv":
-        return frame.to_csv().rstrip()
+        return frame_csv(frame, index=True)
     return markdown(frame.reset_index())
+
+
+def printable(text: str) -> str:
+    """``text`` with control and format characters (newlines, ANSI escapes, bidi overrides)
+    written as escapes (``\\n``, ``\\x1b``), so a value from a run cannot forge a table row
+    or drive the terminal."""
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char.isprintable() or char == " ":
+            out.append(char)
+        else:
+            out.append(ascii(char)[1:-1] if ord(char) > 0x7F else repr(char)[1:-1])
+    return "".join(out)
+
+
+def frame_csv(frame: pd.DataFrame, index: bool) -> str:
+    """``frame`` as CSV, every text cell, column name and index label :func:`printable`."""
+    clean = frame.rename(columns=lambda c: printable(str(c)))
+    if index:
+        clean = clean.rename(index=lambda label: printable(str(label)))
+    for column in clean.columns:
+        clean[column] = clean[column].map(lambda v: printable(v) if isinstance(v, str) else v)
+    return str(clean.to_csv(index=index)).rstrip()
 
 
 def markdown(frame: pd.DataFrame) -> str:
     """``frame`` as a Markdown table: numbers with 6 significant digits, "/" where missing."""
-    header = [str(c) for c in frame.columns]
-    return _markdown(header, [[_cell(v) for v in row] for row in frame.itertuples(index=False)])
+    return _markdown(
+        [str(c) for c in frame.columns],
+        [[_cell(v) for v in row] for row in frame.itertuples(index=False)],
+    )
 
 
 def _markdown(header: list[str], body: list[list[str]]) -> str:
+    """A Markdown table of raw text cells (made printable, ``|`` escaped)."""
+    header = [_md_text(c) for c in header]
+    body = [[_md_text(c) for c in row] for row in body]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -89,3 +119,8 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
+
+
+def _md_text(text: str) -> str:
+    """A Markdown table cell's text: printable, with ``|`` escaped."""
+    return printable(text).replace("|", "\\|")

@@ -7,6 +7,7 @@ import math
 import numbers
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perfkit.analysis._format import significant
@@ -18,6 +19,7 @@ from perfkit.analysis._read import (
     phase_table,
     read_run,
     read_runs,
+    reading,
     step_table,
 )
 from perfkit.analysis._rebuild import rebuild_summary
@@ -93,7 +95,10 @@ def summaries(paths: PathArg | Iterable[PathArg]) -> pd.DataFrame:
 def summary_rows(paths: PathArg | Iterable[PathArg]) -> list[dict[str, Any]]:
     """The rows of :func:`summaries` as dicts (a finished run's needs its summary.json only,
     and no pandas); a run label two runs share becomes their run_dir."""
-    rows = [_summary_row(run) for run in read_runs(paths)]
+    rows = []
+    for run in read_runs(paths):
+        with reading(run.run_dir):
+            rows.append(_summary_row(run))
     labels = Counter(row["run"] for row in rows)
     for row in rows:
         if labels[row["run"]] > 1:
@@ -120,6 +125,8 @@ def _summary_row(run: RunData) -> dict[str, Any]:
     for key, value in metrics.items():
         if key not in row and key not in ("phases", "meta"):
             row[key] = _scalar(value)
+    if run.summary is None and run.bad_lines:  # a finished run's records are not read
+        row["bad_lines"] = len(run.bad_lines)
     return row
 
 
@@ -162,7 +169,7 @@ def seed_rows(paths: PathArg | Iterable[PathArg]) -> dict[str, list[dict[str, st
 def _run_kind(row: Mapping[str, Any]) -> str:
     """ "train" for a run with trained samples, else "infer"."""
     samples: Any = row.get("train_samples")
-    return "train" if _present(samples) and samples > 0 else "infer"
+    return "train" if _is_number(samples) and samples > 0 else "infer"
 
 
 def _seed_cell(column: str, row: Mapping[str, Any]) -> str:
@@ -173,11 +180,15 @@ def _seed_cell(column: str, row: Mapping[str, Any]) -> str:
             row.get("acc_infer") if _present(row.get("acc_infer")) else row.get("acc"),
             row.get("acc_val"),
         ]
-        shown = [f"{100 * v:.1f}" for v in parts if _present(v)]
+        shown = [f"{100 * float(v):.1f}" for v in parts if _finite(v)]
         return "/".join(shown) or MISSING
     value: Any = row.get(column)
     if not _present(value):
         return MISSING
+    if column in ("MFU", "mAP", "e2e_time") or column.startswith("p_"):
+        if not _finite(value):
+            return MISSING  # a malformed summary's text or out-of-range number
+        value = float(value)
     if column == "MFU":
         return f"{100 * value:.1f}%"
     if column == "mAP":
@@ -193,6 +204,16 @@ def _present(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> bool:
+    """A real number that is finite as a float (a 400-digit int is not)."""
+    if not _is_number(value):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _text(value: Any) -> str:
@@ -214,12 +235,17 @@ def compare(baseline: PathArg, *others: PathArg) -> pd.DataFrame:
     if not others:
         raise ValueError("compare(baseline, *others) needs at least one run besides the baseline")
     runs = [find_run(baseline), *(run for other in others for run in find_runs(other))]
+    seen: set[Path] = set()
+    for run in runs:
+        if run.resolve() in seen:
+            raise ValueError(f"compare: run {str(run)!r} is given twice; compare distinct runs")
+        seen.add(run.resolve())
     table = summaries(runs).set_index("run")
     labels = list(table.index)
     numeric = [
         c
         for c in table.columns
-        if c not in _IDENTITY and all(_is_number(v) for v in table[c] if _present(v))
+        if c not in _IDENTITY and all(_finite(v) for v in table[c] if _present(v))
     ]
     ordered = [m for m in LEADING_METRICS if m in numeric]
     ordered += [m for m in numeric if m not in ordered]

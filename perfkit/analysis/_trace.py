@@ -35,6 +35,10 @@ def _us(seconds: float) -> float:
     return round(float(seconds) * _US, 3)
 
 
+def _finite(*values: float) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
 def _jsonable(args: dict[str, Any]) -> dict[str, Any]:
     """Event args as plain JSON values: numpy scalars as Python numbers, NaN as null."""
     out = {}
@@ -80,6 +84,8 @@ def chrome_trace(run_dir: PathArg) -> dict[str, Any]:
         events.append(_meta("process_sort_index", pid, 0, rank, key="sort_index"))
         events.extend(_meta("thread_name", pid, tid, name) for name, tid in TIDS.items())
     for p in row_dicts(phases):
+        if not _finite(p["start_t"], p["wall_s"]):
+            continue  # a phase whose records are incomplete (a malformed file): not drawn
         args = {
             key: p[key]
             for key in ("kind", "index", "samples", "steps", "io_s", "compute_s", "complete")
@@ -97,6 +103,8 @@ def chrome_trace(run_dir: PathArg) -> dict[str, Any]:
         )
     for s in row_dicts(steps):
         pid, start, io, compute = s["rank"] + 1, s["start_t"], s["io_time"], s["compute_time"]
+        if not _finite(start, s["step_time"], io, compute):
+            continue  # a step with a record missing (a malformed file): not drawn
         args = {"samples": s["samples"], "io_time_s": io, "compute_time_s": compute}
         events.append(
             _complete(

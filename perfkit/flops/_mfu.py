@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from perfkit.checks import check_finite, positive_number
 from perfkit.flops.peaks import normalize_dtype, resolve
 
 Convention = Literal["perfkit", "flagperf"]
@@ -11,12 +12,6 @@ CONVENTIONS: dict[Convention, str] = {
     "perfkit": "perfkit: 2 FLOPs per multiply-add",
     "flagperf": "flagperf: 1 operation per multiply-add (FlagPerf's ResNet-50 'flops')",
 }
-
-
-def _positive(name: str, value: float) -> float:
-    if not value > 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return float(value)
 
 
 def mfu(
@@ -44,13 +39,16 @@ def mfu(
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {tuple(CONVENTIONS)}, not {convention!r}")
     if macs_per_sample is not None:
-        macs = _positive("macs_per_sample", macs_per_sample)
+        macs = positive_number("macs_per_sample", macs_per_sample, "multiply-adds")
     else:
-        macs = _positive("flops_per_sample", flops_per_sample or 0.0) / 2
-    if samples_per_s < 0:
-        raise ValueError(f"samples_per_s must not be negative, got {samples_per_s!r}")
+        macs = positive_number("flops_per_sample", flops_per_sample or 0.0, "FLOPs") / 2
+    if check_finite("samples_per_s", samples_per_s) < 0:
+        raise ValueError(
+            f"Expected argument `samples_per_s` to be a finite non-negative number but got "
+            f"{samples_per_s!r}"
+        )
     ops_per_mac = 2 if convention == "perfkit" else 1
-    return ops_per_mac * macs * samples_per_s / _positive("peak_flops", peak_flops)
+    return ops_per_mac * macs * samples_per_s / positive_number("peak_flops", peak_flops, "FLOP/s")
 
 
 def mfu_summary(

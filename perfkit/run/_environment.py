@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import platform
+import secrets
 import socket
 import sys
 from collections.abc import Mapping
@@ -34,17 +35,61 @@ def check_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(config)
 
 
-def make_run_dir(out_dir: Path, run_id: str) -> Path:
-    """Create ``out_dir/run_id`` and check it is writable (RunError if not)."""
+#: Longest run name, bytes of UTF-8: the run id adds the time, pid and a random suffix and must
+#: stay within a file name's 255 bytes.
+MAX_NAME_BYTES = 200
+
+
+def check_name(name: object) -> str:
+    """``name`` if it is a usable run name: TypeError / ValueError naming ``name`` if not."""
+    checks.non_empty_str("name", name, forbidden="/\\\0")
+    assert isinstance(name, str)
+    expected = f"a run name of at most {MAX_NAME_BYTES} bytes, not '.' or '..'"
+    if name in (".", "..") or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise checks.wrong_value("name", expected, name)
+    return name
+
+
+def new_run_id(name: str, started: datetime) -> str:
+    """``<name>-<UTC time>-<pid>-<random hex>``: unique even for two processes with the same pid
+    (pid 1 in two containers) on one shared volume."""
+    return f"{name}-{started:%Y%m%d-%H%M%S}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def make_run_dir(out_dir: Path, run_id: str, *, exclusive: bool = True) -> Path:
+    """Create ``out_dir/run_id`` and check it is writable (RunError if not). ``exclusive``: the
+    directory must not exist yet (FileExistsError otherwise: the caller picks another id);
+    False for the ranks that join rank 0's directory."""
     run_dir = out_dir / run_id
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"  # ranks share the directory
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if exclusive:
+            os.mkdir(run_dir)
+        else:
+            run_dir.mkdir(exist_ok=True)
+    except FileExistsError:
+        if exclusive:
+            raise
+    except OSError as err:
+        raise RunError(f"out_dir {str(out_dir)!r} is not writable: {err}") from err
+    try:
+        probe = run_dir / f".write-test-{os.getpid()}-{secrets.token_hex(3)}"
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        raise RunError(f"out_dir {str(out_dir)!r} is not writable: {err}") from err
+        raise RunError(f"run directory {str(run_dir)!r} is not writable: {err}") from err
     return run_dir
+
+
+def create_run_dir(out_dir: Path, name: str, started: datetime) -> tuple[str, Path]:
+    """A new run id and its directory, created exclusively (a fresh suffix on a clash)."""
+    for _ in range(100):
+        run_id = new_run_id(name, started)
+        try:
+            return run_id, make_run_dir(out_dir, run_id)
+        except FileExistsError:
+            continue
+    raise RunError(f"could not create a new run directory in {str(out_dir)!r}")
 
 
 def resolve_device(device: Any) -> str:

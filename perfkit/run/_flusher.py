@@ -43,6 +43,6 @@ class Flusher:
                 return
             try:
                 self._flush()
-            except OSError as err:
-                self.error = f"{type(err).__name__}: {err}"
-                return
+            except OSError as err:  # kept once; the next interval tries again
+                if self.error is None:
+                    self.error = f"{type(err).__name__}: {err}"

@@ -10,27 +10,38 @@ from perfkit.timing import Clock
 class IOOwner(Protocol):
     """What an IO window needs from its phase."""
 
-    def _begin_io(self) -> None:
-        """Check the phase is active and pause its implicit compute window."""
+    def _begin_io(self) -> bool:
+        """Check the phase is active and pause its implicit compute window; False when the IO
+        is inside an open compute window (it then counts as that window's compute)."""
 
     def _end_io(self, seconds: float) -> None:
         """Count ``seconds`` of IO (in the running step, or the phase's outside one)."""
 
 
 class IOWindow:
-    """``with phase.io():`` - host-timed IO inside a step (for example a host-to-device copy)."""
+    """``with phase.io():`` - host-timed IO inside a step (for example a host-to-device copy).
 
-    __slots__ = ("_clock", "_owner", "_start")
+    Each second counts once: an ``io()`` inside another ``io()`` is part of the outer window
+    (only the outermost is timed), and an ``io()`` inside a ``compute()`` window is part of
+    that compute window (compute, not IO)."""
+
+    __slots__ = ("_clock", "_counted", "_depth", "_owner", "_start")
 
     def __init__(self, owner: IOOwner, clock: Clock) -> None:
         self._owner = owner
         self._clock = clock
         self._start = 0.0
+        self._depth = 0
+        self._counted = False
 
     def __enter__(self) -> IOWindow:
-        self._owner._begin_io()
-        self._start = self._clock()
+        if self._depth == 0:
+            self._counted = self._owner._begin_io()
+            self._start = self._clock()
+        self._depth += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._owner._end_io(self._clock() - self._start)
+        self._depth -= 1
+        if self._depth == 0 and self._counted:
+            self._owner._end_io(self._clock() - self._start)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from perfkit.records import STEP_COLUMNS
 from perfkit.run._errors import RunError
 from perfkit.run._io import IOWindow
-from perfkit.run._samples import sample_counter
+from perfkit.run._samples import as_sample_count, sample_counter
 from perfkit.summary import PhaseFigures, PhaseResult, percentiles, phase_stats
 from perfkit.timing import Clock, HostTimer, WindowTimer
 from perfkit.timing import window as _window
@@ -185,7 +185,10 @@ class Phase:
         return loop
 
     def io(self) -> IOWindow:
-        """Context manager marking host-side IO inside a step (host-to-device copy, decoding)."""
+        """Context manager marking host-side IO inside a step (host-to-device copy, decoding).
+
+        Nested ``io()`` windows count once (the outermost); an ``io()`` inside ``compute()``
+        counts as compute."""
         return self._io
 
     def compute(self) -> ComputeWindow:
@@ -213,6 +216,8 @@ class Phase:
             if not host:
                 self._implicit_start = self._timer.mark()
             n = fixed if count is None else count(batch)
+            if type(n) is not int or n < 0:
+                n = self._as_count(n)
             left = False
             try:
                 yield batch
@@ -232,6 +237,19 @@ class Phase:
             self._commit_step(row)
             t0 = t2
         self.io_s += clock() - t0  # the last wait for data is IO too
+
+    def _as_count(self, value: Any) -> int:
+        """A samples callable's result as an int (a numpy int, a 0-d tensor, an integral
+        float); anything else (NaN, a negative number, a string) counts 0 samples and is
+        recorded once in the summary's faults."""
+        count = as_sample_count(value)
+        if count is not None:
+            return count
+        self.run._fault(
+            f"phase {self.name!r}: the samples callable returned {value!r:.40} (expected a "
+            "non-negative int); counted as 0 samples"
+        )
+        return 0
 
     def _close_device_windows(self, step: int, explicit: bool) -> None:
         """Queue the step's implicit windows for resolution, or drop them when the step marked
@@ -272,12 +290,15 @@ class Phase:
             self._implicit_windows.append((self._implicit_start, self._timer.mark()))
             self._implicit_start = None
 
-    def _begin_io(self) -> None:
+    def _begin_io(self) -> bool:
         self._check_active("io()")
+        if self._compute.open:  # inside compute(): the window's time, counted once as compute
+            return False
         # On a device the implicit compute window pauses while the step does IO; on the host,
         # IO seconds are subtracted from the body when the step closes.
         if self.in_step and not self._host:
             self._end_implicit_window()
+        return True
 
     def _end_io(self, seconds: float) -> None:
         if not self.in_step:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -27,6 +28,8 @@ from perfkit.records import (
 from perfkit.run._active import active_run, set_active_run
 from perfkit.run._environment import (
     check_config,
+    check_name,
+    create_run_dir,
     make_run_dir,
     make_timer,
     metadata,
@@ -36,11 +39,16 @@ from perfkit.run._errors import RunError
 from perfkit.run._flusher import Flusher
 from perfkit.run._phase import BACKLOG_STEPS, Phase
 from perfkit.steplog import StepLogWriter
-from perfkit.summary import PHASE_KINDS, PhaseFigures, build_summary
+from perfkit.summary import PHASE_KINDS, RESERVED_KEYS, PhaseFigures, build_summary
 from perfkit.timing import Clock, HostTimer, WindowTimer, host_clock
 
 SYNC_MODES = ("phase", "step")
 E2E_FROM = ("run", "process")
+#: The shortest flush interval a Run accepts, seconds (shorter would keep a core busy).
+MIN_FLUSH_INTERVAL_S = 0.01
+
+
+_log = logging.getLogger("perfkit")
 
 
 def _exit_on_signal(signum: int, _frame: Any) -> None:
@@ -51,7 +59,8 @@ class Run:
     """One benchmark run: a context manager (or ``start()`` / ``stop()``) that owns the records.
 
     Args:
-        name: run name; the run directory is ``<out_dir>/<name>-<UTC timestamp>-<pid>``.
+        name: run name (at most 200 bytes); the run directory is
+            ``<out_dir>/<name>-<UTC timestamp>-<pid>-<random hex>``, created exclusively.
         out_dir: folder for run directories (created if missing).
         config: JSON-serialisable settings written into the metadata (precision, bs, ...).
         e2e_from: ``"run"`` (default) or ``"process"`` - start e2e_time at process start, as
@@ -62,7 +71,8 @@ class Run:
             device at every window edge and read the host clock - FlagPerf's ResNet-50 habit).
         clock: host clock returning seconds (injectable for tests).
         device_timer: window timer (injectable for tests; see :mod:`perfkit.timing`).
-        flush_interval_s: records reach the disk at least this often, seconds.
+        flush_interval_s: records reach the disk at least this often, seconds (finite,
+            at least 0.01).
         probes: ``"auto"`` (NVML or the vendor's tool, the torch allocator, the host),
             ``None`` for none, or names / :class:`perfkit.probes.Probe` instances; a background
             thread samples them every ``sample_interval_s`` seconds into the records. On the CPU
@@ -99,22 +109,44 @@ class Run:
         sample_interval_s: float = 0.5,
         sample_interval: float | None = None,
     ) -> None:
-        self.name = checks.non_empty_str("name", name, forbidden="/\\\0")
+        self.name = check_name(name)
+        checks.check_type(
+            "out_dir", out_dir, (str, os.PathLike), "a folder path (str or os.PathLike)"
+        )
+        if clock is not None:
+            checks.check_callable("clock", clock, "a callable returning seconds (float), or None")
+        from perfkit.probes._base import Probe
+
+        if not (
+            probes is None
+            or isinstance(probes, (str, Probe))
+            or (
+                isinstance(probes, (list, tuple))
+                and all(isinstance(p, (str, Probe)) for p in probes)
+            )
+        ):
+            raise checks.wrong_type(
+                "probes", "'auto', None, a probe name, a Probe, or a list of them", probes
+            )
         self.out_dir = Path(out_dir)
         self.config = check_config(config)
         self.e2e_from = checks.one_of("e2e_from", e2e_from, E2E_FROM)
         self.sync = checks.one_of("sync", sync, SYNC_MODES)
-        self.flush_interval_s = checks.positive_number("flush_interval_s", flush_interval_s)
+        self.flush_interval_s = checks.positive_number(
+            "flush_interval_s", flush_interval_s, minimum=MIN_FLUSH_INTERVAL_S
+        )
         self.dist_timeout_s = checks.positive_number("dist_timeout_s", dist_timeout_s)
         sample_interval_s = checks.renamed(
             "sample_interval", "sample_interval_s", sample_interval, sample_interval_s, 0.5
         )
         self.sample_interval_s = checks.positive_number("sample_interval_s", sample_interval_s)
         self._group: Any = None
-        self._probe_spec = probes
+        self._probe_spec: Any = [probes] if isinstance(probes, Probe) else probes
         self._sampler: Any = None
         self._memory: Any = None
         self.probe_errors: list[str] = []
+        #: What went wrong with the run's own IO and collectives, each once (summary "faults").
+        self.faults: list[str] = []
         self._sigterm_installed = False
         self._device_arg = device
         #: The host clock (seconds) every time of this run is read from.
@@ -135,6 +167,7 @@ class Run:
         self._active_phase: Phase | None = None
         self._writer: RecordWriter | None = None
         self._steps: StepLogWriter | None = None
+        self._dir_recreated = False
         self._backlog_said = False
         #: The host clock's reading at the run's start, seconds.
         self.t0 = 0.0
@@ -189,14 +222,15 @@ class Run:
         if self._injected_timer is None:
             self.timer = make_timer(self.device, self.sync, self.clock)
         started = datetime.now(timezone.utc)
-        self.run_id = f"{self.name}-{started:%Y%m%d-%H%M%S}-{os.getpid()}"
-        if self.world_size > 1:  # every rank writes into rank 0's run directory
-            self._group = distributed.new_cpu_group(self.dist_timeout_s)
-            self.run_id = self._all_gather(self.run_id, "the run start")[0]
-        self.run_dir = make_run_dir(self.out_dir, self.run_id)
-        self._writer = RecordWriter(self.run_dir / rank_file(RECORDS_FILE, self.rank))
+        self._make_run_dir(started)
+        assert self.run_dir is not None
+        self._writer = RecordWriter(
+            self.run_dir / rank_file(RECORDS_FILE, self.rank), self._on_recreated
+        )
         self._steps = StepLogWriter(
-            self.run_dir / rank_file(STEPS_FILE, self.rank), steplog.header(self.run_id, self.rank)
+            self.run_dir / rank_file(STEPS_FILE, self.rank),
+            steplog.header(self.run_id, self.rank),
+            self._on_recreated,
         )
         self.t0 = self.clock()
         if self.e2e_from == "process":
@@ -227,6 +261,24 @@ class Run:
             self._sampler.start()
         return self
 
+    def _make_run_dir(self, started: datetime) -> None:
+        """Rank 0 creates the run directory exclusively; the other ranks join it."""
+        failure: RunError | None = None
+        if self.rank == 0:
+            try:
+                self.run_id, self.run_dir = create_run_dir(self.out_dir, self.name, started)
+            except RunError as err:
+                failure = err
+        if self.world_size > 1:  # every rank writes into rank 0's run directory
+            self._group = distributed.new_cpu_group(self.dist_timeout_s)
+            self.run_id = self._all_gather(self.run_id, "the run start")[0]
+        if failure is not None:
+            raise failure
+        if not self.run_id:
+            raise RunError(f"rank {self.rank}: rank 0 could not create the run directory")
+        if self.rank != 0:
+            self.run_dir = make_run_dir(self.out_dir, self.run_id, exclusive=False)
+
     def _resolve_probes(self) -> list[Any]:
         """This process's probes, checked before anything starts: device probes on one rank
         per node only (local rank 0)."""
@@ -255,6 +307,21 @@ class Run:
     def _on_probe_error(self, probe: str, message: str) -> None:
         self.probe_errors.append(f"{probe}: {message}")
         self._write("probe_error", None, "", self.elapsed(), note=f"{probe}: {message}")
+
+    def _fault(self, message: str) -> None:
+        """Record a failure of perfkit's own IO or collectives once: in the summary's faults
+        and through the logging module (logger "perfkit"); the run goes on."""
+        if message not in self.faults:
+            self.faults.append(message)
+            _log.warning("%s", message)
+
+    def _on_recreated(self, message: str) -> None:
+        """A record file was deleted under its writer, which recreated it: say so once for the
+        run directory (not once per file) and write the metadata again."""
+        if not self._dir_recreated:
+            self._dir_recreated = True
+            self._fault(message)
+            self._write_meta()
 
     def _install_sigterm(self) -> None:
         """Turn SIGTERM (what torchrun sends the other ranks when one fails) into SystemExit, so
@@ -304,14 +371,29 @@ class Run:
             if self._sampler is not None:
                 self._sampler.stop()
             self._flusher.stop()
-            self._final_summary = self.summary()
-            assert self.run_dir is not None
-            self._writer.close()
             assert self._steps is not None
+            self._writer.close()  # neither raises; a failure is the summary's flush_error
             self._steps.close()
+            self._final_summary = self.summary()
             if self.rank == 0:
-                write_json_atomic(self.run_dir / SUMMARY_FILE, self._final_summary)
+                self._write_json(SUMMARY_FILE, self._final_summary)
         return self._final_summary
+
+    def _write_json(self, file: str, obj: Any) -> None:
+        """Write ``file`` of the run directory atomically; a failure is recorded, not raised
+        (recreating the run directory when it was deleted)."""
+        assert self.run_dir is not None
+        path = self.run_dir / file
+        try:
+            if not self.run_dir.is_dir():
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self._fault(
+                    f"run directory {self.run_dir} was deleted while the run was running; "
+                    f"recreated it to write {file}"
+                )
+            write_json_atomic(path, obj)
+        except (OSError, ValueError) as err:
+            self._fault(f"{path} not written: {type(err).__name__}: {err}")
 
     # -- phases --------------------------------------------------------------------------
     def phase(self, kind: str, name: str | None = None) -> Phase:
@@ -410,7 +492,7 @@ class Run:
 
     def _write_meta(self) -> None:
         if self.rank == 0 and self.run_dir is not None:
-            write_json_atomic(self.run_dir / META_FILE, self.meta)
+            self._write_json(META_FILE, self.meta)
 
     def _memory_fields(self) -> dict[str, Any]:
         """mem and friends; in a distributed run, the maximum over every device of every node
@@ -421,7 +503,12 @@ class Run:
             return dict(self._memory.summary())
         from perfkit.probes import merge_memory_summaries
 
-        return merge_memory_summaries(self._all_gather(self._memory.summary(), "the run end"))
+        try:
+            gathered = self._all_gather(self._memory.summary(), "the run end")
+        except RunError as err:  # another rank died after the last phase: keep this rank's
+            self._fault(f"memory of the other ranks not gathered, this rank's only: {err}")
+            return dict(self._memory.summary())
+        return merge_memory_summaries(gathered)
 
     def log(self, step: int | None = None, **values: float) -> None:
         """Record named values (mAP=0.35, acc=0.762, loss=...) in base units; the last value of
@@ -430,6 +517,12 @@ class Run:
             raise RunError(f"run.log() called on run {self.name!r}, which is not running")
         t = self.elapsed()
         phase = self._active_phase.name if self._active_phase else None
+        reserved = sorted(RESERVED_KEYS.intersection(values))
+        if reserved:
+            raise ValueError(
+                f"run.log({reserved[0]}=...): {reserved[0]!r} is a field perfkit measures or "
+                "sets in the summary; log it under another name"
+            )
         for key, raw in values.items():
             try:
                 value = float(raw)
@@ -481,8 +574,9 @@ class Run:
             phase._resolve()
         writer.flush()  # events first: a phase's steps never come before its phase_start
         with self.flush_lock:
-            if self._active_phase is not None and self._steps is not None:
-                self._steps.write(self._active_phase._drain_rows())
+            if self._steps is not None:  # also retries rows an earlier write failed on
+                active = self._active_phase
+                self._steps.write(active._drain_rows() if active is not None else b"")
 
     def _backlog(self, steps: int) -> None:
         """``steps`` finished steps wait for the disk: wake the flusher; at BACKLOG_STEPS (the
@@ -500,15 +594,7 @@ class Run:
             )
             warnings.warn(message, RuntimeWarning, stacklevel=4)
             self._write("step_backlog_full", None, "", self.elapsed(), note=message)
-        try:
-            self.flush()
-        except OSError as err:  # the disk is gone: the steps are lost, the loop goes on
-            phase = self._active_phase
-            if phase is not None:
-                with self.flush_lock:
-                    phase._drain_rows()
-            if self._flusher is not None and self._flusher.error is None:
-                self._flusher.error = f"{type(err).__name__}: {err}"
+        self.flush()  # never raises: rows the disk refuses wait, bounded, in the step log
 
     def elapsed(self) -> float:
         """Seconds since the run started (frozen at its end)."""
@@ -539,8 +625,16 @@ class Run:
             logged=self.logged,
             probe_errors=self.probe_errors,
             error=self.error,
-            flush_error=self._flusher.error if self._flusher is not None else None,
+            flush_error=self._flush_error(),
+            faults=self.faults,
         )
+
+    def _flush_error(self) -> str | None:
+        """The first failure writing each record file (events, steps) or flushing, joined."""
+        errors = [w.error for w in (self._writer, self._steps) if w is not None and w.error]
+        if self._flusher is not None and self._flusher.error is not None:
+            errors.append(self._flusher.error)
+        return "; ".join(errors) if errors else None
 
     def record_region(self, label: str, start: float, end: float) -> None:
         """Record a region ``region/<label>`` from ``start`` to ``end`` (host clock, s), tied to

@@ -72,3 +72,20 @@ def sample_counter(samples: int | Callable[[Any], int] | None) -> int | Callable
     if samples < 0:
         raise checks.wrong_value("samples", expected, samples)
     return samples
+
+
+def as_sample_count(value: Any) -> int | None:
+    """``value`` as a non-negative int when it is one (an int, a numpy int, a 0-d tensor, an
+    integral float), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = value.item() if hasattr(value, "item") else value
+        if not isinstance(number, (int, float)) or isinstance(number, bool):
+            return None
+        if isinstance(number, float) and not number.is_integer():
+            return None
+        count = int(number)
+    except (TypeError, ValueError, OverflowError, RuntimeError):
+        return None
+    return count if count >= 0 else None

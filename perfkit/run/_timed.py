@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,12 +22,18 @@ class timed:
     Decorator (``@perfkit.timed("preprocess")``) or context manager
     (``with perfkit.timed("decode"):``). Each call writes a record named ``region/<label>`` with
     its duration in seconds. Outside an active run it does nothing, so library code can keep the
-    decorator.
+    decorator. One instance may be shared by threads: each thread times its own calls.
     """
 
     def __init__(self, label: str) -> None:
         self.label = checks.non_empty_str("label", label)
-        self._starts: list[tuple[Run | None, float]] = []
+        self._local = threading.local()  # one start stack per thread: one timed, many threads
+
+    def _starts(self) -> list[tuple[Run | None, float]]:
+        starts: list[tuple[Run | None, float]] | None = getattr(self._local, "starts", None)
+        if starts is None:
+            starts = self._local.starts = []
+        return starts
 
     def __call__(self, func: _F) -> _F:
         @functools.wraps(func)
@@ -38,10 +45,10 @@ class timed:
 
     def __enter__(self) -> timed:
         run = active_run()
-        self._starts.append((run, run.clock() if run is not None else 0.0))
+        self._starts().append((run, run.clock() if run is not None else 0.0))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        run, start = self._starts.pop()
+        run, start = self._starts().pop()
         if run is not None and run.status == "running":
             run.record_region(self.label, start, run.clock())
