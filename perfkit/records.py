@@ -39,7 +39,7 @@ OPTIONAL_FIELDS = ("device", "note", "kind")
 #: Names of the four records a finished step writes.
 STEP_NAMES = ("step_time", "io_time", "compute_time", "samples")
 #: Names of the records a finished phase writes (t = the phase's end); phase_energy only when
-#: a probe measured energy.
+#: a probe measured energy, phase_warmup_* (steps, samples, seconds) only after warm-up steps.
 PHASE_NAMES = (
     "phase_start",
     "phase_wall",
@@ -48,6 +48,9 @@ PHASE_NAMES = (
     "phase_samples",
     "phase_steps",
     "phase_energy",
+    "phase_warmup_steps",
+    "phase_warmup_samples",
+    "phase_warmup",
 )
 
 Record = dict[str, Any]

@@ -179,7 +179,9 @@ def load(paths: PathArg | Iterable[PathArg]) -> pd.DataFrame:
 def phase_table(run: RunData) -> pd.DataFrame:
     """One row per phase per rank, in time order: rank, phase (name), kind, index (the n-th
     phase of that name on that rank, from 0), start_t, end_t (s since run start), wall_s, io_s,
-    compute_s (s), samples, steps, complete, energy_j (J, NaN without an energy counter).
+    compute_s (s), samples, steps, complete, energy_j (J, NaN without an energy counter),
+    warmup_steps, warmup_samples, warmup_s (the phase's warm-up steps, which wall_s, io_s,
+    compute_s, samples and steps leave out; 0 without warm-up).
 
     Finished phases come from their phase_* records; a phase a killed process left open is
     rebuilt from its step records (start = first step's start, end = last step's end;
@@ -199,6 +201,9 @@ def phase_table(run: RunData) -> pd.DataFrame:
             "phase_samples": "samples",
             "phase_steps": "steps",
             "phase_energy": "energy_j",
+            "phase_warmup_steps": "warmup_steps",
+            "phase_warmup_samples": "warmup_samples",
+            "phase_warmup": "warmup_s",
         }
     )
     # Schema 1 wrote no phase_start: the start is then the end less the wall time.
@@ -239,8 +244,22 @@ def phase_table(run: RunData) -> pd.DataFrame:
     table["kind"] = recorded.where(recorded.notna(), pd.Series(_phase_kinds(run, table)))
     if "energy_j" not in table:
         table["energy_j"] = float("nan")
+    warmup = ["warmup_steps", "warmup_samples", "warmup_s"]
+    for column in warmup:  # 0 without warm-up (and for a phase a killed process left open)
+        table[column] = table[column].fillna(0) if column in table else 0
+    table = table.astype({"warmup_steps": int, "warmup_samples": int, "warmup_s": float})
     return table[
-        [*columns[:2], "kind", "index", *columns[2:], "samples", "steps", "complete", "energy_j"]
+        [
+            *columns[:2],
+            "kind",
+            "index",
+            *columns[2:],
+            "samples",
+            "steps",
+            "complete",
+            "energy_j",
+            *warmup,
+        ]
     ].reset_index(drop=True)
 
 

@@ -26,6 +26,7 @@ from perfkit.run._environment import (
 )
 from perfkit.run._errors import RunError
 from perfkit.run._flusher import Flusher
+from perfkit.run._loop import check_warmup_steps, wants_progress, warmup_by_kind
 from perfkit.run._phase import Phase
 from perfkit.summary import PHASE_KINDS, PhaseFigures, build_summary
 from perfkit.timing import Clock, HostTimer, WindowTimer, host_clock
@@ -64,6 +65,8 @@ class Run:
             config's "precision" (default "fp32").
         dist_timeout_s: in a torch.distributed job, how long perfkit's own collectives (run id,
             phase figures) wait for every rank before failing with a clear error, seconds.
+        warmup_steps: the default of :meth:`phase`'s ``warmup_steps``: an int for every phase,
+            or {kind: int} (``{"train": 5}``: train phases only). 0 keeps FlagPerf's figures.
 
     In a torch.distributed job (torchrun), initialise the process group before starting the
     Run: every rank writes its own records (``records-rank<N>.jsonl``), phase figures are
@@ -88,6 +91,7 @@ class Run:
         mfu_convention: str = "perfkit",
         probes: Any = "auto",
         sample_interval: float = 0.5,
+        warmup_steps: int | Mapping[str, int] = 0,
     ) -> None:
         if not isinstance(name, str) or not name or any(c in name for c in "/\\\0"):
             raise ValueError(f"name must be a non-empty string without path separators: {name!r}")
@@ -101,6 +105,7 @@ class Run:
             raise ValueError(
                 f"flush_interval_s must be a positive number, got {flush_interval_s!r}"
             )
+        self._warmup_steps = warmup_by_kind(warmup_steps)
         self.name = name
         self.out_dir = Path(out_dir)
         self.config = check_config(config)
@@ -306,16 +311,33 @@ class Run:
         return self._final_summary
 
     # -- phases --------------------------------------------------------------------------
-    def phase(self, kind: str, name: str | None = None) -> Phase:
-        """A new phase of ``kind`` ("train", "val" or "infer"); ``name`` defaults to the kind."""
+    def phase(
+        self,
+        kind: str,
+        name: str | None = None,
+        *,
+        warmup_steps: int | None = None,
+        progress: bool | None = None,
+    ) -> Phase:
+        """A new phase of ``kind`` ("train", "val" or "infer"); ``name`` defaults to the kind.
+
+        ``warmup_steps``: the phase's first steps, timed and reported apart
+        (``<kind>_warmup_steps``, ``<kind>_warmup_s``) and left out of its other figures;
+        None takes the Run's ``warmup_steps``. ``progress``: a tqdm bar over the phase's
+        steps - True, False, or None for on only when stderr is a terminal.
+        """
         if kind not in PHASE_KINDS:
             raise ValueError(f"phase kind must be one of {PHASE_KINDS}, got {kind!r}")
+        warmup = (
+            self._warmup_steps[kind] if warmup_steps is None else check_warmup_steps(warmup_steps)
+        )
+        show_progress = wants_progress(progress)
         if self.status != "running":
             state = "has not started" if self.status == "new" else "has ended"
             raise RunError(f"run.phase({kind!r}) called on run {self.name!r}, which {state}")
         index = self._phase_counts.get(kind, 0)
         self._phase_counts[kind] = index + 1
-        return Phase(self, kind, name or kind, index)
+        return Phase(self, kind, name or kind, index, warmup, show_progress)
 
     def _begin_phase(self, phase: Phase) -> None:
         if self.status != "running":
@@ -340,7 +362,7 @@ class Run:
             self._active_phase = None
         self.phases.append(phase)
         f = phase.figures_by_rank()[self.rank]
-        fields = [
+        fields: list[tuple[str, float, str]] = [
             ("phase_start", f.start_t, "s"),
             ("phase_wall", f.wall_s, "s"),
             ("phase_io", f.io_s, "s"),
@@ -350,6 +372,10 @@ class Run:
         ]
         if f.energy_j is not None:
             fields.append(("phase_energy", f.energy_j, "J"))
+        if f.warmup_steps:
+            fields.append(("phase_warmup_steps", f.warmup_steps, "steps"))
+            fields.append(("phase_warmup_samples", f.warmup_samples, "samples"))
+            fields.append(("phase_warmup", f.warmup_s, "s"))
         for name, value, unit in fields:
             self._write(name, value, unit, f.end_t, phase=phase.name, kind=phase.kind)
         self.flush()
@@ -516,5 +542,5 @@ class Run:
             "s",
             end - self.t0,
             phase=phase.name if phase else None,
-            step=phase.steps if phase and phase.in_step else None,
+            step=phase._step_count if phase and phase.in_step else None,
         )
