@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ import torch
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
+from perfkit._messages import warn
 from perfkit.flops import _formulas  # noqa: F401  (registers perfkit's formulas)
 from perfkit.flops._registry import REGISTRY, is_multiply_add
 
@@ -367,11 +367,10 @@ def count(
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     _check_inputs(inputs)
     if model.training and not backward:
-        warnings.warn(
+        warn(
             f"{type(model).__name__} is in training mode but backward=False: counting the "
             "training forward (batch statistics, training-only branches); call model.eval() "
-            "to count inference",
-            stacklevel=2,
+            "to count inference"
         )
     run = _count_fvcore if backend == "fvcore" else _count_torch
     return run(model, inputs, backward, scope)

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any
 
 from perfkit import distributed
+from perfkit._messages import logger
 from perfkit.records import META_FILE, SUMMARY_FILE, RecordWriter, make_record, write_json_atomic
 from perfkit.run._active import active_run, set_active_run
 from perfkit.run._environment import (
@@ -223,6 +224,7 @@ class Run:
         self._install_sigterm()
         if probes:
             self._sampler.start()
+        logger.info("run %s started on %s; records in %s", self.run_id, self.device, self.run_dir)
         return self
 
     def _resolve_probes(self) -> list[Any]:
@@ -308,6 +310,7 @@ class Run:
             self._writer.close()
             if self.rank == 0:
                 write_json_atomic(self.run_dir / SUMMARY_FILE, self._final_summary)
+            logger.info("run %s ended (%s) in %s", self.run_id, self.status, self.run_dir)
         return self._final_summary
 
     # -- phases --------------------------------------------------------------------------
