@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -135,6 +137,17 @@ def test_a_phase_that_is_all_warmup_warns_at_the_users_line(tmp_path, clock) -> 
     # train_epoch's with-statement, in this file, is where the phase ended
     assert caught[0].filename == __file__
     assert run.summary()["train_warmup_steps"] == 5 and run.summary()["train_steps"] == 0
+
+
+def test_the_warning_as_an_error_still_ends_the_phase(tmp_path, clock: FakeClock) -> None:
+    with perfkit.Run("strict", out_dir=tmp_path, clock=clock, device="cpu", probes=None) as run:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(UserWarning, match="all of them warm-up"):
+                train_epoch(run, clock, warmup_steps=5)
+        train_epoch(run, clock)  # the next phase starts: the first one ended
+    assert [p["warmup_steps"] for p in run.summary()["phases"] if "warmup_steps" in p] == [5]
+    assert_rebuilt_equals_live(run.run_dir)
 
 
 @pytest.mark.parametrize(

@@ -128,12 +128,6 @@ class Phase:
                 self.compute_s -= seconds
         self.end_t = self.run.elapsed()
         self.energy_j = self.run._phase_energy_j()
-        if 0 < self._step_count <= self.warmup_steps:
-            warn(
-                f"phase {self.name!r} ran {self._step_count} steps, all of them warm-up "
-                f"(warmup_steps={self.warmup_steps}): it has no steady-state figures; lower "
-                "warmup_steps or run more steps"
-            )
         self._state = "ended"
         self._compute.active = False
         try:
@@ -141,6 +135,13 @@ class Phase:
                 self._rank_figures = self.run._gather_figures(self._figures())
         finally:
             self.run._end_phase(self)
+        # Last: under a warnings filter "error" this raises, once the phase has ended whole.
+        if not failed and 0 < self._step_count <= self.warmup_steps:
+            warn(
+                f"phase {self.name!r} ran {self._step_count} steps, all of them warm-up "
+                f"(warmup_steps={self.warmup_steps}): it has no steady-state figures; lower "
+                "warmup_steps or run more steps"
+            )
 
     def _figures(self) -> PhaseFigures:
         return PhaseFigures(
