@@ -63,6 +63,12 @@ def parser(
     p.add_argument("--batch-size", type=_positive_int, default=batch_size, help="per device")
     p.add_argument("--epochs", type=_positive_int, help="default: the seed's on --data, else 1")
     p.add_argument("--steps", type=_positive_int, help="at most this many batches per phase")
+    p.add_argument(
+        "--warmup-steps",
+        type=_non_negative_int,
+        default=0,
+        help="first steps of each train phase reported apart, out of p_train/p_core (default 0)",
+    )
     p.add_argument("--image-size", type=_positive_int, help="model input size in pixels")
     p.add_argument("--workers", type=_non_negative_int, default=2, help="DataLoader workers")
     p.add_argument("--out-dir", type=Path, default=Path("runs"), help="perfkit run directories")
@@ -526,6 +532,7 @@ def run_config(args: argparse.Namespace, env: Setup, **extra: Any) -> dict[str, 
         "data": str(args.data) if args.data is not None else "built-in",
         "epochs": args.epochs,
         "steps": args.steps,
+        "warmup_steps": args.warmup_steps,
         "image_size": args.image_size,
         **extra,
     }
@@ -540,6 +547,7 @@ def start_run(name: str, args: argparse.Namespace, env: Setup, **config: Any) ->
         device=env.device,
         e2e_from="process",
         sample_interval_s=args.sample_interval,
+        warmup_steps={"train": args.warmup_steps},
     )
 
 

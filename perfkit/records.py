@@ -66,7 +66,8 @@ STEP_COLUMNS = (
 #: The per-step quantities (schema 1: one JSON record each, per step).
 STEP_NAMES = ("step_time", "io_time", "compute_time", "samples")
 #: Names of the records a phase writes: phase_start when it starts (t = value = its start),
-#: the others when it ends (t = its end); phase_energy only when a probe measured energy.
+#: the others when it ends (t = its end); phase_energy only when a probe measured energy,
+#: phase_warmup_* (steps, samples, seconds) only after warm-up steps.
 PHASE_NAMES = (
     "phase_start",
     "phase_wall",
@@ -75,6 +76,9 @@ PHASE_NAMES = (
     "phase_samples",
     "phase_steps",
     "phase_energy",
+    "phase_warmup_steps",
+    "phase_warmup_samples",
+    "phase_warmup",
 )
 #: Prefix of the records ``perfkit.timed`` writes (``region/<label>``, seconds).
 REGION_PREFIX = "region/"

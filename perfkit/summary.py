@@ -9,12 +9,21 @@ Units: seconds, samples, samples/s, joules, bytes. The metric names and formulas
 metric     definition
 ========== =================================================================================
 e2e_time   run start (or process start, ``e2e_from="process"``) to run end, seconds
-p_whole    train samples / (first train phase start to end of the last train/val phase), 1/s
-p_train    train samples / sum of train phase wall times (evaluation excluded), 1/s
-p_core     train samples / sum of train compute windows (IO excluded), 1/s
+p_whole    train samples, warm-up included / (first train phase start to end of the last
+           train/val phase, warm-up included), 1/s
+p_train    train samples / sum of train phase wall times (evaluation and warm-up excluded), 1/s
+p_core     train samples / sum of train compute windows (IO and warm-up excluded), 1/s
 p_val_*    val samples / val wall time (whole) or val compute time (core), 1/s
 p_infer_*  infer samples / infer wall time (whole) or infer compute time (core), 1/s
 ========== =================================================================================
+
+Warm-up (``run.phase(kind, warmup_steps=N)``): a phase's first N steps are reported apart
+(``<kind>_warmup_steps``, ``<kind>_warmup_samples``, ``<kind>_warmup_s``: the sum of their step
+wall times) and left out of every other figure of the phase: its samples, steps, wall / io /
+compute seconds, throughputs and step-time percentiles. p_whole keeps them: it is the job's
+end-to-end rate over FlagPerf's TRAIN_START..END window, which the warm-up is part of, so its
+samples and its window both include the warm-up. With N = 0 (the default) every definition is
+FlagPerf's.
 
 Over ranks: global samples over the slowest rank's seconds (FlagPerf uses rank 0's; the slowest
 rank bounds the job). Step-time percentiles are the reporting rank's (rank 0's) steps.
@@ -54,6 +63,11 @@ class PhaseFigures(NamedTuple):
     start_t: float
     end_t: float
     energy_j: float | None = None  # device energy over the phase (node-wide probes), joules
+    # The phase's first steps kept apart (run.phase(kind, warmup_steps=N)): how many ran, their
+    # samples and the sum of their step wall times (s); the fields above leave them out.
+    warmup_steps: int = 0
+    warmup_samples: int = 0
+    warmup_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,10 @@ def phase_stats(phase: PhaseResult) -> dict[str, Any]:
         "io_s": f.io_s,
         "compute_s": f.compute_s,
     }
+    if f.warmup_steps:
+        stats["warmup_steps"] = f.warmup_steps
+        stats["warmup_samples"] = f.warmup_samples
+        stats["warmup_s"] = f.warmup_s
     stats.update(rate_fields("", f.samples, f.wall_s, f.io_s, f.compute_s))
     if f.energy_j is not None:
         stats["energy_j"] = f.energy_j
@@ -164,6 +182,7 @@ def kind_metrics(kind: str, phases: Sequence[PhaseResult]) -> dict[str, Any]:
             if len(ranks) > 1:
                 out[f"{name}_per_device"] = value / len(ranks)
     out.update(rates)
+    out.update(_warmup_fields(kind, ranks))
     energies = [f.energy_j for figures in ranks.values() for f in figures if f.energy_j is not None]
     if energies and samples:
         out[f"{kind}_energy_j"] = math.fsum(energies)
@@ -178,6 +197,19 @@ def kind_metrics(kind: str, phases: Sequence[PhaseResult]) -> dict[str, Any]:
     for q, value in percentiles(walls).items():
         out[f"{kind}_step_time_p{q}_s"] = value
     return out
+
+
+def _warmup_fields(kind: str, ranks: Mapping[int, Sequence[PhaseFigures]]) -> dict[str, Any]:
+    """<kind>_warmup_steps and _samples (every rank's), _warmup_s (the slowest rank's sum);
+    {} without warm-up steps."""
+    steps = sum(f.warmup_steps for figures in ranks.values() for f in figures)
+    if not steps:
+        return {}
+    return {
+        f"{kind}_warmup_steps": steps,
+        f"{kind}_warmup_samples": sum(f.warmup_samples for fs in ranks.values() for f in fs),
+        f"{kind}_warmup_s": max(math.fsum(f.warmup_s for f in fs) for fs in ranks.values()),
+    }
 
 
 def whole_window_s(phases: Sequence[PhaseResult]) -> float | None:
@@ -195,13 +227,15 @@ def whole_window_s(phases: Sequence[PhaseResult]) -> float | None:
 
 
 def phase_metrics(phases: Sequence[PhaseResult]) -> dict[str, Any]:
-    """Every kind's :func:`kind_metrics`, then p_whole."""
+    """Every kind's :func:`kind_metrics`, then p_whole (train samples, warm-up included, over
+    :func:`whole_window_s`)."""
     out: dict[str, Any] = {}
     for kind in PHASE_KINDS:
         out.update(kind_metrics(kind, [p for p in phases if p.figures.kind == kind]))
     window = whole_window_s(phases)
-    if window is not None and out.get("train_samples"):
-        out["p_whole"] = out["train_samples"] / window
+    samples = out.get("train_samples", 0) + out.get("train_warmup_samples", 0)
+    if window is not None and samples:
+        out["p_whole"] = samples / window
     return out
 
 

@@ -58,9 +58,12 @@ def test_resnet50_inference_reports_the_seed_table(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_retinanet_training_reports_the_seed_table(tmp_path):
-    summary = retinanet_training.main([*TINY, "--image-size", "128", "--out-dir", str(tmp_path)])
+    args = [*TINY, "--steps", "3", "--warmup-steps", "1", "--image-size", "128"]
+    summary = retinanet_training.main([*args, "--out-dir", str(tmp_path)])
     assert_table(summary, TRAINING_TABLE)
-    assert summary["train_samples"] == summary["val_samples"] == 4
+    # 3 steps of 2 images: the first train step is warm-up, val has none
+    assert summary["train_warmup_samples"] == 2 and summary["train_samples"] == 4
+    assert summary["val_samples"] == 6 and "val_warmup_steps" not in summary
     config = summary["meta"]["config"]
     assert config["lr"] == pytest.approx(0.04 * 2 / 64)  # the seed's lr, scaled to a batch of 2
 

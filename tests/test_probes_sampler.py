@@ -219,6 +219,7 @@ def test_tracker_peak_over_time_and_devices() -> None:
     t.update(DeviceSample("host", "host", memory_used_bytes=500 * GIB, memory_total_bytes=1e15))
     assert t.summary() == {
         "mem": "18.7/32.0",
+        "mem_source": "device memory used (all processes) / capacity",
         "mem_per_device": {"nvml:0": "18.7/32.0", "nvml:1": "12.5/32.0"},
         "mem_peak_bytes": 18.7 * GIB,
         "mem_total_bytes": 32 * GIB,
@@ -266,6 +267,7 @@ def test_merge_summaries_over_ranks() -> None:
     merged = merge_memory_summaries([node0.summary(), cpu_rank, node1.summary()])
     assert merged == {
         "mem": "20.0/40.0",
+        "mem_source": "device memory used (all processes) / capacity",
         "mem_per_device": {"nvml:0@rank0": "10.0/32.0", "nvml:0@rank2": "20.0/40.0"},
         "mem_peak_bytes": 20 * GIB,
         "mem_total_bytes": 40 * GIB,

@@ -115,15 +115,19 @@ def test_auto_probes_sample_the_host_here(tmp_path):
         r for r in read_records(run.run_dir / "records.jsonl") if r["name"] == "process_rss_bytes"
     ]
     assert rss and all(r["device"] == "host" and r["unit"] == "B" and r["value"] > 1e6 for r in rss)
-    # The run computes on the CPU, so its device memory is the host's RAM: mem is the highest
-    # system memory used the host probe recorded, over the machine's installed RAM.
+    # The run computes on the CPU, so its memory is the host's RAM: mem is the highest RSS of
+    # this process tree the host probe recorded (not the system's RAM used, which other jobs
+    # share), over the machine's installed RAM.
     records = list(read_records(run.run_dir / "records.jsonl"))
-    used = max(r["value"] for r in records if r["name"] == "memory_used_bytes")
+    used = max(r["value"] for r in records if r["name"] == "process_tree_rss_bytes")
+    system = max(r["value"] for r in records if r["name"] == "memory_used_bytes")
     gib = 2**30
     installed = psutil.virtual_memory().total
     summary = run.summary()
     assert summary["mem"] == f"{round(used / gib, 2)}/{round(installed / gib, 2)}"
     assert summary["mem_per_device"] == {"host": summary["mem"]}
+    assert summary["mem_source"] == "RSS of this process and its descendants / installed RAM"
+    assert used < system  # this machine runs more than this test
 
 
 def test_host_ram_is_not_device_memory_on_an_accelerator_run():

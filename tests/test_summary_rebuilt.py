@@ -36,6 +36,31 @@ def test_train_and_val(tmp_path, clock: FakeClock) -> None:
     assert live["p_whole"] > 0 and "train_step_time_p99_s" in live and live["acc"] == 0.75
 
 
+def test_warmup_steps_of_train_and_val(tmp_path, clock: FakeClock) -> None:
+    # Every train epoch's first 2 steps and the val pass's first are warm-up: the records must
+    # carry them (phase_warmup_*), and the rebuilt percentiles must leave those steps out.
+    with perfkit.Run(
+        "warmup",
+        out_dir=tmp_path,
+        clock=clock,
+        device="cpu",
+        probes=None,
+        warmup_steps={"train": 2, "val": 1},
+    ) as run:
+        for _epoch in range(2):
+            with run.phase("train") as train:
+                for i, _ in enumerate(train.iterate(timed_batches(clock, [batch(8)] * 5, 0.5))):
+                    clock.advance(9.0 if i == 0 else 1.5)
+            with run.phase("val") as val:
+                for _ in val.iterate(timed_batches(clock, [batch(4)] * 3, io_s=0.25)):
+                    clock.advance(0.3)
+    live = assert_rebuilt_equals_live(run.run_dir)
+    assert live["train_warmup_steps"] == 4 and live["val_warmup_steps"] == 2
+    # steady train steps all take 2.0 s: 6 of them, 48 samples in 12 s
+    assert live["train_step_time_p99_s"] == pytest.approx(2.0)
+    assert live["p_train"] == pytest.approx(48 / 12.0)
+
+
 def test_inference_with_compute_windows_and_mfu(tmp_path, clock: FakeClock) -> None:
     with perfkit.Run(
         "infer",

@@ -403,7 +403,9 @@ def phase_table(run: RunData) -> pd.DataFrame:
     """One row per phase per rank, in time order: rank, phase (name), ordinal (its position
     among the rank's phases, from 0), kind, index (the n-th phase of that name on that rank,
     from 0), start_t, end_t (s since run start), wall_s, io_s, compute_s (s), samples, steps,
-    complete, energy_j (J, NaN without an energy counter).
+    complete, energy_j (J, NaN without an energy counter), warmup_steps, warmup_samples,
+    warmup_s (the phase's warm-up steps, which wall_s, io_s, compute_s, samples and steps leave
+    out; 0 without warm-up).
 
     Finished phases come from their phase_* records; a phase a killed process left open is
     rebuilt from its steps (end = last step's end; complete = False). ``kind`` comes from the
@@ -473,8 +475,22 @@ def phase_table(run: RunData) -> pd.DataFrame:
     table["index"] = table.groupby(["rank", "phase"]).cumcount()
     recorded = table["kind"]
     table["kind"] = recorded.where(recorded.notna(), pd.Series(_phase_kinds(run, table)))
+    warmup = ["warmup_steps", "warmup_samples", "warmup_s"]
+    for column in warmup:  # 0 without warm-up (and for a phase a killed process left open)
+        table[column] = table[column].fillna(0) if column in table else 0
+    table = table.astype({"warmup_steps": int, "warmup_samples": int, "warmup_s": float})
     return table[
-        [*columns[:3], "kind", "index", *columns[3:], "samples", "steps", "complete", "energy_j"]
+        [
+            *columns[:3],
+            "kind",
+            "index",
+            *columns[3:],
+            "samples",
+            "steps",
+            "complete",
+            "energy_j",
+            *warmup,
+        ]
     ].reset_index(drop=True)
 
 
@@ -493,6 +509,9 @@ def _phase_ends(records: pd.DataFrame) -> pd.DataFrame:
             "phase_samples": "samples",
             "phase_steps": "steps",
             "phase_energy": "energy_j",
+            "phase_warmup_steps": "warmup_steps",
+            "phase_warmup_samples": "warmup_samples",
+            "phase_warmup": "warmup_s",
         }
     )
     ends = ends.sort_values(["rank", "end_t"], kind="stable").reset_index(drop=True)

@@ -48,10 +48,16 @@ def _last_t(events: pd.DataFrame, steps: pd.DataFrame) -> float | None:
 
 def phase_results(run: RunData) -> list[PhaseResult]:
     """The reporting rank's phases in order, each with every rank's figures (the n-th phase of
-    each rank: every rank runs the same phases) and the reporting rank's step wall times."""
+    each rank: every rank runs the same phases) and the reporting rank's step wall times
+    (its warm-up steps, the first ``warmup_steps`` of the phase, aside)."""
     phases = phase_table(run)
     steps = step_table(run, phases)
-    walls = steps.groupby(["rank", "phase", "index"])["step_time"].apply(list).to_dict()
+    keys = ["rank", "phase", "index"]
+    walls: dict[Any, list[float]] = {}
+    if not steps.empty:
+        steps = steps.merge(phases[[*keys, "warmup_steps"]], on=keys, how="left")
+        steady = steps[steps["step"] >= steps["warmup_steps"].fillna(0)]  # warm-up aside
+        walls = steady.groupby(keys)["step_time"].apply(list).to_dict()
     by_rank = {
         int(rows["rank"].iloc[0]): row_dicts(rows.sort_values("end_t", kind="stable"))
         for _, rows in phases.groupby("rank")
@@ -86,6 +92,9 @@ def _figures(row: dict[str, Any]) -> PhaseFigures:
         start_t=float(row["start_t"]),
         end_t=float(row["end_t"]),
         energy_j=None if math.isnan(energy) else energy,
+        warmup_steps=int(row["warmup_steps"]),
+        warmup_samples=int(row["warmup_samples"]),
+        warmup_s=float(row["warmup_s"]),
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
+
+from perfkit._messages import warn
 
 # Importing the formula modules registers perfkit's formulas.
 from perfkit.flops import _formulas, _formulas_quantized, _formulas_recurrent  # noqa: F401
@@ -307,11 +308,10 @@ def _module_counts(counter: FlopCounterMode, root: str) -> dict[str, dict[str, i
 def _warn_compute_not_counted(model: str, unsupported: Mapping[str, int]) -> None:
     for op, calls in sorted(unsupported.items()):
         if carries_compute(op):
-            warnings.warn(
+            warn(
                 f"perfkit.flops.count: {op} ran {calls} time(s) in {model} and has no FLOP "
                 "formula: its work is NOT in the total (register_formula adds one)",
                 FlopUndercountWarning,
-                stacklevel=3,
             )
 
 
@@ -452,11 +452,10 @@ def count(
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     _check_inputs(inputs)
     if model.training and not backward:
-        warnings.warn(
+        warn(
             f"{type(model).__name__} is in training mode but backward=False: counting the "
             "training forward (batch statistics, training-only branches); call model.eval() "
-            "to count inference",
-            stacklevel=2,
+            "to count inference"
         )
     run = _count_fvcore if backend == "fvcore" else _count_torch
     return run(model, inputs, backward, scope)

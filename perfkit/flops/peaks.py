@@ -12,10 +12,11 @@ warning and None, never a guess.
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from perfkit._messages import warn
 
 DTYPES = ("fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8")
 
@@ -224,17 +225,16 @@ def resolve(
     name = normalize_dtype(dtype)
     row = find_row(device_name)
     if row is None:
-        warnings.warn(
+        warn(
             f"no peak FLOP/s known for device {device_name!r}; register one with "
-            "perfkit.flops.register_peak(...) or pass peak_flops explicitly",
-            stacklevel=3,
+            "perfkit.flops.register_peak(...) or pass peak_flops explicitly"
         )
         return None
     if name == "fp32" and "tf32" in row.flops:
         use_tf32 = torch_allows_tf32() if tf32 is None else tf32
         name = "tf32" if use_tf32 else "fp32"
     if name not in row.flops:
-        warnings.warn(f"no {name} peak known for {row.name} (source: {row.source})", stacklevel=3)
+        warn(f"no {name} peak known for {row.name} (source: {row.source})")
         return None
     return name, row
 

@@ -9,11 +9,11 @@ local state only; ``compute`` gathers the state of every rank with
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
 from perfkit import distributed
+from perfkit._messages import warn
 
 Reduction = Literal["sum", "cat"]
 
@@ -55,11 +55,9 @@ class Metric:
     def _synced_state(self) -> dict[str, Any]:
         """Every state reduced over all ranks; warns when this rank has seen no ``update``."""
         if self._updates == 0:
-            warnings.warn(
+            warn(
                 f"{type(self).__name__}.compute() was called before any update(); "
-                "the result describes no data",
-                UserWarning,
-                stacklevel=3,
+                "the result describes no data"
             )
         gathered = distributed.all_gather_object(
             {name: self._host_state(name) for name in self._states}

@@ -1,4 +1,5 @@
-"""The host probe: this process's RSS, system memory and whole-machine CPU utilisation (psutil)."""
+"""The host probe: this process's RSS and its process tree's, system memory and whole-machine
+CPU utilisation (psutil)."""
 
 from __future__ import annotations
 
@@ -25,15 +26,31 @@ def _busy_and_total(times: Any) -> tuple[float, float]:
     return total - idle, total
 
 
+def _children_rss(process: psutil.Process) -> int:
+    """Sum of the resident sets of ``process``'s descendants (bytes); a child that exits or
+    hides while being read counts 0."""
+    import psutil
+
+    total = 0
+    for child in process.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
 @register_probe
 class HostProbe(Probe):
     """Host memory and CPU through psutil. Device id ``"host"``.
 
     ``memory_used_bytes`` is system RAM not available to new processes (total - available),
     ``memory_total_bytes`` the installed RAM, ``process_rss_bytes`` this process's resident
-    set, ``cpu_utilization_pct`` the whole machine's busy share (all cores, 0-100) since the
-    previous sample (since ``open`` for the first one). Kept apart from its own counters, so
-    other users of ``psutil.cpu_percent`` do not disturb it.
+    set, ``process_tree_rss_bytes`` the sum of the resident sets of this process and all its
+    descendants (DataLoader workers; pages shared between them count once per process: RSS,
+    not PSS, see docs/probes.md), ``cpu_utilization_pct`` the whole machine's busy share (all
+    cores, 0-100) since the previous sample (since ``open`` for the first one). Kept apart from
+    its own counters, so other users of ``psutil.cpu_percent`` do not disturb it.
     """
 
     name = "host"
@@ -59,6 +76,7 @@ class HostProbe(Probe):
             raise ProbeError("host probe sampled before open()")
         psutil = self._psutil
         memory = psutil.virtual_memory()
+        rss = self._process.memory_info().rss
         busy, total = _busy_and_total(psutil.cpu_times())
         last_busy, last_total = self._last_cpu
         self._last_cpu = (busy, total)
@@ -73,7 +91,8 @@ class HostProbe(Probe):
                 device_name=platform.node(),
                 memory_used_bytes=float(memory.total - memory.available),
                 memory_total_bytes=float(memory.total),
-                process_rss_bytes=float(self._process.memory_info().rss),
+                process_rss_bytes=float(rss),
+                process_tree_rss_bytes=float(rss + _children_rss(self._process)),
                 cpu_utilization_pct=cpu_pct,
             )
         ]

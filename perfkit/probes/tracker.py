@@ -11,6 +11,10 @@ from perfkit.probes._sample import DeviceSample
 from perfkit.probes.host import HOST_DEVICE
 
 GIB = 2.0**30
+#: What ``mem`` measures (the summary's ``mem_source``), by where its device's figures came from.
+MEM_SOURCE_DEVICE = "device memory used (all processes) / capacity"
+MEM_SOURCE_PROCESS_TREE = "RSS of this process and its descendants / installed RAM"
+MEM_SOURCE_SYSTEM = "system RAM used (all processes) / installed RAM"
 
 
 def format_mem(used_bytes: float, total_bytes: float) -> str:
@@ -22,8 +26,10 @@ def format_mem(used_bytes: float, total_bytes: float) -> str:
 class MemoryTracker:
     """Folds DeviceSamples into peaks and energy counters; thread-safe (``update`` runs on the
     sampler thread, the rest anywhere). State is a few numbers per device, whatever the run's
-    length. The host probe's system memory is not device memory and is left out - unless
-    ``include_host``: a run that computes on the CPU, whose device memory is the host's RAM.
+    length. The host is not a device and is left out - unless ``include_host``: a run that
+    computes on the CPU, whose memory is then this process tree's RSS (the host probe's
+    ``process_tree_rss_bytes``; its system RAM used where a sample lacks it) of the installed
+    RAM, so that other jobs on the machine do not count.
 
     Energy: ``mark()`` starts a window, ``energy_delta_j()`` is the energy all devices with an
     energy counter used since then (J), from the newest samples - so each end of the window is
@@ -36,6 +42,7 @@ class MemoryTracker:
         self._lock = threading.Lock()
         self._peak_used: dict[str, float] = {}
         self._total: dict[str, float] = {}
+        self._source: dict[str, str] = {}
         self._allocated_peak: float | None = None
         self._reserved_peak: float | None = None
         self._energy: dict[str, float] = {}  # newest counter reading per device
@@ -47,8 +54,14 @@ class MemoryTracker:
         with self._lock:
             if device != HOST_DEVICE or self.include_host:
                 used, total = sample.memory_used_bytes, sample.memory_total_bytes
+                source = MEM_SOURCE_DEVICE
+                if device == HOST_DEVICE:
+                    source = MEM_SOURCE_SYSTEM
+                    if not math.isnan(sample.process_tree_rss_bytes):
+                        used, source = sample.process_tree_rss_bytes, MEM_SOURCE_PROCESS_TREE
                 if not math.isnan(used):
                     self._peak_used[device] = max(used, self._peak_used.get(device, used))
+                    self._source[device] = source
                 if not math.isnan(total):
                     self._total[device] = total
             self._allocated_peak = _max(
@@ -82,8 +95,9 @@ class MemoryTracker:
         return sum(deltas) if deltas else None
 
     def summary(self) -> dict[str, Any]:
-        """``mem`` (``"18.7/32.0"``, the device with the highest peak), ``mem_per_device``
-        ({device: "x/y"}), ``mem_peak_bytes`` / ``mem_total_bytes`` (that device),
+        """``mem`` (``"18.7/32.0"``, the device with the highest peak), ``mem_source`` (what it
+        measures: one of the ``MEM_SOURCE_*`` texts), ``mem_per_device`` ({device: "x/y"}),
+        ``mem_peak_bytes`` / ``mem_total_bytes`` (that device),
         ``allocator_peak_allocated_bytes`` and ``allocator_peak_reserved_bytes`` (the highest
         over devices). Only devices that reported both used and total memory count for ``mem``;
         a key without data is absent, never 0."""
@@ -92,11 +106,13 @@ class MemoryTracker:
                 d: (p, self._total[d]) for d, p in self._peak_used.items() if d in self._total
             }
             allocated, reserved = self._allocated_peak, self._reserved_peak
+            sources = dict(self._source)
         out: dict[str, Any] = {}
         if devices:
             peak_device = max(devices, key=lambda d: devices[d][0])
             peak, total = devices[peak_device]
             out["mem"] = format_mem(peak, total)
+            out["mem_source"] = sources[peak_device]
             out["mem_per_device"] = {d: format_mem(p, t) for d, (p, t) in devices.items()}
             out["mem_peak_bytes"] = peak
             out["mem_total_bytes"] = total
@@ -124,6 +140,7 @@ def merge_memory_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, 
     if with_devices:
         _, top = max(with_devices, key=lambda rs: rs[1]["mem_peak_bytes"])
         out["mem"] = top["mem"]
+        out["mem_source"] = top["mem_source"]
         out["mem_per_device"] = {
             (f"{device}@rank{r}" if len(with_devices) > 1 else device): mem
             for r, s in with_devices

@@ -16,9 +16,11 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from perfkit._messages import warn
 from perfkit.records import STEP_COLUMNS
 from perfkit.run._errors import RunError
 from perfkit.run._io import IOWindow
+from perfkit.run._loop import SizedSteps, length_of, progress_bar
 from perfkit.run._samples import as_sample_count, sample_counter
 from perfkit.summary import PhaseFigures, PhaseResult, percentiles, phase_stats
 from perfkit.timing import Clock, HostTimer, WindowTimer
@@ -45,15 +47,30 @@ class Phase:
     """One pass of a loop (an epoch of training, a validation pass, an inference pass).
 
     Create phases with :meth:`Run.phase`; use them as context managers. Units: seconds, samples.
+    The first ``warmup_steps`` steps are warm-up: counted in ``warmup_samples`` and
+    ``warmup_s`` (their step wall times), left out of ``samples``, ``steps``, ``wall_s``,
+    ``io_s``, ``compute_s`` and the step-time percentiles.
     """
 
-    def __init__(self, run: Run, kind: str, name: str, index: int) -> None:
+    def __init__(
+        self,
+        run: Run,
+        kind: str,
+        name: str,
+        index: int,
+        warmup_steps: int = 0,
+        progress: bool = False,
+    ) -> None:
         self.run = run
         self.kind = kind
         self.name = name
         self.index = index
+        self.warmup_steps = warmup_steps
+        self.progress = progress
         self.samples = 0
-        self.steps = 0
+        self.warmup_samples = 0
+        self.warmup_s = 0.0
+        self._step_count = 0  # steps run, warm-up included: the next step's index
         self.io_s = 0.0
         self.compute_s = 0.0
         self.start_t = math.nan
@@ -64,7 +81,7 @@ class Phase:
         self._state = "new"
         self._step_walls = array("d")
         # Per-step state: IO so far and the implicit window's start; the step's index is
-        # self.steps, and the compute() window knows whether a step runs and sums its windows.
+        # self._step_count, and the compute() window knows whether a step runs and sums its windows.
         self._step_io = 0.0
         self._host = type(self._timer) is HostTimer
         self._implicit_start: Any = None
@@ -113,7 +130,10 @@ class Phase:
             self._timer.synchronize()  # the one sync of the phase
         self._resolve()
         if tentative is not None and failed:  # the half-done step that raised does not count
-            self.compute_s -= self._compute_by_step.pop(int(tentative[_STEP]), 0.0)
+            step = int(tentative[_STEP])
+            seconds = self._compute_by_step.pop(step, 0.0)
+            if step >= self.warmup_steps:
+                self.compute_s -= seconds
         self.end_t = self.run.elapsed()
         self.energy_j = self.run._phase_energy_j()
         self._state = "ended"
@@ -123,6 +143,13 @@ class Phase:
                 self._rank_figures = self.run._gather_figures(self._figures())
         finally:
             self.run._end_phase(self)
+        # Last: under a warnings filter "error" this raises, once the phase has ended whole.
+        if not failed and 0 < self._step_count <= self.warmup_steps:
+            warn(
+                f"phase {self.name!r} ran {self._step_count} steps, all of them warm-up "
+                f"(warmup_steps={self.warmup_steps}): it has no steady-state figures; lower "
+                "warmup_steps or run more steps"
+            )
 
     def _figures(self) -> PhaseFigures:
         return PhaseFigures(
@@ -135,6 +162,9 @@ class Phase:
             self.start_t,
             self.end_t if self._state == "ended" else self.run.elapsed(),
             self.energy_j,
+            min(self._step_count, self.warmup_steps),
+            self.warmup_samples,
+            self.warmup_s,
         )
 
     def figures_by_rank(self) -> dict[int, PhaseFigures]:
@@ -153,10 +183,15 @@ class Phase:
 
     # -- public API ----------------------------------------------------------------------
     @property
+    def steps(self) -> int:
+        """Steps run so far, warm-up steps aside."""
+        return self._step_count - min(self._step_count, self.warmup_steps)
+
+    @property
     def wall_s(self) -> float:
-        """Wall time of the phase in seconds (so far, while it runs)."""
+        """Wall time of the phase in seconds (so far, while it runs), warm-up steps aside."""
         end = self.end_t if self._state == "ended" else self.run.elapsed()
-        return end - self.start_t
+        return end - self.start_t - self.warmup_s
 
     def iterate(
         self, iterable: Iterable[Any], *, samples: int | Callable[[Any], int] | None = None
@@ -168,6 +203,11 @@ class Phase:
         :meth:`compute`, which then count alone for that step.
         ``samples``: an int per batch, or a callable batch -> int; by default counted from the
         batch (:func:`count_samples`).
+
+        Returns a one-pass iterator; when ``iterable`` has a length, so does the iterator (for
+        ``tqdm(...)`` and torchvision's ``MetricLogger.log_every``). With the phase's
+        ``progress`` on, a tqdm bar counts the steps; its own time falls between steps, in
+        the phase's wall time but in no step.
         """
         self._check_active("iterate()")
         try:
@@ -180,9 +220,11 @@ class Phase:
         if self._tentative is not None:  # an earlier loop of this phase was left by break
             self._commit_step(self._tentative)
             self._tentative = None
-        loop = self._steps(iterator, sample_counter(samples))
+        length = length_of(iterable)
+        bar = progress_bar(self.name, length) if self.progress else None
+        loop = self._steps(iterator, sample_counter(samples), bar)
         self._loop = weakref.ref(loop)
-        return loop
+        return loop if length is None else SizedSteps(loop, length)
 
     def io(self) -> IOWindow:
         """Context manager marking host-side IO inside a step (host-to-device copy, decoding).
@@ -197,10 +239,11 @@ class Phase:
 
     # -- step loop -----------------------------------------------------------------------
     def _steps(
-        self, iterator: Iterator[Any], samples: int | Callable[[Any], int]
+        self, iterator: Iterator[Any], samples: int | Callable[[Any], int], bar: Any = None
     ) -> Generator[Any, None, None]:
         # Step k spans from the end of step k-1 (t0) to the end of its body (t2): the wait in
-        # next() until t1 is IO, so consecutive steps tile the loop's time.
+        # next() until t1 is IO, so consecutive steps tile the loop's time (with a progress
+        # bar, its update falls between t2 and the next t0).
         clock = self._clock
         host = self._host
         window = self._compute
@@ -210,7 +253,7 @@ class Phase:
         t0 = clock()
         for batch in iterator:
             t1 = clock()
-            step = self.steps
+            step = self._step_count
             window.begin_step()
             self._step_io = t1 - t0
             if not host:
@@ -233,10 +276,18 @@ class Phase:
             row = (ordinal, step, t2 - run_t0, t2 - t0, self._step_io, compute, n)
             if left:  # the step counts only if the phase then ends normally
                 self._tentative = row
+                if bar is not None:
+                    bar.close()
                 return
             self._commit_step(row)
-            t0 = t2
+            if bar is None:
+                t0 = t2
+            else:
+                bar.update()
+                t0 = clock()
         self.io_s += clock() - t0  # the last wait for data is IO too
+        if bar is not None:
+            bar.close()
 
     def _as_count(self, value: Any) -> int:
         """A samples callable's result as an int (a numpy int, a 0-d tensor, an integral
@@ -266,13 +317,17 @@ class Phase:
         windows.clear()
 
     def _commit_step(self, row: _Row) -> None:
-        _phase, _step, _t, wall, io, compute, n = row
-        self.steps += 1
-        self.samples += n
-        self.io_s += io
-        if self._host:  # on a device the seconds count when the windows resolve
-            self.compute_s += compute
-        self._step_walls.append(wall)
+        _phase, step, _t, wall, io, compute, n = row
+        self._step_count += 1
+        if step < self.warmup_steps:  # kept apart: its row is written, its figures not
+            self.warmup_samples += n
+            self.warmup_s += wall
+        else:
+            self.samples += n
+            self.io_s += io
+            if self._host:  # on a device the seconds count when the windows resolve
+                self.compute_s += compute
+            self._step_walls.append(wall)
         rows = self._rows
         rows.extend(row)
         if len(rows) >= BACKLOG_STEPS // 2 * _WIDTH:
@@ -315,7 +370,7 @@ class Phase:
         if self._host:
             self.compute_s += end - start
             return
-        self._pending.append((self.steps if self.in_step else _NO_STEP, start, end))
+        self._pending.append((self._step_count if self.in_step else _NO_STEP, start, end))
 
     def _resolve(self) -> None:
         """Turn every window whose end the device has reached into seconds (never blocks).
@@ -325,13 +380,15 @@ class Phase:
         timer = self._timer
         pending = self._pending
         by_step = self._compute_by_step
+        warmup = self.warmup_steps
         with self.run.flush_lock:
             while pending and timer.ready(pending[0][2]):
                 step, start, end = pending.popleft()
                 seconds = timer.elapsed_s(start, end)
                 timer.release(start)
                 timer.release(end)
-                self.compute_s += seconds
+                if step == _NO_STEP or step >= warmup:  # a warm-up step's goes to its row only
+                    self.compute_s += seconds
                 if step != _NO_STEP:
                     by_step[step] = by_step.get(step, 0.0) + seconds
 

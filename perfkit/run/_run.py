@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from perfkit import checks, distributed, steplog
+from perfkit._messages import logger
 from perfkit.records import (
     META_FILE,
     RECORDS_FILE,
@@ -37,6 +38,7 @@ from perfkit.run._environment import (
 )
 from perfkit.run._errors import RunError
 from perfkit.run._flusher import Flusher
+from perfkit.run._loop import check_warmup_steps, wants_progress, warmup_by_kind
 from perfkit.run._phase import BACKLOG_STEPS, Phase
 from perfkit.steplog import StepLogWriter
 from perfkit.summary import PHASE_KINDS, RESERVED_KEYS, PhaseFigures, build_summary
@@ -83,6 +85,8 @@ class Run:
             config's "precision" (default "fp32").
         dist_timeout_s: in a torch.distributed job, how long perfkit's own collectives (run id,
             phase figures) wait for every rank before failing with a clear error, seconds.
+        warmup_steps: the default of :meth:`phase`'s ``warmup_steps``: an int for every phase,
+            or {kind: int} (``{"train": 5}``: train phases only). 0 keeps FlagPerf's figures.
 
     In a torch.distributed job (torchrun), initialise the process group before starting the
     Run: every rank writes its own records (``records-rank<N>.jsonl``), phase figures are
@@ -108,6 +112,7 @@ class Run:
         probes: Any = "auto",
         sample_interval_s: float = 0.5,
         sample_interval: float | None = None,
+        warmup_steps: int | Mapping[str, int] = 0,
     ) -> None:
         self.name = check_name(name)
         checks.check_type(
@@ -128,6 +133,7 @@ class Run:
             raise checks.wrong_type(
                 "probes", "'auto', None, a probe name, a Probe, or a list of them", probes
             )
+        self._warmup_steps = warmup_by_kind(warmup_steps)
         self.out_dir = Path(out_dir)
         self.config = check_config(config)
         self.e2e_from = checks.one_of("e2e_from", e2e_from, E2E_FROM)
@@ -259,6 +265,7 @@ class Run:
         self._install_sigterm()
         if probes:
             self._sampler.start()
+        logger.info("run %s started on %s; records in %s", self.run_id, self.device, self.run_dir)
         return self
 
     def _make_run_dir(self, started: datetime) -> None:
@@ -377,6 +384,7 @@ class Run:
             self._final_summary = self.summary()
             if self.rank == 0:
                 self._write_json(SUMMARY_FILE, self._final_summary)
+            logger.info("run %s ended (%s) in %s", self.run_id, self.status, self.run_dir)
         return self._final_summary
 
     def _write_json(self, file: str, obj: Any) -> None:
@@ -396,15 +404,32 @@ class Run:
             self._fault(f"{path} not written: {type(err).__name__}: {err}")
 
     # -- phases --------------------------------------------------------------------------
-    def phase(self, kind: str, name: str | None = None) -> Phase:
-        """A new phase of ``kind`` ("train", "val" or "infer"); ``name`` defaults to the kind."""
+    def phase(
+        self,
+        kind: str,
+        name: str | None = None,
+        *,
+        warmup_steps: int | None = None,
+        progress: bool | None = None,
+    ) -> Phase:
+        """A new phase of ``kind`` ("train", "val" or "infer"); ``name`` defaults to the kind.
+
+        ``warmup_steps``: the phase's first steps, timed and reported apart
+        (``<kind>_warmup_steps``, ``<kind>_warmup_s``) and left out of its other figures;
+        None takes the Run's ``warmup_steps``. ``progress``: a tqdm bar over the phase's
+        steps - True, False, or None for on only when stderr is a terminal.
+        """
         checks.one_of("kind", kind, PHASE_KINDS)
+        warmup = (
+            self._warmup_steps[kind] if warmup_steps is None else check_warmup_steps(warmup_steps)
+        )
+        show_progress = wants_progress(progress)
         if self.status != "running":
             state = "has not started" if self.status == "new" else "has ended"
             raise RunError(f"run.phase({kind!r}) called on run {self.name!r}, which {state}")
         index = self._phase_counts.get(kind, 0)
         self._phase_counts[kind] = index + 1
-        return Phase(self, kind, name or kind, index)
+        return Phase(self, kind, name or kind, index, warmup, show_progress)
 
     def _begin_phase(self, phase: Phase) -> int:
         """Make ``phase`` the active one; returns its position among this rank's phases."""
@@ -435,7 +460,7 @@ class Run:
             self._active_phase = None
         self.phases.append(phase)
         f = phase.figures_by_rank()[self.rank]
-        fields = [
+        fields: list[tuple[str, float, str]] = [
             ("phase_wall", f.wall_s, "s"),
             ("phase_io", f.io_s, "s"),
             ("phase_compute", f.compute_s, "s"),
@@ -444,6 +469,10 @@ class Run:
         ]
         if f.energy_j is not None:
             fields.append(("phase_energy", f.energy_j, "J"))
+        if f.warmup_steps:
+            fields.append(("phase_warmup_steps", f.warmup_steps, "steps"))
+            fields.append(("phase_warmup_samples", f.warmup_samples, "samples"))
+            fields.append(("phase_warmup", f.warmup_s, "s"))
         for name, value, unit in fields:
             self._write(name, value, unit, f.end_t, phase=phase.name, kind=phase.kind)
         self.flush()
@@ -646,5 +675,5 @@ class Run:
             "s",
             end - self.t0,
             phase=phase.name if phase else None,
-            step=phase.steps if phase and phase.in_step else None,
+            step=phase._step_count if phase and phase.in_step else None,
         )
