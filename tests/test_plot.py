@@ -19,10 +19,14 @@ GIB = 2**30
 
 
 class HostRamProbe(Probe):
-    """The host probe's shape: system RAM 3 GiB used of 16 GiB, this process 0.5 GiB."""
+    """The host probe's shape: system RAM 3 GiB used of 16 GiB, this process 0.5 GiB; the
+    process tree's RSS when ``tree_gib`` is given (what a CPU run's mem then measures)."""
 
     name = "plot-host"
     kind = "host"
+
+    def __init__(self, tree_gib: float = float("nan")) -> None:
+        self.tree_gib = tree_gib
 
     def is_available(self) -> bool:
         return True
@@ -36,6 +40,7 @@ class HostRamProbe(Probe):
                 memory_used_bytes=3 * GIB,
                 memory_total_bytes=16 * GIB,
                 process_rss_bytes=0.5 * GIB,
+                process_tree_rss_bytes=self.tree_gib * GIB,
             )
         ]
 
@@ -51,7 +56,7 @@ def cpu_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         clock=clock,
         device="cpu",
         probes=[HostRamProbe()],
-        sample_interval=0.01,
+        sample_interval_s=0.01,
     ) as run:
         with run.phase("train") as train:
             for _ in train.iterate(timed_batches(clock, [np.zeros((2, 1))] * 3, io_s=0.2)):
@@ -108,3 +113,20 @@ def test_legends_never_cover_the_phase_names(cpu_run, tmp_path):
         box = name.get_window_extent(renderer)
         for legend in legends:
             assert not box.overlaps(legend.get_window_extent(renderer)), name.get_text()
+
+
+def test_memory_panel_follows_the_process_tree_when_mem_does(tmp_path):
+    clock = FakeClock()
+    with perfkit.Run(
+        "tree", out_dir=tmp_path, clock=clock, device="cpu", probes=[HostRamProbe(tree_gib=1.5)],
+        sample_interval_s=0.01,
+    ) as run:  # fmt: skip
+        with run.phase("train") as train:
+            for _ in train.iterate(timed_batches(clock, [np.zeros((2, 1))] * 2, io_s=0.2)):
+                time.sleep(0.02)
+    assert run.summary()["mem"] == "1.5/16.0"  # the process tree's 1.5 GiB, not system 3 GiB
+    assert run.run_dir is not None
+    memory = plot_run(run.run_dir).axes[0]
+    (line,) = [x for x in memory.get_lines() if not x.get_label().startswith("_")]
+    assert line.get_label() == "host (process tree RSS)"
+    assert np.nanmax(line.get_ydata()) == 1.5

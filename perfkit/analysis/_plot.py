@@ -110,11 +110,14 @@ def save_plot(run_dir: PathArg, out: PathArg, *, rank: int = 0) -> Path:
 def _memory(ax: Axes, run: RunData) -> str | None:
     """Draws the memory panel; returns the legend's title (the summary's mem)."""
     import numpy as np
+    import pandas as pd
 
     from perfkit.probes import HOST_DEVICE
 
     records = run.records
-    memory = records[records["name"].isin(("memory_used_bytes", "memory_total_bytes"))]
+    memory = records[
+        records["name"].isin(("memory_used_bytes", "memory_total_bytes", "process_tree_rss_bytes"))
+    ]
     ranks = memory["rank"].nunique()
 
     def label(rank: Any, device: Any) -> str:
@@ -127,11 +130,18 @@ def _memory(ax: Axes, run: RunData) -> str | None:
     else:
         keep = [label(r, d) in shown for r, d in zip(memory["rank"], memory["device"], strict=True)]
         memory = memory.loc[np.array(keep, dtype=bool)]
+    # The host (a CPU run's device) as the summary's mem measures it: the process tree's RSS
+    # where recorded, else system RAM used.
+    tree = memory[memory["name"] == "process_tree_rss_bytes"]
     used = memory[memory["name"] == "memory_used_bytes"]
+    used = pd.concat(
+        [tree, used[~used["rank"].isin(tree["rank"]) | (used["device"] != HOST_DEVICE)]]
+    )
     for (rank, device), rows in used.groupby(["rank", "device"]):
         name = label(rank, device)
         if device == HOST_DEVICE:
-            name += " (system RAM used)"
+            tree_rss = (rows["name"] == "process_tree_rss_bytes").any()
+            name += " (process tree RSS)" if tree_rss else " (system RAM used)"
         (line,) = ax.plot(rows["t"], rows["value"] / _GIB, label=name)
         total = memory[
             (memory["name"] == "memory_total_bytes")
