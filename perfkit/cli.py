@@ -36,15 +36,21 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def _log_to_stderr() -> None:
-    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
-        log.addHandler(_StderrHandler())
-    log.setLevel(logging.INFO)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default: sys.argv[1:]); returns the exit status."""
-    _log_to_stderr()
+    """Run the command line with ``argv`` (default: sys.argv[1:]); returns the exit status.
+    Its messages go to stderr through the "perfkit" logger while it runs (the handler is
+    removed again, so calling it in-process leaves the library's logging as it was)."""
+    handler, level = _StderrHandler(), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        return _main(argv)
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:

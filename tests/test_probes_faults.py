@@ -189,7 +189,7 @@ def test_run_with_a_hanging_tool_keeps_mem_and_stops_quickly(bin_dir: Path, tmp_
         out_dir=tmp_path / "runs",
         device="cpu",
         probes=[CnmonProbe(timeout_s=60), "host"],
-        sample_interval=INTERVAL_S,
+        sample_interval_s=INTERVAL_S,
     ) as run:
         with run.phase("infer") as infer:
             for _ in infer.iterate([np.zeros((2, 1))] * 3):
