@@ -92,7 +92,6 @@ def test_step_time_percentiles_interpolate_linearly(tmp_path, clock):
     assert s["train_step_time_p99_s"] == pytest.approx(3.97)
 
 
-@pytest.mark.usefixtures("window_class")
 def test_explicit_windows_split_io_and_compute(tmp_path, clock):
     with perfkit.Run("windows", out_dir=tmp_path, clock=clock, device="cpu") as run:
         with run.phase("train") as train:
@@ -110,7 +109,6 @@ def test_explicit_windows_split_io_and_compute(tmp_path, clock):
     assert s["train_compute_s"] == pytest.approx(0.5)
 
 
-@pytest.mark.usefixtures("window_class")
 def test_io_windows_are_cut_out_of_the_implicit_compute_window(tmp_path, clock):
     with perfkit.Run("io-only", out_dir=tmp_path, clock=clock, device="cpu") as run:
         with run.phase("train") as train:
@@ -158,7 +156,6 @@ def test_step_records_are_long_format_base_units(tmp_path, clock):
     assert meta["perfkit_version"] == perfkit.__version__
 
 
-@pytest.mark.usefixtures("window_class")
 def test_device_windows_resolve_lazily_with_one_sync_per_phase(tmp_path, clock):
     timer = FakeEventTimer()
     with perfkit.Run("lazy", out_dir=tmp_path, clock=clock, device_timer=timer) as run:
@@ -183,7 +180,6 @@ def test_device_windows_resolve_lazily_with_one_sync_per_phase(tmp_path, clock):
     assert timer.released == len(timer.marks)  # every event went back to the pool
 
 
-@pytest.mark.usefixtures("window_class")
 def test_device_compute_windows_replace_the_implicit_window(tmp_path, clock):
     timer = FakeEventTimer()
     with perfkit.Run("explicit", out_dir=tmp_path, clock=clock, device_timer=timer) as run:
@@ -214,7 +210,6 @@ def test_syncing_timer_synchronises_at_every_mark(clock):
     assert timer.elapsed_s(start, end) == pytest.approx(0.25)
 
 
-@pytest.mark.usefixtures("window_class")
 def test_break_counts_the_step_but_a_crash_does_not(tmp_path, clock):
     with perfkit.Run("break", out_dir=tmp_path, clock=clock, device="cpu") as run:
         with run.phase("train") as train:
@@ -226,7 +221,6 @@ def test_break_counts_the_step_but_a_crash_does_not(tmp_path, clock):
     assert run.summary()["train_samples"] == 6
 
 
-@pytest.mark.usefixtures("window_class")
 def test_timed_region_records_its_duration(tmp_path, clock):
     @perfkit.timed("preprocess")
     def preprocess(x: float) -> float:

@@ -16,13 +16,12 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from perfkit.records import STEP_COLUMNS
+from perfkit.run._backlog import StepBacklog
 from perfkit.run._errors import RunError
 from perfkit.run._io import IOWindow
 from perfkit.run._samples import sample_counter
 from perfkit.summary import PhaseFigures, PhaseResult, percentiles, phase_stats
 from perfkit.timing import Clock, HostTimer, WindowTimer
-from perfkit.timing import window as _window
 from perfkit.timing.window import ComputeWindow
 
 if TYPE_CHECKING:
@@ -30,14 +29,9 @@ if TYPE_CHECKING:
 
 _NO_STEP = -1  # compute windows outside iterate() belong to the phase, not to a step
 
-#: A finished step, as a steps.bin row (perfkit.records.STEP_COLUMNS): (phase ordinal, step,
-#: t since run start, wall s, io s, compute s - NaN on a device until its windows resolve -,
-#: samples).
-_Row = tuple[int, int, float, float, float, float, int]
-_WIDTH = len(STEP_COLUMNS)
-_STEP, _COMPUTE = 1, 5  # columns of a row
-#: Finished steps that may wait for the flusher (56 bytes each): from half of it the flusher is
-#: woken; at the bound the loop's thread writes them itself (Run._backlog).
+#: Finished steps that may wait for the flusher (the StepBacklog's capacity, 40 bytes each):
+#: from half of it the flusher is woken; at the bound the loop's thread writes them itself
+#: (Run._backlog).
 BACKLOG_STEPS = 1 << 16
 
 
@@ -52,20 +46,19 @@ class Phase:
         self.kind = kind
         self.name = name
         self.index = index
-        self.samples = 0
-        self.steps = 0
-        self.io_s = 0.0
-        self.compute_s = 0.0
+        self.steps = 0  # finished steps (the loop raises it after writing each one's row)
+        # Seconds not in the backlog's rows: IO outside steps and the waits ending a loop;
+        # host compute windows outside steps, and every device window once resolved.
+        self._io_s = 0.0
+        self._compute_s = 0.0
         self.start_t = math.nan
         self.end_t = math.nan
         self.energy_j: float | None = None
         self._clock: Clock = run.clock
         self._timer: WindowTimer = run.timer
         self._state = "new"
-        self._step_walls = array("d")
-        # Per-step state: IO so far and the implicit window's start; the step's index is
-        # self.steps, and the compute() window knows whether a step runs and sums its windows.
-        self._step_io = 0.0
+        # Per-step state: the implicit window's start; the step's index is self.steps, and the
+        # compute() window knows whether a step runs and sums its IO and compute windows.
         self._host = type(self._timer) is HostTimer
         self._implicit_start: Any = None
         self._implicit_windows: list[tuple[Any, Any]] = []
@@ -73,14 +66,15 @@ class Phase:
         self._pending: deque[tuple[int, Any, Any]] = deque()
         self._compute_by_step: dict[int, float] = {}
         # Finished steps waiting for the next flush (and, on a device, for their compute
-        # time): rows of _WIDTH float64s, one after the other.
-        self._rows = array("d")
-        self._tentative: _Row | None = None
+        # time), allocated when the first loop starts; the row of a step that a loop was left
+        # in is written but only counts (self.steps) once the phase ends normally.
+        self._backlog: StepBacklog | None = None
+        self._tentative = False
         self.ordinal = -1  # position among the run's phases on this rank, set when entered
         self._loop: weakref.ReferenceType[Generator[Any, None, None]] | None = None
         self._rank_figures: dict[int, PhaseFigures] | None = None
         self._io = IOWindow(self, self._clock)
-        self._compute = _window.window_class(self, self._timer.mark, self._host)
+        self._compute = ComputeWindow(self, self._timer.mark, self._host)
 
     # -- lifetime ------------------------------------------------------------------------
     def __enter__(self) -> Phase:
@@ -106,14 +100,14 @@ class Phase:
         loop = self._loop() if self._loop is not None else None
         if loop is not None:
             loop.close()
-        tentative, self._tentative = self._tentative, None
-        if tentative is not None and not failed:
-            self._commit_step(tentative)
+        tentative, self._tentative = self._tentative, False
+        if tentative and not failed:
+            self.steps += 1
         if self._pending:
             self._timer.synchronize()  # the one sync of the phase
         self._resolve()
-        if tentative is not None and failed:  # the half-done step that raised does not count
-            self.compute_s -= self._compute_by_step.pop(int(tentative[_STEP]), 0.0)
+        if tentative and failed:  # the half-done step that raised does not count
+            self._compute_s -= self._compute_by_step.pop(self.steps, 0.0)
         self.end_t = self.run.elapsed()
         self.energy_j = self.run._phase_energy_j()
         self._state = "ended"
@@ -153,6 +147,42 @@ class Phase:
 
     # -- public API ----------------------------------------------------------------------
     @property
+    def samples(self) -> int:
+        """Samples of the finished steps."""
+        return self._totals()[0]
+
+    @property
+    def io_s(self) -> float:
+        """IO seconds: waits for data and io() windows, in steps and outside them."""
+        return self._io_s + self._totals()[1]
+
+    @property
+    def compute_s(self) -> float:
+        """Compute seconds (on a device, of the windows resolved so far)."""
+        return self._compute_s + (self._totals()[2] if self._host else 0.0)
+
+    def _totals(self) -> tuple[int, float, float]:
+        """(samples, io s, compute s) of every finished step's row."""
+        backlog = self._backlog
+        if backlog is None:
+            return 0, 0.0, 0.0
+        with self.run.flush_lock:
+            samples, io, compute = backlog.pending_totals(self.steps)
+            return (
+                backlog.samples_total + samples,
+                backlog.io_total + io,
+                backlog.compute_total + compute,
+            )
+
+    def _walls(self) -> array[float]:
+        """Every finished step's wall time (s)."""
+        backlog = self._backlog
+        if backlog is None:
+            return array("d")
+        with self.run.flush_lock:
+            return backlog.walls + backlog.pending_walls(self.steps)
+
+    @property
     def wall_s(self) -> float:
         """Wall time of the phase in seconds (so far, while it runs)."""
         end = self.end_t if self._state == "ended" else self.run.elapsed()
@@ -177,9 +207,14 @@ class Phase:
                 "iterate(iterable) needs an iterable (a DataLoader, a list, a generator), "
                 f"got {type(iterable).__name__}"
             ) from None
-        if self._tentative is not None:  # an earlier loop of this phase was left by break
-            self._commit_step(self._tentative)
-            self._tentative = None
+        earlier = self._loop() if self._loop is not None else None
+        if earlier is not None:  # a new loop ends the one before (its step counts)
+            earlier.close()
+        if self._tentative:  # an earlier loop of this phase was left by break
+            self.steps += 1
+            self._tentative = False
+        if self._backlog is None:
+            self._backlog = StepBacklog(BACKLOG_STEPS)
         loop = self._steps(iterator, sample_counter(samples))
         self._loop = weakref.ref(loop)
         return loop
@@ -197,19 +232,30 @@ class Phase:
         self, iterator: Iterator[Any], samples: int | Callable[[Any], int]
     ) -> Generator[Any, None, None]:
         # Step k spans from the end of step k-1 (t0) to the end of its body (t2): the wait in
-        # next() until t1 is IO, so consecutive steps tile the loop's time.
+        # next() until t1 is IO, so consecutive steps tile the loop's time. The per-step path
+        # is kept to locals, slot stores and two flags of the window: no call but the clock,
+        # the sample count and the user's iterator, nothing allocated (benchmarks/loop_cost.py).
         clock = self._clock
         host = self._host
         window = self._compute
-        run_t0 = self.run.t0
-        ordinal = self.ordinal
+        backlog = self._backlog
+        assert backlog is not None
+        ends, walls, ios, computes, counts = (
+            backlog.end,
+            backlog.wall,
+            backlog.io,
+            backlog.compute,
+            backlog.samples,
+        )
         fixed, count = (samples, None) if isinstance(samples, int) else (0, samples)
+        nan = math.nan  # a device step's compute: known when its windows resolve
+        step = self.steps
+        limit = step  # the first step's slot is checked like any at a limit
+        slot = 0
         t0 = clock()
         for batch in iterator:
             t1 = clock()
-            step = self.steps
-            window.begin_step()
-            self._step_io = t1 - t0
+            window.in_step = True
             if not host:
                 self._implicit_start = self._timer.mark()
             n = fixed if count is None else count(batch)
@@ -219,19 +265,57 @@ class Phase:
             except GeneratorExit:  # the loop was left: break, or an exception in the body
                 left = True
             t2 = clock()
-            explicit_s = window.end_step()
-            compute = math.nan  # on a device, known when its windows resolve
+            window.in_step = False
+            wall = t2 - t0
+            io = t1 - t0
+            explicit_s = None
+            if window.marked:  # io() or compute() windows closed in this step
+                explicit_s, io_s = window.take_step()
+                io += io_s
             if host:
-                compute = t2 - t0 - self._step_io if explicit_s is None else explicit_s
+                compute = wall - io if explicit_s is None else explicit_s
             else:
+                compute = nan
                 self._close_device_windows(step, explicit=explicit_s is not None)
-            row = (ordinal, step, t2 - run_t0, t2 - t0, self._step_io, compute, n)
+            if step == limit:
+                limit = self._make_room(step)
+                slot = step % backlog.capacity
+            ends[slot] = t2
+            walls[slot] = wall
+            ios[slot] = io
+            computes[slot] = compute
+            counts[slot] = n
             if left:  # the step counts only if the phase then ends normally
-                self._tentative = row
+                self._tentative = True
                 return
-            self._commit_step(row)
+            step += 1
+            slot += 1
+            self.steps = step
+            if not host and self._pending:
+                self._resolve()
             t0 = t2
-        self.io_s += clock() - t0  # the last wait for data is IO too
+        self._io_s += clock() - t0  # the last wait for data is IO too
+
+    def _make_room(self, step: int) -> int:
+        """Before writing ``step``'s row: make sure its slot holds no undrained row - at half
+        the capacity waiting the flusher is woken, at the capacity the rows are written from
+        this thread (Run._backlog) - and return the next step to check at (no later than the
+        ring's wrap and the first slot still undrained)."""
+        backlog = self._backlog
+        assert backlog is not None
+        capacity = backlog.capacity
+        waiting = step - backlog.drained
+        if waiting >= capacity // 2:
+            self.run._backlog(waiting)
+            if step - backlog.drained >= capacity and self._pending:
+                self._timer.synchronize()  # a device 'capacity' steps behind: resolve them
+                self._resolve()
+                self.run._backlog(step - backlog.drained)
+        drained = backlog.drained
+        limit = min(drained + capacity, (step // capacity + 1) * capacity)
+        if step - drained < capacity // 2:
+            limit = min(limit, drained + capacity // 2)
+        return max(limit, step + 1)
 
     def _close_device_windows(self, step: int, explicit: bool) -> None:
         """Queue the step's implicit windows for resolution, or drop them when the step marked
@@ -246,21 +330,6 @@ class Phase:
             else:
                 self._pending.append((step, start, end))
         windows.clear()
-
-    def _commit_step(self, row: _Row) -> None:
-        _phase, _step, _t, wall, io, compute, n = row
-        self.steps += 1
-        self.samples += n
-        self.io_s += io
-        if self._host:  # on a device the seconds count when the windows resolve
-            self.compute_s += compute
-        self._step_walls.append(wall)
-        rows = self._rows
-        rows.extend(row)
-        if len(rows) >= BACKLOG_STEPS // 2 * _WIDTH:
-            self.run._backlog(len(rows) // _WIDTH)
-        if self._pending:
-            self._resolve()
 
     @property
     def in_step(self) -> bool:
@@ -280,10 +349,12 @@ class Phase:
             self._end_implicit_window()
 
     def _end_io(self, seconds: float) -> None:
-        if not self.in_step:
-            self.io_s += seconds
+        window = self._compute
+        if not window.in_step:
+            self._io_s += seconds
             return
-        self._step_io += seconds
+        window.io_s += seconds
+        window.marked = True
         if not self._host:
             self._implicit_start = self._timer.mark()
 
@@ -292,7 +363,7 @@ class Phase:
         step) it counts at once; on a device it counts when resolved."""
         self._check_active("compute()")  # a window kept past its phase's end
         if self._host:
-            self.compute_s += end - start
+            self._compute_s += end - start
             return
         self._pending.append((self.steps if self.in_step else _NO_STEP, start, end))
 
@@ -310,39 +381,38 @@ class Phase:
                 seconds = timer.elapsed_s(start, end)
                 timer.release(start)
                 timer.release(end)
-                self.compute_s += seconds
+                self._compute_s += seconds
                 if step != _NO_STEP:
                     by_step[step] = by_step.get(step, 0.0) + seconds
 
     def _drain_rows(self) -> bytes:
         """steps.bin rows of the finished steps whose compute time is known; the caller holds
-        the run's flush lock (any thread)."""
-        rows = self._rows
-        count = len(rows) // _WIDTH  # rows appended from here on wait for the next flush
+        the run's flush lock (any thread). Once the phase ended, its backlog's memory goes."""
+        backlog = self._backlog
+        if backlog is None:
+            return b""
+        upto = self.steps  # rows finished from here on wait for the next flush
         if not self._host:
             steps = [step for step, _, _ in self._pending if step != _NO_STEP]
-            boundary = steps[0] if steps else math.inf
+            upto = min(upto, steps[0]) if steps else upto
             by_step = self._compute_by_step
-            done = 0
-            while done < count and rows[done * _WIDTH + _STEP] < boundary:
-                step = int(rows[done * _WIDTH + _STEP])
-                rows[done * _WIDTH + _COMPUTE] = by_step.pop(step, 0.0)
-                done += 1
-            count = done
-        data = rows[: count * _WIDTH].tobytes()
-        del rows[: count * _WIDTH]
+            for step in range(backlog.drained, upto):
+                backlog.compute[step % backlog.capacity] = by_step.pop(step, 0.0)
+        data = backlog.drain(upto, self.ordinal, self.run.t0)
+        if self._state == "ended" and backlog.drained == self.steps:
+            backlog.release()
         return data
 
     # -- results -------------------------------------------------------------------------
     def result(self) -> PhaseResult:
         """The phase as the summary sees it (see :class:`perfkit.summary.PhaseResult`)."""
         return PhaseResult(
-            self.name, self.index, self.run.rank, self.figures_by_rank(), self._step_walls
+            self.name, self.index, self.run.rank, self.figures_by_rank(), self._walls()
         )
 
     def step_time_percentiles(self) -> dict[int, float]:
         """Step wall-time percentiles in seconds ({50: p50, 90: p90, 99: p99}); {} without steps."""
-        return percentiles(self._step_walls)
+        return percentiles(self._walls())
 
     def stats(self) -> dict[str, Any]:
         """This phase's figures: samples, steps, wall / io / compute seconds, throughputs."""
