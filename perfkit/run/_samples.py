@@ -43,10 +43,10 @@ def remembering_counter() -> Callable[[Any], int]:
         try:
             if type(batch) is batch_type:
                 if first_type is None:
-                    return batch.shape[0]  # type: ignore[no-any-return]
+                    return batch.shape[0]
                 first = batch[0]
                 if type(first) is first_type:
-                    return first.shape[0]  # type: ignore[no-any-return]
+                    return first.shape[0]
         except (AttributeError, IndexError, KeyError, TypeError):
             pass
         n = count_samples(batch)  # the general search; remember its path where it is simple
