@@ -211,9 +211,13 @@ def test_analysis_load_reads_runs_with_metadata(tmp_path):
     frame = perfkit.analysis.load(tmp_path)
     assert frame["run_id"].nunique() == 2
     assert set(frame["config.precision"]) == {"fp32", "fp16"}
-    steps = frame[frame["name"] == "step_time"]
-    assert len(steps) == 4 and steps["value"].tolist() == [0.5] * 4
+    steps = frame[frame["name"] == "step"]
+    assert len(steps) == 4 and steps["step_time"].tolist() == [0.5] * 4
+    assert steps["samples"].tolist() == [8] * 4
     assert set(frame["status"]) == {"ok"}
+    long = perfkit.analysis.load(tmp_path, long=True)
+    step_times = long[long["name"] == "step_time"]
+    assert len(step_times) == 4 and step_times["value"].tolist() == [0.5] * 4
 
 
 # ---------------------------------------------------------------------------- real clocks

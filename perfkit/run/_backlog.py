@@ -1,16 +1,20 @@
 """Finished steps waiting for the flusher: preallocated columns, used as a ring.
 
-The step loop writes each finished step into five float64 columns (end, wall, io, compute,
-samples) allocated once, when a phase's first loop starts, then publishes it by raising the
-phase's step count; nothing is allocated per step. Row ``r`` of a phase lives in slot
-``r % capacity``. :meth:`StepBacklog.drain` turns the rows since the last drain into steps.bin
-rows (perfkit.records.STEP_COLUMNS) and folds them into the phase's totals; the loop never
-writes a slot whose row has not been drained (``Phase._make_room``), so memory is bounded by
-``capacity``.
+The step loop writes each finished step into float64 columns allocated once, when a phase's
+first loop starts, then publishes it by raising the phase's step count; nothing is allocated per
+step, and only what the loop cannot know later is written: the step's end, its IO seconds, its
+samples and, where the step marked compute windows, their seconds. Wall times follow from
+consecutive ends (a loop's first step from the loop's start, kept in ``starts``); a host step
+without compute windows computed for its whole body (wall - IO). Row ``r`` of a phase lives in
+slot ``r % capacity``. :meth:`StepBacklog.drain` turns the rows since the last drain into
+steps.bin rows (perfkit.records.STEP_COLUMNS) and folds them into the phase's totals; the loop
+never writes a slot whose row has not been drained (``Phase._make_room``), so memory is bounded
+by ``capacity``.
 """
 
 from __future__ import annotations
 
+import math
 from array import array
 from typing import TYPE_CHECKING
 
@@ -23,27 +27,31 @@ _WIDTH = len(STEP_COLUMNS)
 
 
 class StepBacklog:
-    """``capacity`` rows of finished steps (40 bytes each) and the totals of those drained.
+    """``capacity`` rows of finished steps (32 bytes each) and the totals of those drained.
 
-    Columns, by slot: ``end`` (the step's end on the host clock, s), ``wall``, ``io``,
-    ``compute`` (s; NaN on a device until its windows resolve), ``samples``. ``drained``: rows
-    of the phase already turned into steps.bin rows (or dropped). The totals cover the drained
-    rows: ``samples_total``, ``io_total``, ``compute_total`` and every drained step's wall
-    time in ``walls`` (for the percentiles). Readers and :meth:`drain` run under the run's
-    flush lock; the loop's thread writes slots without it.
+    Columns, by slot: ``end`` (the step's end on the host clock, s), ``io`` (s), ``compute``
+    (s; NaN where the step marked no compute window - on a device, until its windows resolve),
+    ``samples``. ``starts``: {row: start of the loop it begins, s}. ``drained``: rows of the
+    phase already turned into steps.bin rows (or dropped). The totals cover the drained rows:
+    ``samples_total``, ``io_total``, ``compute_total`` and every drained step's wall time in
+    ``walls`` (for the percentiles). Readers and :meth:`drain` run under the run's flush lock;
+    the loop's thread writes slots without it. ``host``: compute seconds are the host's (a
+    step without windows computed for its wall time less its IO).
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, host: bool) -> None:
         import numpy  # noqa: F401 - imported here, before the loop, not by the first drain
 
         zeros = bytes(8 * capacity)
         self.capacity = capacity
+        self.host = host
         self.end = array("d", zeros)
-        self.wall = array("d", zeros)
         self.io = array("d", zeros)
-        self.compute = array("d", zeros)
+        self.compute = array("d", [math.nan]) * capacity
         self.samples = array("d", zeros)
+        self.starts: dict[int, float] = {}
         self.drained = 0
+        self._last_end = math.nan  # the end of the last drained row
         self.samples_total = 0
         self.io_total = 0.0
         self.compute_total = 0.0
@@ -59,15 +67,25 @@ class StepBacklog:
         return [(first, self.capacity), (0, last)]
 
     def _columns(self, start: int, stop: int) -> list[np.ndarray]:
-        """Rows [start, stop) (at least one) as numpy columns: end, wall, io, compute, samples."""
+        """Rows [start, stop) (at least one) as numpy columns: end, wall, io, compute,
+        samples."""
         import numpy as np
 
         pieces = self._pieces(start, stop)
-        columns = []
-        for column in (self.end, self.wall, self.io, self.compute, self.samples):
-            view = np.frombuffer(column, dtype=np.float64)
-            columns.append(np.concatenate([view[a:b] for a, b in pieces]))
-        return columns
+        end, io, compute, samples = (
+            np.concatenate([np.frombuffer(column, dtype=np.float64)[a:b] for a, b in pieces])
+            for column in (self.end, self.io, self.compute, self.samples)
+        )
+        before = np.empty_like(end)  # each step's start: the end before it, or its loop's start
+        before[0] = self._last_end
+        before[1:] = end[:-1]
+        for row, t0 in self.starts.items():
+            if start <= row < stop:
+                before[row - start] = t0
+        wall = end - before
+        if self.host:
+            compute = np.where(np.isnan(compute), wall - io, compute)
+        return [end, wall, io, compute, samples]
 
     def pending_totals(self, upto: int) -> tuple[int, float, float]:
         """(samples, io s, compute s) of the undrained rows before ``upto``."""
@@ -78,14 +96,13 @@ class StepBacklog:
 
     def pending_walls(self, upto: int) -> array[float]:
         """Wall times (s) of the undrained rows before ``upto``."""
-        walls = array("d")
-        for a, b in self._pieces(self.drained, upto):
-            walls.extend(self.wall[a:b])
-        return walls
+        if upto <= self.drained:
+            return array("d")
+        return array("d", self._columns(self.drained, upto)[1].tobytes())
 
     def drain(self, upto: int, ordinal: int, t0: float) -> bytes:
         """steps.bin rows of the rows [drained, upto) - ``ordinal``: the phase's, ``t0``: the
-        run's start on the host clock - folded into the totals."""
+        run's start on the host clock - folded into the totals; their slots are free again."""
         import numpy as np
 
         start = self.drained
@@ -104,11 +121,16 @@ class StepBacklog:
         self.io_total += float(io.sum())
         self.compute_total += float(compute.sum())
         self.walls.frombytes(wall.tobytes())
+        for a, b in self._pieces(start, upto):
+            np.frombuffer(self.compute, dtype=np.float64)[a:b] = np.nan
+        for row in [row for row in self.starts if row < upto]:
+            del self.starts[row]
+        self._last_end = float(end[-1])
         self.drained = upto
         return rows.tobytes()
 
     def release(self) -> None:
         """Give the columns' memory back (the phase ended and everything was drained)."""
-        for column in (self.end, self.wall, self.io, self.compute, self.samples):
+        for column in (self.end, self.io, self.compute, self.samples):
             del column[:]
         self.capacity = 0

@@ -214,7 +214,7 @@ class Phase:
             self.steps += 1
             self._tentative = False
         if self._backlog is None:
-            self._backlog = StepBacklog(BACKLOG_STEPS)
+            self._backlog = StepBacklog(BACKLOG_STEPS, self._host)
         loop = self._steps(iterator, sample_counter(samples))
         self._loop = weakref.ref(loop)
         return loop
@@ -240,19 +240,13 @@ class Phase:
         window = self._compute
         backlog = self._backlog
         assert backlog is not None
-        ends, walls, ios, computes, counts = (
-            backlog.end,
-            backlog.wall,
-            backlog.io,
-            backlog.compute,
-            backlog.samples,
-        )
+        ends, ios, computes, counts = backlog.end, backlog.io, backlog.compute, backlog.samples
         fixed, count = (samples, None) if isinstance(samples, int) else (0, samples)
-        nan = math.nan  # a device step's compute: known when its windows resolve
         step = self.steps
         limit = step  # the first step's slot is checked like any at a limit
         slot = 0
         t0 = clock()
+        backlog.starts[step] = t0
         for batch in iterator:
             t1 = clock()
             window.in_step = True
@@ -266,25 +260,21 @@ class Phase:
                 left = True
             t2 = clock()
             window.in_step = False
-            wall = t2 - t0
-            io = t1 - t0
-            explicit_s = None
-            if window.marked:  # io() or compute() windows closed in this step
-                explicit_s, io_s = window.take_step()
-                io += io_s
-            if host:
-                compute = wall - io if explicit_s is None else explicit_s
-            else:
-                compute = nan
-                self._close_device_windows(step, explicit=explicit_s is not None)
             if step == limit:
                 limit = self._make_room(step)
                 slot = step % backlog.capacity
             ends[slot] = t2
-            walls[slot] = wall
-            ios[slot] = io
-            computes[slot] = compute
             counts[slot] = n
+            if window.marked:  # io() or compute() windows closed in this step
+                explicit_s, io_s = window.take_step()
+                ios[slot] = t1 - t0 + io_s
+                if host and explicit_s is not None:
+                    computes[slot] = explicit_s
+            else:
+                explicit_s = None
+                ios[slot] = t1 - t0
+            if not host:
+                self._close_device_windows(step, explicit=explicit_s is not None)
             if left:  # the step counts only if the phase then ends normally
                 self._tentative = True
                 return
