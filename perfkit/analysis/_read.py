@@ -263,7 +263,7 @@ def load(paths: PathArg | Iterable[PathArg], *, long: bool = False) -> pd.DataFr
     return table[order]
 
 
-def _joined_categorical(frames: list[pd.DataFrame], column: str) -> pd.Categorical:
+def _joined_categorical(frames: list[pd.DataFrame], column: str) -> Any:
     """``column`` of every frame, one after the other, as one categorical (missing where a
     frame has no such column); categories of any dtype are joined as objects."""
     import numpy as np
@@ -304,7 +304,7 @@ def _run_frame(run: RunData, long: bool) -> pd.DataFrame:
     n = len(steps)
     per = len(STEP_NAMES) if long else 1  # rows per step
     phase_codes, phase_names = pd.factorize(steps["phase"])
-    nothing = (np.full(per * n, -1), [])
+    nothing: tuple[Any, list[Any]] = (np.full(per * n, -1), [])
     if long:
         names = (np.tile(np.arange(per), n), list(STEP_NAMES))
         units = (np.tile(np.asarray([0, 0, 0, 1]), n), ["s", "samples"])
