@@ -296,11 +296,11 @@ class Phase:
         capacity = backlog.capacity
         waiting = step - backlog.drained
         if waiting >= capacity // 2:
-            self.run._backlog(waiting)
+            self.run._backlog(waiting, full=waiting >= capacity)
             if step - backlog.drained >= capacity and self._pending:
                 self._timer.synchronize()  # a device 'capacity' steps behind: resolve them
                 self._resolve()
-                self.run._backlog(step - backlog.drained)
+                self.run._backlog(step - backlog.drained, full=True)
         drained = backlog.drained
         limit = min(drained + capacity, (step // capacity + 1) * capacity)
         if step - drained < capacity // 2:

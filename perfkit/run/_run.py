@@ -34,7 +34,7 @@ from perfkit.run._environment import (
 )
 from perfkit.run._errors import RunError
 from perfkit.run._flusher import Flusher
-from perfkit.run._phase import BACKLOG_STEPS, Phase
+from perfkit.run._phase import Phase
 from perfkit.steplog import StepLogWriter
 from perfkit.summary import PHASE_KINDS, PhaseFigures, build_summary
 from perfkit.timing import Clock, HostTimer, WindowTimer, host_clock
@@ -484,12 +484,12 @@ class Run:
             if self._active_phase is not None and self._steps is not None:
                 self._steps.write(self._active_phase._drain_rows())
 
-    def _backlog(self, steps: int) -> None:
-        """``steps`` finished steps wait for the disk: wake the flusher; at BACKLOG_STEPS (the
-        disk cannot keep up) write them from the loop's thread, so memory stays bounded, and
-        say so once (a warning and a step_backlog_full record)."""
+    def _backlog(self, steps: int, full: bool) -> None:
+        """``steps`` finished steps wait for the disk: wake the flusher; when they fill the
+        phase's backlog (``full``: the disk cannot keep up) write them from the loop's thread,
+        so memory stays bounded, and say so once (a warning and a step_backlog_full record)."""
         assert self._flusher is not None
-        if steps < BACKLOG_STEPS:
+        if not full:
             self._flusher.wake()
             return
         if not self._backlog_said:
