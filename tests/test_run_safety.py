@@ -306,7 +306,7 @@ def test_the_remembering_counter_agrees_with_count_samples() -> None:
 
 
 def test_a_backlog_wakes_the_flusher_and_its_bound_says_so_once(tmp_path, monkeypatch) -> None:
-    """A flusher that would wait 1000 s: half the bound wakes it; a disk that never keeps up
+    """A flusher that would wait 1000 s: a quarter of the bound wakes it; a disk that never keeps up
     (a flusher woken but stalled) makes the loop write the steps itself, said once."""
     import perfkit.run._phase as phase_module
 
@@ -327,7 +327,7 @@ def test_a_backlog_wakes_the_flusher_and_its_bound_says_so_once(tmp_path, monkey
     assert len(said) == 1
 
 
-def test_half_the_backlog_wakes_the_flusher(tmp_path, monkeypatch) -> None:
+def test_a_quarter_of_the_backlog_wakes_the_flusher(tmp_path, monkeypatch) -> None:
     import perfkit.run._phase as phase_module
 
     monkeypatch.setattr(phase_module, "BACKLOG_STEPS", 64)
@@ -335,7 +335,7 @@ def test_half_the_backlog_wakes_the_flusher(tmp_path, monkeypatch) -> None:
                      flush_interval_s=1000) as run:  # fmt: skip
         with run.phase("train") as train:
             for i in train.iterate(range(40), samples=1):
-                if i == 33:  # 32 steps wait: the flusher was woken and writes them
+                if i == 33:  # woken at 16 and 32 waiting steps, the flusher writes them
                     deadline = time.monotonic() + 10
                     while train._backlog.drained < 32 and time.monotonic() < deadline:
                         time.sleep(0.01)

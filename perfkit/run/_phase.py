@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 _NO_STEP = -1  # compute windows outside iterate() belong to the phase, not to a step
 
-#: Finished steps that may wait for the flusher (the StepBacklog's capacity, 40 bytes each):
-#: from half of it the flusher is woken; at the bound the loop's thread writes them itself
+#: Finished steps that may wait for the flusher (the StepBacklog's capacity, 32 bytes each):
+#: from a quarter of it the flusher is woken; at the bound the loop's thread writes them itself
 #: (Run._backlog).
 BACKLOG_STEPS = 1 << 16
 
@@ -287,24 +287,23 @@ class Phase:
         self._io_s += clock() - t0  # the last wait for data is IO too
 
     def _make_room(self, step: int) -> int:
-        """Before writing ``step``'s row: make sure its slot holds no undrained row - at half
-        the capacity waiting the flusher is woken, at the capacity the rows are written from
-        this thread (Run._backlog) - and return the next step to check at (no later than the
-        ring's wrap and the first slot still undrained)."""
+        """Before writing ``step``'s row: make sure its slot holds no undrained row - from a
+        quarter of the capacity waiting the flusher is woken (again every quarter, so a
+        thread the OS schedules late still gets its turn), at the capacity the rows are
+        written from this thread (Run._backlog) - and return the next step to check at (a
+        quarter on, no later than the ring's wrap and the first slot still undrained)."""
         backlog = self._backlog
         assert backlog is not None
         capacity = backlog.capacity
+        quarter = max(capacity // 4, 1)
         waiting = step - backlog.drained
-        if waiting >= capacity // 2:
+        if waiting >= quarter:
             self.run._backlog(waiting, full=waiting >= capacity)
             if step - backlog.drained >= capacity and self._pending:
                 self._timer.synchronize()  # a device 'capacity' steps behind: resolve them
                 self._resolve()
                 self.run._backlog(step - backlog.drained, full=True)
-        drained = backlog.drained
-        limit = min(drained + capacity, (step // capacity + 1) * capacity)
-        if step - drained < capacity // 2:
-            limit = min(limit, drained + capacity // 2)
+        limit = min(backlog.drained + capacity, (step // capacity + 1) * capacity, step + quarter)
         return max(limit, step + 1)
 
     def _close_device_windows(self, step: int, explicit: bool) -> None:
