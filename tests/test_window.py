@@ -43,12 +43,7 @@ def test_host_windows_sum_per_step() -> None:
         clock.advance(0.5)
     window.in_step = False
     assert window.marked
-    assert window.take_step() == (0.75, 0.0)  # 0.25 + 0.5; no IO window
-    assert not window.marked
-    window.in_step = True
-    window.in_step = False
-    assert not window.marked  # no window in this step: the loop's body counts instead
-    assert window.take_step() == (None, 0.0)
+    assert (window.count, window.seconds, window.io_s) == (2, 0.75, 0.0)  # 0.25 + 0.5; no IO
     with window:  # outside a step: handed to the phase as marks
         clock.advance(2.0)
     assert owner.added == [(101.75, 103.75)]  # 100 + 0.25 + 1.0 + 0.5 = 101.75, then + 2.0
@@ -59,8 +54,8 @@ def test_device_windows_go_to_the_phase() -> None:
     window.in_step = True
     with window:
         clock.advance(0.5)
-    # on a device the seconds come when the marks resolve: take_step only says "used"
-    assert window.take_step() == (0.0, 0.0)
+    # on a device the seconds come when the marks resolve: the window only says "used"
+    assert window.marked and (window.count, window.seconds) == (1, 0.0)
     assert owner.added == [(100.0, 100.5)]
 
 
@@ -77,4 +72,4 @@ def test_refusals_and_exceptions() -> None:
     with pytest.raises(ValueError, match="body"), window:  # the body's error propagates
         clock.advance(0.125)
         raise ValueError("body")
-    assert window.take_step() == (0.125, 0.0)
+    assert (window.count, window.seconds) == (1, 0.125)

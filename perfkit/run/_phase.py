@@ -265,16 +265,21 @@ class Phase:
                 slot = step % backlog.capacity
             ends[slot] = t2
             counts[slot] = n
-            if window.marked:  # io() or compute() windows closed in this step
-                explicit_s, io_s = window.take_step()
-                ios[slot] = t1 - t0 + io_s
-                if host and explicit_s is not None:
-                    computes[slot] = explicit_s
+            if window.marked:  # io() or compute() windows closed in this step: take, reset
+                window.marked = False
+                ios[slot] = t1 - t0 + window.io_s
+                window.io_s = 0.0
+                explicit = window.count > 0
+                if explicit:
+                    window.count = 0
+                    if host:
+                        computes[slot] = window.seconds
+                        window.seconds = 0.0
             else:
-                explicit_s = None
+                explicit = False
                 ios[slot] = t1 - t0
             if not host:
-                self._close_device_windows(step, explicit=explicit_s is not None)
+                self._close_device_windows(step, explicit=explicit)
             if left:  # the step counts only if the phase then ends normally
                 self._tentative = True
                 return

@@ -4,7 +4,7 @@ A window also holds the state a step needs from it, kept without a method call p
 step loop sets ``in_step`` while a step of ``Phase.iterate`` runs; a window closed in a step
 sets ``marked``, counts itself in ``count`` and, on the host clock, adds its seconds to
 ``seconds``; the phase's IO windows add theirs to ``io_s`` (and set ``marked``). The loop reads
-them only when ``marked`` is set (:meth:`ComputeWindow.take_step`). Windows outside a step, and
+them, and sets them back to none, only when ``marked`` is set. Windows outside a step, and
 every window on a device, go to the phase's ``_add_window(start, end)``.
 """
 
@@ -72,15 +72,3 @@ class ComputeWindow:
                 self.seconds += end - self._start
                 return
         self._phase._add_window(self._start, end)
-
-    def take_step(self) -> tuple[float | None, float]:
-        """(host seconds of the compute windows closed in the step - 0.0 on a device, whose
-        seconds come when its marks resolve; None when none closed -, seconds of its IO
-        windows), and start afresh."""
-        compute = self.seconds if self.count else None
-        io = self.io_s
-        self.marked = False
-        self.count = 0
-        self.seconds = 0.0
-        self.io_s = 0.0
-        return compute, io
