@@ -495,8 +495,9 @@ class Run:
         if not self._backlog_said:
             self._backlog_said = True
             message = (
-                f"run {self.name!r}: {steps} steps waited for the disk, which does not keep up; "
-                "the loop's thread writes them itself when that happens"
+                f"run {self.name!r}: {steps} steps waited to be written (the disk, or the "
+                "flusher thread on a busy machine, does not keep up); the loop's thread writes "
+                "them itself when that happens"
             )
             warnings.warn(message, RuntimeWarning, stacklevel=4)
             self._write("step_backlog_full", None, "", self.elapsed(), note=message)
