@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -173,6 +174,8 @@ def main() -> None:
     body = "\n".join(
         [
             machine(),
+            f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
+            "cores (these are wall times: other jobs on the machine inflate them).",
             f"No-op loop body; marginal cost per step (slope between {args.steps} and "
             f"{2 * args.steps} steps, fastest of {args.repeats} runs, garbage collector paused "
             "as timeit does) over the bare loop. "
