@@ -16,9 +16,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Runtime install (perfkit and its dependencies), redone when a build file or the C window
-# changes (an editable install does not rebuild its C extension by itself).
-BUILD_FILES := pyproject.toml setup.py perfkit/timing/_cwindow.c $(CONSTRAINTS)
+# Runtime install (perfkit and its dependencies), redone when a build file changes.
+BUILD_FILES := pyproject.toml $(CONSTRAINTS)
 $(VENV)/.runtime: $(BUILD_FILES) | $(BIN)/python
 	$(PIP_INSTALL) -e ".[plot,examples]"
 	touch $@

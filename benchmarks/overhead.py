@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 
 import perfkit
 from benchmarks.results import machine, write_section
-from perfkit.timing import window as window_module
-from perfkit.timing.window import ComputeWindow, NativeComputeWindow, window_class
 
 Variant = Callable[[list[int]], None]
 
@@ -51,19 +50,9 @@ def perfkit_variant(explicit_compute: bool) -> Variant:
     return run
 
 
-def perfkit_split(
-    data: list[int], explicit_compute: bool, window: type[ComputeWindow] = window_class
-) -> tuple[float, float]:
+def perfkit_split(data: list[int], explicit_compute: bool) -> tuple[float, float]:
     """(loop-thread seconds, record encoding + writing seconds) of one perfkit pass, with the
-    flusher held back so the two do not overlap; ``window``: the compute window class."""
-    previous, window_module.window_class = window_module.window_class, window
-    try:
-        return _timed_split(data, explicit_compute)
-    finally:
-        window_module.window_class = previous
-
-
-def _timed_split(data: list[int], explicit_compute: bool) -> tuple[float, float]:
+    flusher held back so the two do not overlap."""
     with tempfile.TemporaryDirectory() as out:
         with perfkit.Run(
             "overhead", out_dir=out, device="cpu", flush_interval_s=1e9, probes=None
@@ -157,19 +146,14 @@ def main() -> None:
     }
     base = ns_per_step(bare, args.steps, args.repeats)
     costs: dict[str, float] = {}
-    loop_variants: list[tuple[str, bool, type[ComputeWindow]]] = [
-        ("iterate", False, window_class),
-        ("iterate + compute()", True, window_class),
-    ]
-    if NativeComputeWindow is not None:  # what an install without a C compiler pays
-        loop_variants.append(("iterate + compute(), Python window", True, ComputeWindow))
+    loop_variants = [("iterate", False), ("iterate + compute()", True)]
     data = list(range(args.steps))
     write_s = []
-    for label, explicit, window in loop_variants:
+    for label, explicit in loop_variants:
         splits = []
         for _ in range(args.repeats):
             with gc_paused():
-                splits.append(perfkit_split(data, explicit, window))
+                splits.append(perfkit_split(data, explicit))
         costs[f"perfkit {label}, loop thread only"] = (
             min(s[0] for s in splits) / args.steps * 1e9 - base
         )
@@ -190,11 +174,11 @@ def main() -> None:
     body = "\n".join(
         [
             machine(),
+            f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
+            "cores (these are wall times: other jobs on the machine inflate them).",
             f"No-op loop body; marginal cost per step (slope between {args.steps} and "
             f"{2 * args.steps} steps, fastest of {args.repeats} runs, garbage collector paused "
-            "as timeit does) over the bare loop. compute() windows use the "
-            + ("C window" if NativeComputeWindow is not None else "Python window (no C build)")
-            + "; the Python window's row is what an install without a C compiler pays. "
+            "as timeit does) over the bare loop. "
             "perfkit's all-in figures include writing every step's row of steps.bin, which "
             "the flusher thread does in one batch per flush interval, outside the loop's "
             "steps. "

@@ -31,7 +31,7 @@ _LOAD = textwrap.dedent(
     import perfkit.analysis
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    frame = perfkit.analysis.load(sys.argv[1])
+    frame = perfkit.analysis.load(sys.argv[1], long=sys.argv[2] == 'long')
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps([seconds, (peak - before) * 1024, len(frame)]))
@@ -103,10 +103,17 @@ def main() -> None:
         run_dir, grown, loop_s = tight_loop(Path(tmp), args.steps)
         on_disk = sum(p.stat().st_size for p in run_dir.iterdir())
         steps_bytes = (run_dir / "steps.bin").stat().st_size
-        load = subprocess.run(
-            [sys.executable, "-c", _LOAD, str(run_dir)], check=True, capture_output=True, text=True
-        )
-        load_s, load_bytes, load_rows = json.loads(load.stdout)
+        loads = {
+            form: json.loads(
+                subprocess.run(
+                    [sys.executable, "-c", _LOAD, str(run_dir), form],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+            )
+            for form in ("wide", "long")
+        }
         report_s = wall_s("report", str(run_dir))
         help_s = wall_s("--help")
     table = candidates(200_000)
@@ -115,8 +122,14 @@ def main() -> None:
         f"| steps.bin bytes per step | {steps_bytes / args.steps:.1f} | |",
         f"| RSS growth over the loop | {grown / 2**20:.1f} MiB | <= 64 MiB |",
         f"| loop wall time | {loop_s:.2f} s ({loop_s / args.steps * 1e9:.0f} ns/step) | |",
-        f"| `perfkit.analysis.load` | {load_s:.2f} s, peak RSS +{load_bytes / 2**20:.0f} MiB, "
-        f"{load_rows} rows | <= 3 s, <= 1 GiB |",
+        *(
+            f"| `perfkit.analysis.load({call})` | {load_s:.2f} s, peak RSS "
+            f"+{load_bytes / 2**20:.0f} MiB, {load_rows} rows | {target} |"
+            for call, (load_s, load_bytes, load_rows), target in (
+                ("run", loads["wide"], "<= 3 s, <= 1 GiB"),
+                ("run, long=True", loads["long"], ""),
+            )
+        ),
         f"| `perfkit report` / `perfkit --help` wall | {report_s:.2f} s / {help_s:.2f} s = "
         f"{report_s / help_s:.2f}x | <= 2x |",
     ]

@@ -87,22 +87,6 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def _window_classes() -> list[type]:
-    from perfkit.timing.window import ComputeWindow, NativeComputeWindow
-
-    return [cls for cls in (NativeComputeWindow, ComputeWindow) if cls is not None]
-
-
-@pytest.fixture(params=_window_classes(), ids=lambda cls: cls.__module__.rsplit(".", 1)[-1])
-def window_class(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> type:
-    """Each compute-window implementation in turn (the C one where it was built, and the
-    Python reference), used by every phase created in the test."""
-    from perfkit.timing import window
-
-    monkeypatch.setattr(window, "window_class", request.param)
-    return request.param
-
-
 def assert_rebuilt_equals_live(run_dir: Path) -> dict[str, Any]:
     """The summary rebuilt from ``run_dir``'s records equals its summary.json key for key,
     e2e_time (the rebuilt one is the last record's time) and status ("partial") aside.

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import perfkit
@@ -16,6 +17,7 @@ from perfkit.analysis import (
     chrome_trace,
     compare,
     io_share,
+    load,
     mllog_lines,
     plot_run,
     save_plot,
@@ -24,7 +26,7 @@ from perfkit.analysis import (
     summaries,
 )
 from perfkit.probes import DeviceSample, Probe
-from perfkit.records import RecordError
+from perfkit.records import STEP_NAMES, RecordError
 from tests.conftest import FakeClock, timed_batches
 
 GIB = 2**30
@@ -119,6 +121,31 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "infer": infer_run(out / "c"),
         "partial": partial_run(out / "d"),
     }
+
+
+# -------------------------------------------------------------------------------- load
+
+
+def test_load_wide_and_long_hold_the_same_records(runs):
+    """The wide frame (a row per step) and the long one (a record per step quantity) carry the
+    same events and the same step figures, which are step_times()'s."""
+    paths = list(runs.values())
+    wide, long = load(paths), load(paths, long=True)
+    keys = ["run_id", "rank", "phase", "step", "t"]
+    on_steps = wide["name"] == "step"
+    assert on_steps.sum() == len(step_times(paths)) > 0
+    events = wide[~on_steps].drop(columns=list(STEP_NAMES)).reset_index(drop=True)
+    long_events = long[~long["name"].isin(STEP_NAMES)].reset_index(drop=True)
+    assert events.astype(str).equals(long_events.astype(str))
+    assert wide.loc[~on_steps, list(STEP_NAMES)].isna().all().all()
+    steps = wide[on_steps].reset_index(drop=True)
+    for quantity in STEP_NAMES:
+        rows = long[long["name"] == quantity].reset_index(drop=True)
+        assert rows["value"].tolist() == steps[quantity].tolist()
+        assert rows[keys].astype(str).equals(steps[keys].astype(str))
+    assert set(long.loc[long["name"] == "samples", "unit"]) == {"samples"}
+    assert sorted(steps["step_time"]) == sorted(step_times(paths)["step_time"])
+    assert isinstance(steps["phase"].dtype, pd.CategoricalDtype)
 
 
 # -------------------------------------------------------------------------------- summaries

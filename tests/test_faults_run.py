@@ -103,7 +103,6 @@ def test_an_existing_directory_is_never_reused(tmp_path):
 # ----------------------------------------------------------------------- 8: IO windows
 
 
-@pytest.mark.usefixtures("window_class")
 def test_nested_io_counts_once_and_io_inside_compute_counts_as_compute(tmp_path, clock):
     with perfkit.Run("io", out_dir=tmp_path, device="cpu", clock=clock) as run:
         with run.phase("train") as train:

@@ -84,10 +84,11 @@ def test_unsized_iterables_have_no_length(run: perfkit.Run, clock: FakeClock) ->
             return iter([torch.zeros(3)] * 4)
 
     with run.phase("train") as train:
-        for steps in (
-            train.iterate(timed_batches(clock, [batch(2)] * 2, io_s=0.1)),
-            train.iterate(DataLoader(Stream(), batch_size=2)),  # len() raises TypeError
+        for unsized in (
+            timed_batches(clock, [batch(2)] * 2, io_s=0.1),
+            DataLoader(Stream(), batch_size=2),  # len() raises TypeError
         ):
+            steps = train.iterate(unsized)  # one loop at a time: a new one ends the one before
             with pytest.raises(TypeError):
                 len(steps)  # type: ignore[arg-type]
             assert len(list(steps)) == 2

@@ -93,8 +93,9 @@ def test_schema1_run_validates_and_loads() -> None:
     for line in (SCHEMA1_RUN / "records.jsonl").read_text().splitlines():
         validator.validate(json.loads(line))
     frame = load(SCHEMA1_RUN)
-    steps = frame[frame["name"] == "step_time"]
+    steps = frame[frame["name"] == "step"]
     assert len(steps) == 2 * (5 + 2)  # 2 epochs of 5 train and 2 val steps
+    assert (load(SCHEMA1_RUN, long=True)["name"] == "step_time").sum() == len(steps)
     table = step_times(SCHEMA1_RUN)
     assert list(table.groupby("phase")["step"].count()) == [10, 4]
     assert set(table["kind"]) == {"train", "val"}

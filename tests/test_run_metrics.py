@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -92,7 +93,6 @@ def test_step_time_percentiles_interpolate_linearly(tmp_path, clock):
     assert s["train_step_time_p99_s"] == pytest.approx(3.97)
 
 
-@pytest.mark.usefixtures("window_class")
 def test_explicit_windows_split_io_and_compute(tmp_path, clock):
     with perfkit.Run("windows", out_dir=tmp_path, clock=clock, device="cpu") as run:
         with run.phase("train") as train:
@@ -110,7 +110,6 @@ def test_explicit_windows_split_io_and_compute(tmp_path, clock):
     assert s["train_compute_s"] == pytest.approx(0.5)
 
 
-@pytest.mark.usefixtures("window_class")
 def test_io_windows_are_cut_out_of_the_implicit_compute_window(tmp_path, clock):
     with perfkit.Run("io-only", out_dir=tmp_path, clock=clock, device="cpu") as run:
         with run.phase("train") as train:
@@ -158,7 +157,6 @@ def test_step_records_are_long_format_base_units(tmp_path, clock):
     assert meta["perfkit_version"] == perfkit.__version__
 
 
-@pytest.mark.usefixtures("window_class")
 def test_device_windows_resolve_lazily_with_one_sync_per_phase(tmp_path, clock):
     timer = FakeEventTimer()
     with perfkit.Run("lazy", out_dir=tmp_path, clock=clock, device_timer=timer) as run:
@@ -183,7 +181,6 @@ def test_device_windows_resolve_lazily_with_one_sync_per_phase(tmp_path, clock):
     assert timer.released == len(timer.marks)  # every event went back to the pool
 
 
-@pytest.mark.usefixtures("window_class")
 def test_device_compute_windows_replace_the_implicit_window(tmp_path, clock):
     timer = FakeEventTimer()
     with perfkit.Run("explicit", out_dir=tmp_path, clock=clock, device_timer=timer) as run:
@@ -214,7 +211,6 @@ def test_syncing_timer_synchronises_at_every_mark(clock):
     assert timer.elapsed_s(start, end) == pytest.approx(0.25)
 
 
-@pytest.mark.usefixtures("window_class")
 def test_break_counts_the_step_but_a_crash_does_not(tmp_path, clock):
     with perfkit.Run("break", out_dir=tmp_path, clock=clock, device="cpu") as run:
         with run.phase("train") as train:
@@ -226,7 +222,6 @@ def test_break_counts_the_step_but_a_crash_does_not(tmp_path, clock):
     assert run.summary()["train_samples"] == 6
 
 
-@pytest.mark.usefixtures("window_class")
 def test_timed_region_records_its_duration(tmp_path, clock):
     @perfkit.timed("preprocess")
     def preprocess(x: float) -> float:
@@ -358,3 +353,77 @@ def test_flops_given_to_the_run_constructor(tmp_path, clock):
             clock.advance(2.0)
     assert run.summary()["MFU"] == pytest.approx(0.5)
     assert run.summary()["peak_dtype"] == "bf16"
+
+
+STEP_KINDS = st.sampled_from(["plain", "io", "compute"])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    loops=st.lists(
+        st.tuples(st.lists(STEP_KINDS, max_size=11), st.booleans()), min_size=1, max_size=4
+    ),
+    flush_every=st.integers(1, 7),
+)
+def test_steps_through_a_small_backlog_are_written_and_counted_exactly(
+    tmp_path_factory: pytest.TempPathFactory, loops: list[tuple[list[str], bool]], flush_every: int
+) -> None:
+    """Loops of plain steps, steps with an io() window and steps with a compute() window,
+    some left by break, flushed at random points through a backlog of 4 slots (so it wraps
+    and fills): steps.bin and the phase's totals hold every step exactly as the fake clock
+    made it. Step: 0.5 s waiting for data, then a body of 0.25 s compute (plain), 0.125 s
+    io() + 0.25 s (io: io_time 0.625), or 0.25 s in compute() + 0.125 s outside it
+    (compute: wall 0.875, compute_time 0.25)."""
+    import perfkit.run._phase as phase_module
+
+    clock = FakeClock()
+    expected: list[dict[str, float]] = []
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        warnings.catch_warnings(),  # whether the 4 slots fill depends on the flusher thread
+    ):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        patch.setattr(phase_module, "BACKLOG_STEPS", 4)
+        out = tmp_path_factory.mktemp("backlog")
+        with perfkit.Run("ring", out_dir=out, clock=clock, device="cpu", probes=None) as run:
+            with run.phase("train") as train:
+                for kinds, left_by_break in loops:
+                    batches = timed_batches(clock, [np.zeros((3, 1))] * len(kinds), 0.5)
+                    for kind, _ in zip(kinds, train.iterate(batches), strict=False):
+                        if kind == "io":
+                            with train.io():
+                                clock.advance(0.125)
+                            clock.advance(0.25)
+                        elif kind == "compute":
+                            with train.compute():
+                                clock.advance(0.25)
+                            clock.advance(0.125)
+                        else:
+                            clock.advance(0.25)
+                        wall = {"plain": 0.75, "io": 0.875, "compute": 0.875}[kind]
+                        io = 0.625 if kind == "io" else 0.5
+                        expected.append(
+                            {
+                                "step": len(expected),
+                                "t": clock() - 100.0,  # the run started at 100.0
+                                "step_time": wall,
+                                "io_time": io,
+                                "compute_time": 0.25,
+                                "samples": 3,
+                            }
+                        )
+                        if len(expected) % flush_every == 0:
+                            run.flush()
+                        if left_by_break and len(expected) % 3 == 0:
+                            break
+                    clock.advance(1.0)  # between loops: no step's time
+            # a loop's last step left by break (or zip) counts once the phase has ended
+            assert train.steps == len(expected)
+            assert train.samples == 3 * len(expected)
+            assert train.io_s == sum(e["io_time"] for e in expected)
+            assert train.compute_s == 0.25 * len(expected)
+            walls = sorted(e["step_time"] for e in expected)
+            assert sorted(train._walls()) == walls
+    assert run.run_dir is not None
+    rows = read_step_rows(run.run_dir / "steps.bin")
+    assert [{k: v for k, v in r.items() if k != "phase"} for r in rows] == expected

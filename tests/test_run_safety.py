@@ -48,7 +48,6 @@ def test_phase_outside_its_run(tmp_path):
         pass
 
 
-@pytest.mark.usefixtures("window_class")
 def test_phase_methods_need_an_active_phase(tmp_path):
     with perfkit.Run("r", out_dir=tmp_path, device="cpu") as run:
         phase = run.phase("val")
@@ -64,7 +63,6 @@ def test_phase_methods_need_an_active_phase(tmp_path):
             pass
 
 
-@pytest.mark.usefixtures("window_class")
 def test_compute_cannot_be_reentered(tmp_path):
     with perfkit.Run("r", out_dir=tmp_path, device="cpu") as run, run.phase("train") as train:
         with train.compute(), pytest.raises(perfkit.RunError, match="re-entered"):
@@ -213,9 +211,13 @@ def test_analysis_load_reads_runs_with_metadata(tmp_path):
     frame = perfkit.analysis.load(tmp_path)
     assert frame["run_id"].nunique() == 2
     assert set(frame["config.precision"]) == {"fp32", "fp16"}
-    steps = frame[frame["name"] == "step_time"]
-    assert len(steps) == 4 and steps["value"].tolist() == [0.5] * 4
+    steps = frame[frame["name"] == "step"]
+    assert len(steps) == 4 and steps["step_time"].tolist() == [0.5] * 4
+    assert steps["samples"].tolist() == [8] * 4
     assert set(frame["status"]) == {"ok"}
+    long = perfkit.analysis.load(tmp_path, long=True)
+    step_times = long[long["name"] == "step_time"]
+    assert len(step_times) == 4 and step_times["value"].tolist() == [0.5] * 4
 
 
 # ---------------------------------------------------------------------------- real clocks
@@ -304,20 +306,19 @@ def test_the_remembering_counter_agrees_with_count_samples() -> None:
 
 
 def test_a_backlog_wakes_the_flusher_and_its_bound_says_so_once(tmp_path, monkeypatch) -> None:
-    """A flusher that would wait 1000 s: half the bound wakes it; a disk that never keeps up
+    """A flusher that would wait 1000 s: a quarter of the bound wakes it; a disk that never keeps up
     (a flusher woken but stalled) makes the loop write the steps itself, said once."""
     import perfkit.run._phase as phase_module
-    import perfkit.run._run as run_module
 
     monkeypatch.setattr(phase_module, "BACKLOG_STEPS", 64)
-    monkeypatch.setattr(run_module, "BACKLOG_STEPS", 64)
     with perfkit.Run("backlog", out_dir=tmp_path, device="cpu", probes=None,
                      flush_interval_s=1000) as run:  # fmt: skip
         assert run._flusher is not None
         monkeypatch.setattr(run._flusher, "wake", lambda: None)  # the stalled disk
         with run.phase("train") as train, pytest.warns(RuntimeWarning, match="does not keep up"):
             for _ in train.iterate(range(1000), samples=1):
-                assert len(train._rows) < 64 * 7  # bounded: never a full backlog kept
+                assert train._backlog is not None  # bounded: never a full backlog kept
+                assert train.steps - train._backlog.drained <= 64  # the ring's 64 slots
     assert run.run_dir is not None
     assert [r["step"] for r in step_records(run.run_dir)] == list(range(1000))
     said = [
@@ -326,7 +327,7 @@ def test_a_backlog_wakes_the_flusher_and_its_bound_says_so_once(tmp_path, monkey
     assert len(said) == 1
 
 
-def test_half_the_backlog_wakes_the_flusher(tmp_path, monkeypatch) -> None:
+def test_a_quarter_of_the_backlog_wakes_the_flusher(tmp_path, monkeypatch) -> None:
     import perfkit.run._phase as phase_module
 
     monkeypatch.setattr(phase_module, "BACKLOG_STEPS", 64)
@@ -334,9 +335,9 @@ def test_half_the_backlog_wakes_the_flusher(tmp_path, monkeypatch) -> None:
                      flush_interval_s=1000) as run:  # fmt: skip
         with run.phase("train") as train:
             for i in train.iterate(range(40), samples=1):
-                if i == 33:  # 32 steps wait: the flusher was woken and writes them
+                if i == 33:  # woken at 16 and 32 waiting steps, the flusher writes them
                     deadline = time.monotonic() + 10
-                    while train._rows and time.monotonic() < deadline:
+                    while train._backlog.drained < 32 and time.monotonic() < deadline:
                         time.sleep(0.01)
                     assert len(step_records(run.run_dir)) >= 32
 

@@ -293,33 +293,28 @@ def read_runs(paths: PathArg | Iterable[PathArg]) -> list[RunData]:
     return [read_run(run_dir) for run_dir in find_runs(paths)]
 
 
-def load(paths: PathArg | Iterable[PathArg]) -> pd.DataFrame:
-    """Tidy DataFrame of every record of every run under ``paths``: one row per event and
-    four rows per step (step_time, io_time, compute_time in s, samples), schema-1 and
-    schema-2 runs alike.
+def load(paths: PathArg | Iterable[PathArg], *, long: bool = False) -> pd.DataFrame:
+    """DataFrame of every record of every run under ``paths``, schema-1 and schema-2 runs alike:
+    one row per event and one row per step.
 
     Columns: the record fields (run_id, rank, phase, step, name, value, unit, t, device, note,
-    kind), then run_dir, status ("ok", "failed" or "partial"), the metadata columns of
-    :data:`META_COLUMNS` prefixed ``run_`` and the run's config as ``config.<key>``. Values
-    are in base units (``unit``: seconds, bytes, samples); ``t`` is seconds since run start.
-    Text columns with few distinct values are categoricals. For steps as one row each, see
-    :func:`perfkit.analysis.step_times`.
+    kind), then the step columns of :data:`STEP_NAMES` (step_time, io_time, compute_time in s,
+    samples: set on the step rows, whose ``name`` is "step"; NaN on the events), then run_dir,
+    status ("ok", "failed" or "partial"), the metadata columns of :data:`META_COLUMNS` prefixed
+    ``run_`` and the run's config as ``config.<key>``. ``long=True`` gives the tidy long form
+    instead: each step as four records named step_time, io_time, compute_time and samples
+    (``value`` and ``unit``), without the step columns. Values are in base units (``unit``:
+    seconds, bytes, samples); ``t`` is seconds since run start. Text columns with few distinct
+    values are categoricals.
     """
     import pandas as pd
-    from pandas.api.types import union_categoricals
 
-    frames = [_run_frame(run) for run in read_runs(paths)]
+    frames = [_run_frame(run, long) for run in read_runs(paths)]
     if len(frames) == 1:
         return frames[0]
     order = list(dict.fromkeys(c for f in frames for c in f.columns))
     categorical = [c for c in order if any(_is_categorical(f, c) for f in frames)]
-    joined = {}
-    for column in categorical:
-        parts = [
-            f[column].astype("category") if column in f else pd.Categorical([None] * len(f))
-            for f in frames
-        ]
-        joined[column] = union_categoricals(parts, ignore_order=True)
+    joined = {column: _joined_categorical(frames, column) for column in categorical}
     table = pd.concat(
         [f.drop(columns=[c for c in categorical if c in f]) for f in frames], ignore_index=True
     )
@@ -328,42 +323,71 @@ def load(paths: PathArg | Iterable[PathArg]) -> pd.DataFrame:
     return table[order]
 
 
+def _joined_categorical(frames: list[pd.DataFrame], column: str) -> Any:
+    """``column`` of every frame, one after the other, as one categorical (missing where a
+    frame has no such column); categories of any dtype are joined as objects."""
+    import numpy as np
+    import pandas as pd
+
+    parts = [pd.Categorical(f[column]) if column in f else None for f in frames]
+    known = pd.Index(
+        list(dict.fromkeys(c for p in parts if p is not None for c in p.categories)),
+        dtype=object,
+    )
+    codes = []
+    for frame, part in zip(frames, parts, strict=True):
+        if part is None:
+            codes.append(np.full(len(frame), -1))
+            continue
+        remap = np.append(known.get_indexer(part.categories.astype(object)), -1)
+        codes.append(remap[part.codes])  # code -1 (missing) takes the appended -1
+    return pd.Categorical.from_codes(np.concatenate(codes), dtype=pd.CategoricalDtype(known))
+
+
 def _is_categorical(frame: pd.DataFrame, column: str) -> bool:
     import pandas as pd
 
     return column in frame and isinstance(frame[column].dtype, pd.CategoricalDtype)
 
 
-#: Text columns of load() stored as categoricals (few distinct values, millions of rows).
-_CATEGORICAL = ("run_id", "phase", "name", "unit", "device", "note", "kind")
+#: The ``name`` of load()'s step rows (one row per step, its quantities in the STEP_NAMES
+#: columns).
+STEP_ROW_NAME = "step"
 
 
-def _run_frame(run: RunData) -> pd.DataFrame:
-    """load()'s rows of one run: its events, then its steps as four records each."""
+def _run_frame(run: RunData, long: bool) -> pd.DataFrame:
+    """load()'s rows of one run: its events, then its steps (``long``: four records each)."""
     import numpy as np
     import pandas as pd
 
     events, steps = run.records, run.steps
     n = len(steps)
+    per = len(STEP_NAMES) if long else 1  # rows per step
     phase_codes, phase_names = pd.factorize(steps["phase"])
+    nothing: tuple[Any, list[Any]] = (np.full(per * n, -1), [])
+    if long:
+        names = (np.tile(np.arange(per), n), list(STEP_NAMES))
+        units = (np.tile(np.asarray([0, 0, 0, 1]), n), ["s", "samples"])
+    else:
+        names, units = (np.zeros(n, dtype=np.int64), [STEP_ROW_NAME]), nothing
     step_parts: dict[str, tuple[Any, list[Any]]] = {
-        "run_id": (np.zeros(4 * n, dtype=np.int64), [run.run_id]),
-        "phase": (np.repeat(phase_codes, 4), list(phase_names)),
-        "name": (np.tile(np.arange(4), n), list(STEP_NAMES)),
-        "unit": (np.tile(np.asarray([0, 0, 0, 1]), n), ["s", "samples"]),
-        "device": (np.full(4 * n, -1), []),
-        "note": (np.full(4 * n, -1), []),
-        "kind": (np.full(4 * n, -1), []),
+        "run_id": (np.zeros(per * n, dtype=np.int64), [run.run_id]),
+        "phase": (np.repeat(phase_codes, per), list(phase_names)),
+        "name": names,
+        "unit": units,
+        "device": nothing,
+        "note": nothing,
+        "kind": nothing,
     }
     columns: dict[str, Any] = {}
     for field, (codes, categories) in step_parts.items():
         known = pd.Index(list(dict.fromkeys([*events[field].dropna(), *categories])))
-        step_codes = known.get_indexer(pd.Index(categories))[codes] if categories else codes
+        # codes of ``categories`` -> codes of ``known``; -1 (missing) takes the appended -1
+        step_codes = np.append(known.get_indexer(pd.Index(categories)), -1)[codes]
         columns[field] = pd.Categorical.from_codes(
             np.concatenate([known.get_indexer(events[field]), step_codes]),
             dtype=pd.CategoricalDtype(known),
         )
-    values = np.column_stack([steps[c].to_numpy(dtype=float) for c in STEP_NAMES]).ravel()
     numbers = {
         "rank": (events["rank"], steps["rank"]),
         "step": (pd.to_numeric(events["step"]), steps["step"]),
@@ -371,12 +395,22 @@ def _run_frame(run: RunData) -> pd.DataFrame:
     }
     for field, (event_part, step_part) in numbers.items():
         columns[field] = np.concatenate(
-            [event_part.to_numpy(dtype=float), np.repeat(step_part.to_numpy(dtype=float), 4)]
+            [event_part.to_numpy(dtype=float), np.repeat(step_part.to_numpy(dtype=float), per)]
         )
     columns["rank"] = columns["rank"].astype(np.int64)
-    columns["value"] = np.concatenate([events["value"].to_numpy(dtype=float), values])
-    rows = len(events) + 4 * n
-    frame = pd.DataFrame({field: columns[field] for field in RECORD_FIELDS})
+    event_values = events["value"].to_numpy(dtype=float)
+    if long:
+        values = np.column_stack([steps[c].to_numpy(dtype=float) for c in STEP_NAMES]).ravel()
+    else:
+        values = np.full(n, np.nan)
+        for name in STEP_NAMES:
+            columns[name] = np.concatenate(
+                [np.full(len(events), np.nan), steps[name].to_numpy(dtype=float)]
+            )
+    columns["value"] = np.concatenate([event_values, values])
+    rows = len(events) + per * n
+    fields = [*RECORD_FIELDS, *([] if long else STEP_NAMES)]
+    frame = pd.DataFrame({field: columns[field] for field in fields})
     constants: dict[str, Any] = {"run_dir": str(run.run_dir), "status": run.status}
     constants |= {f"run_{key}": run.meta.get(key) for key in META_COLUMNS}
     constants |= {

@@ -7,9 +7,10 @@ finer windows with :meth:`Phase.io` and :meth:`Phase.compute`. The summary's met
 in :mod:`perfkit.summary`.
 
 One job per module: ``_run`` (lifetime, probes, summary), ``_phase`` (a phase and its step
-loop), ``_io`` (the IO window; the compute window is :mod:`perfkit.timing.window`),
-``_samples`` (sample counting), ``_timed`` (regions), ``_flusher`` (the writer thread),
-``_environment`` (device, timer, run directory, metadata), ``_active`` (the active run).
+loop), ``_backlog`` (finished steps waiting for the flusher), ``_io`` (the IO window; the
+compute window is :mod:`perfkit.timing.window`), ``_samples`` (sample counting), ``_timed``
+(regions), ``_flusher`` (the writer thread), ``_environment`` (device, timer, run directory,
+metadata), ``_active`` (the active run).
 """
 
 from __future__ import annotations

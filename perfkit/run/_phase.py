@@ -17,14 +17,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from perfkit._messages import warn
-from perfkit.records import STEP_COLUMNS
+from perfkit.run._backlog import StepBacklog
 from perfkit.run._errors import RunError
 from perfkit.run._io import IOWindow
 from perfkit.run._loop import SizedSteps, length_of, progress_bar
 from perfkit.run._samples import as_sample_count, sample_counter
 from perfkit.summary import PhaseFigures, PhaseResult, percentiles, phase_stats
 from perfkit.timing import Clock, HostTimer, WindowTimer
-from perfkit.timing import window as _window
 from perfkit.timing.window import ComputeWindow
 
 if TYPE_CHECKING:
@@ -32,14 +31,9 @@ if TYPE_CHECKING:
 
 _NO_STEP = -1  # compute windows outside iterate() belong to the phase, not to a step
 
-#: A finished step, as a steps.bin row (perfkit.records.STEP_COLUMNS): (phase ordinal, step,
-#: t since run start, wall s, io s, compute s - NaN on a device until its windows resolve -,
-#: samples).
-_Row = tuple[int, int, float, float, float, float, int]
-_WIDTH = len(STEP_COLUMNS)
-_STEP, _COMPUTE = 1, 5  # columns of a row
-#: Finished steps that may wait for the flusher (56 bytes each): from half of it the flusher is
-#: woken; at the bound the loop's thread writes them itself (Run._backlog).
+#: Finished steps that may wait for the flusher (the StepBacklog's capacity, 32 bytes each):
+#: from a quarter of it the flusher is woken; at the bound the loop's thread writes them itself
+#: (Run._backlog).
 BACKLOG_STEPS = 1 << 16
 
 
@@ -67,22 +61,21 @@ class Phase:
         self.index = index
         self.warmup_steps = warmup_steps
         self.progress = progress
-        self.samples = 0
-        self.warmup_samples = 0
-        self.warmup_s = 0.0
-        self._step_count = 0  # steps run, warm-up included: the next step's index
-        self.io_s = 0.0
-        self.compute_s = 0.0
+        # Finished steps, warm-up included (the loop raises it after writing each one's row):
+        # the next step's index.
+        self._step_count = 0
+        # Seconds not in the backlog's rows: IO outside steps and the waits ending a loop;
+        # host compute windows outside steps, and every device window once resolved.
+        self._io_s = 0.0
+        self._compute_s = 0.0
         self.start_t = math.nan
         self.end_t = math.nan
         self.energy_j: float | None = None
         self._clock: Clock = run.clock
         self._timer: WindowTimer = run.timer
         self._state = "new"
-        self._step_walls = array("d")
-        # Per-step state: IO so far and the implicit window's start; the step's index is
-        # self._step_count, and the compute() window knows whether a step runs and sums its windows.
-        self._step_io = 0.0
+        # Per-step state: the implicit window's start; the step's index is self._step_count, the
+        # compute() window knows whether a step runs and sums its IO and compute windows.
         self._host = type(self._timer) is HostTimer
         self._implicit_start: Any = None
         self._implicit_windows: list[tuple[Any, Any]] = []
@@ -90,14 +83,15 @@ class Phase:
         self._pending: deque[tuple[int, Any, Any]] = deque()
         self._compute_by_step: dict[int, float] = {}
         # Finished steps waiting for the next flush (and, on a device, for their compute
-        # time): rows of _WIDTH float64s, one after the other.
-        self._rows = array("d")
-        self._tentative: _Row | None = None
+        # time), allocated when the first loop starts; the row of a step that a loop was left
+        # in is written but only counts (self.steps) once the phase ends normally.
+        self._backlog: StepBacklog | None = None
+        self._tentative = False
         self.ordinal = -1  # position among the run's phases on this rank, set when entered
         self._loop: weakref.ReferenceType[Generator[Any, None, None]] | None = None
         self._rank_figures: dict[int, PhaseFigures] | None = None
         self._io = IOWindow(self, self._clock)
-        self._compute = _window.window_class(self, self._timer.mark, self._host)
+        self._compute = ComputeWindow(self, self._timer.mark, self._host)
 
     # -- lifetime ------------------------------------------------------------------------
     def __enter__(self) -> Phase:
@@ -123,17 +117,16 @@ class Phase:
         loop = self._loop() if self._loop is not None else None
         if loop is not None:
             loop.close()
-        tentative, self._tentative = self._tentative, None
-        if tentative is not None and not failed:
-            self._commit_step(tentative)
+        tentative, self._tentative = self._tentative, False
+        if tentative and not failed:
+            self._step_count += 1
         if self._pending:
             self._timer.synchronize()  # the one sync of the phase
         self._resolve()
-        if tentative is not None and failed:  # the half-done step that raised does not count
-            step = int(tentative[_STEP])
-            seconds = self._compute_by_step.pop(step, 0.0)
-            if step >= self.warmup_steps:
-                self.compute_s -= seconds
+        if tentative and failed:  # the half-done step that raised does not count
+            seconds = self._compute_by_step.pop(self._step_count, 0.0)
+            if self._step_count >= self.warmup_steps:
+                self._compute_s -= seconds
         self.end_t = self.run.elapsed()
         self.energy_j = self.run._phase_energy_j()
         self._state = "ended"
@@ -184,8 +177,57 @@ class Phase:
     # -- public API ----------------------------------------------------------------------
     @property
     def steps(self) -> int:
-        """Steps run so far, warm-up steps aside."""
+        """Finished steps, warm-up steps aside."""
         return self._step_count - min(self._step_count, self.warmup_steps)
+
+    @property
+    def samples(self) -> int:
+        """Samples of the finished steps, warm-up steps aside."""
+        return self._totals()[0]
+
+    @property
+    def warmup_samples(self) -> int:
+        """Samples of the finished warm-up steps."""
+        return self._totals()[3]
+
+    @property
+    def warmup_s(self) -> float:
+        """Wall seconds of the finished warm-up steps."""
+        return self._totals()[4]
+
+    @property
+    def io_s(self) -> float:
+        """IO seconds: waits for data and io() windows, in steps and outside them."""
+        return self._io_s + self._totals()[1]
+
+    @property
+    def compute_s(self) -> float:
+        """Compute seconds (on a device, of the windows resolved so far)."""
+        return self._compute_s + (self._totals()[2] if self._host else 0.0)
+
+    def _totals(self) -> tuple[int, float, float, int, float]:
+        """(samples, io s, compute s) of every finished steady-state step's row, then
+        (samples, wall s) of the finished warm-up steps'."""
+        backlog = self._backlog
+        if backlog is None:
+            return 0, 0.0, 0.0, 0, 0.0
+        with self.run.flush_lock:
+            samples, io, compute, warm_samples, warm_s = backlog.pending_totals(self._step_count)
+            return (
+                backlog.samples_total + samples,
+                backlog.io_total + io,
+                backlog.compute_total + compute,
+                backlog.warmup_samples_total + warm_samples,
+                backlog.warmup_wall_total + warm_s,
+            )
+
+    def _walls(self) -> array[float]:
+        """Every finished step's wall time (s)."""
+        backlog = self._backlog
+        if backlog is None:
+            return array("d")
+        with self.run.flush_lock:
+            return backlog.walls + backlog.pending_walls(self._step_count)
 
     @property
     def wall_s(self) -> float:
@@ -217,9 +259,14 @@ class Phase:
                 "iterate(iterable) needs an iterable (a DataLoader, a list, a generator), "
                 f"got {type(iterable).__name__}"
             ) from None
-        if self._tentative is not None:  # an earlier loop of this phase was left by break
-            self._commit_step(self._tentative)
-            self._tentative = None
+        earlier = self._loop() if self._loop is not None else None
+        if earlier is not None:  # a new loop ends the one before (its step counts)
+            earlier.close()
+        if self._tentative:  # an earlier loop of this phase was left by break
+            self._step_count += 1
+            self._tentative = False
+        if self._backlog is None:
+            self._backlog = StepBacklog(BACKLOG_STEPS, self._host, self.warmup_steps)
         length = length_of(iterable)
         bar = progress_bar(self.name, length) if self.progress else None
         loop = self._steps(iterator, sample_counter(samples), bar)
@@ -242,50 +289,77 @@ class Phase:
         self, iterator: Iterator[Any], samples: int | Callable[[Any], int], bar: Any = None
     ) -> Generator[Any, None, None]:
         # Step k spans from the end of step k-1 (t0) to the end of its body (t2): the wait in
-        # next() until t1 is IO, so consecutive steps tile the loop's time (with a progress
-        # bar, its update falls between t2 and the next t0).
+        # next() until t1 is IO, so consecutive steps tile the loop's time. The per-step path
+        # is kept to locals, slot stores and two flags of the window: no call but the clock,
+        # the sample count and the user's iterator, nothing allocated (benchmarks/loop_cost.py).
+        # A progress bar's update falls between steps: the next step starts after it.
         clock = self._clock
         host = self._host
         window = self._compute
-        run_t0 = self.run.t0
-        ordinal = self.ordinal
+        backlog = self._backlog
+        assert backlog is not None
+        ends, ios, computes, counts = backlog.end, backlog.io, backlog.compute, backlog.samples
         fixed, count = (samples, None) if isinstance(samples, int) else (0, samples)
+        step = self._step_count
+        limit = step  # the first step's slot is checked like any at a limit
+        slot = 0
         t0 = clock()
+        backlog.starts[step] = t0
         for batch in iterator:
             t1 = clock()
-            step = self._step_count
-            window.begin_step()
-            self._step_io = t1 - t0
+            window.in_step = True
             if not host:
                 self._implicit_start = self._timer.mark()
-            n = fixed if count is None else count(batch)
-            if type(n) is not int or n < 0:
-                n = self._as_count(n)
+            if count is None:
+                n = fixed
+            else:
+                n = count(batch)
+                if type(n) is not int or n < 0:
+                    n = self._as_count(n)
             left = False
             try:
                 yield batch
             except GeneratorExit:  # the loop was left: break, or an exception in the body
                 left = True
             t2 = clock()
-            explicit_s = window.end_step()
-            compute = math.nan  # on a device, known when its windows resolve
-            if host:
-                compute = t2 - t0 - self._step_io if explicit_s is None else explicit_s
+            window.in_step = False
+            if step == limit:
+                limit = self._make_room(step)
+                slot = step % backlog.capacity
+            ends[slot] = t2
+            counts[slot] = n
+            if window.marked:  # io() or compute() windows closed in this step: take, reset
+                window.marked = False
+                ios[slot] = t1 - t0 + window.io_s
+                window.io_s = 0.0
+                explicit = window.count > 0
+                if explicit:
+                    window.count = 0
+                    if host:
+                        computes[slot] = window.seconds
+                        window.seconds = 0.0
             else:
-                self._close_device_windows(step, explicit=explicit_s is not None)
-            row = (ordinal, step, t2 - run_t0, t2 - t0, self._step_io, compute, n)
+                explicit = False
+                ios[slot] = t1 - t0
+            if not host:
+                self._close_device_windows(step, explicit=explicit)
             if left:  # the step counts only if the phase then ends normally
-                self._tentative = row
+                self._tentative = True
                 if bar is not None:
                     bar.close()
                 return
-            self._commit_step(row)
+            step += 1
+            slot += 1
+            self._step_count = step
+            if not host and self._pending:
+                self._resolve()
             if bar is None:
                 t0 = t2
             else:
                 bar.update()
                 t0 = clock()
-        self.io_s += clock() - t0  # the last wait for data is IO too
+                backlog.starts[step] = t0
+        self._io_s += clock() - t0  # the last wait for data is IO too
         if bar is not None:
             bar.close()
 
@@ -302,6 +376,26 @@ class Phase:
         )
         return 0
 
+    def _make_room(self, step: int) -> int:
+        """Before writing ``step``'s row: make sure its slot holds no undrained row - from a
+        quarter of the capacity waiting the flusher is woken (again every quarter, so a
+        thread the OS schedules late still gets its turn), at the capacity the rows are
+        written from this thread (Run._backlog) - and return the next step to check at (a
+        quarter on, no later than the ring's wrap and the first slot still undrained)."""
+        backlog = self._backlog
+        assert backlog is not None
+        capacity = backlog.capacity
+        quarter = max(capacity // 4, 1)
+        waiting = step - backlog.drained
+        if waiting >= quarter:
+            self.run._backlog(waiting, full=waiting >= capacity)
+            if step - backlog.drained >= capacity and self._pending:
+                self._timer.synchronize()  # a device 'capacity' steps behind: resolve them
+                self._resolve()
+                self.run._backlog(step - backlog.drained, full=True)
+        limit = min(backlog.drained + capacity, (step // capacity + 1) * capacity, step + quarter)
+        return max(limit, step + 1)
+
     def _close_device_windows(self, step: int, explicit: bool) -> None:
         """Queue the step's implicit windows for resolution, or drop them when the step marked
         explicit windows."""
@@ -315,25 +409,6 @@ class Phase:
             else:
                 self._pending.append((step, start, end))
         windows.clear()
-
-    def _commit_step(self, row: _Row) -> None:
-        _phase, step, _t, wall, io, compute, n = row
-        self._step_count += 1
-        if step < self.warmup_steps:  # kept apart: its row is written, its figures not
-            self.warmup_samples += n
-            self.warmup_s += wall
-        else:
-            self.samples += n
-            self.io_s += io
-            if self._host:  # on a device the seconds count when the windows resolve
-                self.compute_s += compute
-            self._step_walls.append(wall)
-        rows = self._rows
-        rows.extend(row)
-        if len(rows) >= BACKLOG_STEPS // 2 * _WIDTH:
-            self.run._backlog(len(rows) // _WIDTH)
-        if self._pending:
-            self._resolve()
 
     @property
     def in_step(self) -> bool:
@@ -356,10 +431,12 @@ class Phase:
         return True
 
     def _end_io(self, seconds: float) -> None:
-        if not self.in_step:
-            self.io_s += seconds
+        window = self._compute
+        if not window.in_step:
+            self._io_s += seconds
             return
-        self._step_io += seconds
+        window.io_s += seconds
+        window.marked = True
         if not self._host:
             self._implicit_start = self._timer.mark()
 
@@ -368,7 +445,7 @@ class Phase:
         step) it counts at once; on a device it counts when resolved."""
         self._check_active("compute()")  # a window kept past its phase's end
         if self._host:
-            self.compute_s += end - start
+            self._compute_s += end - start
             return
         self._pending.append((self._step_count if self.in_step else _NO_STEP, start, end))
 
@@ -388,39 +465,38 @@ class Phase:
                 timer.release(start)
                 timer.release(end)
                 if step == _NO_STEP or step >= warmup:  # a warm-up step's goes to its row only
-                    self.compute_s += seconds
+                    self._compute_s += seconds
                 if step != _NO_STEP:
                     by_step[step] = by_step.get(step, 0.0) + seconds
 
     def _drain_rows(self) -> bytes:
         """steps.bin rows of the finished steps whose compute time is known; the caller holds
-        the run's flush lock (any thread)."""
-        rows = self._rows
-        count = len(rows) // _WIDTH  # rows appended from here on wait for the next flush
+        the run's flush lock (any thread). Once the phase ended, its backlog's memory goes."""
+        backlog = self._backlog
+        if backlog is None:
+            return b""
+        upto = self._step_count  # rows finished from here on wait for the next flush
         if not self._host:
             steps = [step for step, _, _ in self._pending if step != _NO_STEP]
-            boundary = steps[0] if steps else math.inf
+            upto = min(upto, steps[0]) if steps else upto
             by_step = self._compute_by_step
-            done = 0
-            while done < count and rows[done * _WIDTH + _STEP] < boundary:
-                step = int(rows[done * _WIDTH + _STEP])
-                rows[done * _WIDTH + _COMPUTE] = by_step.pop(step, 0.0)
-                done += 1
-            count = done
-        data = rows[: count * _WIDTH].tobytes()
-        del rows[: count * _WIDTH]
+            for step in range(backlog.drained, upto):
+                backlog.compute[step % backlog.capacity] = by_step.pop(step, 0.0)
+        data = backlog.drain(upto, self.ordinal, self.run.t0)
+        if self._state == "ended" and backlog.drained == self._step_count:
+            backlog.release()
         return data
 
     # -- results -------------------------------------------------------------------------
     def result(self) -> PhaseResult:
         """The phase as the summary sees it (see :class:`perfkit.summary.PhaseResult`)."""
         return PhaseResult(
-            self.name, self.index, self.run.rank, self.figures_by_rank(), self._step_walls
+            self.name, self.index, self.run.rank, self.figures_by_rank(), self._walls()
         )
 
     def step_time_percentiles(self) -> dict[int, float]:
         """Step wall-time percentiles in seconds ({50: p50, 90: p90, 99: p99}); {} without steps."""
-        return percentiles(self._step_walls)
+        return percentiles(self._walls())
 
     def stats(self) -> dict[str, Any]:
         """This phase's figures: samples, steps, wall / io / compute seconds, throughputs."""

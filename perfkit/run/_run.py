@@ -39,7 +39,7 @@ from perfkit.run._environment import (
 from perfkit.run._errors import RunError
 from perfkit.run._flusher import Flusher
 from perfkit.run._loop import check_warmup_steps, wants_progress, warmup_by_kind
-from perfkit.run._phase import BACKLOG_STEPS, Phase
+from perfkit.run._phase import Phase
 from perfkit.steplog import StepLogWriter
 from perfkit.summary import PHASE_KINDS, RESERVED_KEYS, PhaseFigures, build_summary
 from perfkit.timing import Clock, HostTimer, WindowTimer, host_clock
@@ -607,19 +607,20 @@ class Run:
                 active = self._active_phase
                 self._steps.write(active._drain_rows() if active is not None else b"")
 
-    def _backlog(self, steps: int) -> None:
-        """``steps`` finished steps wait for the disk: wake the flusher; at BACKLOG_STEPS (the
-        disk cannot keep up) write them from the loop's thread, so memory stays bounded, and
-        say so once (a warning and a step_backlog_full record)."""
+    def _backlog(self, steps: int, full: bool) -> None:
+        """``steps`` finished steps wait for the disk: wake the flusher; when they fill the
+        phase's backlog (``full``: the disk cannot keep up) write them from the loop's thread,
+        so memory stays bounded, and say so once (a warning and a step_backlog_full record)."""
         assert self._flusher is not None
-        if steps < BACKLOG_STEPS:
+        if not full:
             self._flusher.wake()
             return
         if not self._backlog_said:
             self._backlog_said = True
             message = (
-                f"run {self.name!r}: {steps} steps waited for the disk, which does not keep up; "
-                "the loop's thread writes them itself when that happens"
+                f"run {self.name!r}: {steps} steps waited to be written (the disk, or the "
+                "flusher thread on a busy machine, does not keep up); the loop's thread writes "
+                "them itself when that happens"
             )
             warnings.warn(message, RuntimeWarning, stacklevel=4)
             self._write("step_backlog_full", None, "", self.elapsed(), note=message)

@@ -43,21 +43,31 @@ def remembering_counter() -> Callable[[Any], int]:
         try:
             if type(batch) is batch_type:
                 if first_type is None:
-                    return int(batch.shape[0])
+                    return batch.shape[0]
                 first = batch[0]
                 if type(first) is first_type:
-                    return int(first.shape[0])
+                    return first.shape[0]
         except (AttributeError, IndexError, KeyError, TypeError):
             pass
         n = count_samples(batch)  # the general search; remember its path where it is simple
         batch_type, first_type = None, None
-        if type(batch) in (list, tuple) and batch and hasattr(batch[0], "shape"):
+        # Remembered only where the shape holds ints (torch, numpy), so no int() per batch.
+        if type(batch) in (list, tuple) and batch and _int_rows(batch[0]):
             batch_type, first_type = type(batch), type(batch[0])
-        elif not isinstance(batch, (Mapping, list, tuple)) and hasattr(batch, "shape"):
+        elif not isinstance(batch, (Mapping, list, tuple)) and _int_rows(batch):
             batch_type = type(batch)
         return n
 
     return count
+
+
+def _int_rows(value: Any) -> bool:
+    """True when ``value.shape[0]`` is an int."""
+    shape = getattr(value, "shape", None)
+    try:
+        return type(shape[0]) is int  # type: ignore[index]
+    except (IndexError, KeyError, TypeError):
+        return False
 
 
 def sample_counter(samples: int | Callable[[Any], int] | None) -> int | Callable[[Any], int]:

@@ -1,15 +1,11 @@
 """The compute window behind ``with phase.compute():``.
 
-:class:`ComputeWindow` is the reference implementation; ``perfkit.timing._cwindow`` does the
-same in C (built when a C compiler is present at install), because a window's Python-level
-``__enter__`` / ``__exit__`` cost about twice the C ones (320 against 165 ns per window in
-benchmarks/overhead.py's machine), most of it interpreter frames, not the two clock reads.
-Phases use :data:`window_class`: the C class when it was built, else the Python one.
-
-A window holds the state a step needs from it: whether a step of ``Phase.iterate`` is running
-(``in_step``, kept by the step loop) and, on the host clock, the seconds of the windows closed in
-that step (returned by :meth:`~ComputeWindow.end_step`). Windows outside a step, and every
-window on a device, go to the phase's ``_add_window(start, end)``.
+A window also holds the state a step needs from it, kept without a method call per step: the
+step loop sets ``in_step`` while a step of ``Phase.iterate`` runs; a window closed in a step
+sets ``marked``, counts itself in ``count`` and, on the host clock, adds its seconds to
+``seconds``; the phase's IO windows add theirs to ``io_s`` (and set ``marked``). The loop reads
+them, and sets them back to none, only when ``marked`` is set. Windows outside a step, and
+every window on a device, go to the phase's ``_add_window(start, end)``.
 """
 
 from __future__ import annotations
@@ -33,15 +29,17 @@ class ComputeWindow:
     host-clock seconds, summed here per step. The phase sets ``active`` while it runs."""
 
     __slots__ = (
-        "_count",
         "_host",
         "_mark",
         "_phase",
-        "_seconds",
         "_start",
         "active",
+        "count",
         "in_step",
+        "io_s",
+        "marked",
         "open",
+        "seconds",
     )
 
     def __init__(self, phase: WindowOwner, mark: Callable[[], Any], host: bool) -> None:
@@ -49,11 +47,13 @@ class ComputeWindow:
         self._mark = mark
         self._host = host
         self._start: Any = None
-        self._seconds = 0.0
-        self._count = 0
         self.active = False
         self.in_step = False
         self.open = False
+        self.marked = False  # an IO or compute window closed in the running step
+        self.count = 0  # compute windows closed in the running step
+        self.seconds = 0.0  # their host seconds
+        self.io_s = 0.0  # seconds of IO windows in the running step
 
     def __enter__(self) -> ComputeWindow:
         if self.open or not self.active:
@@ -66,33 +66,9 @@ class ComputeWindow:
         end = self._mark()
         self.open = False
         if self.in_step:
-            self._count += 1
+            self.count += 1
+            self.marked = True
             if self._host:
-                self._seconds += end - self._start
+                self.seconds += end - self._start
                 return
         self._phase._add_window(self._start, end)
-
-    def begin_step(self) -> None:
-        """A step of ``Phase.iterate`` starts."""
-        self.in_step = True
-
-    def end_step(self) -> float | None:
-        """The step ends: host seconds of the windows closed in it (0.0 on a device, whose
-        seconds come when its marks resolve), or None when none closed."""
-        self.in_step = False
-        if not self._count:
-            return None
-        seconds = self._seconds
-        self._seconds = 0.0
-        self._count = 0
-        return seconds
-
-
-NativeComputeWindow: type[ComputeWindow] | None
-try:
-    from perfkit.timing._cwindow import ComputeWindow as NativeComputeWindow
-except ImportError:  # installed without a C compiler: the Python class does the same, slower
-    NativeComputeWindow = None
-
-#: The window class phases use: the C one when it was built.
-window_class: type[ComputeWindow] = NativeComputeWindow or ComputeWindow

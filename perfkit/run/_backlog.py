@@ -1,0 +1,160 @@
+"""Finished steps waiting for the flusher: preallocated columns, used as a ring.
+
+The step loop writes each finished step into float64 columns allocated once, when a phase's
+first loop starts, then publishes it by raising the phase's step count; nothing is allocated per
+step, and only what the loop cannot know later is written: the step's end, its IO seconds, its
+samples and, where the step marked compute windows, their seconds. Wall times follow from
+consecutive ends (a loop's first step from the loop's start, kept in ``starts``); a host step
+without compute windows computed for its whole body (wall - IO). Row ``r`` of a phase lives in
+slot ``r % capacity``. :meth:`StepBacklog.drain` turns the rows since the last drain into
+steps.bin rows (perfkit.records.STEP_COLUMNS) and folds them into the phase's totals; the loop
+never writes a slot whose row has not been drained (``Phase._make_room``), so memory is bounded
+by ``capacity``.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from typing import TYPE_CHECKING
+
+from perfkit.records import STEP_COLUMNS
+
+if TYPE_CHECKING:
+    import numpy as np
+
+_WIDTH = len(STEP_COLUMNS)
+
+
+class StepBacklog:
+    """``capacity`` rows of finished steps (32 bytes each) and the totals of those drained.
+
+    Columns, by slot: ``end`` (the step's end on the host clock, s), ``io`` (s), ``compute``
+    (s; NaN where the step marked no compute window - on a device, until its windows resolve),
+    ``samples``. ``starts``: {row: start of the loop it begins, s}. ``drained``: rows of the
+    phase already turned into steps.bin rows (or dropped). The totals cover the drained rows:
+    ``samples_total``, ``io_total``, ``compute_total`` and every drained step's wall time in
+    ``walls`` (for the percentiles). Readers and :meth:`drain` run under the run's flush lock;
+    the loop's thread writes slots without it. ``host``: compute seconds are the host's (a
+    step without windows computed for its wall time less its IO). Rows before ``warmup`` are
+    warm-up steps: their samples and wall times go to ``warmup_samples_total`` and
+    ``warmup_wall_total`` only, not to the other totals nor ``walls``.
+    """
+
+    def __init__(self, capacity: int, host: bool, warmup: int = 0) -> None:
+        import numpy  # noqa: F401 - imported here, before the loop, not by the first drain
+
+        zeros = bytes(8 * capacity)
+        self.capacity = capacity
+        self.host = host
+        self.end = array("d", zeros)
+        self.io = array("d", zeros)
+        self.compute = array("d", [math.nan]) * capacity
+        self.samples = array("d", zeros)
+        self.starts: dict[int, float] = {}
+        self.drained = 0
+        self._last_end = math.nan  # the end of the last drained row
+        self.samples_total = 0
+        self.io_total = 0.0
+        self.compute_total = 0.0
+        self.walls = array("d")
+        self.warmup = warmup
+        self.warmup_samples_total = 0
+        self.warmup_wall_total = 0.0
+
+    def _pieces(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """Slot ranges (first, last + 1) holding rows [start, stop), in row order."""
+        if stop <= start:
+            return []
+        first, last = start % self.capacity, (stop - 1) % self.capacity + 1
+        if stop - start <= self.capacity - first:
+            return [(first, first + stop - start)]
+        return [(first, self.capacity), (0, last)]
+
+    def _columns(self, start: int, stop: int) -> list[np.ndarray]:
+        """Rows [start, stop) (at least one) as numpy columns: end, wall, io, compute,
+        samples."""
+        import numpy as np
+
+        pieces = self._pieces(start, stop)
+        end, io, compute, samples = (
+            np.concatenate([np.frombuffer(column, dtype=np.float64)[a:b] for a, b in pieces])
+            for column in (self.end, self.io, self.compute, self.samples)
+        )
+        before = np.empty_like(end)  # each step's start: the end before it, or its loop's start
+        before[0] = self._last_end
+        before[1:] = end[:-1]
+        for row, t0 in self.starts.items():
+            if start <= row < stop:
+                before[row - start] = t0
+        wall = end - before
+        if self.host:
+            compute = np.where(np.isnan(compute), wall - io, compute)
+        return [end, wall, io, compute, samples]
+
+    def _totals(
+        self, start: int, stop: int
+    ) -> tuple[list[np.ndarray], tuple[int, float, float, int, float]]:
+        """(columns of rows [start, stop), (steady samples, io s, compute s, warm-up samples,
+        warm-up wall s)) - the warm-up rows' figures apart."""
+        _end, wall, io, compute, samples = columns = self._columns(start, stop)
+        warm = max(min(self.warmup - start, stop - start), 0)  # leading warm-up rows
+        totals = (
+            int(samples[warm:].sum()),
+            float(io[warm:].sum()),
+            float(compute[warm:].sum()),
+            int(samples[:warm].sum()),
+            float(wall[:warm].sum()),
+        )
+        return columns, totals
+
+    def pending_totals(self, upto: int) -> tuple[int, float, float, int, float]:
+        """(samples, io s, compute s, warm-up samples, warm-up wall s) of the undrained rows
+        before ``upto``."""
+        if upto <= self.drained:
+            return 0, 0.0, 0.0, 0, 0.0
+        return self._totals(self.drained, upto)[1]
+
+    def pending_walls(self, upto: int) -> array[float]:
+        """Wall times (s) of the undrained steady-state rows before ``upto``."""
+        start = max(self.drained, self.warmup)
+        if upto <= start:
+            return array("d")
+        return array("d", self._columns(self.drained, upto)[1][start - self.drained :].tobytes())
+
+    def drain(self, upto: int, ordinal: int, t0: float) -> bytes:
+        """steps.bin rows of the rows [drained, upto) - ``ordinal``: the phase's, ``t0``: the
+        run's start on the host clock - folded into the totals; their slots are free again."""
+        import numpy as np
+
+        start = self.drained
+        if upto <= start:
+            return b""
+        (end, wall, io, compute, samples), totals = self._totals(start, upto)
+        rows = np.empty((upto - start, _WIDTH))
+        rows[:, 0] = ordinal
+        rows[:, 1] = np.arange(start, upto)
+        rows[:, 2] = end - t0
+        rows[:, 3] = wall
+        rows[:, 4] = io
+        rows[:, 5] = compute
+        rows[:, 6] = samples
+        self.samples_total += totals[0]
+        self.io_total += totals[1]
+        self.compute_total += totals[2]
+        self.warmup_samples_total += totals[3]
+        self.warmup_wall_total += totals[4]
+        self.walls.frombytes(wall[max(self.warmup - start, 0) :].tobytes())
+        for a, b in self._pieces(start, upto):
+            np.frombuffer(self.compute, dtype=np.float64)[a:b] = np.nan
+        for row in [row for row in self.starts if row < upto]:
+            del self.starts[row]
+        self._last_end = float(end[-1])
+        self.drained = upto
+        return rows.tobytes()
+
+    def release(self) -> None:
+        """Give the columns' memory back (the phase ended and everything was drained)."""
+        for column in (self.end, self.io, self.compute, self.samples):
+            del column[:]
+        self.capacity = 0
