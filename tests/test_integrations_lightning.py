@@ -63,15 +63,19 @@ class Tiny(pl.LightningModule):
         self.log("val_loss", torch.nn.functional.cross_entropy(logits, y))
         self.log("val_acc", (logits.argmax(1) == y).float().mean())
 
+    def test_step(self, batch, batch_idx):
+        self.validation_step(batch, batch_idx)
+
+    def predict_step(self, batch, batch_idx):
+        return self.layer(batch[0])
+
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def fit(tmp_path: Path, module: Tiny, train: Slow) -> tuple[PerfkitCallback, pl.Trainer]:
-    callback = PerfkitCallback(
-        name="tiny", out_dir=tmp_path, config={"bs": 4}, device="cpu", probes=None
-    )
-    trainer = pl.Trainer(
+def trainer_with(callback: PerfkitCallback) -> pl.Trainer:
+    """A quiet 2-epoch CPU Trainer with one sanity batch."""
+    return pl.Trainer(
         max_epochs=2,
         accelerator="cpu",
         logger=False,
@@ -81,6 +85,13 @@ def fit(tmp_path: Path, module: Tiny, train: Slow) -> tuple[PerfkitCallback, pl.
         num_sanity_val_steps=1,  # a sanity batch, which perfkit leaves out
         callbacks=[callback],
     )
+
+
+def fit(tmp_path: Path, module: Tiny, train: Slow) -> tuple[PerfkitCallback, pl.Trainer]:
+    callback = PerfkitCallback(
+        name="tiny", out_dir=tmp_path, config={"bs": 4}, device="cpu", probes=None
+    )
+    trainer = trainer_with(callback)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer.fit(
@@ -114,6 +125,18 @@ def test_fit_records_train_and_val_phases(tmp_path):
     assert callback.run.run_dir is not None
     on_disk = json.loads((callback.run.run_dir / "summary.json").read_text())
     assert on_disk["train_samples"] == 24
+
+
+@pytest.mark.parametrize(("stage", "kind"), [("test", "val"), ("predict", "infer")])
+def test_test_and_predict_batches_make_their_phase(tmp_path, stage, kind):
+    callback = PerfkitCallback(name="tiny", out_dir=tmp_path, device="cpu", probes=None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        getattr(trainer_with(callback), stage)(Tiny(), DataLoader(Slow(6), batch_size=4))
+    summary = callback.summary
+    assert summary is not None and summary["status"] == "ok"
+    assert [p["kind"] for p in summary["phases"]] == [kind]
+    assert (summary[f"{kind}_samples"], summary[f"{kind}_steps"]) == (6, 2)  # batches of 4, 2
 
 
 def test_a_failing_step_marks_the_run_failed_and_keeps_the_records(tmp_path):

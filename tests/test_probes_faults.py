@@ -128,6 +128,19 @@ def timed_stop(sampler: Sampler) -> float:
 # --- hanging tools ---------------------------------------------------------------------------
 
 
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter from the repository root; it must exit 0."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def test_hanging_tool_is_killed_with_its_child_and_the_host_keeps_sampling(
     bin_dir: Path, rec: Recorder
 ) -> None:
@@ -171,14 +184,7 @@ def test_tool_running_when_the_interpreter_exits_is_killed(bin_dir: Path) -> Non
         while not pids.exists() or len(pids.read_text().split()) < 2:
             time.sleep(0.01)
     """)
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=Path(__file__).parents[1],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stderr
+    run_python(code)
     assert len(noted_pids(bin_dir)) == 2 and left_behind(bin_dir) == []
 
 
@@ -369,14 +375,7 @@ def test_misbehaving_probes_write_nothing_to_stderr() -> None:
                 time.sleep(0.01)
         print(sorted(errors))
     """)
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=Path(__file__).parents[1],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_python(code)
     assert done.stderr == ""  # no traceback, no log line: the application chooses
     assert done.stdout == "['bad0', 'bad1', 'bad2', 'bad3']\n"
 
@@ -419,12 +418,5 @@ def test_a_forked_child_exiting_leaves_its_parents_tools_running() -> None:
         tool.close()
         print("closed" if tool.poll() is not None else "still running")
     """)
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=Path(__file__).parents[1],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_python(code)
     assert done.stdout == "running\nclosed\n"

@@ -15,7 +15,7 @@ not a multiply-add (it is the ``_thnn_fused_*`` formulas below, scope "full").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from math import prod
 from typing import Any
 
@@ -95,37 +95,31 @@ _LSTM_CELL_FLOPS = 4 + 4 + 3 + 2
 # Per hidden unit of a fused GRU cell: r, z = sigmoid(i + h) (4), n = tanh(i_n + r * h_n) (3),
 # h' = (1 - z) * n + z * h (4).
 _GRU_CELL_FLOPS = 4 + 3 + 4
-_GATES = {"lstm": 4, "gru": 3}
 
 
-def _fused_cell_flop(kind: str, gates_shape: Shape, bias_shape: Shape | None, per_unit: int) -> int:
-    units = prod(gates_shape) // _GATES[kind]
-    # Each of the two biases (input and hidden) is one add per gate element.
-    bias_adds = 2 * prod(gates_shape) if bias_shape is not None else 0
-    return per_unit * units + bias_adds
+def _fused_cell_formula(gates: int, flops_per_unit: int) -> Callable[..., int]:
+    """The formula of a fused CUDA cell with ``gates`` gates per hidden unit: its gate
+    arithmetic, ``flops_per_unit`` per hidden unit (its two ``mm`` are counted by PyTorch)."""
+
+    def formula(
+        input_gates_shape: Shape,
+        hidden_gates_shape: Shape,
+        state_shape: Shape,
+        input_bias_shape: Shape | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> int:
+        units = prod(input_gates_shape) // gates
+        # Each of the two biases (input and hidden) is one add per gate element.
+        bias_adds = 2 * prod(input_gates_shape) if input_bias_shape is not None else 0
+        return flops_per_unit * units + bias_adds
+
+    return formula
 
 
-@register_formula(aten._thnn_fused_lstm_cell, multiply_add=False)
-def fused_lstm_cell_flop(
-    input_gates_shape: Shape,
-    hidden_gates_shape: Shape,
-    cx_shape: Shape,
-    input_bias_shape: Shape | None = None,
-    *args: Any,
-    **kwargs: Any,
-) -> int:
-    """The gate arithmetic of a CUDA LSTM cell (its two ``mm`` are counted by PyTorch)."""
-    return _fused_cell_flop("lstm", input_gates_shape, input_bias_shape, _LSTM_CELL_FLOPS)
-
-
-@register_formula(aten._thnn_fused_gru_cell, multiply_add=False)
-def fused_gru_cell_flop(
-    input_gates_shape: Shape,
-    hidden_gates_shape: Shape,
-    hx_shape: Shape,
-    input_bias_shape: Shape | None = None,
-    *args: Any,
-    **kwargs: Any,
-) -> int:
-    """The gate arithmetic of a CUDA GRU cell."""
-    return _fused_cell_flop("gru", input_gates_shape, input_bias_shape, _GRU_CELL_FLOPS)
+fused_lstm_cell_flop = register_formula(aten._thnn_fused_lstm_cell, multiply_add=False)(
+    _fused_cell_formula(4, _LSTM_CELL_FLOPS)
+)
+fused_gru_cell_flop = register_formula(aten._thnn_fused_gru_cell, multiply_add=False)(
+    _fused_cell_formula(3, _GRU_CELL_FLOPS)
+)

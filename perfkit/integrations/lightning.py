@@ -22,6 +22,36 @@ from perfkit.integrations._steps import CallbackSteps, guarded, log_metrics
 from perfkit.run import Run
 
 
+def _batch_hooks(kind: str) -> tuple[Callable[..., None], Callable[..., None]]:
+    """A loop's batch start and end hooks: each batch a step of a ``kind`` phase (the sanity
+    check's batches, which only validation has, are left out)."""
+
+    def on_batch_start(
+        self: PerfkitCallback,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if not trainer.sanity_checking:
+            self._begin(kind, batch)
+
+    def on_batch_end(
+        self: PerfkitCallback,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if not trainer.sanity_checking:
+            self._end(kind)
+
+    return on_batch_start, on_batch_end
+
+
 class PerfkitCallback(pl.Callback):
     """Records a perfkit :class:`~perfkit.Run` from a Lightning Trainer.
 
@@ -109,20 +139,7 @@ class PerfkitCallback(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._open("train")  # from here, the wait for the epoch's batches is the phase's IO
 
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        self._begin("train", batch)
-
-    def on_train_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        self._end("train")
+    on_train_batch_start, on_train_batch_end = _batch_hooks("train")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._kind == "train":
@@ -138,28 +155,7 @@ class PerfkitCallback(pl.Callback):
         if not trainer.sanity_checking:
             self._open("val")
 
-    def on_validation_batch_start(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if not trainer.sanity_checking:
-            self._begin("val", batch)
-
-    def on_validation_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if not trainer.sanity_checking:
-            self._end("val")
+    on_validation_batch_start, on_validation_batch_end = _batch_hooks("val")
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._kind == "val":
@@ -169,51 +165,13 @@ class PerfkitCallback(pl.Callback):
         if not trainer.sanity_checking:
             self._log(trainer)
 
-    def on_test_batch_start(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._begin("val", batch)
-
-    def on_test_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._end("val")
+    on_test_batch_start, on_test_batch_end = _batch_hooks("val")
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._end_phase(None)
         self._log(trainer)
 
-    def on_predict_batch_start(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._begin("infer", batch)
-
-    def on_predict_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._end("infer")
+    on_predict_batch_start, on_predict_batch_end = _batch_hooks("infer")
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._end_phase(None)
