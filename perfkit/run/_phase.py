@@ -26,6 +26,7 @@ from perfkit.timing import window as _window
 from perfkit.timing.window import ComputeWindow
 
 if TYPE_CHECKING:
+    from perfkit.probes.power import DevicePower
     from perfkit.run._run import Run
 
 _NO_STEP = -1  # compute windows outside iterate() belong to the phase, not to a step
@@ -59,6 +60,7 @@ class Phase:
         self.start_t = math.nan
         self.end_t = math.nan
         self.energy_j: float | None = None
+        self.devices: list[DevicePower] = []  # per device, set by the run when the phase ends
         self._clock: Clock = run.clock
         self._timer: WindowTimer = run.timer
         self._state = "new"
@@ -337,7 +339,12 @@ class Phase:
     def result(self) -> PhaseResult:
         """The phase as the summary sees it (see :class:`perfkit.summary.PhaseResult`)."""
         return PhaseResult(
-            self.name, self.index, self.run.rank, self.figures_by_rank(), self._step_walls
+            self.name,
+            self.index,
+            self.run.rank,
+            self.figures_by_rank(),
+            self._step_walls,
+            self.devices,
         )
 
     def step_time_percentiles(self) -> dict[int, float]:

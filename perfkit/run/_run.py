@@ -35,6 +35,7 @@ from perfkit.run._environment import (
 from perfkit.run._errors import RunError
 from perfkit.run._flusher import Flusher
 from perfkit.run._phase import BACKLOG_STEPS, Phase
+from perfkit.run._power import PowerLog, device_records
 from perfkit.steplog import StepLogWriter
 from perfkit.summary import PHASE_KINDS, PhaseFigures, build_summary
 from perfkit.timing import Clock, HostTimer, WindowTimer, host_clock
@@ -146,6 +147,7 @@ class Run:
         self._phase_counts: dict[str, int] = {}
         self._phase_ordinal = -1
         self._final_summary: dict[str, Any] | None = None
+        self._power = PowerLog()
         self._flops: dict[str, Any] | None = None
         if flops_per_sample is not None:
             self.set_flops(
@@ -251,6 +253,7 @@ class Run:
         for name, value, unit in sample.metrics():
             self._write(name, value, unit, t, phase=phase_name, device=sample.device)
         self._memory.update(sample)
+        self._power.add(t, sample)
 
     def _on_probe_error(self, probe: str, message: str) -> None:
         self.probe_errors.append(f"{probe}: {message}")
@@ -364,6 +367,9 @@ class Run:
             fields.append(("phase_energy", f.energy_j, "J"))
         for name, value, unit in fields:
             self._write(name, value, unit, f.end_t, phase=phase.name, kind=phase.kind)
+        phase.devices = self._power.phase_end(f.start_t, f.end_t)
+        for name, value, unit, device, note in device_records(phase.devices):
+            self._write(name, value, unit, f.end_t, phase=phase.name, device=device, note=note)
         self.flush()
 
     # -- values --------------------------------------------------------------------------
