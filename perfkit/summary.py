@@ -31,11 +31,15 @@ rank bounds the job). Step-time percentiles are the reporting rank's (rank 0's) 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from perfkit.probes.power import DevicePower
 
 PHASE_KINDS = ("train", "val", "infer")
 #: Summary names of each phase kind's (whole, core) throughput, as the seeds name them.
@@ -80,6 +84,8 @@ class PhaseResult:
     rank: int
     by_rank: Mapping[int, PhaseFigures]
     step_walls: Sequence[float]
+    #: The reporting rank's sampled devices over the phase (power, temperature, energy).
+    devices: Sequence[DevicePower] = ()
 
     @property
     def figures(self) -> PhaseFigures:
@@ -140,6 +146,8 @@ def phase_stats(phase: PhaseResult) -> dict[str, Any]:
             stats["energy_per_sample_j"] = f.energy_j / f.samples
     for q, value in percentiles(phase.step_walls).items():
         stats[f"step_time_p{q}_s"] = value
+    if phase.devices:
+        stats["devices"] = [dataclasses.asdict(power) for power in phase.devices]
     return stats
 
 

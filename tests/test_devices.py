@@ -12,6 +12,7 @@ import pytest
 
 from perfkit.devices import cuda_vendor, current_accelerator
 from perfkit.probes.allocator import TorchAllocatorProbe
+from perfkit.run._environment import auto_device
 from perfkit.timing import EventTimer, device_synchronizer, event_factory
 
 
@@ -152,3 +153,16 @@ def test_allocator_probe_on_old_torch_with_torch_npu(monkeypatch: pytest.MonkeyP
 )
 def test_cuda_compatible_vendors_keep_their_names(name: str, hip: bool, vendor: str) -> None:
     assert cuda_vendor(name, hip=hip) == vendor
+
+
+def test_auto_device_finds_a_vendor_backend_on_old_torch() -> None:
+    npu = FakeBackend()
+    npu.current_device = lambda: 1  # type: ignore[attr-defined]
+    assert auto_device(old_torch(cuda=FakeBackend(available=False), npu=npu)) == "npu:1"
+    assert auto_device(old_torch(cuda=FakeBackend(available=False))) == "cpu"
+    accelerator = SimpleNamespace(
+        is_available=lambda: True,
+        current_accelerator=lambda: SimpleNamespace(type="xpu"),
+        current_device_index=lambda: 2,
+    )
+    assert auto_device(SimpleNamespace(accelerator=accelerator)) == "xpu:2"

@@ -172,3 +172,23 @@ def test_accelerator_info_without_one_or_with_a_broken_backend() -> None:
         raise RuntimeError("driver gone")
 
     assert env.accelerator_info(SimpleNamespace(npu=SimpleNamespace(is_available=broken))) == {}
+
+
+def test_run_writes_the_environment_into_meta_json(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import torch
+
+    import perfkit
+
+    monkeypatch.setattr(sys, "argv", [str(repo / "scripts" / "train.py")])
+    monkeypatch.setenv("NCCL_ALGO", "Tree")
+    with perfkit.Run("env", out_dir=tmp_path / "runs", device="cpu", probes=None) as run:
+        pass
+    meta = json.loads((run.run_dir / "meta.json").read_text())
+    assert meta["env"]["NCCL_ALGO"] == "Tree"
+    assert meta["versions"]["torch"] == torch.__version__
+    assert meta["git"]["branch"] == "bench"
+    assert meta["git"]["commit"] == git(repo, "rev-parse", "HEAD")

@@ -15,6 +15,7 @@ from torch import nn
 
 from perfkit.flops import FlopCountError, count, register_formula
 from perfkit.flops import _formulas as f
+from tests.custom_ops import reverse, scale
 
 aten = torch.ops.aten
 
@@ -56,16 +57,6 @@ def test_registry_refuses_duplicates() -> None:
         register_formula(aten.mv, multiply_add=True)(f.mv_flop)  # perfkit's
 
 
-@torch.library.custom_op("perfkit_test::scale", mutates_args=())
-def _scale(x: torch.Tensor) -> torch.Tensor:
-    return x * 2
-
-
-@_scale.register_fake
-def _(x: torch.Tensor) -> torch.Tensor:
-    return torch.empty_like(x)
-
-
 def test_user_formula_for_custom_op() -> None:
     @register_formula(torch.ops.perfkit_test.scale, multiply_add=False)
     def scale_flop(x_shape: tuple[int, ...], *args: object, **kwargs: object) -> int:
@@ -73,7 +64,7 @@ def test_user_formula_for_custom_op() -> None:
 
     class Scale(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return _scale(x)
+            return scale(x)
 
     report = count(Scale().eval(), torch.ones(3, 5))
     assert report.flops == 15  # one per element
@@ -168,20 +159,10 @@ def test_backward_measures_forward_and_backward() -> None:
         count(model.requires_grad_(False), x, backward=True)
 
 
-@torch.library.custom_op("perfkit_test::reverse", mutates_args=())
-def _reverse(x: torch.Tensor) -> torch.Tensor:
-    return x.flip(0)
-
-
-@_reverse.register_fake
-def _(x: torch.Tensor) -> torch.Tensor:
-    return torch.empty_like(x)
-
-
 def test_unsupported_operators_are_reported() -> None:
     class Reverse(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return _reverse(_reverse(x))
+            return reverse(reverse(x))
 
     report = count(Reverse().eval(), torch.rand(5, 2))
     assert report.unsupported == {"perfkit_test.reverse": 2}

@@ -39,8 +39,19 @@ def test_counts_are_micro_averaged_over_updates() -> None:
     assert top.update_count == 2
 
 
+def _cpu_half_topk() -> bool:
+    """Whether this torch has a float16 topk on the CPU (torch 2.1 has not)."""
+    try:
+        torch.zeros(1, 2, dtype=torch.float16).topk(1)
+    except RuntimeError:
+        return False
+    return True
+
+
 def reference(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]) -> dict[str, float]:
     """torchvision's references/classification/utils.py ``accuracy``, counts not percentages."""
+    if logits.dtype == torch.float16 and not _cpu_half_topk():
+        logits = logits.float()  # exact: float32 holds every float16 value
     pred = logits.topk(max(ks), 1, True, True).indices.t()
     correct = pred.eq(labels[None].long())
     return {f"top{k}": correct[:k].flatten().sum().item() / len(labels) for k in ks}

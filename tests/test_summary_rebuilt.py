@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 import perfkit
+from perfkit.probes import DeviceSample
+from perfkit.records import read_records
 from tests.conftest import FakeClock, assert_rebuilt_equals_live, timed_batches
 from tests.test_run_probes import BrokenProbe, CardProbe
 
@@ -127,3 +129,45 @@ def test_probes_on_a_cpu_run_mem_energy_and_a_probe_error(tmp_path) -> None:
     # on the CPU the device memory is the host's RAM as well as the card's
     assert live["mem"] and "host" in live["mem_per_device"] and "card:0" in live["mem_per_device"]
     assert live["train_energy_j"] > 0 and live["probe_errors"]
+
+
+class HotCardProbe(CardProbe):
+    """A card whose tool reports power and temperature but has no energy counter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watts = 100.0
+
+    def sample(self) -> list[DeviceSample]:
+        self.watts += 10.0  # rising with every reading: average < maximum
+        return [
+            DeviceSample("test-card", "card:0", "Test Card", power_w=self.watts, temperature_c=40.0)
+        ]
+
+
+def test_phase_power_and_temperature_per_device_with_integrated_energy(tmp_path) -> None:
+    with perfkit.Run(
+        "hot", out_dir=tmp_path, device="cpu", probes=[HotCardProbe()], sample_interval_s=0.01
+    ) as run:
+        time.sleep(0.05)
+        with run.phase("train") as train:
+            for _ in train.iterate([batch(5)] * 4):
+                time.sleep(0.02)
+    live = assert_rebuilt_equals_live(run.run_dir)
+    (phase,) = live["phases"]
+    (card,) = phase["devices"]
+    # Independent reference: the power samples recorded inside the phase, integrated with
+    # numpy's trapezoid rule.
+    power = [
+        (r["t"], r["value"])
+        for r in read_records(run.run_dir / "records.jsonl")
+        if r["name"] == "power_w" and phase["start_t"] <= r["t"] <= phase["end_t"]
+    ]
+    times, watts = np.array(power).T
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2: trapz
+    assert card["device"] == "card:0" and card["samples"] == len(power) >= 2
+    assert card["energy_source"] == "integrated"
+    assert card["energy_j"] == pytest.approx(float(trapezoid(watts, times)))
+    assert card["avg_power_w"] == pytest.approx(watts.mean())
+    assert card["max_power_w"] == watts.max() > card["avg_power_w"]
+    assert card["avg_temperature_c"] == card["max_temperature_c"] == 40.0

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from perfkit.analysis._read import RunData, phase_table, row_dicts, step_table
 from perfkit.records import RECORD_NAMES
+from perfkit.run._power import DEVICE_RECORDS, from_records
 from perfkit.summary import PhaseFigures, PhaseResult, build_summary
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ def phase_results(run: RunData) -> list[PhaseResult]:
         int(rows["rank"].iloc[0]): row_dicts(rows.sort_values("end_t", kind="stable"))
         for _, rows in phases.groupby("rank")
     }
+    devices = _device_rows(run)
     results = []
     kind_counts: dict[str, int] = {}
     for position, row in enumerate(by_rank.get(REPORTING_RANK, [])):
@@ -74,10 +76,23 @@ def phase_results(run: RunData) -> list[PhaseResult]:
             if position < len(rows)
         }
         key = (REPORTING_RANK, row["phase"], row["index"])
+        power = from_records(devices.get((str(row["phase"]), float(row["end_t"])), []))
         results.append(
-            PhaseResult(str(row["phase"]), kind_index, REPORTING_RANK, figures, walls.get(key, []))
+            PhaseResult(
+                str(row["phase"]), kind_index, REPORTING_RANK, figures, walls.get(key, []), power
+            )
         )
     return results
+
+
+def _device_rows(run: RunData) -> dict[tuple[str, float], list[dict[str, Any]]]:
+    """The reporting rank's phase_device_* records by (phase, end time)."""
+    records = run.records
+    rows = records[(records["rank"] == REPORTING_RANK) & records["name"].isin(DEVICE_RECORDS)]
+    grouped: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for row in row_dicts(rows):
+        grouped.setdefault((str(row["phase"]), float(row["t"])), []).append(row)
+    return grouped
 
 
 def _figures(row: dict[str, Any]) -> PhaseFigures:

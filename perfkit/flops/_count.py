@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import FlopCounterMode
 
 from perfkit._messages import warn
 
 # Importing the formula modules registers perfkit's formulas.
 from perfkit.flops import _formulas, _formulas_quantized, _formulas_recurrent  # noqa: F401
+from perfkit.flops._counter_base import FlopCounterMode
 from perfkit.flops._guard import fast_path_off, untouched
 from perfkit.flops._registry import REGISTRY, is_multiply_add
 
@@ -38,8 +38,9 @@ _DATA_MOVEMENT_NAMES = (
     "_unsafe_index_put", "_unsafe_view", "arange", "as_strided_scatter", "bernoulli", "cat",
     "clone", "constant_pad_nd", "copy", "dequantize", "diagonal_backward", "diagonal_scatter",
     "embedding", "empty", "empty_like", "empty_strided", "expand_backward", "fill", "flip", "full",
-    "full_like", "gather", "index", "index_put", "index_select", "lift_fresh_copy", "linspace",
-    "logspace", "masked_fill", "masked_scatter", "masked_select", "new_empty", "new_empty_strided",
+    "full_like", "gather", "index", "index_put", "index_select", "is_same_size",
+    "lift_fresh_copy", "linspace", "logspace", "masked_fill", "masked_scatter", "masked_select",
+    "new_empty", "new_empty_strided",
     "new_full", "new_ones", "new_zeros", "nonzero", "normal", "ones", "ones_like", "permute",
     "quantize_per_channel", "quantize_per_tensor", "rand", "rand_like", "randint", "randn",
     "randn_like", "randperm", "repeat", "roll", "scalar_tensor", "scatter", "select_backward",

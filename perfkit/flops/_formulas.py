@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import conv_flop_count, sdpa_backward_flop_count, sdpa_flop_count
 
-from perfkit.flops._registry import register_formula
+from perfkit.flops._registry import packets, register_formula
 
 aten = torch.ops.aten
 Shape = Sequence[int]
@@ -43,10 +43,13 @@ def dot_flop(a_shape: Shape, b_shape: Shape, *args: Any, **kwargs: Any) -> int:
 
 
 @register_formula(
-    [
-        aten._scaled_dot_product_flash_attention_for_cpu,
-        aten._scaled_dot_product_fused_attention_overrideable,
-    ],
+    packets(
+        aten,
+        (
+            "_scaled_dot_product_flash_attention_for_cpu",
+            "_scaled_dot_product_fused_attention_overrideable",
+        ),
+    ),
     multiply_add=True,
 )
 def sdpa_flop(
@@ -61,10 +64,13 @@ def sdpa_flop(
 
 
 @register_formula(
-    [
-        aten._scaled_dot_product_flash_attention_for_cpu_backward,
-        aten._scaled_dot_product_fused_attention_overrideable_backward,
-    ],
+    packets(
+        aten,
+        (
+            "_scaled_dot_product_flash_attention_for_cpu_backward",
+            "_scaled_dot_product_fused_attention_overrideable_backward",
+        ),
+    ),
     multiply_add=True,
 )
 def sdpa_backward_flop(
@@ -203,7 +209,7 @@ def group_norm_flop(x_shape: Shape, weight_shape: Shape | None, *args: Any, **kw
 _SOFTMAX_FLOPS = 5
 
 
-@register_formula([aten._softmax, aten._log_softmax, aten._safe_softmax], multiply_add=False)
+@register_formula(packets(aten, ("_softmax", "_log_softmax", "_safe_softmax")), multiply_add=False)
 def softmax_flop(x_shape: Shape, *args: Any, **kwargs: Any) -> int:
     """Softmax and log-softmax: 5 FLOPs per element."""
     return _SOFTMAX_FLOPS * prod(x_shape)

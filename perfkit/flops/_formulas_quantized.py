@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from perfkit.flops._registry import register_formula
+from perfkit.flops._registry import packets, register_formula
 
 Shape = Sequence[int]
 
@@ -37,17 +37,13 @@ _ELEMENTWISE = (
 # fmt: on
 
 
-def _packets(names: Sequence[str]) -> list[Any]:
-    return [getattr(torch.ops.quantized, name) for name in names]
-
-
 def _weight(args: Sequence[Any]) -> tuple[Shape, Any]:
     """The packed weight among the arguments: (weight shape, packed object)."""
     packed: Any = next(arg for arg in args if isinstance(arg, torch.ScriptObject))
     return tuple(packed.unpack()[0].shape), packed
 
 
-@register_formula(_packets(_CONV), multiply_add=True)
+@register_formula(packets(torch.ops.quantized, _CONV), multiply_add=True)
 def quantized_conv_flop(x_shape: Shape, *args: Any, out_shape: Shape, **kwargs: Any) -> int:
     """Convolution: each output (input, if transposed) position times C_in/groups * kernel."""
     w_shape, packed = _weight(args)
@@ -55,14 +51,14 @@ def quantized_conv_flop(x_shape: Shape, *args: Any, out_shape: Shape, **kwargs: 
     return 2 * prod(positions) * prod(w_shape[1:])
 
 
-@register_formula(_packets(_LINEAR), multiply_add=True)
+@register_formula(packets(torch.ops.quantized, _LINEAR), multiply_add=True)
 def quantized_linear_flop(x_shape: Shape, *args: Any, **kwargs: Any) -> int:
     """Linear: (rows, in) x (out, in)^T, rows * in * out multiply-adds."""
     w_shape, _ = _weight(args)
     return 2 * prod(x_shape[:-1]) * prod(w_shape)
 
 
-@register_formula(_packets(_ELEMENTWISE), multiply_add=False)
+@register_formula(packets(torch.ops.quantized, _ELEMENTWISE), multiply_add=False)
 def quantized_elementwise_flop(*args: Any, out_shape: Shape, **kwargs: Any) -> int:
     """Requantizing add, mul and activations: one operation per output element."""
     return prod(out_shape)

@@ -19,6 +19,7 @@ from functools import cache
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -37,7 +38,6 @@ def _set_deterministic(value: tuple[bool, bool]) -> None:
 # (getter, setter) of the global flags a counted call could change; restored only if changed.
 _FLAGS: tuple[tuple[Callable[[], Any], Callable[[Any], Any]], ...] = (
     (torch.is_grad_enabled, torch.set_grad_enabled),
-    (torch.backends.mha.get_fastpath_enabled, torch.backends.mha.set_fastpath_enabled),
     (torch.is_anomaly_enabled, torch.set_anomaly_enabled),
     (torch.get_default_dtype, torch.set_default_dtype),
     (
@@ -53,10 +53,28 @@ _FLAGS: tuple[tuple[Callable[[], Any], Callable[[Any], Any]], ...] = (
 )
 
 
+if hasattr(torch.backends, "mha"):
+    _FLAGS += ((torch.backends.mha.get_fastpath_enabled, torch.backends.mha.set_fastpath_enabled),)
+
+
+class _AnyTorchFunction(TorchFunctionMode):
+    """A pass-through torch-function mode: while one is active, ``has_torch_function`` is true,
+    which is what keeps the fused paths off on torch < 2.2 (no ``torch.backends.mha`` there)."""
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: Any = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        return func(*args, **(kwargs or {}))
+
+
 @contextmanager
 def fast_path_off() -> Iterator[None]:
     """Turn off the fused inference path of ``nn.MultiheadAttention`` and
     ``nn.TransformerEncoderLayer`` for the body (restored after)."""
+    if not hasattr(torch.backends, "mha"):
+        with _AnyTorchFunction():
+            yield
+        return
     before = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
@@ -65,13 +83,29 @@ def fast_path_off() -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(before)
 
 
+# Batch norms that update their running statistics although their schemas do not mark them
+# written (``Tensor? running_mean``); torch 2.1's BatchNorm dispatches ``native_batch_norm``.
+_UNMARKED_WRITES = frozenset(
+    f"aten::{name}"
+    for name in (
+        "native_batch_norm",
+        "cudnn_batch_norm",
+        "miopen_batch_norm",
+        "batch_norm_update_stats",
+    )
+)
+_RUNNING_STATISTICS = ("running_mean", "running_var")
+
+
 @cache
 def _written(func: Any) -> tuple[tuple[int, str], ...]:
     """(position, name) of the arguments operator overload ``func`` writes."""
+    unmarked = func._schema.name in _UNMARKED_WRITES
     return tuple(
         (i, arg.name)
         for i, arg in enumerate(func._schema.arguments)
-        if arg.alias_info is not None and arg.alias_info.is_write
+        if (arg.alias_info is not None and arg.alias_info.is_write)
+        or (unmarked and arg.name in _RUNNING_STATISTICS)
     )
 
 

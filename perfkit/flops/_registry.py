@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
-from torch.utils.flop_counter import flop_registry as _torch_registry
+
+from perfkit.flops._counter_base import TORCH_FORMULAS as _torch_registry
 
 Formula = Callable[..., int]
 F = TypeVar("F", bound=Formula)
@@ -59,6 +60,12 @@ def register_formula(
         return formula
 
     return decorate
+
+
+def packets(namespace: Any, names: list[str] | tuple[str, ...]) -> list[Any]:
+    """The operator packets of ``namespace`` (``torch.ops.aten``) named ``names`` that this torch
+    has (torch 2.1 lacks some newer ones, such as ``_safe_softmax``)."""
+    return [getattr(namespace, name) for name in names if hasattr(namespace, name)]
 
 
 def is_multiply_add(packet: Any) -> bool:

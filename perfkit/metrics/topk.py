@@ -83,7 +83,7 @@ class TopK(Metric):
         )
         valid = (labels >= 0) & (labels < classes)
         nan = logits.isnan().any(dim=1) & counted
-        top = logits.topk(max(self.k), dim=1).indices == labels.unsqueeze(1)  # (N, max k)
+        top = top_indices(logits, max(self.k)) == labels.unsqueeze(1)  # (N, max k)
         ks = torch.tensor(self.k, device=logits.device)
         hits = (top.cumsum(dim=1).index_select(1, ks - 1) > 0) & (counted & valid & ~nan).unsqueeze(
             1
@@ -122,3 +122,17 @@ class TopK(Metric):
             f"top{k}": float(correct[i]) / total if total else float("nan")
             for i, k in enumerate(self.k)
         }
+
+
+def top_indices(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the ``k`` largest logits of each row, in order (``torch.topk``). On torch 2.1
+    the CPU has no float16 topk: those logits are ranked as float32, which holds every float16
+    value exactly, so the ranking is the same."""
+    import torch
+
+    try:
+        return logits.topk(k, dim=1).indices
+    except RuntimeError:
+        if logits.dtype != torch.float16:
+            raise
+        return logits.float().topk(k, dim=1).indices

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from perfkit import checks, distributed
+from perfkit.devices import current_accelerator
+from perfkit.environment import environment
 from perfkit.records import SCHEMA_VERSION
 from perfkit.run._errors import RunError
 from perfkit.timing import Clock, EventTimer, HostTimer, SyncingHostTimer, WindowTimer
@@ -99,14 +101,7 @@ def resolve_device(device: Any) -> str:
             return "cpu"
         import torch
 
-        if torch.cuda.is_available():
-            return f"cuda:{torch.cuda.current_device()}"
-        accelerator = getattr(torch, "accelerator", None)
-        if accelerator is not None and accelerator.is_available():
-            current = accelerator.current_accelerator()
-            if current is not None and current.type != "cpu":
-                return f"{current.type}:{accelerator.current_device_index()}"
-        return "cpu"
+        return auto_device(torch)
     if isinstance(device, str) and device == "cpu":
         return "cpu"
     import torch
@@ -123,6 +118,19 @@ def resolve_device(device: Any) -> str:
         return "cpu"
     index = resolved.index if resolved.index is not None else 0
     return f"{resolved.type}:{index}"
+
+
+def auto_device(torch: Any) -> str:
+    """``"<type>:<current index>"`` of the accelerator ``torch`` (the module, or a fake) uses,
+    through torch.accelerator or, on torch < 2.6, the backend modules (torch_npu's "npu",
+    torch_mlu's "mlu" ...); ``"cpu"`` without one."""
+    device_type = current_accelerator(torch)
+    if device_type is None or device_type == "cpu":
+        return "cpu"
+    current_device = getattr(getattr(torch, device_type, None), "current_device", None)
+    if callable(current_device):
+        return f"{device_type}:{int(current_device())}"
+    return f"{device_type}:{int(torch.accelerator.current_device_index())}"
 
 
 def make_timer(device: str, sync: str, clock: Clock) -> WindowTimer:
@@ -190,7 +198,8 @@ def metadata(
     sync: str,
     timer: WindowTimer,
 ) -> dict[str, Any]:
-    """The run's meta.json."""
+    """The run's meta.json; rank 0's also has :func:`perfkit.environment.environment`'s
+    versions, accelerator, environment variables and git revision."""
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
@@ -210,4 +219,5 @@ def metadata(
         "e2e_from": e2e_from,
         "sync": sync,
         "timer": type(timer).__name__,
+        **(environment() if rank == 0 else {}),
     }

@@ -27,6 +27,7 @@ from perfkit.timing import Clock, HostTimer, WindowTimer
 from perfkit.timing.window import ComputeWindow
 
 if TYPE_CHECKING:
+    from perfkit.probes.power import DevicePower
     from perfkit.run._run import Run
 
 _NO_STEP = -1  # compute windows outside iterate() belong to the phase, not to a step
@@ -71,6 +72,7 @@ class Phase:
         self.start_t = math.nan
         self.end_t = math.nan
         self.energy_j: float | None = None
+        self.devices: list[DevicePower] = []  # per device, set by the run when the phase ends
         self._clock: Clock = run.clock
         self._timer: WindowTimer = run.timer
         self._state = "new"
@@ -491,7 +493,12 @@ class Phase:
     def result(self) -> PhaseResult:
         """The phase as the summary sees it (see :class:`perfkit.summary.PhaseResult`)."""
         return PhaseResult(
-            self.name, self.index, self.run.rank, self.figures_by_rank(), self._walls()
+            self.name,
+            self.index,
+            self.run.rank,
+            self.figures_by_rank(),
+            self._walls(),
+            self.devices,
         )
 
     def step_time_percentiles(self) -> dict[int, float]:

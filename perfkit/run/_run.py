@@ -40,6 +40,7 @@ from perfkit.run._errors import RunError
 from perfkit.run._flusher import Flusher
 from perfkit.run._loop import check_warmup_steps, wants_progress, warmup_by_kind
 from perfkit.run._phase import Phase
+from perfkit.run._power import PowerLog, device_records
 from perfkit.steplog import StepLogWriter
 from perfkit.summary import PHASE_KINDS, RESERVED_KEYS, PhaseFigures, build_summary
 from perfkit.timing import Clock, HostTimer, WindowTimer, host_clock
@@ -185,6 +186,7 @@ class Run:
         self._phase_counts: dict[str, int] = {}
         self._phase_ordinal = -1
         self._final_summary: dict[str, Any] | None = None
+        self._power = PowerLog()
         self._flops: dict[str, Any] | None = None
         if flops_per_sample is not None:
             self.set_flops(
@@ -310,6 +312,7 @@ class Run:
         for name, value, unit in sample.metrics():
             self._write(name, value, unit, t, phase=phase_name, device=sample.device)
         self._memory.update(sample)
+        self._power.add(t, sample)
 
     def _on_probe_error(self, probe: str, message: str) -> None:
         self.probe_errors.append(f"{probe}: {message}")
@@ -475,6 +478,9 @@ class Run:
             fields.append(("phase_warmup", f.warmup_s, "s"))
         for name, value, unit in fields:
             self._write(name, value, unit, f.end_t, phase=phase.name, kind=phase.kind)
+        phase.devices = self._power.phase_end(f.start_t, f.end_t)
+        for name, value, unit, device, note in device_records(phase.devices):
+            self._write(name, value, unit, f.end_t, phase=phase.name, device=device, note=note)
         self.flush()
 
     # -- values --------------------------------------------------------------------------
