@@ -3,6 +3,7 @@ machine's RAM used, which other jobs share."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -37,12 +38,17 @@ def test_the_host_probe_sums_the_rss_of_this_process_and_its_children(child) -> 
     finally:
         probe.close()
     child_rss = psutil.Process(child.pid).memory_info().rss  # read independently
-    # The tree is this process plus the child: the child's 128 MiB are touched page by page,
-    # so its RSS is at least 128 MiB = 134217728 bytes, and the tree's exceeds ours by it.
+    # The tree is this process plus every descendant: the child's 128 MiB are touched page by
+    # page, so its RSS is at least 128 MiB = 134217728 bytes. Other descendants may be alive
+    # too (torch.compile's worker pool from an earlier test): read them all independently.
     assert child_rss >= 128 * MIB
+    descendants = 0
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            descendants += process.memory_info().rss
     extra = sample.process_tree_rss_bytes - sample.process_rss_bytes
-    assert extra == pytest.approx(child_rss, rel=0.05)
-    assert sample.process_tree_rss_bytes < sample.memory_used_bytes  # the machine runs more
+    assert extra >= child_rss * 0.95
+    assert extra == pytest.approx(descendants, rel=0.05)
 
 
 def test_a_cpu_run_folds_the_process_tree_not_the_system_ram() -> None:

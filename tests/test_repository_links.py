@@ -24,7 +24,10 @@ def repository_files() -> list[Path]:
     files = []
     for path in REPO.rglob("*"):
         parts = path.relative_to(REPO).parts
-        if any(p in SKIPPED_DIRS or p.endswith(".egg-info") for p in parts[:-1]):
+        if any(
+            p in SKIPPED_DIRS or p.startswith(".venv") or p.endswith(".egg-info")
+            for p in parts[:-1]
+        ):
             continue
         if path.suffix in (".md", ".py") and path.is_file():
             files.append(path)
