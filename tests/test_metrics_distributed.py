@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import socket
+from datetime import timedelta
 from pathlib import Path
 
+import pytest
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -16,8 +20,10 @@ WORLD = 2
 N_IMAGES = 5
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+def _worker(rank: int, init_method: str, out_dir: str) -> None:
+    dist.init_process_group(
+        "gloo", init_method=init_method, rank=rank, world_size=WORLD, timeout=timedelta(seconds=60)
+    )
     try:
         gt, outputs, targets = make_case(13, n_images=N_IMAGES)
         # DistributedSampler(shuffle=False) pads 5 samples to 6 by repeating sample 0:
@@ -37,8 +43,29 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.skipif(
+    tuple(int(p) for p in torch.__version__.split(".")[:2]) < (2, 2),
+    reason="on torch 2.1 one run in three hangs inside the two gloo workers (seen in CI's "
+    "oldest stack, 2026-12-01); open in issue 17",
+)
 def test_two_ranks_equal_one(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD)
+    # A TCP rendezvous on loopback (a file:// one hung once on torch 2.1), every collective
+    # bounded by the group's timeout, and the workers joined with a deadline.
+    init = f"tcp://127.0.0.1:{_free_port()}"
+    workers = mp.spawn(_worker, args=(init, str(tmp_path)), nprocs=WORLD, join=False)
+    for _ in range(240):
+        if workers.join(timeout=0.5):
+            break
+    else:
+        for process in workers.processes:
+            process.kill()
+        raise AssertionError("the two gloo workers did not finish within 120 s")
     gt, outputs, targets = make_case(13, n_images=N_IMAGES)
     alone = evaluate(gt, outputs, targets, "fast")
     for rank in range(WORLD):
