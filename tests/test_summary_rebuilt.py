@@ -16,6 +16,7 @@ import perfkit
 from perfkit.probes import DeviceSample
 from perfkit.records import read_records
 from tests.conftest import FakeClock, assert_rebuilt_equals_live, timed_batches
+from tests.test_run_metrics import run_epochs
 from tests.test_run_probes import BrokenProbe, CardProbe
 
 
@@ -25,15 +26,8 @@ def batch(n: int) -> np.ndarray:
 
 def test_train_and_val(tmp_path, clock: FakeClock) -> None:
     with perfkit.Run("trainval", out_dir=tmp_path, clock=clock, device="cpu", probes=None) as run:
-        for _epoch in range(2):
-            with run.phase("train") as train:
-                for _ in train.iterate(timed_batches(clock, [batch(8)] * 4, io_s=0.5)):
-                    clock.advance(1.5)
-            clock.advance(1.0)
-            with run.phase("val") as val:
-                for _ in val.iterate(timed_batches(clock, [batch(4)] * 3, io_s=0.25)):
-                    clock.advance(0.3)
-            run.log(acc=0.75, loss=1.25)
+        run_epochs(run, clock)  # 2 epochs of train + val
+        run.log(acc=0.75, loss=1.25)
     live = assert_rebuilt_equals_live(run.run_dir)
     assert live["p_whole"] > 0 and "train_step_time_p99_s" in live and live["acc"] == 0.75
 
