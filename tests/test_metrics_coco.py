@@ -659,6 +659,54 @@ def test_more_than_255_masks(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_masks_of_other_sizes_and_categories_in_one_image(backend: str) -> None:
+    # The fast backend computes an image's categories in one pycocotools call, each category's
+    # masks widened by its index; a ground-truth RLE of another size than its image must still
+    # get pycocotools' IoU -1 (never matched), and masks of other categories must not count.
+    h, w = 20, 30
+
+    def rle(size: tuple[int, int], rows: slice, cols: slice) -> dict[str, Any]:
+        mask = np.zeros(size, np.uint8, order="F")
+        mask[rows, cols] = 1
+        encoded = mask_utils.encode(mask)
+        return {"size": encoded["size"], "counts": encoded["counts"].decode("ascii")}
+
+    cat_a, cat_b = CATEGORIES[0], CATEGORIES[1]
+    region = (slice(2, 12), slice(3, 15))
+    anns = [
+        (cat_a, rle((h, w), *region), 0),
+        (cat_a, rle((h, w + 1), *region), 0),  # another width: IoU -1 in pycocotools
+        (cat_a, rle((h + 1, w), *region), 1),  # another height, a crowd
+        (cat_b, rle((h, w), slice(0, 20), slice(0, 30)), 0),  # the whole image, other category
+    ]
+    gt = {
+        "images": [{"id": 1, "width": w, "height": h}],
+        "annotations": [
+            {"id": i + 1, "image_id": 1, "category_id": c, "segmentation": m, "area": 120.0}
+            | {"bbox": [3.0, 2.0, 12.0, 10.0], "iscrowd": crowd}
+            for i, (c, m, crowd) in enumerate(anns)
+        ],
+        "categories": [{"id": c, "name": f"cat{c}"} for c in CATEGORIES],
+    }
+    masks = torch.zeros((4, 1, h, w))
+    masks[0, 0, 2:12, 3:15] = 1  # on the first ground truth
+    masks[1, 0, 2:12, 3:14] = 1  # nearly so: the second ground truth is no match
+    masks[2, 0, 0:20, 0:30] = 1  # a category-a mask over everything
+    masks[3, 0, 0:10, 0:30] = 1  # half of the category-b ground truth
+    outputs = [
+        {
+            "masks": masks,
+            "scores": torch.tensor([0.9, 0.8, 0.7, 0.6]),
+            "labels": torch.tensor([cat_a, cat_a, cat_a, cat_b]),
+        }
+    ]
+    targets = [{"image_id": 1}]
+    expected = reference(gt, result_dicts(outputs, targets, "segm"), [1], "segm")[0]
+    assert expected["AP"] not in (-1.0, 0.0)  # the case has matches and misses
+    assert evaluate(gt, outputs, targets, backend, iou_type="segm") == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_labels_that_are_no_category_are_ignored_and_counted(backend: str) -> None:
     # torchvision's 91-label models emit gap ids; pycocotools and CocoEvaluator ignore them.
     gt, outputs, targets = make_case(5)

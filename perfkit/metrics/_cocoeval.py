@@ -138,23 +138,85 @@ def _bbox_iou(dt: np.ndarray, gt: np.ndarray, crowd: np.ndarray) -> np.ndarray:
 
 
 def _segm_iou(
-    dt_rles: list[Any],
-    gt_rles: list[Any],
+    dt_rles: Sequence[Any],
+    dt_rows: np.ndarray,
+    gt_rles: Sequence[Any],
+    gt_rows: np.ndarray,
     crowd: np.ndarray,
-    d_start: np.ndarray,
-    g_start: np.ndarray,
+    pair_det: np.ndarray,
+    pair_gt: np.ndarray,
+    pair_group: np.ndarray,
+    n_cats: int,
 ) -> np.ndarray:
-    """Mask IoU of every pair, one pycocotools ``iou`` call per (image, category) group."""
+    """Mask IoU of every pair, from one pycocotools ``iou`` call per image.
+
+    ``dt_rles[dt_rows[i]]`` / ``gt_rles[gt_rows[j]]`` are the masks of ``pair_det == i`` /
+    ``pair_gt == j``; pairs are in group order (image-major). A call costs about 18 µs before any
+    work, more than most (image, category) groups' pairs, so each image's groups go in one call.
+    Pairs of other categories would then be computed too; pycocotools' ``rleIou`` skips a pair
+    whose masks' sizes differ (IoU -1, no work), so the masks of category index k are given the
+    width ``w + k * (widest + 1)``: unique to (k, w), so no two categories' masks ever share a
+    size (if they did, masks of different pixel counts would be walked, and pycocotools loops
+    forever on those), while the counts, the height (the only dimension ``rleToBbox`` reads) and
+    so every IoU within a group are unchanged.
+    """
     from pycocotools import mask as mask_utils
 
-    blocks = [np.zeros(0)]
-    crowd_list = crowd.astype(np.uint8).tolist()
-    d_at, g_at = d_start.tolist(), g_start.tolist()
-    for g in np.flatnonzero(np.diff(d_start) * np.diff(g_start)).tolist():
-        dts, gts = slice(d_at[g], d_at[g + 1]), slice(g_at[g], g_at[g + 1])
-        ious = mask_utils.iou(dt_rles[dts], gt_rles[gts], crowd_list[gts])  # a list: faster
-        blocks.append(np.asarray(ious, dtype=float).reshape(-1))
-    return np.concatenate(blocks)
+    if not len(pair_det):
+        return np.zeros(0)
+    dets = pair_det[np.r_[True, pair_det[1:] != pair_det[:-1]]]  # pair_det is ascending
+    gts = np.flatnonzero(np.bincount(pair_gt, minlength=len(gt_rows)))
+    d_group = np.empty(len(dt_rows), np.int64)
+    d_group[pair_det] = pair_group
+    g_group = np.empty(len(gt_rows), np.int64)
+    g_group[pair_gt] = pair_group
+    # Detections and ground truths are in group order, so each image's are one run of each.
+    images, d_bounds = np.unique(d_group[dets] // n_cats, return_index=True)
+    g_bounds = np.searchsorted(g_group[gts] // n_cats, images)
+    d_bounds, g_bounds = np.r_[d_bounds, len(dets)], np.r_[g_bounds, len(gts)]
+    n_d, n_g = np.diff(d_bounds), np.diff(g_bounds)
+    block_start = np.r_[0, np.cumsum(n_d * n_g)[:-1]]
+    local_d = np.zeros(len(dt_rows), np.int64)
+    local_d[dets] = np.arange(len(dets)) - np.repeat(d_bounds[:-1], n_d)
+    local_g = np.zeros(len(gt_rows), np.int64)
+    local_g[gts] = np.arange(len(gts)) - np.repeat(g_bounds[:-1], n_g)
+    dt_sized, gt_sized = _widened(
+        [[dt_rles[i] for i in dt_rows[dets].tolist()], [gt_rles[i] for i in gt_rows[gts].tolist()]],
+        [d_group[dets] % n_cats, g_group[gts] % n_cats],
+    )
+    crowd_list = crowd[gts].astype(np.uint8).tolist()  # lists: faster than arrays here
+    blocks = [
+        np.asarray(
+            mask_utils.iou(dt_sized[d_lo:d_hi], gt_sized[g_lo:g_hi], crowd_list[g_lo:g_hi]),
+            dtype=float,
+        ).reshape(-1)
+        for d_lo, d_hi, g_lo, g_hi in zip(
+            d_bounds[:-1].tolist(),
+            d_bounds[1:].tolist(),
+            g_bounds[:-1].tolist(),
+            g_bounds[1:].tolist(),
+            strict=True,
+        )
+    ]
+    image_pos = np.searchsorted(images, pair_group // n_cats)
+    flat = block_start[image_pos] + local_d[pair_det] * n_g[image_pos] + local_g[pair_gt]
+    return np.concatenate(blocks)[flat]
+
+
+def _widened(rles: list[list[Any]], category: list[np.ndarray]) -> list[list[dict[str, Any]]]:
+    """Each list of ``rles`` with the width of a mask of category index k increased by
+    ``k * (widest + 1)`` (the same counts; index 0 keeps the mask as it is)."""
+    step = 1 + max((int(rle["size"][1]) for part in rles for rle in part), default=0)
+    out = []
+    for part, index in zip(rles, category, strict=True):
+        widened = []
+        for rle, k in zip(part, index.tolist(), strict=True):
+            if k:
+                height, width = rle["size"]
+                rle = {"size": (height, width + k * step), "counts": rle["counts"]}
+            widened.append(rle)
+        out.append(widened)
+    return out
 
 
 def evaluate(
@@ -215,9 +277,17 @@ def evaluate(
             dt.bbox[d_order][pair_det], gt.bbox[g_order][pair_gt], g_crowd[pair_gt]
         )
     else:
-        d_start = _starts(d_group, n_groups)
+        assert dt.rles is not None and gt.rles is not None
         pair_iou = _segm_iou(
-            _take(dt.rles, d_order), _take(gt.rles, g_order), g_crowd, d_start, g_start
+            dt.rles,
+            d_order,
+            gt.rles,
+            g_order,
+            g_crowd,
+            pair_det,
+            pair_gt,
+            d_group[pair_det],
+            n_cats,
         )
 
     dtm, dt_ignore = _match(
@@ -259,6 +329,9 @@ def _match(
     taken = np.zeros((n_area, n_thr, len(g_crowd)), bool)
     dtm = np.zeros((n_area, n_thr, n_det), bool)
     dt_ignore = np.zeros((n_area, n_thr, n_det), bool)
+    # A pair under every threshold never matches: only the others take part.
+    close = np.flatnonzero(pair_iou >= thr.min())
+    pair_det, pair_gt, pair_iou = pair_det[close], pair_gt[close], pair_iou[close]
     by_rank = np.argsort(rank[pair_det], kind="stable")
     bounds = _starts(rank[pair_det][by_rank], params.max_dets[-1])
     for lo, hi in itertools.pairwise(bounds):
@@ -308,41 +381,50 @@ def _accumulate(
     true positives are visited, with the same float operations.
     """
     n_thr, n_rec, n_area, n_cats = dtm.shape[1], len(REC_THRS), dtm.shape[0], len(npig)
-    precision = -np.ones((n_thr, n_rec, n_cats, n_area, len(max_dets)))
-    recall = -np.ones((n_thr, n_cats, n_area, len(max_dets)))
+    # filled as (M, A, T, K, R) / (M, A, T, K), contiguous per (maxDets, area) step
+    precision = np.empty((len(max_dets), n_area, n_thr, n_cats, n_rec))
+    recall = np.empty((len(max_dets), n_area, n_thr, n_cats))
     # pycocotools concatenates detections image by image in rank order, then sorts by score
     # stably: the same order as sorting by (score, image, rank).
     order = np.lexsort((rank, img, -score, cat))
+    counted_all = ~dt_ignore[:, :, order]  # (A, T, D) in that order
+    tp_all = dtm[:, :, order] & counted_all
+    rank, cat = rank[order], cat[order]
     needed = _tp_needed(npig)  # (K, A, R)
     segments = np.arange(n_thr * n_cats)
     for m, max_det in enumerate(max_dets):
-        sel = order[rank[order] < max_det]
-        cat_sel = cat[sel]
+        keep = rank < max_det
+        every = bool(keep.all())
+        cat_sel = cat if every else cat[keep]
         bounds = _starts(cat_sel, n_cats)
         for a in range(n_area):
             if progress is not None:
                 progress(1)
-            counted = ~dt_ignore[a][:, sel]
-            tp = dtm[a][:, sel] & counted  # (T, n)
-            tp_cum = _cumsum0(tp)
-            fp_cum = _cumsum0(~tp & counted)
-            n_tp = np.diff(tp_cum[:, bounds], axis=1)  # (T, K)
-            t, p = np.nonzero(tp)
+            counted = counted_all[a] if every else counted_all[a][:, keep]
+            tp = tp_all[a] if every else tp_all[a][:, keep]  # (T, n)
+            t, p = np.nonzero(tp)  # true positives by threshold, then category, then order
             k = cat_sel[p]
-            tp_k = (tp_cum[t, p + 1] - tp_cum[t, bounds[k]]).astype(float)
-            fp_k = (fp_cum[t, p + 1] - fp_cum[t, bounds[k]]).astype(float)
             segment = t * n_cats + k
-            best = _segment_suffix_max(tp_k / (fp_k + tp_k + np.spacing(1)), segment)
-            first = np.searchsorted(segment, segments).reshape(n_thr, n_cats)
+            first = np.searchsorted(segment, segments)
+            n_tp = np.diff(np.r_[first, len(segment)]).reshape(n_thr, n_cats)
+            tp_k = np.arange(1, len(segment) + 1) - first[segment]  # the i-th of its category
+            counted_cum = _cumsum0(counted)
+            fp_k = counted_cum[t, p + 1] - counted_cum[t, bounds[k]] - tp_k
+            best = _segment_suffix_max(
+                tp_k.astype(float) / (fp_k.astype(float) + tp_k + np.spacing(1)), segment
+            )
+            first = first.reshape(n_thr, n_cats)
             # the needed-th true positive (at least the first) of each (threshold, category)
             nth = np.maximum(needed[:, a], 1)[None]  # (1, K, R)
             found = nth <= n_tp[..., None]
             at = np.where(found, first[..., None] + nth - 1, 0)
-            q = np.where(found, best[at] if len(best) else 0.0, 0.0)  # (T, K, R)
-            has_gt = npig[:, a] > 0
-            precision[:, :, has_gt, a, m] = q[:, has_gt].transpose(0, 2, 1)
-            recall[:, has_gt, a, m] = n_tp[:, has_gt] / npig[has_gt, a]
-    return precision, recall
+            precision[m, a] = np.where(found, best[at] if len(best) else 0.0, 0.0)
+            recall[m, a] = n_tp / np.maximum(npig[:, a], 1)
+    # -1 for categories without regular ground truth in the area, as pycocotools leaves them
+    no_gt = (npig == 0).T[None, :, None, :]  # (1, A, 1, K)
+    precision[np.broadcast_to(no_gt, recall.shape)] = -1
+    recall[np.broadcast_to(no_gt, recall.shape)] = -1
+    return precision.transpose(2, 4, 3, 1, 0), recall.transpose(2, 3, 1, 0)
 
 
 def _cumsum0(flags: np.ndarray) -> np.ndarray:
