@@ -70,13 +70,52 @@ def layout() -> str:
 def all_gather_object(obj: Any, group: Any = None) -> list[Any]:
     """Gather a picklable object from every rank, in rank order; ``[obj]`` when not distributed.
 
-    ``group``: a process group (default: the job's world group)."""
+    ``group``: a process group (default: the job's world group). On a gloo group the gather is
+    perfkit's own (:func:`_gather_on_gloo`); on others it is ``torch.distributed``'s."""
     dist = _dist()
     if dist is None or dist.get_world_size() == 1:
         return [obj]
+    if dist.get_backend(group) == "gloo":
+        return _gather_on_gloo(dist, obj, group)
     gathered: list[Any] = [None] * dist.get_world_size(group)
     dist.all_gather_object(gathered, obj, group=group)
     return gathered
+
+
+#: The tensors and works of the last gloo gather, released at the next one (see below).
+_last_gloo_gather: list[Any] = []
+
+
+def _gather_on_gloo(dist: Any, obj: Any, group: Any) -> list[Any]:
+    """``all_gather_object`` over gloo that cannot deadlock a later ``destroy_process_group``.
+
+    A gloo work is freed by whichever of its worker thread and Python lets go of it last. When
+    the worker thread is last, it takes the GIL to free the work's tensors; up to torch 2.7,
+    ``destroy_process_group`` holds the GIL while it joins that thread (pytorch#154976): a
+    destroy right after ``torch.distributed.all_gather_object`` hung about one run in three
+    (torch 2.1.2, two ranks on 2 cores). Here Python holds the tensors and works until the next
+    gather, so the worker thread never frees them.
+    """
+    import pickle
+
+    import torch
+
+    n_ranks = dist.get_world_size(group)
+    payload = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8)
+    size = torch.tensor([payload.numel()], dtype=torch.int64)
+    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(n_ranks)]
+    size_work = dist.all_gather(sizes, size, group=group, async_op=True)
+    size_work.wait()
+    longest = max(int(s) for s in sizes)
+    padded = torch.zeros(longest, dtype=torch.uint8)
+    padded[: payload.numel()] = payload
+    parts = [torch.empty(longest, dtype=torch.uint8) for _ in range(n_ranks)]
+    parts_work = dist.all_gather(parts, padded, group=group, async_op=True)
+    parts_work.wait()
+    _last_gloo_gather[:] = [size_work, parts_work, size, sizes, padded, parts]
+    return [
+        pickle.loads(part[: int(n)].numpy().tobytes()) for part, n in zip(parts, sizes, strict=True)
+    ]
 
 
 def new_cpu_group(timeout_s: float) -> Any:
