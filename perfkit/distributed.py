@@ -82,7 +82,7 @@ def all_gather_object(obj: Any, group: Any = None) -> list[Any]:
     return gathered
 
 
-#: The tensors and works of the last gloo gather, released at the next one (see below).
+#: The tensors and works of the last gloo gather, released at the next gather (see below).
 _last_gloo_gather: list[Any] = []
 
 
@@ -94,25 +94,30 @@ def _gather_on_gloo(dist: Any, obj: Any, group: Any) -> list[Any]:
     ``destroy_process_group`` holds the GIL while it joins that thread (pytorch#154976): a
     destroy right after ``torch.distributed.all_gather_object`` hung about one run in three
     (torch 2.1.2, two ranks on 2 cores). Here Python holds the tensors and works until the next
-    gather, so the worker thread never frees them.
+    gather, or the interpreter's end, so the worker thread never frees them. That includes a
+    gather that failed (a rank died). Released at once, those aborted the process at exit
+    ("terminate called without an active exception": a thread that takes the GIL while the
+    interpreter shuts down is ended) in 3 runs of 15 of tests/test_faults_ranks.py, released in
+    an ``atexit`` hook in 1 of 20; held to the end, in 0 of 60.
     """
     import pickle
 
     import torch
 
+    held = _last_gloo_gather
+    held.clear()
     n_ranks = dist.get_world_size(group)
     payload = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8)
     size = torch.tensor([payload.numel()], dtype=torch.int64)
     sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(n_ranks)]
-    size_work = dist.all_gather(sizes, size, group=group, async_op=True)
-    size_work.wait()
+    held += [size, sizes, dist.all_gather(sizes, size, group=group, async_op=True)]
+    held[-1].wait()
     longest = max(int(s) for s in sizes)
     padded = torch.zeros(longest, dtype=torch.uint8)
     padded[: payload.numel()] = payload
     parts = [torch.empty(longest, dtype=torch.uint8) for _ in range(n_ranks)]
-    parts_work = dist.all_gather(parts, padded, group=group, async_op=True)
-    parts_work.wait()
-    _last_gloo_gather[:] = [size_work, parts_work, size, sizes, padded, parts]
+    held += [padded, parts, dist.all_gather(parts, padded, group=group, async_op=True)]
+    held[-1].wait()
     return [
         pickle.loads(part[: int(n)].numpy().tobytes()) for part, n in zip(parts, sizes, strict=True)
     ]
