@@ -599,6 +599,16 @@ def test_update_results_rejects() -> None:
     segm = COCOEvaluator(coco_from(make_case(0, iou_type="segm", n_images=1)[0]), "segm")
     with pytest.raises(ValueError, match=r"results\[0\]\['segmentation'\] must be an RLE dict"):
         segm.update_results([{**good, "segmentation": {"size": [1, 1], "counts": "1"}}])
+    image = segm.coco_gt.imgs[good["image_id"]]
+    right = {"size": [image["height"], image["width"]], "counts": "1"}
+    for bad in (
+        {**right, "size": [str(image["height"]), str(image["width"])]},  # strings, not numbers
+        {**right, "size": [image["height"] + 0.5, image["width"]]},
+        {"counts": "1"},  # no size
+        [[0.0, 0.0, 4.0, 0.0, 4.0, 4.0]],  # a polygon, not an RLE
+    ):
+        with pytest.raises(ValueError, match=r"results\[1\]\['segmentation'\] must be an RLE"):
+            segm.update_results([{**good, "segmentation": right}, {**good, "segmentation": bad}])
 
 
 def test_segm_rejects_masks_of_the_wrong_size() -> None:

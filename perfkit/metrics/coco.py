@@ -405,8 +405,12 @@ class COCOEvaluator(Metric):
         images, inverse = np.unique(image, return_inverse=True)
         expected = np.array([self._size(img) for img in images.tolist()], float).reshape(-1, 2)
         try:
-            sizes = np.array([rle["size"] for rle in rles], float)
-            good = sizes.shape == (len(rles), 2) and bool((sizes == expected[inverse]).all())
+            sizes = np.array([rle["size"] for rle in rles])  # numbers only: no "480" strings
+            good = (
+                sizes.dtype.kind in "iuf"
+                and sizes.shape == (len(rles), 2)
+                and bool((sizes == expected[inverse]).all())
+            )
         except (TypeError, KeyError, IndexError, ValueError):
             good = False
         if good:
