@@ -456,8 +456,13 @@ def phase_table(run: RunData) -> pd.DataFrame:
     if starts.empty:  # schema 1: a phase's records are written when it ends
         table = ends.assign(start_t=ends["end_t"] - ends["wall_s"], complete=True)
     else:
-        table = starts.merge(
-            ends.drop(columns=["phase", "kind"]), on=["rank", "ordinal"], how="left"
+        # The n-th start of a name with its n-th end: a phase run inside another (pausing
+        # it) ends first, so the end records' order is not the start records'.
+        nth = ["rank", "phase", "nth"]
+        starts["nth"] = starts.groupby(["rank", "phase"]).cumcount()
+        named_ends = ends.assign(nth=ends.groupby(["rank", "phase"]).cumcount())
+        table = starts.merge(named_ends.drop(columns=["kind", "ordinal"]), on=nth, how="left").drop(
+            columns=["nth"]
         )
         table["complete"] = table["end_t"].notna()
     done = table[table["complete"]]

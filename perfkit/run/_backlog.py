@@ -31,7 +31,10 @@ class StepBacklog:
 
     Columns, by slot: ``end`` (the step's end on the host clock, s), ``io`` (s), ``compute``
     (s; NaN where the step marked no compute window - on a device, until its windows resolve),
-    ``samples``. ``starts``: {row: start of the loop it begins, s}. ``drained``: rows of the
+    ``samples``. ``starts``: {row: start of the loop it begins, s}. ``paused``: {row: seconds
+    the phase was paused, for another kind's phase, during that step}, left out of its wall
+    time; ``paused_io``: those of them that fell in the step's wait for data, left out of its
+    IO too. ``drained``: rows of the
     phase already turned into steps.bin rows (or dropped). The totals cover the drained rows:
     ``samples_total``, ``io_total``, ``compute_total`` and every drained step's wall time in
     ``walls`` (for the percentiles). Readers and :meth:`drain` run under the run's flush lock;
@@ -52,6 +55,8 @@ class StepBacklog:
         self.compute = array("d", [math.nan]) * capacity
         self.samples = array("d", zeros)
         self.starts: dict[int, float] = {}
+        self.paused: dict[int, float] = {}
+        self.paused_io: dict[int, float] = {}
         self.drained = 0
         self._last_end = math.nan  # the end of the last drained row
         self.samples_total = 0
@@ -88,6 +93,10 @@ class StepBacklog:
             if start <= row < stop:
                 before[row - start] = t0
         wall = end - before
+        for paused, column in ((self.paused, wall), (self.paused_io, io)):
+            for row, seconds in paused.items():
+                if start <= row < stop:
+                    column[row - start] -= seconds
         if self.host:
             compute = np.where(np.isnan(compute), wall - io, compute)
         return [end, wall, io, compute, samples]
@@ -147,8 +156,9 @@ class StepBacklog:
         self.walls.frombytes(wall[max(self.warmup - start, 0) :].tobytes())
         for a, b in self._pieces(start, upto):
             np.frombuffer(self.compute, dtype=np.float64)[a:b] = np.nan
-        for row in [row for row in self.starts if row < upto]:
-            del self.starts[row]
+        for by_row in (self.starts, self.paused, self.paused_io):
+            for row in [row for row in by_row if row < upto]:
+                del by_row[row]
         self._last_end = float(end[-1])
         self.drained = upto
         return rows.tobytes()

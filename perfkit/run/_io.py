@@ -25,23 +25,23 @@ class IOWindow:
     (only the outermost is timed), and an ``io()`` inside a ``compute()`` window is part of
     that compute window (compute, not IO)."""
 
-    __slots__ = ("_clock", "_counted", "_depth", "_owner", "_start")
+    __slots__ = ("_clock", "_owner", "counted", "depth", "start")
 
     def __init__(self, owner: IOOwner, clock: Clock) -> None:
         self._owner = owner
         self._clock = clock
-        self._start = 0.0
-        self._depth = 0
-        self._counted = False
+        self.start = 0.0  # the outermost window's start (host clock, s)
+        self.depth = 0  # open windows, nested
+        self.counted = False  # the outermost counts as IO (not inside a compute window)
 
     def __enter__(self) -> IOWindow:
-        if self._depth == 0:
-            self._counted = self._owner._begin_io()
-            self._start = self._clock()
-        self._depth += 1
+        if self.depth == 0:
+            self.counted = self._owner._begin_io()
+            self.start = self._clock()
+        self.depth += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._depth -= 1
-        if self._depth == 0 and self._counted:
-            self._owner._end_io(self._clock() - self._start)
+        self.depth -= 1
+        if self.depth == 0 and self.counted:
+            self._owner._end_io(self._clock() - self.start)

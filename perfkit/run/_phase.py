@@ -94,6 +94,12 @@ class Phase:
         self._rank_figures: dict[int, PhaseFigures] | None = None
         self._io = IOWindow(self, self._clock)
         self._compute = ComputeWindow(self, self._timer.mark, self._host)
+        # Pauses while phases of other kinds run inside this one: their seconds so far, the
+        # running pause's start, the windows to reopen when it ends, the energy before it.
+        self._paused_s = 0.0
+        self._pause_t: float | None = None
+        self._reopen = (False, False)  # (io window, compute window)
+        self._energy_before: float | None = None
 
     # -- lifetime ------------------------------------------------------------------------
     def __enter__(self) -> Phase:
@@ -130,7 +136,7 @@ class Phase:
             if self._step_count >= self.warmup_steps:
                 self._compute_s -= seconds
         self.end_t = self.run.elapsed()
-        self.energy_j = self.run._phase_energy_j()
+        self.energy_j = _add_energy(self._energy_before, self.run._phase_energy_j())
         self._state = "ended"
         self._compute.active = False
         try:
@@ -233,9 +239,58 @@ class Phase:
 
     @property
     def wall_s(self) -> float:
-        """Wall time of the phase in seconds (so far, while it runs), warm-up steps aside."""
+        """Wall time of the phase in seconds (so far, while it runs), warm-up steps and pauses
+        (:attr:`paused_s`) aside."""
         end = self.end_t if self._state == "ended" else self.run.elapsed()
-        return end - self.start_t - self.warmup_s
+        return end - self.start_t - self.warmup_s - self.paused_s
+
+    @property
+    def paused_s(self) -> float:
+        """Seconds this phase was paused while phases of other kinds ran inside it (an
+        evaluation inside a training epoch): left out of its wall, IO and compute seconds and
+        of the wall time of the step they fell in."""
+        running = 0.0 if self._pause_t is None else self._clock() - self._pause_t
+        return self._paused_s + running
+
+    def _pause(self) -> None:
+        """A phase of another kind starts inside this one (Run._begin_phase): stop this phase's
+        clock. Its open io() and compute() windows are cut here and go on at _resume."""
+        t = self._clock()
+        window, io = self._compute, self._io
+        reopen_io, reopen_compute = io.depth > 0 and io.counted, window.open
+        if reopen_compute:
+            window.__exit__(None, None, None)
+        if reopen_io:
+            self._end_io(t - io.start, resume=False)
+        elif not self._host and window.in_step:
+            self._end_implicit_window()
+        self._reopen = (reopen_io, reopen_compute)
+        self._energy_before = _add_energy(self._energy_before, self.run._phase_energy_j())
+        self._pause_t = t
+
+    def _resume(self) -> None:
+        """The phase that paused this one ended: this phase's clock goes on."""
+        if self._pause_t is None:
+            return
+        t = self._clock()
+        seconds, self._pause_t = t - self._pause_t, None
+        self._paused_s += seconds
+        window = self._compute
+        loop = self._loop() if self._loop is not None else None
+        backlog = self._backlog
+        in_wait = loop is not None and loop.gi_running  # in the loop's next(): a step's IO
+        if backlog is not None and (window.in_step or in_wait):
+            row = self._step_count
+            backlog.paused[row] = backlog.paused.get(row, 0.0) + seconds
+            if in_wait:
+                backlog.paused_io[row] = backlog.paused_io.get(row, 0.0) + seconds
+        reopen_io, reopen_compute = self._reopen
+        if reopen_io:
+            self._io.start = t
+        elif not self._host and window.in_step:
+            self._implicit_start = self._timer.mark()
+        if reopen_compute:
+            window.__enter__()
 
     def iterate(
         self, iterable: Iterable[Any], *, samples: int | Callable[[Any], int] | None = None
@@ -361,7 +416,9 @@ class Phase:
                 bar.update()
                 t0 = clock()
                 backlog.starts[step] = t0
-        self._io_s += clock() - t0  # the last wait for data is IO too
+        # The last wait for data is IO too (less a pause in it: that row never came)
+        backlog.paused.pop(step, None)
+        self._io_s += clock() - t0 - backlog.paused_io.pop(step, 0.0)
         if bar is not None:
             bar.close()
 
@@ -432,14 +489,14 @@ class Phase:
             self._end_implicit_window()
         return True
 
-    def _end_io(self, seconds: float) -> None:
+    def _end_io(self, seconds: float, resume: bool = True) -> None:
         window = self._compute
         if not window.in_step:
             self._io_s += seconds
             return
         window.io_s += seconds
         window.marked = True
-        if not self._host:
+        if not self._host and resume:  # the implicit compute window goes on after the IO
             self._implicit_start = self._timer.mark()
 
     def _add_window(self, start: Any, end: Any) -> None:
@@ -508,3 +565,10 @@ class Phase:
     def stats(self) -> dict[str, Any]:
         """This phase's figures: samples, steps, wall / io / compute seconds, throughputs."""
         return phase_stats(self.result())
+
+
+def _add_energy(before: float | None, since: float | None) -> float | None:
+    """Joules of a phase's pieces between pauses; None when no piece has a reading."""
+    if before is None or since is None:
+        return since if before is None else before
+    return before + since

@@ -172,6 +172,7 @@ class Run:
         self.phases: list[Phase] = []
         self.meta: dict[str, Any] = {}
         self._active_phase: Phase | None = None
+        self._paused: list[Phase] = []  # phases paused by the ones inside them, outermost first
         self._writer: RecordWriter | None = None
         self._steps: StepLogWriter | None = None
         self._dir_recreated = False
@@ -367,8 +368,10 @@ class Run:
             raise RunError(f"run {self.name!r} was never started")
         failed = exc is not None
         try:
-            if self._active_phase is not None:
-                self._active_phase._finish(failed=failed)
+            while (phase := self._active_phase) is not None:  # innermost first
+                phase._finish(failed=failed)
+                if self._active_phase is phase:
+                    break
         finally:
             self._end_elapsed = self.elapsed()
             self.status = "failed" if failed else "ok"
@@ -417,6 +420,12 @@ class Run:
     ) -> Phase:
         """A new phase of ``kind`` ("train", "val" or "infer"); ``name`` defaults to the kind.
 
+        Phases do not overlap, but one may run inside a phase of another kind (an evaluation
+        inside a training epoch): the outer phase is paused from the inner one's start to its
+        end, and that time is left out of the outer phase's wall, IO and compute seconds
+        (:attr:`Phase.paused_s`) and of the step it fell in - so p_train and p_core leave the
+        evaluation out, p_whole keeps it.
+
         ``warmup_steps``: the phase's first steps, timed and reported apart
         (``<kind>_warmup_steps``, ``<kind>_warmup_s``) and left out of its other figures;
         None takes the Run's ``warmup_steps``. ``progress``: a tqdm bar over the phase's
@@ -438,11 +447,19 @@ class Run:
         """Make ``phase`` the active one; returns its position among this rank's phases."""
         if self.status != "running":
             raise RunError(f"phase {phase.name!r} entered after run {self.name!r} ended")
-        if self._active_phase is not None:
-            raise RunError(
-                f"phase {phase.name!r} started while phase {self._active_phase.name!r} is "
-                "active: phases do not overlap; end one before starting the next"
-            )
+        outer = self._active_phase
+        if outer is not None:
+            if phase.kind in {p.kind for p in (*self._paused, outer)}:
+                raise RunError(
+                    f"phase {phase.name!r} started while phase {outer.name!r} is active: "
+                    f"phases do not overlap, and a {phase.kind} phase cannot pause one of its "
+                    "own kind; end one before starting the next"
+                )
+            assert self._steps is not None
+            with self.flush_lock:  # the outer phase's finished steps go before the inner's
+                self._steps.write(outer._drain_rows())
+            outer._pause()
+            self._paused.append(outer)
         self._active_phase = phase
         if self._memory is not None:
             self._memory.mark()
@@ -460,7 +477,7 @@ class Run:
         assert self._steps is not None
         with self.flush_lock:
             self._steps.write(phase._drain_rows())
-            self._active_phase = None
+            self._active_phase = self._paused.pop() if self._paused else None
         self.phases.append(phase)
         f = phase.figures_by_rank()[self.rank]
         fields: list[tuple[str, float, str]] = [
@@ -482,6 +499,11 @@ class Run:
         for name, value, unit, device, note in device_records(phase.devices):
             self._write(name, value, unit, f.end_t, phase=phase.name, device=device, note=note)
         self.flush()
+        outer = self._active_phase
+        if outer is not None:  # the phase this one paused goes on
+            if self._memory is not None:
+                self._memory.mark()
+            outer._resume()
 
     # -- values --------------------------------------------------------------------------
     def set_flops(
@@ -646,7 +668,7 @@ class Run:
         """
         if self._final_summary is not None:
             return self._final_summary
-        phases = [*self.phases]
+        phases = [*self.phases, *self._paused]
         if self._active_phase is not None:
             phases.append(self._active_phase)
         return build_summary(

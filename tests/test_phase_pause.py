@@ -1,0 +1,125 @@
+"""A phase of another kind inside a running phase pauses it: an evaluation inside a training
+epoch is left out of the train phase's wall, IO, compute and step times (hand-worked on a
+fake clock), kept in p_whole, and rebuilt from the records the same."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import perfkit
+from perfkit.analysis._read import read_run
+from tests.conftest import FakeClock, FakeEventTimer, assert_rebuilt_equals_live, timed_batches
+
+
+def batch(n: int) -> np.ndarray:
+    return np.zeros((n, 3))
+
+
+def evaluate(run: perfkit.Run, clock: FakeClock) -> perfkit.Phase:
+    """A val phase of 2 steps of 4 samples: IO 0.25 s and a body of 1.0 s each (2.5 s)."""
+    with run.phase("val") as val:
+        for _ in val.iterate(timed_batches(clock, [batch(4)] * 2, io_s=0.25)):
+            clock.advance(1.0)
+    return val
+
+
+def test_an_evaluation_inside_a_train_step_is_left_out_of_it(tmp_path, clock: FakeClock):
+    with perfkit.Run("pause", out_dir=tmp_path, clock=clock, device="cpu", probes=None) as run:
+        with run.phase("train") as train:
+            # 4 steps of 8 samples, IO 0.5 s, body 2.0 s; step 1's body evaluates in its middle
+            for i, _ in enumerate(train.iterate(timed_batches(clock, [batch(8)] * 4, io_s=0.5))):
+                clock.advance(1.0)
+                if i == 1:
+                    with train.io():  # an IO window cut by the evaluation: 0.2 + 0.3 s
+                        clock.advance(0.2)
+                        val = evaluate(run, clock)
+                        clock.advance(0.3)
+                clock.advance(1.0)
+    s = run.summary()
+    # train: 4 x (0.5 + 2.0) = 10 s, + 0.5 s of IO in step 1; the 2.5 s evaluation left out
+    assert train.paused_s == pytest.approx(2.5)
+    assert s["train_wall_s"] == pytest.approx(10.5)
+    assert s["train_io_s"] == pytest.approx(4 * 0.5 + 0.5)
+    assert s["train_compute_s"] == pytest.approx(4 * 2.0)
+    assert s["p_train"] == pytest.approx(32 / 10.5)
+    assert s["p_core"] == pytest.approx(32 / 8.0)
+    steps = read_run(run.run_dir).steps
+    train_steps = steps[steps["phase"] == "train"]
+    # step 1: 2.5 + 0.5 s of IO, not 5.5 s; its end is the clock's, after the evaluation
+    assert list(train_steps["step_time"]) == pytest.approx([2.5, 3.0, 2.5, 2.5])
+    assert list(train_steps["io_time"]) == pytest.approx([0.5, 1.0, 0.5, 0.5])
+    # val: 2 x (0.25 + 1.0)
+    assert (s["val_samples"], s["val_wall_s"]) == (8, pytest.approx(2.5))
+    assert val.wall_s == pytest.approx(2.5)
+    # p_whole: 32 samples over the train phase's whole 13 s, the evaluation in it
+    assert s["p_whole"] == pytest.approx(32 / 13.0)
+    assert_rebuilt_equals_live(run.run_dir)
+
+
+def test_a_pause_between_steps_and_in_the_wait_for_data(tmp_path, clock: FakeClock):
+    def loader():
+        for i in range(3):
+            clock.advance(0.5)
+            if i == 1:  # the data pipeline evaluates (in next(), so in step 1's IO)
+                evaluate(run, clock)
+            yield batch(2)
+
+    with perfkit.Run("pause", out_dir=tmp_path, clock=clock, device="cpu", probes=None) as run:
+        with run.phase("train") as train:
+            evaluate(run, clock)  # before the loop: in the phase, in no step
+            for _ in train.iterate(loader()):
+                clock.advance(1.0)
+            clock.advance(0.1)  # after the loop
+    s = run.summary()
+    # 3 steps of 0.5 s IO + 1.0 s body, + 0.1 s after the loop; two evaluations of 2.5 s out
+    assert train.paused_s == pytest.approx(5.0)
+    assert s["train_wall_s"] == pytest.approx(4.6)
+    assert s["train_io_s"] == pytest.approx(1.5)
+    assert s["train_compute_s"] == pytest.approx(3.0)
+    assert s["val_wall_s"] == pytest.approx(5.0) and s["val_steps"] == 4
+    assert_rebuilt_equals_live(run.run_dir)
+
+
+def test_compute_windows_are_cut_on_a_device(tmp_path, clock: FakeClock):
+    timer = FakeEventTimer()
+    run = perfkit.Run(
+        "pause", out_dir=tmp_path, clock=clock, device_timer=timer, device="cpu", probes=None
+    )
+    with run:
+        with run.phase("train") as train:
+            for _ in train.iterate([batch(8)] * 2):
+                with train.compute():  # 1 s on the device, the evaluation's 2 s not counted
+                    timer.device_now += 0.5
+                    with run.phase("val"):
+                        timer.device_now += 2.0
+                        clock.advance(2.0)
+                    timer.device_now += 0.5
+    s = run.summary()
+    assert s["train_compute_s"] == pytest.approx(2 * 1.0)
+    assert s["train_wall_s"] == pytest.approx(0.0)
+    assert train.paused_s == pytest.approx(4.0)
+
+
+def test_a_phase_of_the_same_kind_still_cannot_nest(tmp_path, clock: FakeClock):
+    with perfkit.Run("pause", out_dir=tmp_path, clock=clock, device="cpu", probes=None) as run:
+        with run.phase("train"), run.phase("val"):
+            with pytest.raises(perfkit.RunError, match="cannot pause one of its own kind"):
+                run.phase("train").__enter__()
+        with run.phase("infer") as infer:  # the stack unwound: a new phase starts plainly
+            pass
+    assert infer.paused_s == 0.0
+    assert [p["kind"] for p in run.summary()["phases"]] == ["val", "train", "infer"]
+
+
+def test_a_run_stopped_inside_a_nested_phase_ends_both(tmp_path, clock: FakeClock):
+    run = perfkit.Run("pause", out_dir=tmp_path, clock=clock, device="cpu", probes=None)
+    run.start()
+    train = run.phase("train").__enter__()
+    clock.advance(1.0)
+    run.phase("val").__enter__()
+    clock.advance(2.0)
+    summary = run.stop()
+    assert summary["status"] == "ok"
+    assert summary["train_wall_s"] == pytest.approx(1.0) and train.paused_s == pytest.approx(2.0)
+    assert summary["val_wall_s"] == pytest.approx(2.0)
