@@ -80,10 +80,12 @@ def test_train_records_a_phase_per_epoch(tmp_path):
     summary = callback.summary
     assert summary is not None and summary["status"] == "ok"
     assert (summary["train_samples"], summary["train_steps"]) == (20, 6)  # 2 x (4 + 4 + 2)
-    assert [p["kind"] for p in summary["phases"]] == ["train", "train"]
-    assert [p["samples"] for p in summary["phases"]] == [10, 10]
+    # each epoch's evaluation (after on_epoch_end) is a val phase of 2 prediction steps (4 + 2)
+    assert [p["kind"] for p in summary["phases"]] == ["train", "val", "train", "val"]
+    assert [p["samples"] for p in summary["phases"]] == [10, 6, 10, 6]
+    assert (summary["val_steps"], summary["val_samples"]) == (4, 12)
     assert summary["train_compute_s"] >= forward_s[0] > 0
-    # 6 train batches collated in the gaps between steps (eval collates outside the phases)
+    # 6 train batches collated in the gaps between steps (eval collates in the val phases)
     assert summary["train_io_s"] >= 6 * COLLATE_S
     assert summary["train_io_s"] + summary["train_compute_s"] <= summary["train_wall_s"] + 1e-9
     history = trainer.state.log_history
@@ -93,6 +95,13 @@ def test_train_records_a_phase_per_epoch(tmp_path):
     assert callback.run.run_dir is not None
     on_disk = json.loads((callback.run.run_dir / "summary.json").read_text())
     assert on_disk["train_steps"] == 6
+    # the Trainer's settings in the config: 4 per device x 1 accumulation x 1 rank
+    config = callback.run.config
+    assert (config["bs"], config["gradient_accumulation_steps"], config["world_size"]) == (4, 1, 1)
+    assert config["global_batch_size"] == 4 and config["precision"] == "fp32"
+    assert config["lr"] == args.learning_rate and config["max_steps"] == trainer.state.max_steps
+    assert config["params"] == sum(p.numel() for p in model.parameters())
+    assert config["model"] == "BertForSequenceClassification"
 
 
 def test_a_run_the_user_started_is_marked_failed(tmp_path):
@@ -118,3 +127,112 @@ def test_a_run_the_user_started_is_marked_failed(tmp_path):
     summary = json.loads((callback.run.run_dir / "summary.json").read_text())
     assert summary["status"] == "failed" and "the user's job failed" in summary["error"]
     assert summary["train_steps"] == 1  # step 2 raised at its end: only step 1 counts
+
+
+class Clock(transformers.TrainerCallback):
+    """perf_counter at the Trainer's train begin and end: a clock outside perfkit."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.begin = time.perf_counter()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.end = time.perf_counter()
+
+
+def hf_args(tmp_path, **overrides) -> transformers.TrainingArguments:
+    settings = dict(
+        output_dir=str(tmp_path / "hf"), per_device_train_batch_size=4,
+        per_device_eval_batch_size=4, num_train_epochs=1, logging_strategy="no",
+        save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True,
+    )  # fmt: skip
+    settings.update(overrides)
+    return transformers.TrainingArguments(**settings)
+
+
+def test_evaluation_every_n_steps_is_not_train_time(tmp_path):
+    train_collate, eval_collate = SlowCollator(), SlowCollator()
+    eval_collate_s = 0.1  # an evaluation far slower than training, as the issue saw
+
+    def collate(rows):
+        # the Trainer's model is in eval mode while it evaluates
+        if not trainer.model.training:
+            time.sleep(eval_collate_s)
+            return eval_collate(rows)
+        return train_collate(rows)
+
+    callback = PerfkitCallback(name="bert", out_dir=tmp_path / "runs", device="cpu", probes=None)
+    clock = Clock()
+    args = hf_args(tmp_path, eval_strategy="steps", eval_steps=8, num_train_epochs=2)
+    trainer = transformers.Trainer(
+        model=tiny_bert(), args=args, train_dataset=examples(32), eval_dataset=examples(8),
+        data_collator=collate, callbacks=[clock, callback],
+    )  # fmt: skip
+    evaluations: list[float] = []
+    evaluate = trainer.evaluate
+
+    def timed_evaluate(*a, **kw):  # a clock around each of the Trainer's evaluations
+        start = time.perf_counter()
+        try:
+            return evaluate(*a, **kw)
+        finally:
+            evaluations.append(time.perf_counter() - start)
+
+    trainer.evaluate = timed_evaluate  # type: ignore[method-assign]
+    trainer.train()
+    s = callback.summary
+    assert s is not None and s["status"] == "ok"
+    # 2 epochs of 8 steps of 4: an evaluation after steps 8 and 16 (each 2 batches of 4)
+    assert trainer.state.global_step == 16 and len(evaluations) == 2
+    assert (s["train_samples"], s["train_steps"]) == (64, 16)
+    assert (s["val_samples"], s["val_steps"]) == (16, 4)
+    assert sum(evaluations) > 4 * eval_collate_s
+    train_s = clock.end - clock.begin - sum(evaluations)
+    assert s["p_train"] == pytest.approx(64 / train_s, rel=0.05)
+    assert s["val_wall_s"] == pytest.approx(sum(evaluations), rel=0.05)
+    assert s["train_io_s"] / s["train_wall_s"] < 0.9  # was 0.92 with evaluation counted as IO
+    # p_whole keeps the evaluations: 64 samples over (nearly) the whole training
+    assert s["p_whole"] == pytest.approx(64 / (clock.end - clock.begin), rel=0.05)
+    assert s["p_whole"] < s["p_train"]
+
+
+def test_accumulation_with_a_short_last_group(tmp_path):
+    callback = PerfkitCallback(name="bert", out_dir=tmp_path / "runs", device="cpu", probes=None)
+    args = hf_args(tmp_path, per_device_train_batch_size=2, gradient_accumulation_steps=2)
+    trainer = transformers.Trainer(
+        model=tiny_bert(), args=args, train_dataset=examples(10),
+        data_collator=SlowCollator(), callbacks=[callback],
+    )  # fmt: skip
+    trainer.train()
+    s = callback.summary
+    assert s is not None
+    # 10 samples in micro-batches of 2: optimizer steps of 4, 4 and 2 samples
+    assert trainer.state.global_step == 3
+    assert (s["train_steps"], s["train_samples"]) == (3, 10)
+    assert callback.run.config["global_batch_size"] == 4  # 2 x 2 accumulation x 1 rank
+
+
+def test_evaluate_predict_and_a_second_train_are_recorded(tmp_path):
+    callback = PerfkitCallback(name="bert", out_dir=tmp_path / "runs", device="cpu", probes=None)
+    trainer = transformers.Trainer(
+        model=tiny_bert(), args=hf_args(tmp_path), train_dataset=examples(8),
+        eval_dataset=examples(10), data_collator=SlowCollator(), callbacks=[callback],
+    )  # fmt: skip
+    trainer.train()
+    first = callback.summary
+    metrics = callback.evaluate(trainer)  # 10 samples: batches of 4, 4, 2
+    evaluated = callback.summary
+    output = callback.predict(trainer, examples(6))  # batches of 4, 2
+    predicted = callback.summary
+    trainer.train()
+    second = callback.summary
+    assert [r.name for r in callback.runs] == ["bert", "bert-evaluate", "bert-predict", "bert"]
+    assert first is not None and second is not None and first["run_id"] != second["run_id"]
+    assert (first["train_samples"], second["train_samples"]) == (8, 8)
+    assert evaluated is not None and predicted is not None
+    assert (evaluated["val_steps"], evaluated["val_samples"]) == (3, 10)
+    assert evaluated["eval_loss"] == pytest.approx(metrics["eval_loss"])
+    assert (predicted["infer_steps"], predicted["infer_samples"]) == (2, 6)
+    assert output.predictions.shape[0] == 6
+    assert predicted["test_loss"] == pytest.approx(output.metrics["test_loss"])
+    with pytest.warns(UserWarning, match="outside training is not recorded"):
+        trainer.evaluate()  # a bare call: no callback says it starts

@@ -101,6 +101,64 @@ class CallbackSteps:
             self._in_compute = False
 
 
+class EndSteps:
+    """One phase of ``run`` whose batches a trainer reports by their end only (transformers'
+    ``on_prediction_step``): step k spans from the end of batch k-1 (the phase's start for the
+    first) to the end of batch k, all of it compute - the trainer shows no batch start, so its
+    data loading cannot be told from its compute. ``tick(batches)`` at each batch's end
+    (``batches``: the loop's batch count where known: the last tick then ends the loop);
+    ``samples()`` gives the next batch's samples when its step starts; ``close()`` ends the
+    phase (an interval after the last batch is no step)."""
+
+    def __init__(self, run: Run, kind: str, samples: Callable[[], int]) -> None:
+        self.phase: Phase = run.phase(kind)
+        self.phase.__enter__()
+        self.ticks = 0
+        self._feed = _Feed()
+        self._feed.put(None)
+        self._loop: Iterator[Any] | None = self.phase.iterate(
+            self._feed, samples=lambda _batch: samples()
+        )
+        next(self._loop)  # the first batch's step starts with the phase
+
+    def tick(self, batches: int | None = None) -> None:
+        """A batch ended (of ``batches`` in the loop, when known)."""
+        if self._loop is None:
+            return
+        self.ticks += 1
+        if batches is None or self.ticks < batches:
+            self._feed.put(None)
+        try:
+            next(self._loop)
+        except StopIteration:  # that was the last batch: the loop ended with it
+            self._loop = None
+
+    def close(self, exc: BaseException | None = None) -> None:
+        """End the phase (failed when ``exc`` is given)."""
+        if exc is None:
+            self.phase._finish(failed=False, drop_left=True)
+        else:
+            self.phase.__exit__(type(exc), exc, exc.__traceback__)
+
+
+class BatchSizes:
+    """Samples per step of a loop whose batches a trainer does not show: ``per_step`` each,
+    the last holding what is left of ``total`` samples where ``total`` is known (one process,
+    no dropped last batch; it may be set once the loop is known)."""
+
+    def __init__(self, per_step: int, total: int | None = None) -> None:
+        self.per_step = per_step
+        self.total = total
+        self.given = 0
+
+    def __call__(self, _batch: Any = None) -> int:
+        n = self.per_step
+        if self.total is not None:
+            n = max(0, min(n, self.total - self.given))
+        self.given += n
+        return n
+
+
 def guarded(what: str, action: Callable[[], object]) -> bool:
     """Run ``action``; a failure in perfkit is logged (logger "perfkit") rather than raised
     into the training job. True when it ran."""

@@ -1,42 +1,95 @@
-"""A Hugging Face ``transformers`` callback recording a perfkit run of ``Trainer.train``:
-``Trainer(..., callbacks=[PerfkitCallback(name="bert", out_dir="runs")])``.
+"""A Hugging Face ``transformers`` callback recording perfkit runs of ``Trainer.train`` and of
+evaluations and predictions: ``Trainer(..., callbacks=[PerfkitCallback(name="bert")])``.
+
+Runs: one per entry point. ``trainer.train()`` records a run named ``name`` (a second
+``train()`` records another); ``callback.evaluate(trainer, ...)`` and
+``callback.predict(trainer, ...)`` call the Trainer's own and record runs named
+``<name>-evaluate`` / ``<name>-predict`` (a bare ``trainer.evaluate()`` outside training cannot
+be recorded - transformers calls no callback when an evaluation starts - and is warned about
+once). Each run's config holds the Trainer's settings (batch size, gradient accumulation,
+global batch, precision, learning rate, world size, max steps, epochs, seed, model class and
+parameter count) under the user's own ``config``.
 
 Phases: one "train" phase per epoch, a step per optimizer step (``on_step_begin`` to
-``on_step_end``: with gradient accumulation, a step spans its micro-batches). transformers'
-callbacks do not see the batch, so samples per step are the per-device batch size x the
-gradient accumulation steps, the last step of an epoch holding what is left of the dataset
-(one process, without ``dataloader_drop_last``); pass ``samples=`` to count otherwise. The
-callbacks have no evaluation-start hook, so evaluation is not a timed phase: the Trainer's
-logs (``on_log``: loss, learning_rate, eval_loss, eval_runtime, ...) and evaluation metrics
-(``on_evaluate``) are passed to ``run.log``.
+``on_step_end``, with gradient accumulation its micro-batches; the gap to the next step is
+IO). An evaluation during training (``eval_strategy="steps"`` or ``"epoch"``) is a "val" phase:
+one inside the epoch's train phase pauses it (:meth:`perfkit.Run.phase`), so p_train and p_core
+leave the evaluation out and p_whole keeps it. ``predict`` is an "infer" phase. Evaluation
+steps are prediction steps, timed from one ``on_prediction_step`` to the next: all compute, as
+the Trainer shows no batch start. transformers' callbacks do not see the batch: samples per
+step are the per-device batch size (x the gradient accumulation steps in training), the last
+step holding what is left of the dataset (one process, without ``dataloader_drop_last``); pass
+``samples=`` to count training steps otherwise. The Trainer's logs (``on_log``: loss,
+learning_rate, eval_loss, eval_accuracy, ...) go to ``run.log``, each value once.
 
-The run starts at ``on_train_begin`` and stops at ``on_train_end``. transformers has no
-callback for a training that raises: to mark such a run failed, start the run yourself,
-``with callback.run: trainer.train()`` (the callback then leaves starting and stopping to
-you). Needs the ``transformers`` extra: ``pip install 'perfkit[transformers]'``.
+A run the user started, ``with callback.run: trainer.train()``, is used as it is (the callback
+then leaves starting and stopping it to the user): transformers has no callback for a training
+that raises, so this is how such a run is marked failed. Needs the ``transformers`` extra:
+``pip install 'perfkit[transformers]'``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sized
+from collections.abc import Callable, Mapping, Sized
 from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from perfkit.integrations._steps import CallbackSteps, guarded, log_metrics
+from perfkit._messages import warn
+from perfkit.integrations._settings import apply_settings, global_batch, parameter_count
+from perfkit.integrations._steps import (
+    BatchSizes,
+    CallbackSteps,
+    EndSteps,
+    guarded,
+    log_metrics,
+)
 from perfkit.run import Run
+
+_SUFFIXES = {"train": "", "val": "-evaluate", "infer": "-predict"}
+
+
+def trainer_settings(args: TrainingArguments, state: TrainerState | None, model: Any) -> dict:
+    """The Trainer's settings as config entries (None where unknown)."""
+    per_device = args.per_device_train_batch_size
+    accumulation = args.gradient_accumulation_steps
+    world = args.world_size
+    precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+    return {
+        "bs": per_device,
+        "eval_bs": args.per_device_eval_batch_size,
+        "gradient_accumulation_steps": accumulation,
+        "world_size": world,
+        "global_batch_size": global_batch(per_device, accumulation, world),
+        "precision": precision,
+        "lr": args.learning_rate,
+        "max_steps": state.max_steps if state is not None and state.max_steps > 0 else None,
+        "epochs": args.num_train_epochs,
+        "seed": args.seed,
+        "model": type(model).__name__ if model is not None else None,
+        "params": parameter_count(model),
+    }
+
+
+def _dataset_size(dataloader: Any) -> int | None:
+    dataset = getattr(dataloader, "dataset", None)
+    return len(dataset) if isinstance(dataset, Sized) else None
 
 
 class PerfkitCallback(TrainerCallback):
-    """Records a perfkit :class:`~perfkit.Run` from a Hugging Face Trainer.
+    """Records perfkit runs from a Hugging Face Trainer (see the module's docstring).
 
     Args:
-        name, out_dir, config: as :class:`perfkit.Run`.
+        name, out_dir, config: as :class:`perfkit.Run` (``config`` wins over the settings
+            read from the Trainer).
         samples: samples per optimizer step, an int (default: see the module's docstring).
+        e2e_from: as :class:`perfkit.Run`; ``"process"`` (the default here, as FlagPerf's
+            e2e_time): e2e_time counts from the process's start, start-up included.
         run_kwargs: further :class:`perfkit.Run` arguments (device, probes, ...).
 
-    ``run`` is the Run; ``summary`` its summary once the callback stopped it.
+    ``run`` is the latest Run (before any entry point, a new one the user may start);
+    ``runs`` every run the callback recorded; ``summary`` the latest stopped run's summary.
     """
 
     def __init__(
@@ -46,65 +99,202 @@ class PerfkitCallback(TrainerCallback):
         config: Mapping[str, Any] | None = None,
         *,
         samples: int | None = None,
+        e2e_from: str = "process",
         **run_kwargs: Any,
     ) -> None:
-        self.run = Run(name, out_dir=out_dir, config=config, **run_kwargs)
+        self._run_args: dict[str, Any] = {"out_dir": out_dir, "e2e_from": e2e_from, **run_kwargs}
+        self.name = name
+        self.user_config = dict(config or {})
+        self.run = Run(name, config=config, **self._run_args)
+        self.runs: list[Run] = []
         self.samples = samples
         self.summary: dict[str, Any] | None = None
         self._owned = False
-        self._steps: CallbackSteps | None = None
-        self._left: int | None = None  # samples left in the epoch, where known
-        self._per_step = 0
+        self._train: CallbackSteps | None = None
+        self._eval: EndSteps | None = None
+        self._eval_sizes: BatchSizes | None = None
+        self._warned = False
 
+    # -- runs ----------------------------------------------------------------------------
+    def _start(self, kind: str, args: TrainingArguments, state: Any, model: Any) -> None:
+        """Record an entry point: in the user's running run, else in a new run of its own."""
+        settings = trainer_settings(args, state, model)
+        if self.run.status == "running" and not self._owned:  # the user's run
+            guarded("reading the Trainer's settings", lambda: self._apply(settings))
+            if self.run not in self.runs:
+                self.runs.append(self.run)
+            return
+        if self.run.status != "new" or _SUFFIXES[kind]:
+
+            def create() -> None:
+                name = self.name + _SUFFIXES[kind]
+                self.run = Run(name, config=self.user_config, **self._run_args)
+
+            if not guarded("creating the run", create):
+                return
+        guarded("reading the Trainer's settings", lambda: self._apply(settings))
+        self._owned = guarded("starting the run", self.run.start)
+        if self._owned:
+            self.runs.append(self.run)
+
+    def _apply(self, settings: Mapping[str, Any]) -> None:
+        apply_settings(self.run, settings, self.user_config)
+
+    def _stop(self, exc: BaseException | None = None) -> None:
+        """Stop the run the callback started (failed when ``exc`` is given)."""
+        if self._owned and self.run.status == "running":
+
+            def stop() -> None:
+                self.summary = self.run.stop(exc)
+
+            guarded("stopping the run", stop)
+        self._owned = False
+
+    # -- train ---------------------------------------------------------------------------
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
-        if self.run.status == "new":
-            self._owned = guarded("starting the run", self.run.start)
+        self._start("train", args, state, kw.get("model"))
 
     def on_epoch_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
-        self._end_phase()
+        self._end_train_phase()
         if self.run.status != "running":
             return
-        self._per_step = self.samples or (
-            args.per_device_train_batch_size * args.gradient_accumulation_steps
-        )
-        self._left = None
-        dataset = getattr(kw.get("train_dataloader"), "dataset", None)
+        per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
+        total = None
         if self.samples is None and args.world_size == 1 and not args.dataloader_drop_last:
-            self._left = len(dataset) if isinstance(dataset, Sized) else None
+            total = _dataset_size(kw.get("train_dataloader"))
+        count: Callable[[Any], int] = BatchSizes(self.samples or per_step, total)
 
         def start() -> None:
-            self._steps = CallbackSteps(self.run, "train", self._count)
+            self._train = CallbackSteps(self.run, "train", count)
 
         guarded("starting a train phase", start)
-
-    def _count(self, _batch: Any) -> int:
-        if self._left is None:
-            return self._per_step
-        n = min(self._per_step, self._left)
-        self._left -= n
-        return n
 
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
-        steps = self._steps
+        steps = self._train
         if steps is not None:
             guarded("a train step's start", lambda: steps.begin(state.global_step))
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
-        if self._steps is not None:
-            guarded("a train step's end", self._steps.end)
+        if self._train is not None:
+            guarded("a train step's end", self._train.end)
+        if control.should_evaluate:  # the Trainer evaluates now: inside the train phase
+            self._open_eval("val", args, kw.get("eval_dataloader"))
 
     def on_epoch_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
-        self._end_phase()
+        self._end_train_phase()
+        if control.should_evaluate:
+            self._open_eval("val", args, kw.get("eval_dataloader"))
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        self._close_eval()
+        self._end_train_phase()
+        self._stop()
+
+    def _end_train_phase(self) -> None:
+        steps, self._train = self._train, None
+        if steps is not None:
+            guarded("ending the train phase", steps.close)
+
+    # -- evaluation and prediction -------------------------------------------------------
+    def evaluate(self, trainer: Any, *args: Any, **kwargs: Any) -> Any:
+        """``trainer.evaluate(*args, **kwargs)``, recorded as a "val" phase (in a run of its own
+        unless the user's run is running); returns what it returns."""
+        return self._record("val", trainer, trainer.evaluate, args, kwargs)
+
+    def predict(self, trainer: Any, *args: Any, **kwargs: Any) -> Any:
+        """``trainer.predict(*args, **kwargs)``, recorded as an "infer" phase (in a run of its
+        own unless the user's run is running); returns what it returns."""
+        return self._record("infer", trainer, trainer.predict, args, kwargs)
+
+    def _record(
+        self,
+        kind: str,
+        trainer: Any,
+        call: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+    ) -> Any:
+        self._start(kind, trainer.args, getattr(trainer, "state", None), trainer.model)
+        self._open_eval(kind, trainer.args, None)
+        try:
+            result = call(*args, **kwargs)
+        except BaseException as exc:
+            self._close_eval(exc)
+            self._stop(exc)
+            raise
+        self._close_eval()
+        self._stop()
+        return result
+
+    def _open_eval(self, kind: str, args: TrainingArguments, dataloader: Any) -> None:
+        if self.run.status != "running" or self._eval is not None:
+            return
+        sizes = BatchSizes(args.per_device_eval_batch_size)
+        self._eval_sizes = sizes
+        self._eval_total(args, dataloader)
+
+        def start() -> None:
+            self._eval = EndSteps(self.run, kind, sizes)
+
+        guarded(f"starting a {kind} phase", start)
+
+    def _eval_total(self, args: TrainingArguments, dataloader: Any) -> None:
+        sizes = self._eval_sizes
+        if sizes is not None and args.world_size == 1 and not args.dataloader_drop_last:
+            sizes.total = _dataset_size(dataloader)
+
+    def on_prediction_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        steps = self._eval
+        if steps is None:
+            if not self._warned:
+                self._warned = True
+                warn(
+                    "perfkit: an evaluation or prediction outside training is not recorded "
+                    "(transformers calls no callback when one starts); call it through the "
+                    "callback - callback.evaluate(trainer, ...) or callback.predict(trainer, "
+                    "...) - to record it"
+                )
+            return
+        dataloader = kw.get("eval_dataloader")
+        if steps.ticks == 0:  # the loop is known from its first batch on
+            self._eval_total(args, dataloader)
+        batches = len(dataloader) if isinstance(dataloader, Sized) else None
+        guarded("an evaluation step", lambda: steps.tick(batches))
+
+    def on_evaluate(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        self._close_eval()  # its metrics reached run.log through on_log already
+
+    def on_predict(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: Mapping[str, Any] | None = None,
+        **kw: Any,
+    ) -> None:
+        log_metrics(self.run, metrics)  # predict() does not log its metrics (no on_log)
+        self._close_eval()
+
+    def _close_eval(self, exc: BaseException | None = None) -> None:
+        steps, self._eval, self._eval_sizes = self._eval, None, None
+        if steps is not None:
+            guarded(f"ending the {steps.phase.kind} phase", lambda: steps.close(exc))
 
     def on_log(
         self,
@@ -115,29 +305,3 @@ class PerfkitCallback(TrainerCallback):
         **kw: Any,
     ) -> None:
         log_metrics(self.run, logs)
-
-    def on_evaluate(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        metrics: Mapping[str, Any] | None = None,
-        **kw: Any,
-    ) -> None:
-        log_metrics(self.run, metrics)
-
-    def on_train_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
-    ) -> None:
-        self._end_phase()
-        if self._owned and self.run.status == "running":
-
-            def stop() -> None:
-                self.summary = self.run.stop()
-
-            guarded("stopping the run", stop)
-
-    def _end_phase(self) -> None:
-        steps, self._steps = self._steps, None
-        if steps is not None:
-            guarded("ending the train phase", steps.close)

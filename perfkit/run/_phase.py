@@ -119,19 +119,22 @@ class Phase:
     ) -> None:
         self._finish(failed=exc_type is not None)
 
-    def _finish(self, failed: bool) -> None:
+    def _finish(self, failed: bool, drop_left: bool = False) -> None:
+        """End the phase; ``failed``: it raised. The step a loop was left in counts unless the
+        phase failed or ``drop_left`` (a trainer's callbacks knew it was no batch)."""
         if self._state != "active":
             return
         loop = self._loop() if self._loop is not None else None
         if loop is not None:
             loop.close()
         tentative, self._tentative = self._tentative, False
-        if tentative and not failed:
+        drop = tentative and (failed or drop_left)
+        if tentative and not drop:
             self._step_count += 1
         if self._pending:
             self._timer.synchronize()  # the one sync of the phase
         self._resolve()
-        if tentative and failed:  # the half-done step that raised does not count
+        if drop:  # the half-done step that raised (or was no batch) does not count
             seconds = self._compute_by_step.pop(self._step_count, 0.0)
             if self._step_count >= self.warmup_steps:
                 self._compute_s -= seconds
@@ -278,7 +281,8 @@ class Phase:
         window = self._compute
         loop = self._loop() if self._loop is not None else None
         backlog = self._backlog
-        in_wait = loop is not None and loop.gi_running  # in the loop's next(): a step's IO
+        # in the loop's next(), waiting for data: a step's IO
+        in_wait = loop is not None and bool(getattr(loop, "gi_running", False))
         if backlog is not None and (window.in_step or in_wait):
             row = self._step_count
             backlog.paused[row] = backlog.paused.get(row, 0.0) + seconds
