@@ -165,3 +165,109 @@ def test_a_perfkit_failure_is_logged_and_training_goes_on(tmp_path, caplog):
     assert callback.summary is None
     (message,) = [r.getMessage() for r in caplog.records if r.name == "perfkit"]
     assert "starting the run failed" in message and "not-a-folder" in message
+
+
+def quiet_trainer(callbacks: list, **overrides) -> pl.Trainer:
+    settings: dict = dict(
+        max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+    )  # fmt: skip
+    settings.update(overrides)
+    return pl.Trainer(callbacks=callbacks, **settings)
+
+
+class Spans(pl.Callback):
+    """perf_counter spans of each training epoch and each validation: clocks outside perfkit."""
+
+    def __init__(self) -> None:
+        self.epochs: list[float] = []
+        self.validations: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._epoch = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.epochs.append(time.perf_counter() - self._epoch)
+
+    def on_validation_start(self, trainer, pl_module):
+        self._validation = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module):
+        self.validations.append(time.perf_counter() - self._validation)
+
+
+def test_validation_mid_epoch_pauses_the_epochs_train_phase(tmp_path):
+    from perfkit.analysis import mllog_lines
+
+    spans = Spans()
+    callback = PerfkitCallback(name="tiny", out_dir=tmp_path, device="cpu", probes=None)
+    trainer = quiet_trainer([spans, callback], val_check_interval=0.5)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # 16 train samples: 4 batches per epoch, a validation after batches 2 and 4; the
+        # validation reads 12 slow samples (3 batches): longer than the training between
+        trainer.fit(Tiny(), DataLoader(Slow(16), batch_size=4), DataLoader(Slow(12), batch_size=4))
+    s = callback.summary
+    assert s is not None and s["status"] == "ok"
+    assert len(spans.validations) == 4 and len(spans.epochs) == 2
+    # one train phase per epoch, the validations inside them as val phases
+    kinds = [p["kind"] for p in s["phases"]]
+    assert kinds == ["train", "val", "val", "train", "val", "val"]
+    assert (s["train_samples"], s["train_steps"]) == (32, 8)
+    assert (s["val_samples"], s["val_steps"]) == (48, 12)
+    train_s = sum(spans.epochs) - sum(spans.validations)  # every validation ran in an epoch
+    assert s["train_wall_s"] == pytest.approx(train_s, rel=0.05)
+    assert s["val_wall_s"] == pytest.approx(sum(spans.validations), rel=0.05)
+    assert s["p_whole"] < s["p_train"]
+    # mllog: the Trainer's 2 epochs (not 4 half epochs), each of 16 samples
+    events = [json.loads(line.split(" ", 1)[1]) for line in mllog_lines(callback.run.run_dir)]
+    assert sum(e["key"] == "epoch_start" for e in events) == 2
+    (train_samples,) = [e["value"] for e in events if e["key"] == "train_samples"]
+    assert train_samples == 16
+
+
+def test_fit_validate_test_predict_on_one_callback(tmp_path):
+    callback = PerfkitCallback(name="tiny", out_dir=tmp_path, device="cpu", probes=None)
+    trainer = quiet_trainer([callback], max_epochs=1)
+    module = Tiny()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, DataLoader(Slow(8), batch_size=4), DataLoader(Slow(6), batch_size=4))
+        trainer.validate(module, DataLoader(Slow(6), batch_size=4))
+        tested = trainer.test(module, DataLoader(Slow(10), batch_size=4))
+        trainer.predict(module, DataLoader(Slow(6), batch_size=4))
+    names = [run.name for run in callback.runs]
+    assert names == ["tiny", "tiny-validate", "tiny-test", "tiny-predict"]
+    summaries = [json.loads((run.run_dir / "summary.json").read_text()) for run in callback.runs]
+    assert [[p["kind"] for p in s["phases"]] for s in summaries] == [
+        ["train", "val"], ["val"], ["val"], ["infer"],
+    ]  # fmt: skip
+    assert all(s["status"] == "ok" for s in summaries)
+    fit_s, validate_s, test_s, predict_s = summaries
+    assert (fit_s["train_samples"], fit_s["val_samples"]) == (8, 6)
+    assert (validate_s["val_samples"], validate_s["val_steps"]) == (6, 2)
+    assert (test_s["val_samples"], test_s["val_steps"]) == (10, 3)  # batches of 4, 4, 2
+    assert test_s["val_acc"] == pytest.approx(tested[0]["val_acc"])
+    assert (predict_s["infer_samples"], predict_s["infer_steps"]) == (6, 2)
+
+
+def test_a_step_is_an_optimizer_step_and_settings_fill_the_config(tmp_path):
+    callback = PerfkitCallback(
+        name="tiny", out_dir=tmp_path, config={"lr": 0.5}, device="cpu", probes=None
+    )
+    trainer = quiet_trainer([callback], accumulate_grad_batches=2)
+    module = Tiny()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, DataLoader(Slow(12), batch_size=4))  # 3 micro-batches per epoch
+    s = callback.summary
+    assert s is not None
+    # per epoch: optimizer steps of 2 micro-batches (8 samples) and 1 (4 samples)
+    assert trainer.global_step == 4
+    assert (s["train_steps"], s["train_samples"]) == (4, 24)
+    config = callback.run.config
+    assert (config["bs"], config["gradient_accumulation_steps"], config["world_size"]) == (4, 2, 1)
+    assert config["global_batch_size"] == 8 and config["precision"] == "fp32"
+    assert config["lr"] == 0.5  # the user's config wins over the optimizer's 0.1
+    assert config["max_epochs"] == 2 and config["model"] == "Tiny"
+    assert config["params"] == 4 * 2 + 2

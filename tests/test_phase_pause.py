@@ -109,7 +109,7 @@ def test_a_phase_of_the_same_kind_still_cannot_nest(tmp_path, clock: FakeClock):
         with run.phase("infer") as infer:  # the stack unwound: a new phase starts plainly
             pass
     assert infer.paused_s == 0.0
-    assert [p["kind"] for p in run.summary()["phases"]] == ["val", "train", "infer"]
+    assert [p["kind"] for p in run.summary()["phases"]] == ["train", "val", "infer"]
 
 
 def test_a_run_stopped_inside_a_nested_phase_ends_both(tmp_path, clock: FakeClock):

@@ -48,7 +48,7 @@ def _last_t(events: pd.DataFrame, steps: pd.DataFrame) -> float | None:
 
 
 def phase_results(run: RunData) -> list[PhaseResult]:
-    """The reporting rank's phases in order, each with every rank's figures (the n-th phase of
+    """The reporting rank's phases in start order, each with every rank's figures (the n-th phase of
     each rank: every rank runs the same phases) and the reporting rank's step wall times
     (its warm-up steps, the first ``warmup_steps`` of the phase, aside)."""
     phases = phase_table(run)
@@ -60,7 +60,7 @@ def phase_results(run: RunData) -> list[PhaseResult]:
         steady = steps[steps["step"] >= steps["warmup_steps"].fillna(0)]  # warm-up aside
         walls = steady.groupby(keys)["step_time"].apply(list).to_dict()
     by_rank = {
-        int(rows["rank"].iloc[0]): row_dicts(rows.sort_values("end_t", kind="stable"))
+        int(rows["rank"].iloc[0]): row_dicts(rows.sort_values("ordinal", kind="stable"))
         for _, rows in phases.groupby("rank")
     }
     devices = _device_rows(run)

@@ -60,14 +60,16 @@ class CallbackSteps:
         self._in_io = self._in_compute = False
         self._open_io()
 
-    def begin(self, batch: Any) -> None:
-        """A batch starts: the previous step ends, this one starts, its compute window opens."""
+    def begin(self, batch: Any, new_step: bool = True) -> None:
+        """A batch starts: the previous step ends, this one starts (unless ``new_step`` is
+        False: a further micro-batch of the running step), its compute window opens."""
         self._close_io()
         self._close_compute()  # a batch whose end was never called back
-        self._feed.put(batch)
-        if self._loop is None:
-            self._loop = self.phase.iterate(self._feed, samples=self._samples)
-        next(self._loop)
+        if new_step or self._loop is None:
+            self._feed.put(batch)
+            if self._loop is None:
+                self._loop = self.phase.iterate(self._feed, samples=self._samples)
+            next(self._loop)
         self._compute.__enter__()
         self._in_compute = True
 

@@ -1,25 +1,63 @@
-"""A Lightning callback recording a perfkit run of ``Trainer.fit`` / ``validate`` / ``test`` /
+"""A Lightning callback recording perfkit runs of ``Trainer.fit`` / ``validate`` / ``test`` /
 ``predict``: ``Trainer(callbacks=[PerfkitCallback(name="resnet50", out_dir="runs")])``.
 
-Phases: "train" for training batches (from each epoch's start to its end or to where
-validation starts; an epoch with validation mid-way gets a train phase on each side, since
-perfkit phases do not overlap), "val" for validation and test batches, "infer" for
-predict batches; the sanity check's validation is left out. Samples are counted from each
-batch (:func:`perfkit.run.count_samples`, or ``samples=``). The Trainer's logged metrics
-(``trainer.logged_metrics``: scalars) are passed to ``run.log`` after each training epoch and
-each validation run. Needs the ``lightning`` extra: ``pip install 'perfkit[lightning]'``.
+Runs: one per entry point, from the Trainer's ``setup`` to its ``teardown``: ``fit`` records a
+run named ``name``, ``validate`` / ``test`` / ``predict`` runs named ``<name>-validate``,
+``<name>-test``, ``<name>-predict``. Each run's config holds the Trainer's settings (batch size,
+gradient accumulation, global batch, precision, learning rate, world size, max epochs / steps,
+seed, model class and parameter count) under the user's own ``config``.
+
+Phases: "train" per training epoch, "val" for validation and test batches, "infer" for predict
+batches. A validation during training (at the epoch's end or mid-epoch with
+``val_check_interval``) runs inside the epoch's train phase and pauses it
+(:meth:`perfkit.Run.phase`): p_train and p_core leave it out, p_whole keeps it, and an epoch
+stays one train phase. The sanity check's validation is left out. A step is an optimizer step:
+with ``accumulate_grad_batches=k`` a step spans its k micro-batches (their loading between them
+is IO), as in the Hugging Face callback. Samples are counted from each step's first batch
+(:func:`perfkit.run.count_samples`, or ``samples=`` per batch) times its micro-batches. The
+Trainer's logged metrics (``trainer.logged_metrics``: scalars) go to ``run.log`` after each
+training epoch, validation, test and predict, each new value once. Needs the ``lightning``
+extra: ``pip install 'perfkit[lightning]'``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning.pytorch as pl
 
-from perfkit.integrations._steps import CallbackSteps, guarded, log_metrics
-from perfkit.run import Run
+from perfkit.integrations._runs import EntryRuns
+from perfkit.integrations._settings import PRECISIONS, global_batch, parameter_count
+from perfkit.integrations._steps import CallbackSteps, guarded, log_metrics, scalar_metrics
+from perfkit.run import Run, count_samples
+
+_SUFFIXES = {"fit": "", "validate": "-validate", "test": "-test", "predict": "-predict"}
+
+
+def trainer_settings(trainer: pl.Trainer, module: pl.LightningModule) -> dict[str, Any]:
+    """The Trainer's settings as config entries (None where not known yet)."""
+    per_device = getattr(trainer.train_dataloader, "batch_size", None)  # None before fit
+    accumulation = trainer.accumulate_grad_batches
+    world = trainer.world_size
+    optimizers = trainer.optimizers
+    lr = optimizers[0].param_groups[0].get("lr") if optimizers else None
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    return {
+        "bs": per_device,
+        "gradient_accumulation_steps": accumulation,
+        "world_size": world,
+        "global_batch_size": global_batch(per_device, accumulation, world),
+        "precision": PRECISIONS.get(str(trainer.precision)),
+        "lr": lr,
+        "max_epochs": trainer.max_epochs,
+        "max_steps": trainer.max_steps if trainer.max_steps > 0 else None,
+        "seed": int(seed) if seed is not None and seed.lstrip("-").isdigit() else None,
+        "model": type(module).__name__,
+        "params": parameter_count(module),
+    }
 
 
 def _batch_hooks(kind: str) -> tuple[Callable[..., None], Callable[..., None]]:
@@ -53,16 +91,20 @@ def _batch_hooks(kind: str) -> tuple[Callable[..., None], Callable[..., None]]:
 
 
 class PerfkitCallback(pl.Callback):
-    """Records a perfkit :class:`~perfkit.Run` from a Lightning Trainer.
+    """Records perfkit runs from a Lightning Trainer (see the module's docstring).
 
     Args:
-        name, out_dir, config: as :class:`perfkit.Run` (the run starts at the Trainer's
-            ``setup`` and stops at its ``teardown``, or when the Trainer raises).
+        name, out_dir, config: as :class:`perfkit.Run` (``config`` wins over the settings
+            read from the Trainer).
         samples: samples per batch, an int or a callable batch -> int (default: counted from
             the batch).
+        e2e_from: as :class:`perfkit.Run`; ``"process"`` (the default here, as FlagPerf's
+            e2e_time): e2e_time counts from the process's start, start-up included.
         run_kwargs: further :class:`perfkit.Run` arguments (device, probes, ...).
 
-    ``run`` is the Run once started; ``summary`` its summary once stopped.
+    ``run`` is the latest Run (before any entry point, a new one the user may start: the
+    entry points then record into it); ``runs`` every run recorded; ``summary`` the latest
+    stopped run's summary.
     """
 
     def __init__(
@@ -72,18 +114,34 @@ class PerfkitCallback(pl.Callback):
         config: Mapping[str, Any] | None = None,
         *,
         samples: int | Callable[[Any], int] | None = None,
+        e2e_from: str = "process",
         **run_kwargs: Any,
     ) -> None:
-        self.run = Run(name, out_dir=out_dir, config=config, **run_kwargs)
+        self._runs = EntryRuns(name, out_dir, config, {"e2e_from": e2e_from, **run_kwargs})
         self.samples = samples
-        self.summary: dict[str, Any] | None = None
-        self._steps: CallbackSteps | None = None
-        self._kind: str | None = None
+        self._phases: list[CallbackSteps] = []  # open phases, outermost first
+        self._group = 1  # micro-batches in the running optimizer step
+        self._logged: dict[str, float] = {}
 
-    # -- run -----------------------------------------------------------------------------
+    @property
+    def run(self) -> Run:
+        """The latest run (before any entry point: a new one the user may start)."""
+        return self._runs.run
+
+    @property
+    def runs(self) -> list[Run]:
+        """Every run the callback recorded, in order."""
+        return self._runs.runs
+
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        """The latest stopped run's summary."""
+        return self._runs.summary
+
+    # -- runs ----------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self.run.status == "new":
-            guarded("starting the run", self.run.start)
+        self._logged = {}
+        self._runs.start(_SUFFIXES.get(stage, f"-{stage}"), trainer_settings(trainer, pl_module))
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._stop(None)
@@ -94,84 +152,113 @@ class PerfkitCallback(pl.Callback):
         self._stop(exception)
 
     def _stop(self, exc: BaseException | None) -> None:
-        if self.run.status != "running":
-            return
-        self._end_phase(exc)
-
-        def stop() -> None:
-            self.summary = self.run.stop(exc)
-
-        guarded("stopping the run", stop)
+        while self._phases:
+            self._close(exc)
+        self._runs.stop(exc)
 
     # -- phases --------------------------------------------------------------------------
-    def _open(self, kind: str) -> None:
-        """Make ``kind`` the active phase (ending another one)."""
-        if self.run.status != "running" or self._kind == kind:
+    def _open(self, kind: str, samples: Any = None) -> None:
+        """Start a ``kind`` phase (inside the open one, which it pauses)."""
+        if self.run.status != "running":
             return
-        self._end_phase(None)
 
         def start() -> None:
-            self._steps = CallbackSteps(self.run, kind, self.samples)
-            self._kind = kind
+            self._phases.append(CallbackSteps(self.run, kind, samples or self.samples))
 
         guarded(f"starting a {kind} phase", start)
 
-    def _begin(self, kind: str, batch: Any) -> None:
-        self._open(kind)
-        steps = self._steps
-        if steps is not None and self._kind == kind:
-            guarded(f"a {kind} step's start", lambda: steps.begin(batch))
+    def _close(self, exc: BaseException | None = None) -> None:
+        """End the innermost phase."""
+        steps = self._phases.pop()
+        guarded(f"ending the {steps.phase.kind} phase", lambda: steps.close(exc))
+
+    def _close_kind(self, kind: str) -> None:
+        if self._phases and self._phases[-1].phase.kind == kind:
+            self._close()
+
+    def _begin(self, kind: str, batch: Any, new_step: bool = True) -> None:
+        if not self._phases or self._phases[-1].phase.kind != kind:
+            self._open(kind)  # a loop without its epoch hook (a step of an unknown loop)
+        if self._phases and self._phases[-1].phase.kind == kind:
+            steps = self._phases[-1]
+            guarded(f"a {kind} step's start", lambda: steps.begin(batch, new_step))
 
     def _end(self, kind: str) -> None:
-        steps = self._steps
-        if steps is not None and self._kind == kind:
-            guarded(f"a {kind} step's end", steps.end)
-
-    def _end_phase(self, exc: BaseException | None) -> None:
-        steps, self._steps, self._kind = self._steps, None, None
-        if steps is not None:
-            guarded(f"ending the {steps.phase.kind} phase", lambda: steps.close(exc))
+        if self._phases and self._phases[-1].phase.kind == kind:
+            guarded(f"a {kind} step's end", self._phases[-1].end)
 
     def _log(self, trainer: pl.Trainer) -> None:
-        log_metrics(self.run, trainer.logged_metrics)
+        """``run.log`` the logged metrics new since the last time (each value once)."""
+        values = scalar_metrics(trainer.logged_metrics)
+        new = {k: v for k, v in values.items() if self._logged.get(k) != v}
+        self._logged.update(new)
+        log_metrics(self.run, new)
 
     # -- train ---------------------------------------------------------------------------
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._open("train")  # from here, the wait for the epoch's batches is the phase's IO
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        settings = trainer_settings(trainer, pl_module)  # the loader and optimizers are known
+        guarded("reading the trainer's settings", lambda: self._runs.apply(settings))
 
-    on_train_batch_start, on_train_batch_end = _batch_hooks("train")
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._open("train", self._step_samples)  # from here, the epoch's waits are its IO
+
+    def _step_samples(self, batch: Any) -> int:
+        """An optimizer step's samples: its first batch's times its micro-batches."""
+        counted = self.samples(batch) if callable(self.samples) else self.samples
+        return (count_samples(batch) if counted is None else counted) * self._group
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        k = max(int(trainer.accumulate_grad_batches), 1)
+        first = batch_idx % k == 0
+        if first:
+            left = trainer.num_training_batches - batch_idx
+            self._group = k if math.isinf(left) else int(min(k, left))
+        self._begin("train", batch, new_step=first)
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        self._end("train")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._kind == "train":
-            self._end_phase(None)
+        self._close_kind("train")
         self._log(trainer)
 
     # -- validation, test, predict -------------------------------------------------------
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._end_phase(None)  # a train phase ends where validation starts
-
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self._open("val")
+            self._open("val")  # inside a train phase, it pauses it
 
     on_validation_batch_start, on_validation_batch_end = _batch_hooks("val")
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._kind == "val":
-            self._end_phase(None)
+        if not trainer.sanity_checking:
+            self._close_kind("val")
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
             self._log(trainer)
 
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._open("val")
+
     on_test_batch_start, on_test_batch_end = _batch_hooks("val")
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._end_phase(None)
+        self._close_kind("val")
         self._log(trainer)
+
+    def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._open("infer")
 
     on_predict_batch_start, on_predict_batch_end = _batch_hooks("infer")
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._end_phase(None)
+        self._close_kind("infer")

@@ -37,7 +37,8 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from perfkit._messages import warn
-from perfkit.integrations._settings import apply_settings, global_batch, parameter_count
+from perfkit.integrations._runs import EntryRuns
+from perfkit.integrations._settings import global_batch, parameter_count
 from perfkit.integrations._steps import (
     BatchSizes,
     CallbackSteps,
@@ -102,53 +103,30 @@ class PerfkitCallback(TrainerCallback):
         e2e_from: str = "process",
         **run_kwargs: Any,
     ) -> None:
-        self._run_args: dict[str, Any] = {"out_dir": out_dir, "e2e_from": e2e_from, **run_kwargs}
-        self.name = name
-        self.user_config = dict(config or {})
-        self.run = Run(name, config=config, **self._run_args)
-        self.runs: list[Run] = []
+        self._runs = EntryRuns(name, out_dir, config, {"e2e_from": e2e_from, **run_kwargs})
         self.samples = samples
-        self.summary: dict[str, Any] | None = None
-        self._owned = False
         self._train: CallbackSteps | None = None
         self._eval: EndSteps | None = None
         self._eval_sizes: BatchSizes | None = None
         self._warned = False
 
-    # -- runs ----------------------------------------------------------------------------
+    @property
+    def run(self) -> Run:
+        """The latest run (before any entry point: a new one the user may start)."""
+        return self._runs.run
+
+    @property
+    def runs(self) -> list[Run]:
+        """Every run the callback recorded, in order."""
+        return self._runs.runs
+
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        """The latest stopped run's summary."""
+        return self._runs.summary
+
     def _start(self, kind: str, args: TrainingArguments, state: Any, model: Any) -> None:
-        """Record an entry point: in the user's running run, else in a new run of its own."""
-        settings = trainer_settings(args, state, model)
-        if self.run.status == "running" and not self._owned:  # the user's run
-            guarded("reading the Trainer's settings", lambda: self._apply(settings))
-            if self.run not in self.runs:
-                self.runs.append(self.run)
-            return
-        if self.run.status != "new" or _SUFFIXES[kind]:
-
-            def create() -> None:
-                name = self.name + _SUFFIXES[kind]
-                self.run = Run(name, config=self.user_config, **self._run_args)
-
-            if not guarded("creating the run", create):
-                return
-        guarded("reading the Trainer's settings", lambda: self._apply(settings))
-        self._owned = guarded("starting the run", self.run.start)
-        if self._owned:
-            self.runs.append(self.run)
-
-    def _apply(self, settings: Mapping[str, Any]) -> None:
-        apply_settings(self.run, settings, self.user_config)
-
-    def _stop(self, exc: BaseException | None = None) -> None:
-        """Stop the run the callback started (failed when ``exc`` is given)."""
-        if self._owned and self.run.status == "running":
-
-            def stop() -> None:
-                self.summary = self.run.stop(exc)
-
-            guarded("stopping the run", stop)
-        self._owned = False
+        self._runs.start(_SUFFIXES[kind], trainer_settings(args, state, model))
 
     # -- train ---------------------------------------------------------------------------
     def on_train_begin(
@@ -200,7 +178,7 @@ class PerfkitCallback(TrainerCallback):
     ) -> None:
         self._close_eval()
         self._end_train_phase()
-        self._stop()
+        self._runs.stop()
 
     def _end_train_phase(self) -> None:
         steps, self._train = self._train, None
@@ -232,10 +210,10 @@ class PerfkitCallback(TrainerCallback):
             result = call(*args, **kwargs)
         except BaseException as exc:
             self._close_eval(exc)
-            self._stop(exc)
+            self._runs.stop(exc)
             raise
         self._close_eval()
-        self._stop()
+        self._runs.stop()
         return result
 
     def _open_eval(self, kind: str, args: TrainingArguments, dataloader: Any) -> None:

@@ -671,6 +671,7 @@ class Run:
         phases = [*self.phases, *self._paused]
         if self._active_phase is not None:
             phases.append(self._active_phase)
+        phases.sort(key=lambda p: p.ordinal)  # in start order (an inner phase ends first)
         return build_summary(
             run_id=self.run_id,
             name=self.name,
