@@ -224,6 +224,10 @@ def test_validation_mid_epoch_pauses_the_epochs_train_phase(tmp_path):
     assert sum(e["key"] == "epoch_start" for e in events) == 2
     (train_samples,) = [e["value"] for e in events if e["key"] == "train_samples"]
     assert train_samples == 16
+    # Lightning's val_acc is the accuracy MLPerf logs: once per validation, in its epoch
+    accuracy = [e for e in events if e["key"] == "eval_accuracy"]
+    assert [e["metadata"]["epoch_num"] for e in accuracy] == [1, 1, 2, 2]
+    assert accuracy[-1]["value"] == pytest.approx(float(trainer.logged_metrics["val_acc"]))
 
 
 def test_fit_validate_test_predict_on_one_callback(tmp_path):
@@ -249,6 +253,11 @@ def test_fit_validate_test_predict_on_one_callback(tmp_path):
     assert (test_s["val_samples"], test_s["val_steps"]) == (10, 3)  # batches of 4, 4, 2
     assert test_s["val_acc"] == pytest.approx(tested[0]["val_acc"])
     assert (predict_s["infer_samples"], predict_s["infer_steps"]) == (6, 2)
+    # the report's acc column reads Lightning's val_acc (as acc_val)
+    from perfkit.analysis import summaries
+
+    (row,) = summaries(callback.runs[2].run_dir).to_dict("records")
+    assert row["acc_val"] == pytest.approx(tested[0]["val_acc"])
 
 
 def test_a_step_is_an_optimizer_step_and_settings_fill_the_config(tmp_path):

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from perfkit.analysis._names import logged_as
 from perfkit.analysis._read import (
     PathArg,
     RunData,
@@ -17,7 +18,8 @@ from perfkit.analysis._read import (
     row_dicts,
 )
 
-#: Logged values (run.log) written as eval_accuracy events.
+#: Logged values (run.log) written as eval_accuracy events (and the names trainers log for
+#: them, perfkit.analysis._names.METRIC_NAMES, where perfkit's own is absent).
 ACCURACY_KEYS = ("mAP", "acc", "acc_val", "acc_infer", "top1")
 #: Config entries of these names (mlperf_logging's keys) are written as events at run start;
 #: a closed-division submission needs the ones its benchmark's rules list.
@@ -53,7 +55,8 @@ def mllog_lines(
       run; perfkit does not clear them itself), then init_start;
     - at run start: submission_org, submission_division ("open" or "closed") and
       submission_status where given, submission_benchmark (run name), submission_platform
-      (layout and device), global_batch_size (config bs x world size),
+      (layout and device), global_batch_size (config global_batch_size, else bs x
+      gradient_accumulation_steps x world size),
       opt_base_learning_rate (config lr), every config entry named in
       :data:`HYPERPARAMETER_KEYS`, train_samples / eval_samples (samples of the first train /
       val phase), where known;
@@ -126,13 +129,25 @@ def _submission(
     keys.append(
         ("submission_platform", f"{meta.get('layout', '?')} {meta.get('device_name', '?')}")
     )
-    bs, world = config.get("bs"), meta.get("world_size", 1)
-    if isinstance(bs, int) and isinstance(world, int):
-        keys.append(("global_batch_size", bs * world))
+    batch = _global_batch(config, meta.get("world_size", 1))
+    if batch is not None:
+        keys.append(("global_batch_size", batch))
     if "lr" in config:
         keys.append(("opt_base_learning_rate", config["lr"]))
     keys.extend((key, config[key]) for key in HYPERPARAMETER_KEYS if key in config)
     return keys
+
+
+def _global_batch(config: dict[str, Any], world: Any) -> int | None:
+    """Samples per optimizer step over every rank: config global_batch_size (what the trainer
+    callbacks write), else bs x gradient_accumulation_steps (1 when absent) x world size."""
+    given = config.get("global_batch_size")
+    if isinstance(given, int) and not isinstance(given, bool):
+        return given
+    bs, accumulation = config.get("bs"), config.get("gradient_accumulation_steps", 1)
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in (bs, accumulation, world)):
+        return int(bs * accumulation * world)
+    return None
 
 
 def _events(run: RunData, points: list[tuple[str, Any]]) -> list[Event]:
@@ -167,7 +182,9 @@ def _events(run: RunData, points: list[tuple[str, Any]]) -> list[Event]:
         if p["complete"]:
             events.append((p["end_t"], "INTERVAL_END", keys[1], None, {"epoch_num": epoch}))
     train_starts = sorted(phases.loc[phases["kind"] == "train", "start_t"])
-    accuracy = own[own["name"].isin(ACCURACY_KEYS) & (own["unit"] == "")]
+    values = own[own["unit"] == ""]
+    names = logged_as(ACCURACY_KEYS, list(values["name"].unique()), run.config)
+    accuracy = values[values["name"].isin(names)]
     for r in row_dicts(accuracy):
         done = sum(1 for start in train_starts if start <= r["t"])
         point(r["t"], "eval_accuracy", r["value"], epoch_num=done, metric=r["name"])

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perfkit.analysis._format import significant
+from perfkit.analysis._names import named_metrics
 from perfkit.analysis._read import (
     PathArg,
     RunData,
@@ -125,6 +126,8 @@ def _summary_row(run: RunData) -> dict[str, Any]:
     for key, value in metrics.items():
         if key not in row and key not in ("phases", "meta"):
             row[key] = _scalar(value)
+    for key, value in named_metrics(metrics, config).items():  # val_acc as acc_val, ...
+        row.setdefault(key, _scalar(value))
     if run.summary is None and run.bad_lines:  # a finished run's records are not read
         row["bad_lines"] = len(run.bad_lines)
     return row

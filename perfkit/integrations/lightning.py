@@ -31,7 +31,7 @@ import lightning.pytorch as pl
 
 from perfkit.integrations._runs import EntryRuns
 from perfkit.integrations._settings import PRECISIONS, global_batch, parameter_count
-from perfkit.integrations._steps import CallbackSteps, guarded, log_metrics, scalar_metrics
+from perfkit.integrations._steps import CallbackSteps, guarded, log_metrics
 from perfkit.run import Run, count_samples
 
 _SUFFIXES = {"fit": "", "validate": "-validate", "test": "-test", "predict": "-predict"}
@@ -121,7 +121,7 @@ class PerfkitCallback(pl.Callback):
         self.samples = samples
         self._phases: list[CallbackSteps] = []  # open phases, outermost first
         self._group = 1  # micro-batches in the running optimizer step
-        self._logged: dict[str, float] = {}
+        self._logged: dict[str, Any] = {}
 
     @property
     def run(self) -> Run:
@@ -189,8 +189,10 @@ class PerfkitCallback(pl.Callback):
 
     def _log(self, trainer: pl.Trainer) -> None:
         """``run.log`` the logged metrics new since the last time (each value once)."""
-        values = scalar_metrics(trainer.logged_metrics)
-        new = {k: v for k, v in values.items() if self._logged.get(k) != v}
+        # The Trainer makes a new object for each value it logs: one seen already (held here,
+        # so its id is not reused) is not logged again.
+        metrics = dict(trainer.logged_metrics)
+        new = {k: v for k, v in metrics.items() if self._logged.get(k) is not v}
         self._logged.update(new)
         log_metrics(self.run, new)
 
