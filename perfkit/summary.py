@@ -26,7 +26,9 @@ samples and its window both include the warm-up. With N = 0 (the default) every 
 FlagPerf's.
 
 Over ranks: global samples over the slowest rank's seconds (FlagPerf uses rank 0's; the slowest
-rank bounds the job). Step-time percentiles are the reporting rank's (rank 0's) steps.
+rank bounds the job); steps per rank (the most any rank took: the ranks step together, so a
+sum would count each step once per rank). Step-time percentiles are the reporting rank's
+(rank 0's) steps.
 """
 
 from __future__ import annotations
@@ -177,7 +179,8 @@ def kind_metrics(kind: str, phases: Sequence[PhaseResult]) -> dict[str, Any]:
     wall, io, compute = (max(values) for values in zip(*per_rank.values(), strict=True))
     out: dict[str, Any] = {
         f"{kind}_samples": samples,
-        f"{kind}_steps": sum(f.steps for figures in ranks.values() for f in figures),
+        # steps are per rank (every rank steps together): the most any rank took, not a sum
+        f"{kind}_steps": max(sum(f.steps for f in figures) for figures in ranks.values()),
         f"{kind}_wall_s": wall,
         f"{kind}_io_s": io,
         f"{kind}_compute_s": compute,

@@ -108,7 +108,7 @@ def test_two_processes_report_global_throughput(tmp_path, script):
     summary = json.loads((run_dir / "summary.json").read_text())
     # 2 epochs x 32 samples over both ranks; each rank takes 4 steps of 4 per epoch
     assert summary["train_samples"] == 64
-    assert summary["train_steps"] == 16
+    assert summary["train_steps"] == 8  # steps per rank, not summed over ranks
     assert summary["meta"]["layout"] == "1x2" and summary["meta"]["world_size"] == 2
     # throughput = global samples / slowest rank's seconds, and per device half of it
     assert summary["p_train"] == pytest.approx(64 / summary["train_wall_s_max"])
