@@ -280,3 +280,20 @@ def test_a_step_is_an_optimizer_step_and_settings_fill_the_config(tmp_path):
     assert config["lr"] == 0.5  # the user's config wins over the optimizer's 0.1
     assert config["max_epochs"] == 2 and config["model"] == "Tiny"
     assert config["params"] == 4 * 2 + 2
+
+
+def test_the_example_runs_as_written(tmp_path, capsys):
+    from examples import lightning_trainer
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        assert lightning_trainer.main(["--out-dir", str(tmp_path), "--epochs", "1"]) == 0
+    runs = sorted(
+        p.name.rsplit("-", 4)[0] for p in tmp_path.glob("cnn-small*")
+    )  # name-date-time-pid-hex
+    assert runs == ["cnn-small", "cnn-small-predict", "cnn-small-test", "cnn-small-validate"]
+    fit_dir = next(p for p in tmp_path.glob("cnn-small-2*"))
+    s = json.loads((fit_dir / "summary.json").read_text())
+    # 128 samples in batches of 16: 8 steps; validations of 32 after batches 4 and 8
+    assert (s["train_samples"], s["train_steps"], s["val_samples"]) == (128, 8, 64)
+    assert "cnn-small-test" in capsys.readouterr().out

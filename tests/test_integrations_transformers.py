@@ -255,3 +255,20 @@ def test_evaluate_predict_and_a_second_train_are_recorded(tmp_path):
     assert predicted["test_loss"] == pytest.approx(output.metrics["test_loss"])
     with pytest.warns(UserWarning, match="outside training is not recorded"):
         trainer.evaluate()  # a bare call: no callback says it starts
+
+
+def test_the_example_runs_as_written(tmp_path, capsys):
+    from examples import hf_trainer
+
+    argv = ["--out-dir", str(tmp_path), "--epochs", "1", "--samples", "32", "--eval-steps", "1"]
+    assert hf_trainer.main(argv) == 0
+    runs = sorted(
+        p.name.rsplit("-", 4)[0] for p in tmp_path.glob("bert-tiny*")
+    )  # name-date-time-pid-hex
+    assert runs == ["bert-tiny", "bert-tiny-evaluate", "bert-tiny-predict"]
+    train_dir = next(p for p in tmp_path.glob("bert-tiny-2*"))
+    s = json.loads((train_dir / "summary.json").read_text())
+    # 32 samples, micro-batches of 8, accumulation 2: 2 optimizer steps, each followed by an
+    # evaluation of 32 samples (a val phase inside the train phase)
+    assert (s["train_samples"], s["train_steps"], s["val_samples"]) == (32, 2, 64)
+    assert "bert-tiny-predict" in capsys.readouterr().out

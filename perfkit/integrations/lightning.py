@@ -35,6 +35,9 @@ from perfkit.integrations._steps import CallbackSteps, guarded, log_metrics
 from perfkit.run import Run, count_samples
 
 _SUFFIXES = {"fit": "", "validate": "-validate", "test": "-test", "predict": "-predict"}
+_TRAINING_SETTINGS = (
+    "bs", "gradient_accumulation_steps", "global_batch_size", "lr", "max_epochs", "max_steps",
+)  # fmt: skip
 
 
 def trainer_settings(trainer: pl.Trainer, module: pl.LightningModule) -> dict[str, Any]:
@@ -141,7 +144,10 @@ class PerfkitCallback(pl.Callback):
     # -- runs ----------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._logged = {}
-        self._runs.start(_SUFFIXES.get(stage, f"-{stage}"), trainer_settings(trainer, pl_module))
+        settings = trainer_settings(trainer, pl_module)
+        if stage != "fit":  # the training's settings are not this run's
+            settings = {k: v for k, v in settings.items() if k not in _TRAINING_SETTINGS}
+        self._runs.start(_SUFFIXES.get(stage, f"-{stage}"), settings)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._stop(None)
