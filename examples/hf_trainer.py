@@ -29,8 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     config = transformers.BertConfig(
         vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=32, num_labels=2,
+        intermediate_size=64, max_position_embeddings=32,
     )  # fmt: skip
+    config.num_labels = 2
     torch.manual_seed(0)
     model = transformers.BertForSequenceClassification(config)
 
