@@ -297,3 +297,36 @@ def test_the_example_runs_as_written(tmp_path, capsys):
     # 128 samples in batches of 16: 8 steps; validations of 32 after batches 4 and 8
     assert (s["train_samples"], s["train_steps"], s["val_samples"]) == (128, 8, 64)
     assert "cnn-small-test" in capsys.readouterr().out
+
+
+def test_figures_reach_the_trainers_csv_and_tensorboard_loggers(tmp_path):
+    pytest.importorskip("tensorboard")
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    callback = PerfkitCallback(name="tiny", out_dir=tmp_path / "runs", device="cpu", probes=None)
+    loggers = [CSVLogger(tmp_path / "csv"), TensorBoardLogger(tmp_path / "tb")]
+    trainer = quiet_trainer([callback], logger=loggers)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(Tiny(), DataLoader(Slow(8), batch_size=4), DataLoader(Slow(4), batch_size=4))
+    (run,) = callback.runs
+    final = json.loads((run.run_dir / "summary.json").read_text())
+    # CSV: a row per phase end; the last p_train is the run's (2 epochs x 8 samples)
+    (metrics_csv,) = (tmp_path / "csv").rglob("metrics.csv")
+    rows = list(csv.DictReader(metrics_csv.open()))
+    p_train = [float(r["perfkit/p_train"]) for r in rows if r.get("perfkit/p_train")]
+    assert len(p_train) == 4  # after each epoch's validation and after each epoch
+    assert p_train[-1] == pytest.approx(final["p_train"])
+    assert final["p_train"] == pytest.approx(16 / final["train_wall_s"])
+    # TensorBoard: the same scalars, read back from its event file
+    (events,) = (tmp_path / "tb").rglob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    tags = accumulator.Tags()["scalars"]
+    assert {"perfkit/p_train", "perfkit/p_core", "perfkit/train_io_fraction"} <= set(tags)
+    assert "perfkit/p_val_whole" in tags
+    last = accumulator.Scalars("perfkit/p_core")[-1].value
+    assert last == pytest.approx(final["p_core"], rel=1e-6)  # float32 in the event file

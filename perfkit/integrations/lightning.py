@@ -29,6 +29,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 
+from perfkit.integrations._figures import FigureSender
 from perfkit.integrations._runs import EntryRuns
 from perfkit.integrations._settings import PRECISIONS, global_batch, parameter_count
 from perfkit.integrations._steps import CallbackSteps, guarded, log_metrics
@@ -103,6 +104,9 @@ class PerfkitCallback(pl.Callback):
             the batch).
         e2e_from: as :class:`perfkit.Run`; ``"process"`` (the default here, as FlagPerf's
             e2e_time): e2e_time counts from the process's start, start-up included.
+        figures_every_s: perfkit's figures (``perfkit/p_train``, ``perfkit/p_core``, ...) go
+            to the Trainer's loggers at each phase's end and, during a phase, at most this
+            often (seconds; None: at phase ends only).
         run_kwargs: further :class:`perfkit.Run` arguments (device, probes, ...).
 
     ``run`` is the latest Run (before any entry point, a new one the user may start: the
@@ -118,10 +122,13 @@ class PerfkitCallback(pl.Callback):
         *,
         samples: int | Callable[[Any], int] | None = None,
         e2e_from: str = "process",
+        figures_every_s: float | None = 60.0,
         **run_kwargs: Any,
     ) -> None:
         self._runs = EntryRuns(name, out_dir, config, {"e2e_from": e2e_from, **run_kwargs})
         self.samples = samples
+        self._trainer: pl.Trainer | None = None
+        self._sender = FigureSender(self._send, figures_every_s)
         self._phases: list[CallbackSteps] = []  # open phases, outermost first
         self._group = 1  # micro-batches in the running optimizer step
         self._logged: dict[str, Any] = {}
@@ -144,6 +151,7 @@ class PerfkitCallback(pl.Callback):
     # -- runs ----------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._logged = {}
+        self._trainer = trainer
         settings = trainer_settings(trainer, pl_module)
         if stage != "fit":  # the training's settings are not this run's
             settings = {k: v for k, v in settings.items() if k not in _TRAINING_SETTINGS}
@@ -179,8 +187,17 @@ class PerfkitCallback(pl.Callback):
         guarded(f"ending the {steps.phase.kind} phase", lambda: steps.close(exc))
 
     def _close_kind(self, kind: str) -> None:
+        """End the innermost phase if it is a ``kind`` one; its figures go to the loggers."""
         if self._phases and self._phases[-1].phase.kind == kind:
             self._close()
+            self._sender.now(self.run)
+
+    def _send(self, values: dict[str, float]) -> None:
+        """perfkit's figures to the Trainer's loggers (rank 0's, at the global step)."""
+        trainer = self._trainer
+        if trainer is not None and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(values, step=trainer.global_step)
 
     def _begin(self, kind: str, batch: Any, new_step: bool = True) -> None:
         if not self._phases or self._phases[-1].phase.kind != kind:
@@ -234,6 +251,7 @@ class PerfkitCallback(pl.Callback):
         batch_idx: int,
     ) -> None:
         self._end("train")
+        self._sender.maybe(self.run)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._close_kind("train")
