@@ -272,3 +272,46 @@ def test_the_example_runs_as_written(tmp_path, capsys):
     # evaluation of 32 samples (a val phase inside the train phase)
     assert (s["train_samples"], s["train_steps"], s["val_samples"]) == (32, 2, 64)
     assert "bert-tiny-predict" in capsys.readouterr().out
+
+
+def test_figures_reach_the_trainers_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    callback = PerfkitCallback(name="bert", out_dir=tmp_path / "runs", device="cpu", probes=None)
+    args = hf_args(tmp_path, num_train_epochs=2, eval_strategy="epoch", report_to=["tensorboard"])  # fmt: skip
+    trainer = transformers.Trainer(
+        model=tiny_bert(), args=args, train_dataset=examples(8), eval_dataset=examples(4),
+        data_collator=SlowCollator(),
+    )  # fmt: skip
+    callback.attach(trainer)
+    trainer.train()
+    final = callback.summary
+    assert final is not None and final["train_samples"] == 16
+    (events,) = (tmp_path / "hf").rglob("events.out.tfevents.*")  # in output_dir/runs/
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    assert {"perfkit/p_train", "perfkit/p_core", "perfkit/p_val_whole"} <= {
+        tag.removeprefix("train/") for tag in tags
+    }
+    tag = next(t for t in tags if t.endswith("perfkit/p_train"))
+    values = [s.value for s in accumulator.Scalars(tag)]
+    assert len(values) == 4  # after each epoch's train phase and each evaluation
+    assert values[-1] == pytest.approx(final["p_train"], rel=1e-6)  # float32 in the file
+    assert final["p_train"] == pytest.approx(16 / final["train_wall_s"])
+    # perfkit's own figures are not logged back into the run
+    assert not any(key.startswith("perfkit/") for key in callback.run.logged)
+
+
+def test_an_unattached_callback_says_its_figures_miss_report_to(tmp_path):
+    pytest.importorskip("tensorboard")
+    callback = PerfkitCallback(name="bert", out_dir=tmp_path / "runs", device="cpu", probes=None)
+    args = hf_args(tmp_path, report_to=["tensorboard"])
+    trainer = transformers.Trainer(
+        model=tiny_bert(), args=args, train_dataset=examples(4),
+        data_collator=SlowCollator(), callbacks=[callback],
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match=r"callback.attach\(trainer\)"):
+        trainer.train()
+    assert callback.summary is not None and callback.summary["train_samples"] == 4

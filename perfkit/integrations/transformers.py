@@ -37,6 +37,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from perfkit._messages import warn
+from perfkit.integrations._figures import PREFIX, FigureSender
 from perfkit.integrations._runs import EntryRuns
 from perfkit.integrations._settings import global_batch, parameter_count
 from perfkit.integrations._steps import (
@@ -87,6 +88,10 @@ class PerfkitCallback(TrainerCallback):
         samples: samples per optimizer step, an int (default: see the module's docstring).
         e2e_from: as :class:`perfkit.Run`; ``"process"`` (the default here, as FlagPerf's
             e2e_time): e2e_time counts from the process's start, start-up included.
+        figures_every_s: with the callback added by :meth:`attach`, perfkit's figures
+            (``perfkit/p_train``, ``perfkit/p_core``, ...) go to the Trainer's ``report_to``
+            loggers at each phase's end and, during a phase, at most this often (seconds; None:
+            at phase ends only).
         run_kwargs: further :class:`perfkit.Run` arguments (device, probes, ...).
 
     ``run`` is the latest Run (before any entry point, a new one the user may start);
@@ -101,10 +106,14 @@ class PerfkitCallback(TrainerCallback):
         *,
         samples: int | None = None,
         e2e_from: str = "process",
+        figures_every_s: float | None = 60.0,
         **run_kwargs: Any,
     ) -> None:
         self._runs = EntryRuns(name, out_dir, config, {"e2e_from": e2e_from, **run_kwargs})
         self.samples = samples
+        self._trainer: Any = None
+        self._sender = FigureSender(self._send, figures_every_s)
+        self._unattached_said = False
         self._train: CallbackSteps | None = None
         self._eval: EndSteps | None = None
         self._eval_sizes: BatchSizes | None = None
@@ -127,6 +136,28 @@ class PerfkitCallback(TrainerCallback):
 
     def _start(self, kind: str, args: TrainingArguments, state: Any, model: Any) -> None:
         self._runs.start(_SUFFIXES[kind], trainer_settings(args, state, model))
+        if self._trainer is None and args.report_to and not self._unattached_said:
+            self._unattached_said = True
+            warn(
+                "perfkit: the Trainer reports to "
+                f"{', '.join(map(str, args.report_to))} but perfkit's figures reach those "
+                "loggers only when the callback is added with callback.attach(trainer) "
+                "(transformers gives callbacks no handle on the Trainer)"
+            )
+
+    def attach(self, trainer: Any) -> PerfkitCallback:
+        """Add this callback to ``trainer`` (unless it has it) and keep a handle on it, so
+        perfkit's figures reach the Trainer's ``report_to`` loggers through ``trainer.log``
+        (TensorBoard, W&B, MLflow, ...; ``perfkit/p_train``, ...). Returns the callback."""
+        if self not in trainer.callback_handler.callbacks:
+            trainer.add_callback(self)
+        self._trainer = trainer
+        return self
+
+    def _send(self, values: dict[str, float]) -> None:
+        """perfkit's figures to the Trainer's loggers (``trainer.log``: its on_log callbacks)."""
+        if self._trainer is not None:
+            self._trainer.log(dict(values))
 
     # -- train ---------------------------------------------------------------------------
     def on_train_begin(
@@ -163,6 +194,7 @@ class PerfkitCallback(TrainerCallback):
     ) -> None:
         if self._train is not None:
             guarded("a train step's end", self._train.end)
+            self._sender.maybe(self.run)
         if control.should_evaluate:  # the Trainer evaluates now: inside the train phase
             self._open_eval("val", args, kw.get("eval_dataloader"))
 
@@ -184,6 +216,7 @@ class PerfkitCallback(TrainerCallback):
         steps, self._train = self._train, None
         if steps is not None:
             guarded("ending the train phase", steps.close)
+            self._sender.now(self.run)
 
     # -- evaluation and prediction -------------------------------------------------------
     def evaluate(self, trainer: Any, *args: Any, **kwargs: Any) -> Any:
@@ -204,6 +237,7 @@ class PerfkitCallback(TrainerCallback):
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
     ) -> Any:
+        self._trainer = self._trainer or trainer
         self._start(kind, trainer.args, getattr(trainer, "state", None), trainer.model)
         self._open_eval(kind, trainer.args, None)
         try:
@@ -273,6 +307,8 @@ class PerfkitCallback(TrainerCallback):
         steps, self._eval, self._eval_sizes = self._eval, None, None
         if steps is not None:
             guarded(f"ending the {steps.phase.kind} phase", lambda: steps.close(exc))
+            if exc is None:
+                self._sender.now(self.run)
 
     def on_log(
         self,
@@ -282,4 +318,5 @@ class PerfkitCallback(TrainerCallback):
         logs: Mapping[str, Any] | None = None,
         **kw: Any,
     ) -> None:
-        log_metrics(self.run, logs)
+        own = {k: v for k, v in (logs or {}).items() if not str(k).startswith(PREFIX)}
+        log_metrics(self.run, own)  # perfkit's own figures, sent through trainer.log, aside
