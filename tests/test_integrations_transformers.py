@@ -279,7 +279,8 @@ def test_figures_reach_the_trainers_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     callback = PerfkitCallback(name="bert", out_dir=tmp_path / "runs", device="cpu", probes=None)
-    args = hf_args(tmp_path, num_train_epochs=2, eval_strategy="epoch", report_to=["tensorboard"])  # fmt: skip
+    report = ["tensorboard"]
+    args = hf_args(tmp_path, num_train_epochs=2, eval_strategy="epoch", report_to=report)
     trainer = transformers.Trainer(
         model=tiny_bert(), args=args, train_dataset=examples(8), eval_dataset=examples(4),
         data_collator=SlowCollator(),
