@@ -53,8 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     trainer = transformers.Trainer(
         model=model, args=training, train_dataset=rows(args.samples), eval_dataset=rows(32),
-        compute_metrics=accuracy, callbacks=[callback],
+        compute_metrics=accuracy,
     )  # fmt: skip
+    callback.attach(trainer)  # added as callbacks=[...] would; figures reach report_to too
     trainer.train()  # run "bert-tiny": train phases, a val phase per evaluation inside them
     callback.evaluate(trainer)  # run "bert-tiny-evaluate"
     callback.predict(trainer, rows(32))  # run "bert-tiny-predict"
