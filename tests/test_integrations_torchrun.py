@@ -93,6 +93,10 @@ def only_summary(out: Path) -> dict:
 
 @pytest.mark.slow
 def test_hugging_face_under_torchrun(tmp_path):
+    import torch
+
+    if not hasattr(torch.cpu, "set_device"):
+        pytest.skip("accelerate's CPU DDP calls torch.cpu.set_device, which torch < 2.2 lacks")
     from perfkit.analysis import mllog_lines
 
     out, stdout = torchrun(tmp_path, HF)
