@@ -4,11 +4,14 @@ fake clock), kept in p_whole, and rebuilt from the records the same."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 import perfkit
 from perfkit.analysis._read import read_run
+from perfkit.records import read_records
 from tests.conftest import FakeClock, FakeEventTimer, assert_rebuilt_equals_live, timed_batches
 
 
@@ -123,3 +126,37 @@ def test_a_run_stopped_inside_a_nested_phase_ends_both(tmp_path, clock: FakeCloc
     assert summary["status"] == "ok"
     assert summary["train_wall_s"] == pytest.approx(1.0) and train.paused_s == pytest.approx(2.0)
     assert summary["val_wall_s"] == pytest.approx(2.0)
+
+
+def test_energy_and_power_of_a_paused_phase(tmp_path):
+    from tests.test_run_probes import CardProbe
+
+    card = CardProbe()
+
+    def settle() -> None:  # the sampler (every 10 ms) reads the card's new counter
+        time.sleep(0.15)
+
+    with perfkit.Run(
+        "energy", out_dir=tmp_path, device="cpu", probes=[card], sample_interval_s=0.01
+    ) as run:
+        settle()
+        with run.phase("train") as train_phase:
+            for _ in train_phase.iterate([batch(4)]):  # energy per sample needs samples
+                card.energy += 100.0
+                settle()
+                with run.phase("val") as val_phase:
+                    for _ in val_phase.iterate([batch(2)]):
+                        card.energy += 1000.0
+                        settle()
+                card.energy += 10.0
+                settle()
+    s = run.summary()
+    # the card's counter rose 100 + 10 J in training, 1000 J in the evaluation inside it
+    assert s["train_energy_j"] == pytest.approx(110.0)
+    assert s["val_energy_j"] == pytest.approx(1000.0)
+    train, val = s["phases"]
+    # power over each phase's span: the train phase's samples include those before the
+    # evaluation (they were once dropped at the inner phase's end)
+    power = [r["t"] for r in read_records(run.run_dir / "records.jsonl") if r["name"] == "power_w"]
+    inside = [t for t in power if train["start_t"] <= t <= train["end_t"]]
+    assert train["devices"][0]["samples"] == len(inside) > val["devices"][0]["samples"]

@@ -45,11 +45,13 @@ class PowerLog:
             with self._lock:
                 self._samples.append((t, sample))
 
-    def phase_end(self, start_t: float, end_t: float) -> list[DevicePower]:
-        """Each device's figures over ``[start_t, end_t]``; the samples kept so far are dropped
-        (phases do not overlap)."""
+    def phase_end(self, start_t: float, end_t: float, keep: bool = False) -> list[DevicePower]:
+        """Each device's figures over ``[start_t, end_t]``; the samples kept so far are dropped,
+        unless ``keep`` (the phase ran inside another, which still needs them)."""
         with self._lock:
-            samples, self._samples = self._samples, []
+            samples = self._samples
+            if not keep:
+                self._samples = []
         return phase_power(samples, start_t, end_t)
 
 

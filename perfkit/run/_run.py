@@ -495,7 +495,9 @@ class Run:
             fields.append(("phase_warmup", f.warmup_s, "s"))
         for name, value, unit in fields:
             self._write(name, value, unit, f.end_t, phase=phase.name, kind=phase.kind)
-        phase.devices = self._power.phase_end(f.start_t, f.end_t)
+        phase.devices = self._power.phase_end(
+            f.start_t, f.end_t, keep=self._active_phase is not None
+        )
         for name, value, unit, device, note in device_records(phase.devices):
             self._write(name, value, unit, f.end_t, phase=phase.name, device=device, note=note)
         self.flush()
