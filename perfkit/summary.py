@@ -211,9 +211,9 @@ def kind_metrics(kind: str, phases: Sequence[PhaseResult]) -> dict[str, Any]:
 
 
 def _warmup_fields(kind: str, ranks: Mapping[int, Sequence[PhaseFigures]]) -> dict[str, Any]:
-    """<kind>_warmup_steps and _samples (every rank's), _warmup_s (the slowest rank's sum);
-    {} without warm-up steps."""
-    steps = sum(f.warmup_steps for figures in ranks.values() for f in figures)
+    """<kind>_warmup_steps (per rank, as <kind>_steps: the most any rank took), _samples
+    (every rank's), _warmup_s (the slowest rank's sum); {} without warm-up steps."""
+    steps = max(sum(f.warmup_steps for f in figures) for figures in ranks.values())
     if not steps:
         return {}
     return {

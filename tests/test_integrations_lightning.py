@@ -266,11 +266,15 @@ def test_a_step_is_an_optimizer_step_and_settings_fill_the_config(tmp_path):
     )
     trainer = quiet_trainer([callback], accumulate_grad_batches=2)
     module = Tiny()
+    started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer.fit(module, DataLoader(Slow(12), batch_size=4))  # 3 micro-batches per epoch
+    fit_s = time.perf_counter() - started
     s = callback.summary
     assert s is not None
+    # e2e_time counts from the process's start (FlagPerf's), so it holds all of fit()
+    assert s["meta"]["e2e_from"] == "process" and s["e2e_time"] > fit_s
     # per epoch: optimizer steps of 2 micro-batches (8 samples) and 1 (4 samples)
     assert trainer.global_step == 4
     assert (s["train_steps"], s["train_samples"]) == (4, 24)

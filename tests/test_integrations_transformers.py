@@ -180,7 +180,9 @@ def test_evaluation_every_n_steps_is_not_train_time(tmp_path):
             evaluations.append(time.perf_counter() - start)
 
     trainer.evaluate = timed_evaluate  # type: ignore[method-assign]
+    started = time.perf_counter()
     trainer.train()
+    train_call_s = time.perf_counter() - started
     s = callback.summary
     assert s is not None and s["status"] == "ok"
     # 2 epochs of 8 steps of 4: an evaluation after steps 8 and 16 (each 2 batches of 4)
@@ -197,6 +199,8 @@ def test_evaluation_every_n_steps_is_not_train_time(tmp_path):
     # p_whole keeps the evaluations: 64 samples over (nearly) the whole training
     assert s["p_whole"] == pytest.approx(64 / (clock.end - clock.begin), rel=0.05)
     assert s["p_whole"] < s["p_train"]
+    # e2e_time counts from the process's start (FlagPerf's), so it holds all of train()
+    assert s["meta"]["e2e_from"] == "process" and s["e2e_time"] > train_call_s
 
 
 def test_accumulation_with_a_short_last_group(tmp_path):
