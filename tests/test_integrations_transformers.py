@@ -323,3 +323,26 @@ def test_an_unattached_callback_says_its_figures_miss_report_to(tmp_path):
     with pytest.warns(UserWarning, match=r"callback.attach\(trainer\)"):
         trainer.train()
     assert callback.summary is not None and callback.summary["train_samples"] == 4
+
+
+@pytest.mark.parametrize("attached", [True, False])
+def test_several_eval_datasets_each_make_a_val_phase(tmp_path, attached):
+    callback = PerfkitCallback(name="bert", out_dir=tmp_path / "runs", device="cpu", probes=None)
+    args = hf_args(tmp_path, eval_strategy="epoch")
+    trainer = transformers.Trainer(
+        model=tiny_bert(), args=args, train_dataset=examples(4),
+        eval_dataset={"a": examples(8), "b": examples(6)}, data_collator=SlowCollator(),
+        callbacks=None if attached else [callback],
+    )  # fmt: skip
+    if attached:
+        callback.attach(trainer)
+    trainer.train()
+    s = callback.summary
+    assert s is not None
+    assert [p["kind"] for p in s["phases"]] == ["train", "val", "val"]
+    # "a": batches of 4 + 4; "b": 4 + 2 - without the Trainer in hand, the callback learns of
+    # "b"'s evaluation at its first batch's end and times it from there (its 4 samples out)
+    b_samples, b_steps = (6, 2) if attached else (2, 1)
+    assert [p["samples"] for p in s["phases"]] == [4, 8, b_samples]
+    assert [p["steps"] for p in s["phases"]] == [1, 2, b_steps]
+    assert "eval_a_loss" in s and "eval_b_loss" in s

@@ -19,7 +19,9 @@ steps are prediction steps, timed from one ``on_prediction_step`` to the next: a
 the Trainer shows no batch start. transformers' callbacks do not see the batch: samples per
 step are the per-device batch size (x the gradient accumulation steps in training), the last
 step holding what is left of the dataset (one process, without ``dataloader_drop_last``); pass
-``samples=`` to count training steps otherwise. The Trainer's logs (``on_log``: loss,
+``samples=`` to count training steps otherwise. Several eval datasets (a dict) make a val phase
+each (without :meth:`PerfkitCallback.attach`, the second and later ones from their first
+batch's end). The Trainer's logs (``on_log``: loss,
 learning_rate, eval_loss, eval_accuracy, ...) go to ``run.log``, each value once.
 
 A run the user started, ``with callback.run: trainer.train()``, is used as it is (the callback
@@ -74,9 +76,9 @@ def trainer_settings(args: TrainingArguments, state: TrainerState | None, model:
     }
 
 
-def _dataset_size(dataloader: Any) -> int | None:
-    dataset = getattr(dataloader, "dataset", None)
-    return len(dataset) if isinstance(dataset, Sized) else None
+def _size(dataset: Any) -> int | None:
+    """Samples in ``dataset`` where it has a length (not a dict of datasets)."""
+    return len(dataset) if isinstance(dataset, Sized) and not isinstance(dataset, Mapping) else None
 
 
 class PerfkitCallback(TrainerCallback):
@@ -117,6 +119,9 @@ class PerfkitCallback(TrainerCallback):
         self._train: CallbackSteps | None = None
         self._eval: EndSteps | None = None
         self._eval_sizes: BatchSizes | None = None
+        self._eval_kind = "val"
+        self._evals_left = 0  # evaluations still to come in this one (several eval datasets)
+        self._in_train = False
         self._warned = False
 
     @property
@@ -163,6 +168,7 @@ class PerfkitCallback(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
+        self._in_train = True
         self._start("train", args, state, kw.get("model"))
 
     def on_epoch_begin(
@@ -174,7 +180,7 @@ class PerfkitCallback(TrainerCallback):
         per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
         total = None
         if self.samples is None and args.world_size == 1 and not args.dataloader_drop_last:
-            total = _dataset_size(kw.get("train_dataloader"))
+            total = _size(getattr(kw.get("train_dataloader"), "dataset", None))
         count: Callable[[Any], int] = BatchSizes(self.samples or per_step, total)
 
         def start() -> None:
@@ -196,18 +202,19 @@ class PerfkitCallback(TrainerCallback):
             guarded("a train step's end", self._train.end)
             self._sender.maybe(self.run)
         if control.should_evaluate:  # the Trainer evaluates now: inside the train phase
-            self._open_eval("val", args, kw.get("eval_dataloader"))
+            self._open_eval("val", args, self._eval_dataset(kw))
 
     def on_epoch_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
         self._end_train_phase()
         if control.should_evaluate:
-            self._open_eval("val", args, kw.get("eval_dataloader"))
+            self._open_eval("val", args, self._eval_dataset(kw))
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
+        self._in_train = False
         self._close_eval()
         self._end_train_phase()
         self._runs.stop()
@@ -239,7 +246,8 @@ class PerfkitCallback(TrainerCallback):
     ) -> Any:
         self._trainer = self._trainer or trainer
         self._start(kind, trainer.args, getattr(trainer, "state", None), trainer.model)
-        self._open_eval(kind, trainer.args, None)
+        dataset = args[0] if args else kwargs.get("eval_dataset", kwargs.get("test_dataset"))
+        self._open_eval(kind, trainer.args, trainer.eval_dataset if dataset is None else dataset)
         try:
             result = call(*args, **kwargs)
         except BaseException as exc:
@@ -250,27 +258,49 @@ class PerfkitCallback(TrainerCallback):
         self._runs.stop()
         return result
 
-    def _open_eval(self, kind: str, args: TrainingArguments, dataloader: Any) -> None:
+    def _eval_dataset(self, kw: Mapping[str, Any]) -> Any:
+        """The dataset the Trainer evaluates on: its own where the callback has the Trainer,
+        else the last evaluation's."""
+        if self._trainer is not None:
+            return self._trainer.eval_dataset
+        return getattr(kw.get("eval_dataloader"), "dataset", None)
+
+    def _open_eval(
+        self, kind: str, args: TrainingArguments, dataset: Any, late: bool = False
+    ) -> None:
+        """Start a ``kind`` phase for an evaluation or prediction over ``dataset`` (several,
+        in a dict: an evaluation each); ``late``: it started a batch ago, the phase from that
+        batch's end on (that batch left out)."""
         if self.run.status != "running" or self._eval is not None:
             return
+        several = isinstance(dataset, Mapping)
+        self._evals_left = len(dataset) - 1 if several else 0
         sizes = BatchSizes(args.per_device_eval_batch_size)
         self._eval_sizes = sizes
-        self._eval_total(args, dataloader)
+        self._eval_kind = kind
+        self._eval_total(args, None if several else _size(dataset))
+        if late:
+            sizes()  # the batch left out
 
         def start() -> None:
             self._eval = EndSteps(self.run, kind, sizes)
+            self._eval.ticks = int(late)
 
         guarded(f"starting a {kind} phase", start)
 
-    def _eval_total(self, args: TrainingArguments, dataloader: Any) -> None:
+    def _eval_total(self, args: TrainingArguments, size: int | None) -> None:
         sizes = self._eval_sizes
         if sizes is not None and args.world_size == 1 and not args.dataloader_drop_last:
-            sizes.total = _dataset_size(dataloader)
+            sizes.total = size
 
     def on_prediction_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
         steps = self._eval
+        dataloader = kw.get("eval_dataloader")
+        if steps is None and self._in_train:  # an evaluation no hook announced
+            self._open_eval("val", args, getattr(dataloader, "dataset", None), late=True)
+            return
         if steps is None:
             if not self._warned:
                 self._warned = True
@@ -281,9 +311,8 @@ class PerfkitCallback(TrainerCallback):
                     "...) - to record it"
                 )
             return
-        dataloader = kw.get("eval_dataloader")
         if steps.ticks == 0:  # the loop is known from its first batch on
-            self._eval_total(args, dataloader)
+            self._eval_total(args, _size(getattr(dataloader, "dataset", None)))
         batches = len(dataloader) if isinstance(dataloader, Sized) else None
         guarded("an evaluation step", lambda: steps.tick(batches))
 
@@ -291,6 +320,10 @@ class PerfkitCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
         self._close_eval()  # its metrics reached run.log through on_log already
+        if self._evals_left > 0:  # several eval datasets: the next one's evaluation starts
+            left = self._evals_left - 1
+            self._open_eval(self._eval_kind, args, None)
+            self._evals_left = left
 
     def on_predict(
         self,
