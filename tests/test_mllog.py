@@ -78,3 +78,34 @@ def test_closed_division_passes_with_the_hyperparameters_in_the_config(retinanet
 def test_bad_division_is_refused(retinanet):
     with pytest.raises(ValueError, match="`division` to be one of"):
         mllog_lines(retinanet["open"], division="premium")
+
+
+def test_a_validation_inside_each_epoch_passes_the_checker(tmp_path):
+    """A val phase run inside each train phase (pausing it, as the trainer callbacks do): its
+    eval_start / eval_stop fall inside the epoch, which stays one epoch."""
+    import numpy as np
+
+    import perfkit
+    from tests.conftest import FakeClock, timed_batches
+
+    clock = FakeClock()
+    with perfkit.Run("retinanet", out_dir=tmp_path / "runs", clock=clock, device="cpu",
+                     probes=None) as run:  # fmt: skip
+        for _ in range(2):
+            with run.phase("train") as train:
+                batches = timed_batches(clock, [np.zeros((8, 3))] * 4, io_s=0.5)
+                for i, _ in enumerate(train.iterate(batches)):
+                    clock.advance(1.0)
+                    if i == 1:  # mid-epoch
+                        with run.phase("val") as val:
+                            for _ in val.iterate(timed_batches(clock, [np.zeros((4, 3))], 0.1)):
+                                clock.advance(0.5)
+                            run.log(mAP=0.3461)
+    assert run.run_dir is not None
+    lines = mllog_lines(run.run_dir, submission_org="perfkit", division="open")
+    entries = [json.loads(line.split(" ", 1)[1]) for line in lines]
+    keys = [e["key"] for e in entries if e["key"].endswith(("_start", "_stop"))]
+    assert keys.count("epoch_start") == 2 and keys.count("eval_start") == 2
+    assert keys.index("eval_start") < keys.index("epoch_stop")  # inside the first epoch
+    passed, output = check(lines, tmp_path)
+    assert passed, output
