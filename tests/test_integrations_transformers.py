@@ -346,3 +346,20 @@ def test_several_eval_datasets_each_make_a_val_phase(tmp_path, attached):
     assert [p["samples"] for p in s["phases"]] == [4, 8, b_samples]
     assert [p["steps"] for p in s["phases"]] == [1, 2, b_steps]
     assert "eval_a_loss" in s and "eval_b_loss" in s
+
+
+def test_an_evaluation_before_training_is_a_val_phase(tmp_path):
+    callback = PerfkitCallback(name="bert", out_dir=tmp_path / "runs", device="cpu", probes=None)
+    args = hf_args(tmp_path, eval_strategy="epoch", eval_on_start=True)
+    trainer = transformers.Trainer(
+        model=tiny_bert(), args=args, train_dataset=examples(4), eval_dataset=examples(6),
+        data_collator=SlowCollator(), callbacks=[callback],
+    )  # fmt: skip
+    trainer.train()
+    s = callback.summary
+    assert s is not None
+    # eval_on_start, then the epoch and its evaluation: 6 samples each (batches of 4 and 2)
+    assert [(p["kind"], p["samples"]) for p in s["phases"]] == [
+        ("val", 6), ("train", 4), ("val", 6),
+    ]  # fmt: skip
+    assert s["val_steps"] == 4

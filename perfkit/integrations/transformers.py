@@ -170,6 +170,8 @@ class PerfkitCallback(TrainerCallback):
     ) -> None:
         self._in_train = True
         self._start("train", args, state, kw.get("model"))
+        if getattr(args, "eval_on_start", False):  # the Trainer evaluates before training
+            self._open_eval("val", args, self._eval_dataset(kw))
 
     def on_epoch_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
