@@ -334,3 +334,22 @@ def test_figures_reach_the_trainers_csv_and_tensorboard_loggers(tmp_path):
     assert "perfkit/p_val_whole" in tags
     last = accumulator.Scalars("perfkit/p_core")[-1].value
     assert last == pytest.approx(final["p_core"], rel=1e-6)  # float32 in the event file
+
+
+def test_figures_during_a_phase_at_most_every_n_seconds(tmp_path):
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    callback = PerfkitCallback(
+        name="tiny", out_dir=tmp_path / "runs", device="cpu", probes=None, figures_every_s=1e-9
+    )
+    trainer = quiet_trainer([callback], max_epochs=1, logger=CSVLogger(tmp_path / "csv"))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(Tiny(), DataLoader(Slow(12), batch_size=4))  # 3 batches, no validation
+    (metrics_csv,) = (tmp_path / "csv").rglob("metrics.csv")
+    rows = [r for r in csv.DictReader(metrics_csv.open()) if r.get("perfkit/train_io_fraction")]
+    assert len(rows) == 3 + 1  # after each of the 3 batches (1e-9 s apart), and the epoch's end
+    with pytest.raises(ValueError, match="Expected argument `figures_every_s`"):
+        PerfkitCallback(name="tiny", out_dir=tmp_path, figures_every_s=-1)

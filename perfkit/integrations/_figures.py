@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Callable
 
+from perfkit.checks import positive_number
 from perfkit.integrations._steps import guarded, scalar_metrics
 from perfkit.run import Run
 
@@ -33,7 +34,7 @@ class FigureSender:
 
     def __init__(self, send: Callable[[dict[str, float]], None], every_s: float | None) -> None:
         self._send = send
-        self.every_s = every_s
+        self.every_s = None if every_s is None else positive_number("figures_every_s", every_s)
         self._last = time.monotonic()
 
     def now(self, run: Run) -> None:
