@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from perfkit.integrations._steps import guarded
 from perfkit.run import Run
 from perfkit.run._environment import check_config
 
@@ -15,6 +16,13 @@ PRECISIONS = {
     "bf16": "bf16", "bf16-mixed": "bf16", "bf16-true": "bf16",
     "64": "fp64", "64-true": "fp64", "transformer-engine": "fp8",
 }  # fmt: skip
+
+
+def read_settings(read: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
+    """What ``read`` returns; {} where reading the trainer failed (logged, never raised)."""
+    out: dict[str, Any] = {}
+    guarded("reading the trainer's settings", lambda: out.update(read()))
+    return out
 
 
 def parameter_count(model: Any) -> int | None:

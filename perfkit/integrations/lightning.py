@@ -31,7 +31,12 @@ import lightning.pytorch as pl
 
 from perfkit.integrations._figures import FigureSender
 from perfkit.integrations._runs import EntryRuns
-from perfkit.integrations._settings import PRECISIONS, global_batch, parameter_count
+from perfkit.integrations._settings import (
+    PRECISIONS,
+    global_batch,
+    parameter_count,
+    read_settings,
+)
 from perfkit.integrations._steps import CallbackSteps, guarded, log_metrics
 from perfkit.run import Run, count_samples
 
@@ -152,7 +157,7 @@ class PerfkitCallback(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._logged = {}
         self._trainer = trainer
-        settings = trainer_settings(trainer, pl_module)
+        settings = read_settings(lambda: trainer_settings(trainer, pl_module))
         if stage != "fit":  # the training's settings are not this run's
             settings = {k: v for k, v in settings.items() if k not in _TRAINING_SETTINGS}
         self._runs.start(_SUFFIXES.get(stage, f"-{stage}"), settings)
@@ -221,7 +226,7 @@ class PerfkitCallback(pl.Callback):
 
     # -- train ---------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        settings = trainer_settings(trainer, pl_module)  # the loader and optimizers are known
+        settings = read_settings(lambda: trainer_settings(trainer, pl_module))  # loader known
         guarded("reading the trainer's settings", lambda: self._runs.apply(settings))
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

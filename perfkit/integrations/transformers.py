@@ -41,7 +41,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from perfkit._messages import warn
 from perfkit.integrations._figures import PREFIX, FigureSender
 from perfkit.integrations._runs import EntryRuns
-from perfkit.integrations._settings import global_batch, parameter_count
+from perfkit.integrations._settings import global_batch, parameter_count, read_settings
 from perfkit.integrations._steps import (
     BatchSizes,
     CallbackSteps,
@@ -140,7 +140,8 @@ class PerfkitCallback(TrainerCallback):
         return self._runs.summary
 
     def _start(self, kind: str, args: TrainingArguments, state: Any, model: Any) -> None:
-        self._runs.start(_SUFFIXES[kind], trainer_settings(args, state, model))
+        settings = read_settings(lambda: trainer_settings(args, state, model))
+        self._runs.start(_SUFFIXES[kind], settings)
         if self._trainer is None and args.report_to and not self._unattached_said:
             self._unattached_said = True
             warn(
