@@ -121,6 +121,15 @@ class AppendLog:
             _log.warning("not written, kept to retry: %s", self.error)
         self._failed = True
 
+    def detach(self) -> None:
+        """In a forked child: close this process's copy of the file without writing anything;
+        later pieces are ignored (the parent writes the file)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd = None
+        self._unwritten = bytearray()
+
     def close(self) -> None:
         """Flush and close (never raises: what could not be written is named in :attr:`error`);
         later pieces are ignored (the run ended)."""

@@ -203,6 +203,13 @@ class RecordWriter:
                 self._lines.clear()
             return self._file.flush()
 
+    def detach(self) -> None:
+        """In a forked child: drop what is queued, take a new lock (the parent's threads may
+        have held the old one at the fork) and close the file without writing to it."""
+        self._lock = threading.Lock()
+        self._lines = []
+        self._file.detach()
+
     def close(self) -> None:
         """Flush and close (never raises: records that could not be written are named in
         :attr:`error`); later writes are ignored silently (the run ended)."""

@@ -72,6 +72,10 @@ class StepLogWriter:
         self._file.add(rows)
         self._file.flush()
 
+    def detach(self) -> None:
+        """In a forked child: close the file without writing to it (the parent writes it)."""
+        self._file.detach()
+
     def close(self) -> None:
         """Flush and close; later writes are ignored (the run ended)."""
         self._file.close()
