@@ -247,23 +247,51 @@ def _loads(text: str) -> Any:
         raise ValueError("nested too deeply") from None
 
 
-def read_bytes(path: Path) -> bytes:
-    """The bytes of the regular file ``path``; a :class:`RecordError` for anything else (a FIFO,
-    a device: opened without blocking, so a FIFO never hangs the reader)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+#: Largest JSON file (meta.json, summary.json) the readers read, bytes.
+MAX_JSON_BYTES = 64 * 2**20
+#: Longest line of a records file the readers parse, bytes; a longer line is a bad line, skipped
+#: without being held in memory (a sparse or corrupted file).
+MAX_LINE_BYTES = 2**20
+#: Bad lines of one records file kept as messages (the others are counted only).
+MAX_BAD_LINES_KEPT = 100
+
+
+def open_regular(path: Path) -> tuple[int, int]:
+    """(fd, size in bytes) of the regular file ``path``, opened for reading; a
+    :class:`RecordError` for anything else: a symbolic link (not followed), a FIFO (opened
+    without blocking, so it never hangs the reader), a device."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise RecordError(f"{path} is not a regular file")
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
+        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as err:
+        if os.path.islink(path):
+            raise RecordError(
+                f"{path} is a symbolic link; perfkit reads regular files only"
+            ) from None
+        raise err
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
+        raise RecordError(f"{path} is not a regular file")
+    return fd, info.st_size
+
+
+def read_bytes(path: Path, limit: int = MAX_JSON_BYTES) -> bytes:
+    """The bytes of the regular file ``path`` (see :func:`open_regular`), at most ``limit``
+    (a :class:`RecordError` for a larger file)."""
+    fd, size = open_regular(path)
+    with os.fdopen(fd, "rb") as handle:
+        if size > limit:
+            raise RecordError(f"{path} holds {size} bytes, more than perfkit reads ({limit})")
+        data = handle.read(limit + 1)
+    if len(data) > limit:  # grew since the fstat
+        raise RecordError(f"{path} holds more than {limit} bytes, more than perfkit reads")
+    return data
 
 
 def read_json(path: Path) -> Any:
-    """Read a JSON file; a clear :class:`RecordError` naming it if it is not JSON."""
+    """Read a JSON file (at most :data:`MAX_JSON_BYTES`); a clear :class:`RecordError` naming
+    it if it is not JSON."""
     try:
         return _loads(read_bytes(path).decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
@@ -311,37 +339,57 @@ def read_records(path: Path, bad_lines: list[str] | None = None) -> Iterator[Rec
     """Yield the records of one ``records.jsonl``, every field of :data:`RECORD_FIELDS` present.
 
     A truncated last line (a process killed mid-write) is skipped silently; any other line that
-    is not a perfkit record is skipped, appended to ``bad_lines`` ("<file>:<line>: why") and
-    counted in one warning (logger "perfkit"); a file with no record but bad lines raises
-    :class:`RecordError` naming the file and line. Lines are parsed with ``json.loads`` only:
-    nothing in a file is evaluated or unpickled.
+    is not a perfkit record is skipped, appended to ``bad_lines`` ("<file>:<line>: why"; the
+    first :data:`MAX_BAD_LINES_KEPT`) and counted in one warning (logger "perfkit"); a file with
+    no record but bad lines raises :class:`RecordError` naming the file and line. The file is
+    read a line at a time: memory is bounded by :data:`MAX_LINE_BYTES` (a longer line is a bad
+    line) whatever the file's size. Lines are parsed with ``json.loads`` only: nothing in a
+    file is evaluated or unpickled.
     """
-    lines = read_bytes(path).split(b"\n")
-    last = len(lines) - 1  # the part after the last newline ("" when the file ends with one)
     bad: list[str] = []
-    good = 0
-    for index, raw in enumerate(lines):
-        if not raw.strip():
+    bad_count = good = 0
+    for number, raw, last in _lines(path):
+        if raw is not None and not raw.strip():
             continue
-        number = index + 1
         try:
+            if raw is None:
+                raise ValueError(f"longer than {MAX_LINE_BYTES} bytes")
             record = _loads(raw.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as err:
-            if index == last:
+            if last:
                 break  # the last write of a killed process
-            bad.append(f"{path}:{number} is not a JSON record: {err}")
-            continue
-        problem = _record_problem(record)
-        if problem is not None:
-            bad.append(f"{path}:{number} is not a perfkit record: {problem}")
-            continue
-        for field in RECORD_FIELDS:
-            record.setdefault(field, None)
-        good += 1
-        yield record
+            problem = f"{path}:{number} is not a JSON record: {err}"
+        else:
+            why = _record_problem(record)
+            if why is None:
+                for field in RECORD_FIELDS:
+                    record.setdefault(field, None)
+                good += 1
+                yield record
+                continue
+            problem = f"{path}:{number} is not a perfkit record: {why}"
+        bad_count += 1
+        if len(bad) < MAX_BAD_LINES_KEPT:
+            bad.append(problem)
     if bad and not good:
         raise RecordError(bad[0])
     if bad:
-        _log.warning("skipped %d bad line(s) of %s; the first: %s", len(bad), path, bad[0])
+        _log.warning("skipped %d bad line(s) of %s; the first: %s", bad_count, path, bad[0])
         if bad_lines is not None:
             bad_lines.extend(bad)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes | None, bool]]:
+    """(line number, the line - None when longer than :data:`MAX_LINE_BYTES` -, whether it
+    is the part after the file's last newline) of the regular file ``path``."""
+    fd, _size = open_regular(path)
+    with os.fdopen(fd, "rb") as handle:
+        number = 0
+        while chunk := handle.readline(MAX_LINE_BYTES + 1):
+            number += 1
+            if len(chunk) <= MAX_LINE_BYTES or chunk.endswith(b"\n"):
+                yield number, chunk, not chunk.endswith(b"\n")
+                continue
+            while chunk and not chunk.endswith(b"\n"):  # too long: skip to its end
+                chunk = handle.readline(MAX_LINE_BYTES)
+            yield number, None, not chunk
