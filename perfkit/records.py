@@ -21,6 +21,8 @@ the run started on the run's host clock. The names and units are in :data:`RECOR
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import math
@@ -110,6 +112,18 @@ RECORD_NAMES: dict[str, tuple[str, str]] = {
     "compute_time": ("s", "schema 1 only: a step's compute time"),
     "samples": ("samples", "schema 1 only: a step's samples"),
 }
+
+
+@functools.cache
+def reserved_names() -> frozenset[str]:
+    """Every record name perfkit writes itself: :data:`RECORD_NAMES` and the probe quantities
+    (with ``region/<label>``, :data:`REGION_PREFIX`). :meth:`perfkit.Run.log` refuses them, and
+    the summary's own keys (:data:`perfkit.summary.RESERVED_KEYS`): analysis would take a
+    logged value of one of these names for perfkit's own."""
+    from perfkit.probes._sample import DeviceSample
+
+    probe = {f.name for f in dataclasses.fields(DeviceSample) if f.type == "float"}
+    return frozenset(RECORD_NAMES) | frozenset(PHASE_NAMES) | frozenset(probe)
 
 
 def rank_file(name: str, rank: int) -> str:

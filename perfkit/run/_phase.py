@@ -21,7 +21,7 @@ from perfkit.run._backlog import StepBacklog
 from perfkit.run._errors import RunError
 from perfkit.run._io import IOWindow
 from perfkit.run._loop import SizedSteps, length_of, progress_bar
-from perfkit.run._samples import as_sample_count, sample_counter
+from perfkit.run._samples import MAX_SAMPLES, as_sample_count, sample_counter
 from perfkit.summary import PhaseFigures, PhaseResult, percentiles, phase_stats
 from perfkit.timing import Clock, HostTimer, WindowTimer
 from perfkit.timing.window import ComputeWindow
@@ -268,7 +268,9 @@ class Phase:
             self._step_count += 1
             self._tentative = False
         if self._backlog is None:
-            self._backlog = StepBacklog(BACKLOG_STEPS, self._host, self.warmup_steps)
+            self._backlog = StepBacklog(
+                BACKLOG_STEPS, self._host, self.warmup_steps, self.run._take_columns()
+            )
         length = length_of(iterable)
         bar = progress_bar(self.name, length) if self.progress else None
         loop = self._steps(iterator, sample_counter(samples), bar)
@@ -302,6 +304,7 @@ class Phase:
         assert backlog is not None
         ends, ios, computes, counts = backlog.end, backlog.io, backlog.compute, backlog.samples
         fixed, count = (samples, None) if isinstance(samples, int) else (0, samples)
+        most = MAX_SAMPLES
         step = self._step_count
         limit = step  # the first step's slot is checked like any at a limit
         slot = 0
@@ -316,7 +319,7 @@ class Phase:
                 n = fixed
             else:
                 n = count(batch)
-                if type(n) is not int or n < 0:
+                if type(n) is not int or not 0 <= n <= most:
                     n = self._as_count(n)
             left = False
             try:
@@ -485,8 +488,8 @@ class Phase:
             for step in range(backlog.drained, upto):
                 backlog.compute[step % backlog.capacity] = by_step.pop(step, 0.0)
         data = backlog.drain(upto, self.ordinal, self.run.t0)
-        if self._state == "ended" and backlog.drained == self._step_count:
-            backlog.release()
+        if self._state == "ended" and backlog.drained == self._step_count and backlog.capacity:
+            self.run._spare_columns = backlog.release()
         return data
 
     # -- results -------------------------------------------------------------------------

@@ -22,17 +22,21 @@ from perfkit._messages import logger
 from perfkit.records import (
     META_FILE,
     RECORDS_FILE,
+    REGION_PREFIX,
     STEPS_FILE,
     SUMMARY_FILE,
     RecordWriter,
     make_record,
     rank_file,
+    reserved_names,
     write_json_atomic,
 )
 from perfkit.run._active import active_run, set_active_run
+from perfkit.run._backlog import Columns, new_columns
 from perfkit.run._environment import (
     check_config,
     check_name,
+    check_out_dir,
     create_run_dir,
     make_run_dir,
     make_timer,
@@ -42,7 +46,7 @@ from perfkit.run._environment import (
 from perfkit.run._errors import RunError
 from perfkit.run._flusher import Flusher
 from perfkit.run._loop import check_warmup_steps, wants_progress, warmup_by_kind
-from perfkit.run._phase import Phase
+from perfkit.run._phase import BACKLOG_STEPS, Phase
 from perfkit.run._power import PowerLog, device_records
 from perfkit.run._process import add_live, discard_live
 from perfkit.steplog import StepLogWriter
@@ -60,6 +64,22 @@ _log = logging.getLogger("perfkit")
 
 def _exit_on_signal(signum: int, _frame: Any) -> None:
     raise SystemExit(128 + signum)
+
+
+def _logged_number(key: str, raw: Any) -> float:
+    """``raw``, a value given to run.log, as a float (NaN and inf stay: written as null)."""
+    try:
+        return float(raw)
+    except OverflowError:
+        raise ValueError(
+            f"run.log({key}=...) needs a number a float can hold, got an int of "
+            f"{raw.bit_length() if isinstance(raw, int) else '?'} bits"
+        ) from None
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"run.log({key}=...) needs a number (int, float or 0-d tensor), "
+            f"got {type(raw).__name__}"
+        ) from None
 
 
 class Run:
@@ -120,9 +140,7 @@ class Run:
         warmup_steps: int | Mapping[str, int] = 0,
     ) -> None:
         self.name = check_name(name)
-        checks.check_type(
-            "out_dir", out_dir, (str, os.PathLike), "a folder path (str or os.PathLike)"
-        )
+        out_path = check_out_dir(out_dir)
         if clock is not None:
             checks.check_callable("clock", clock, "a callable returning seconds (float), or None")
         from perfkit.probes._base import Probe
@@ -139,7 +157,7 @@ class Run:
                 "probes", "'auto', None, a probe name, a Probe, or a list of them", probes
             )
         self._warmup_steps = warmup_by_kind(warmup_steps)
-        self.out_dir = Path(out_dir)
+        self.out_dir = out_path
         self.config = check_config(config)
         self.e2e_from = checks.one_of("e2e_from", e2e_from, E2E_FROM)
         self.sync = checks.one_of("sync", sync, SYNC_MODES)
@@ -197,6 +215,9 @@ class Run:
         #: True in a forked child: this Run is the parent's and records nothing here.
         self._detached = False
         self._power = PowerLog()
+        # A phase's step columns (2 MiB), allocated at start and handed from phase to phase,
+        # so no phase pays for them inside its wall time.
+        self._spare_columns: Columns | None = None
         self._flops: dict[str, Any] | None = None
         if flops_per_sample is not None:
             self.set_flops(
@@ -240,8 +261,9 @@ class Run:
         if self._injected_timer is None:
             self.timer = make_timer(self.device, self.sync, self.clock)
         self._check_clock()
-        with contextlib.suppress(ImportError):  # the step log's drains need it: imported
-            import numpy  # noqa: F401 - here, not inside the user's first phase
+        self._spare_columns = new_columns(BACKLOG_STEPS)  # here, not in the user's first phase
+        with contextlib.suppress(ImportError):  # the step log's drains need it
+            import numpy  # noqa: F401
         started = datetime.now(timezone.utc)
         # Before the run directory exists: an interrupt in a slow part (git) leaves nothing.
         self.meta = metadata(
@@ -713,22 +735,25 @@ class Run:
             return
         if self.status != "running":
             raise RunError(f"run.log() called on run {self.name!r}, which is not running")
-        t = self.elapsed()
-        phase = self._active_phase.name if self._active_phase else None
-        reserved = sorted(RESERVED_KEYS.intersection(values))
+        reserved = [
+            key
+            for key in values
+            if key in RESERVED_KEYS or key in reserved_names() or key.startswith(REGION_PREFIX)
+        ]
         if reserved:
             raise ValueError(
                 f"run.log({reserved[0]}=...): {reserved[0]!r} is a field perfkit measures or "
                 "sets in the summary; log it under another name"
             )
-        for key, raw in values.items():
-            try:
-                value = float(raw)
-            except (TypeError, ValueError):
-                raise TypeError(
-                    f"run.log({key}=...) needs a number (int, float or 0-d tensor), "
-                    f"got {type(raw).__name__}"
-                ) from None
+        if step is not None:
+            expected = "a step index (an int from 0 to 2**53) or None"
+            checks.check_type("step", step, int, expected)
+            if not 0 <= step <= 2**53:
+                raise checks.wrong_value("step", expected, step)
+        numbers = {key: _logged_number(key, raw) for key, raw in values.items()}
+        t = self.elapsed()
+        phase = self._active_phase.name if self._active_phase else None
+        for key, value in numbers.items():
             self.logged[key] = value
             self._write(key, value, "", t, phase=phase, step=step)
 
@@ -777,6 +802,11 @@ class Run:
             if self._steps is not None:  # also retries rows an earlier write failed on
                 active = self._active_phase
                 self._steps.write(active._drain_rows() if active is not None else b"")
+
+    def _take_columns(self) -> Columns | None:
+        """The spare step columns for a phase's first loop (None: the phase allocates)."""
+        columns, self._spare_columns = self._spare_columns, None
+        return columns
 
     def _backlog(self, steps: int, full: bool) -> None:
         """``steps`` finished steps wait for the disk: wake the flusher; when they fill the
