@@ -21,6 +21,7 @@ the run started on the run's host clock. The names and units are in :data:`RECOR
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -32,9 +33,13 @@ import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from perfkit.appendlog import AppendLog
+from perfkit.rundir import NOFOLLOW
+
+if TYPE_CHECKING:
+    from perfkit.rundir import RunDirectory
 
 #: Version of the files a run writes; readers read every version of READABLE_SCHEMA_VERSIONS.
 #: 2: steps in steps.bin, phase_start at the phase's start, kind on phase records.
@@ -186,9 +191,14 @@ class RecordWriter:
     never raises: see :class:`perfkit.appendlog.AppendLog` (a full disk, a deleted file).
     """
 
-    def __init__(self, path: Path, on_recreated: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        on_recreated: Callable[[str], None] | None = None,
+        directory: RunDirectory | None = None,
+    ) -> None:
         self.path = path
-        self._file = AppendLog(path, on_recreated=on_recreated)
+        self._file = AppendLog(path, on_recreated=on_recreated, directory=directory)
         self._lines: list[str] = []
         self._lock = threading.Lock()
 
@@ -232,18 +242,24 @@ class RecordWriter:
             self._file.close()
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically (temp file + rename in the same folder); the
+def write_json_atomic(path: Path, obj: Any, directory: RunDirectory | None = None) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (temp file + rename in the same folder; in
+    ``directory``, by name, when given: never through a symbolic link put in its place); the
     file gets mode 0666 less the umask, as the records do. NaN / inf are refused (ValueError)."""
     text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=str) + "\n"
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    dir_fd = directory.fd() if directory is not None else None
+    where = path.name if dir_fd is not None else path
+    tmp = f".{path.name}.{secrets.token_hex(4)}.tmp"
+    tmp_path = tmp if dir_fd is not None else path.parent / tmp
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | NOFOLLOW
+    fd = os.open(tmp_path, flags, 0o666, dir_fd=dir_fd)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.replace(tmp, path)
+        os.replace(tmp_path, where, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_path, dir_fd=dir_fd)
         raise
 
 

@@ -22,6 +22,8 @@ from perfkit.records import SCHEMA_VERSION, STEP_COLUMNS, RecordError, open_regu
 if TYPE_CHECKING:
     import numpy as np
 
+    from perfkit.rundir import RunDirectory
+
 MAGIC = b"PKSTEPS\n"
 _LENGTH_BYTES = 4
 ROW_BYTES = 8 * len(STEP_COLUMNS)
@@ -58,9 +60,10 @@ class StepLogWriter:
         path: Path,
         fields: dict[str, Any],
         on_recreated: Callable[[str], None] | None = None,
+        directory: RunDirectory | None = None,
     ) -> None:
         self.path = path
-        self._file = AppendLog(path, encode_header(fields), on_recreated)
+        self._file = AppendLog(path, encode_header(fields), on_recreated, directory)
         self._file.flush()
 
     @property

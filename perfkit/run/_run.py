@@ -49,6 +49,7 @@ from perfkit.run._loop import check_warmup_steps, wants_progress, warmup_by_kind
 from perfkit.run._phase import BACKLOG_STEPS, Phase
 from perfkit.run._power import PowerLog, device_records
 from perfkit.run._process import add_live, discard_live
+from perfkit.rundir import RunDirectory
 from perfkit.steplog import StepLogWriter
 from perfkit.summary import PHASE_KINDS, RESERVED_KEYS, PhaseFigures, build_summary
 from perfkit.timing import Clock, HostTimer, WindowTimer, host_clock
@@ -195,6 +196,8 @@ class Run:
         self.meta: dict[str, Any] = {}
         self._active_phase: Phase | None = None
         self._writer: RecordWriter | None = None
+        # The run directory held open: its files are written through it (never a symlink).
+        self._dir: RunDirectory | None = None
         self._steps: StepLogWriter | None = None
         self._dir_recreated = False
         self._backlog_said = False
@@ -284,13 +287,15 @@ class Run:
             self._make_run_dir(started)
             assert self.run_dir is not None
             self.meta["run_id"] = self.run_id
+            self._dir = RunDirectory(self.run_dir)
             self._writer = RecordWriter(
-                self.run_dir / rank_file(RECORDS_FILE, self.rank), self._on_recreated
+                self.run_dir / rank_file(RECORDS_FILE, self.rank), self._on_recreated, self._dir
             )
             self._steps = StepLogWriter(
                 self.run_dir / rank_file(STEPS_FILE, self.rank),
                 steplog.header(self.run_id, self.rank),
                 self._on_recreated,
+                self._dir,
             )
             self.t0 = self.clock()
             if self.e2e_from == "process":
@@ -330,8 +335,9 @@ class Run:
         """start() raised (an interrupt) after the run directory was made: end the run as
         failed - threads stopped, files closed, meta.json and summary.json written."""
         if self.run_dir is None or self._writer is None or self._steps is None:
-            if self._writer is not None:
-                self._writer.close()
+            for log in (self._writer, self._dir):
+                if log is not None:
+                    log.close()
             return
         self.status = "running"
         add_live(self)  # a second interrupt here: closed at exit
@@ -465,6 +471,7 @@ class Run:
             self._stop_flusher,
             self._close_files,
             self._write_summary,
+            self._close_directory,
         ]
         self._stop_error, self._end_status = exc, status
         self.status = "stopping"
@@ -540,6 +547,10 @@ class Run:
         if self.rank == 0:
             self._write_json(SUMMARY_FILE, self._final_summary)
 
+    def _close_directory(self) -> None:
+        if self._dir is not None:
+            self._dir.close()
+
     def _stop_detached(self) -> dict[str, Any]:
         """stop() in a forked child: the run is the parent's; nothing is written here."""
         self.status = "detached"
@@ -550,7 +561,7 @@ class Run:
         never wait on a lock a parent's thread held at the fork."""
         self._detached = True
         self.flush_lock = threading.Lock()
-        for log in (self._writer, self._steps):
+        for log in (self._writer, self._steps, self._dir):
             if log is not None:
                 log.detach()
 
@@ -579,13 +590,13 @@ class Run:
             return
         path = self.run_dir / file
         try:
-            if not self.run_dir.is_dir():
-                self.run_dir.mkdir(parents=True, exist_ok=True)
+            recreated = self._dir.recreated if self._dir is not None else 0
+            write_json_atomic(path, obj, self._dir)
+            if self._dir is not None and self._dir.recreated != recreated:
                 self._fault(
                     f"run directory {self.run_dir} was deleted while the run was running; "
                     f"recreated it to write {file}"
                 )
-            write_json_atomic(path, obj)
         except (OSError, ValueError) as err:
             self._fault(f"{path} not written: {type(err).__name__}: {err}")
 
