@@ -19,15 +19,18 @@ from tests.conftest import read_step_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Lines a script prints last: the threads and fds it holds beyond those it had at the start.
+#: Lines a script prints last: the threads, fds and child processes it holds beyond those it had
+#: at the start.
 LEAKS = """
 import threading as _threading, time as _time
 _deadline = _time.monotonic() + 2.0  # a thread whose join was interrupted may take a moment
 while len(_threading.enumerate()) > 1 and _time.monotonic() < _deadline:
     _time.sleep(0.01)
+import psutil as _psutil
 print(json.dumps({
     "threads": [t.name for t in _threading.enumerate() if t is not _threading.main_thread()],
     "fds": sorted(set(os.listdir("/proc/self/fd")) - FDS_BEFORE),
+    "children": [p.pid for p in _psutil.Process().children() if p.status() != "zombie"],
 }))
 """
 
@@ -178,7 +181,7 @@ def test_forked_children_never_block_and_never_write_the_parent_files(tmp_path):
     # with block wrote the parent's summary.json (status failed) while the parent still ran.
     done = run_script(tmp_path, FORKS)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
-    assert last_json(done) == {"threads": [], "fds": []}
+    assert last_json(done) == {"threads": [], "fds": [], "children": []}
     run_dir = only_run(tmp_path)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "ok" and summary["acc"] == 0.5 and "child" not in summary
@@ -205,6 +208,15 @@ def test_a_child_may_start_a_run_of_its_own(tmp_path):
     for name, acc in (("parent", 0.75), ("child", 0.25)):
         summary = json.loads((runs[name] / "summary.json").read_text())
         assert (summary["status"], summary["acc"]) == ("ok", acc)
+
+
+def test_a_timed_region_pickles_by_its_label_for_spawned_workers():
+    import pickle
+
+    region = pickle.loads(pickle.dumps(perfkit.timed("load")))
+    assert isinstance(region, perfkit.timed) and region.label == "load"
+    with region:  # no active run: a no-op
+        pass
 
 
 # ------------------------------------------------------------------ 2: runs never stopped
@@ -287,7 +299,7 @@ def test_ctrl_c_twice_while_the_run_stops_still_writes_everything(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
     assert lines[0] == "interrupted"
-    assert last_json(done) == {"threads": [], "fds": []}
+    assert last_json(done) == {"threads": [], "fds": [], "children": []}
     summary = json.loads((only_run(tmp_path) / "summary.json").read_text())
     assert json.loads(lines[1]) == summary  # stop() again: the same summary, no error
     assert summary["status"] == "failed" and summary["error"].startswith("KeyboardInterrupt")
@@ -326,7 +338,7 @@ def test_ctrl_c_while_start_collects_metadata_leaves_nothing_behind(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
     assert lines[:2] == ["interrupted", '"ok"']
-    assert last_json(done) == {"threads": [], "fds": []}
+    assert last_json(done) == {"threads": [], "fds": [], "children": []}
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
