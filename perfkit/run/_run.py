@@ -512,8 +512,11 @@ class Run:
             self.error = f"{type(err).__name__}: {err}"
 
     def _end_active_phase(self) -> None:
+        """End the phase left active; cut short (no collective, the step under way not counted)
+        when the run failed or was never stopped (other ranks may be gone at exit)."""
         if self._active_phase is not None:
-            self._active_phase._finish(failed=self._stop_error is not None)
+            cut = self._stop_error is not None or self._end_status is not None
+            self._active_phase._finish(failed=cut)
 
     def _mark_ended(self) -> None:
         self._end_elapsed = self.elapsed()
