@@ -50,19 +50,26 @@ def _first_bad_entry(value: Any, where: str, depth: int) -> tuple[str, Any] | No
         for key, item in value.items():
             if not (key is None or isinstance(key, (str, int, float))):
                 return f"{where} key {checks.short_repr(key, 60)}", key
-            found = _first_bad_entry(item, f"{where}[{checks.short_repr(key, 60)}]", depth + 1)
-            if found is not None:
-                return found
+            if not _plain(item):
+                found = _first_bad_entry(item, f"{where}[{checks.short_repr(key, 60)}]", depth + 1)
+                if found is not None:
+                    return found
         return None
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            found = _first_bad_entry(item, f"{where}[{index}]", depth + 1)
-            if found is not None:
-                return found
+            if not _plain(item):
+                found = _first_bad_entry(item, f"{where}[{index}]", depth + 1)
+                if found is not None:
+                    return found
         return None
+    return None if _plain(value) else (where, value)
+
+
+def _plain(value: Any) -> bool:
+    """A JSON scalar: None, a str, an int, a finite float."""
     if isinstance(value, float):
-        return None if math.isfinite(value) else (where, value)
-    return None if value is None or isinstance(value, (str, int)) else (where, value)
+        return math.isfinite(value)
+    return value is None or isinstance(value, (str, int))
 
 
 #: Longest run name, bytes of UTF-8: the run id adds the time, pid and a random suffix and must
