@@ -94,6 +94,7 @@ def test_a_huge_sparse_records_file_is_read_in_bounded_memory(run_dir):
     script = f"""
 import resource, sys
 from pathlib import Path
+import pandas  # imported before the measurement: only the reading counts
 from perfkit.analysis._read import read_run
 run = read_run(Path({str(run_dir)!r}))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -111,7 +112,7 @@ print(names.count("phase_start"), grown)
     assert done.returncode == 0, done.stderr
     starts, grown_kib = map(int, done.stdout.split())
     assert starts == 1  # the records before the holes are read
-    assert grown_kib < 64 * 1024  # under 64 MiB, not the file's 256 MiB
+    assert grown_kib < 32 * 1024  # 9 MiB measured for 512 MiB; not the file's 256 MiB
 
 
 def test_a_line_longer_than_the_limit_is_a_bad_line_and_the_rest_is_read(run_dir, caplog):
