@@ -342,6 +342,47 @@ def test_ctrl_c_while_start_collects_metadata_leaves_nothing_behind(tmp_path):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+INTERRUPTED_SAMPLER_START = (
+    """
+import signal
+from perfkit.probes import Probe
+
+
+class Interrupting(Probe):
+    name = "interrupting"
+    kind = "host"
+
+    def set_interval(self, interval_s):  # called by start() as it starts the sampler
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def sample(self):
+        return []
+
+
+run = perfkit.Run("starting", out_dir=sys.argv[1], device="cpu", probes=[Interrupting()])
+try:
+    run.start()
+except KeyboardInterrupt:
+    print("interrupted")
+assert perfkit.run.active_run() is None
+print(json.dumps(run.stop()["status"]))
+"""
+    + LEAKS
+)
+
+
+def test_ctrl_c_while_start_starts_the_sampler_ends_the_run_as_failed(tmp_path):
+    done = run_script(tmp_path, INTERRUPTED_SAMPLER_START)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[:2] == ["interrupted", '"failed"']
+    assert last_json(done) == {"threads": [], "fds": [], "children": []}
+    run_dir = only_run(tmp_path)
+    assert json.loads((run_dir / "meta.json").read_text())["name"] == "starting"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"].startswith("KeyboardInterrupt")
+
+
 def test_a_failure_inside_stop_still_deactivates_the_run(tmp_path):
     broken = []
 

@@ -144,8 +144,8 @@ class Sampler:
 
     def _join(self, deadline: float) -> None:
         for worker in self._workers:
-            assert worker.thread is not None
-            worker.thread.join(max(0.0, deadline - time.monotonic()))
+            if worker.thread is not None:  # None: start() was cut short before it
+                worker.thread.join(max(0.0, deadline - time.monotonic()))
 
     def _alive(self) -> list[_Worker]:
         return [w for w in self._workers if w.thread is not None and w.thread.is_alive()]

@@ -441,8 +441,9 @@ class Run:
             ) from err
 
     def _gather_figures(self, figures: PhaseFigures) -> dict[int, PhaseFigures] | None:
-        """Every rank's figures for a phase that just ended; None when not distributed."""
-        if self._group is None:
+        """Every rank's figures for a phase that just ended; None when not distributed (or in a
+        forked child, which takes no part in the parent's collectives)."""
+        if self._group is None or self._detached:
             return None
         return dict(enumerate(self._all_gather(figures, "the end of a phase")))
 
