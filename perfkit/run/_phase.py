@@ -21,7 +21,7 @@ from perfkit.run._backlog import StepBacklog
 from perfkit.run._errors import RunError
 from perfkit.run._io import IOWindow
 from perfkit.run._loop import SizedSteps, length_of, progress_bar
-from perfkit.run._samples import MAX_SAMPLES, as_sample_count, sample_counter
+from perfkit.run._samples import as_sample_count, sample_counter
 from perfkit.summary import PhaseFigures, PhaseResult, percentiles, phase_stats
 from perfkit.timing import Clock, HostTimer, WindowTimer
 from perfkit.timing.window import ComputeWindow
@@ -304,7 +304,6 @@ class Phase:
         assert backlog is not None
         ends, ios, computes, counts = backlog.end, backlog.io, backlog.compute, backlog.samples
         fixed, count = (samples, None) if isinstance(samples, int) else (0, samples)
-        most = MAX_SAMPLES
         step = self._step_count
         limit = step  # the first step's slot is checked like any at a limit
         slot = 0
@@ -319,7 +318,7 @@ class Phase:
                 n = fixed
             else:
                 n = count(batch)
-                if type(n) is not int or not 0 <= n <= most:
+                if type(n) is not int or n < 0:
                     n = self._as_count(n)
             left = False
             try:
@@ -332,7 +331,10 @@ class Phase:
                 limit = self._make_room(step)
                 slot = step % backlog.capacity
             ends[slot] = t2
-            counts[slot] = n
+            try:
+                counts[slot] = n
+            except OverflowError:  # a callable's int beyond a float: 0, and a fault
+                counts[slot] = self._as_count(n)
             if window.marked:  # io() or compute() windows closed in this step: take, reset
                 window.marked = False
                 ios[slot] = t1 - t0 + window.io_s
