@@ -16,6 +16,12 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from perfkit.rundir import NOFOLLOW
+
+if TYPE_CHECKING:
+    from perfkit.rundir import RunDirectory
 
 _log = logging.getLogger("perfkit")
 
@@ -23,9 +29,13 @@ _log = logging.getLogger("perfkit")
 MAX_UNWRITTEN_BYTES = 64 * 2**20
 
 
-def open_for_append(path: Path) -> int:
-    """Open ``path`` for appending (created with mode 0666 less the umask, as open() does)."""
-    return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+def open_for_append(path: Path, directory: RunDirectory | None = None) -> int:
+    """Open ``path`` for appending (created with mode 0666 less the umask, as open() does),
+    never through a symbolic link: relative to ``directory`` (by name) when given."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | NOFOLLOW
+    if directory is None:
+        return os.open(path, flags, 0o666)
+    return os.open(path.name, flags, 0o666, dir_fd=directory.fd())
 
 
 class AppendLog:
@@ -33,13 +43,19 @@ class AppendLog:
 
     ``header`` is written first when the file is new (and again when it is recreated empty).
     ``on_recreated(message)`` is called when the file was deleted and has been recreated.
+    ``directory``: the run directory held open; the file is opened (and recreated) in it.
     """
 
     def __init__(
-        self, path: Path, header: bytes = b"", on_recreated: Callable[[str], None] | None = None
+        self,
+        path: Path,
+        header: bytes = b"",
+        on_recreated: Callable[[str], None] | None = None,
+        directory: RunDirectory | None = None,
     ) -> None:
         self.path = path
-        self._fd: int | None = open_for_append(path)
+        self._directory = directory
+        self._fd: int | None = open_for_append(path, directory)
         self._size = os.fstat(self._fd).st_size  # bytes of whole pieces on disk
         self._unwritten = bytearray(header if self._size == 0 else b"")
         self._on_recreated = on_recreated
@@ -103,8 +119,9 @@ class AppendLog:
         if os.fstat(self._fd).st_nlink > 0:
             return
         written = os.pread(self._fd, self._size, 0)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = open_for_append(self.path)
+        if self._directory is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = open_for_append(self.path, self._directory)
         os.ftruncate(fd, 0)
         os.close(self._fd)
         self._fd, self._size = fd, 0
@@ -120,6 +137,15 @@ class AppendLog:
             self.error = f"{type(err).__name__}: {err} (writing {self.path})"
             _log.warning("not written, kept to retry: %s", self.error)
         self._failed = True
+
+    def detach(self) -> None:
+        """In a forked child: close this process's copy of the file without writing anything;
+        later pieces are ignored (the parent writes the file)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd = None
+        self._unwritten = bytearray()
 
     def close(self) -> None:
         """Flush and close (never raises: what could not be written is named in :attr:`error`);

@@ -8,9 +8,24 @@ import warnings
 from collections.abc import Collection
 from typing import Any
 
+#: Most characters of a value's repr an error message quotes.
+MAX_REPR = 200
+
+
+def short_repr(value: Any, limit: int = MAX_REPR) -> str:
+    """``repr(value)`` cut to ``limit`` characters (its length said); a repr that raises is
+    named, not raised."""
+    try:
+        text = repr(value)
+    except Exception as err:  # a config object whose __repr__ fails
+        return f"<{type(value).__name__} whose repr raised {type(err).__name__}>"
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text)} characters)"
+    return text
+
 
 def _got(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
+    return f"{short_repr(value)} ({type(value).__name__})"
 
 
 def wrong_type(name: str, expected: str, value: Any) -> TypeError:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from perfkit import __version__, analysis
 from perfkit.analysis._format import significant
 from perfkit.analysis._mllog import DIVISIONS
-from perfkit.analysis._render import FORMATS
+from perfkit.analysis._render import FORMATS, printable
 from perfkit.records import RecordError
 
 EXIT_SLOWER = 1
@@ -34,6 +34,11 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, _value: object) -> None:
         pass
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The message with control characters escaped as on stdout (a run directory's name
+        cannot drive the terminal)."""
+        return printable(super().format(record))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,11 +10,14 @@ that cannot be read is None (or absent), never an exception; git runs with a tim
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -167,18 +170,52 @@ def nvidia_driver(nvml: Any = None) -> dict[str, str]:
 
 
 def _git(directory: Path, *args: str, timeout_s: float) -> str | None:
+    """git's stdout, None when git fails, is missing or takes over ``timeout_s`` seconds. An
+    interrupt (Ctrl-C) is raised only once git is started and then killed: never leaves it
+    running, unowned."""
     try:
-        done = subprocess.run(
-            ["git", "-C", str(directory), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
+        with _interrupt_held() as interrupted:
+            process = subprocess.Popen(
+                ["git", "-C", str(directory), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
     except (OSError, subprocess.SubprocessError):
         return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    with process:
+        try:
+            if interrupted:
+                raise KeyboardInterrupt
+            out, _err = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return None
+        except BaseException:
+            process.kill()
+            raise
+    return out.strip() if process.returncode == 0 else None
+
+
+@contextlib.contextmanager
+def _interrupt_held() -> Iterator[list[int]]:
+    """Hold Ctrl-C (SIGINT) back while a child process starts - where this is the main thread
+    and the handler is Python's default one, which is put back after: an interrupt in the middle
+    of the start would leave the child running with no one to stop it. Yields a list that holds
+    the signal when one came."""
+    came: list[int] = []
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield came
+        return
+    signal.signal(signal.SIGINT, lambda signum, _frame: came.append(signum))
+    try:
+        yield came
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def git_revision(path: str | Path, *, timeout_s: float = GIT_TIMEOUT_S) -> dict[str, Any] | None:

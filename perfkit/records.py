@@ -21,6 +21,9 @@ the run started on the run's host clock. The names and units are in :data:`RECOR
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import json
 import logging
 import math
@@ -30,9 +33,13 @@ import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from perfkit.appendlog import AppendLog
+from perfkit.rundir import NOFOLLOW
+
+if TYPE_CHECKING:
+    from perfkit.rundir import RunDirectory
 
 #: Version of the files a run writes; readers read every version of READABLE_SCHEMA_VERSIONS.
 #: 2: steps in steps.bin, phase_start at the phase's start, kind on phase records.
@@ -112,6 +119,18 @@ RECORD_NAMES: dict[str, tuple[str, str]] = {
 }
 
 
+@functools.cache
+def reserved_names() -> frozenset[str]:
+    """Every record name perfkit writes itself: :data:`RECORD_NAMES` and the probe quantities
+    (with ``region/<label>``, :data:`REGION_PREFIX`). :meth:`perfkit.Run.log` refuses them, and
+    the summary's own keys (:data:`perfkit.summary.RESERVED_KEYS`): analysis would take a
+    logged value of one of these names for perfkit's own."""
+    from perfkit.probes._sample import DeviceSample
+
+    probe = {f.name for f in dataclasses.fields(DeviceSample) if f.type == "float"}
+    return frozenset(RECORD_NAMES) | frozenset(PHASE_NAMES) | frozenset(probe)
+
+
 def rank_file(name: str, rank: int) -> str:
     """The file ``name`` (records.jsonl, steps.bin) of ``rank``: ``records-rank1.jsonl``."""
     stem, dot, suffix = name.partition(".")
@@ -172,9 +191,14 @@ class RecordWriter:
     never raises: see :class:`perfkit.appendlog.AppendLog` (a full disk, a deleted file).
     """
 
-    def __init__(self, path: Path, on_recreated: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        on_recreated: Callable[[str], None] | None = None,
+        directory: RunDirectory | None = None,
+    ) -> None:
         self.path = path
-        self._file = AppendLog(path, on_recreated=on_recreated)
+        self._file = AppendLog(path, on_recreated=on_recreated, directory=directory)
         self._lines: list[str] = []
         self._lock = threading.Lock()
 
@@ -203,6 +227,13 @@ class RecordWriter:
                 self._lines.clear()
             return self._file.flush()
 
+    def detach(self) -> None:
+        """In a forked child: drop what is queued, take a new lock (the parent's threads may
+        have held the old one at the fork) and close the file without writing to it."""
+        self._lock = threading.Lock()
+        self._lines = []
+        self._file.detach()
+
     def close(self) -> None:
         """Flush and close (never raises: records that could not be written are named in
         :attr:`error`); later writes are ignored silently (the run ended)."""
@@ -211,18 +242,24 @@ class RecordWriter:
             self._file.close()
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically (temp file + rename in the same folder); the
+def write_json_atomic(path: Path, obj: Any, directory: RunDirectory | None = None) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (temp file + rename in the same folder; in
+    ``directory``, by name, when given: never through a symbolic link put in its place); the
     file gets mode 0666 less the umask, as the records do. NaN / inf are refused (ValueError)."""
     text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=str) + "\n"
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    dir_fd = directory.fd() if directory is not None else None
+    where = path.name if dir_fd is not None else path
+    tmp = f".{path.name}.{secrets.token_hex(4)}.tmp"
+    tmp_path = tmp if dir_fd is not None else path.parent / tmp
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | NOFOLLOW
+    fd = os.open(tmp_path, flags, 0o666, dir_fd=dir_fd)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.replace(tmp, path)
+        os.replace(tmp_path, where, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_path, dir_fd=dir_fd)
         raise
 
 
@@ -240,23 +277,51 @@ def _loads(text: str) -> Any:
         raise ValueError("nested too deeply") from None
 
 
-def read_bytes(path: Path) -> bytes:
-    """The bytes of the regular file ``path``; a :class:`RecordError` for anything else (a FIFO,
-    a device: opened without blocking, so a FIFO never hangs the reader)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+#: Largest JSON file (meta.json, summary.json) the readers read, bytes.
+MAX_JSON_BYTES = 64 * 2**20
+#: Longest line of a records file the readers parse, bytes; a longer line is a bad line, skipped
+#: without being held in memory (a sparse or corrupted file).
+MAX_LINE_BYTES = 2**20
+#: Bad lines of one records file kept as messages (the others are counted only).
+MAX_BAD_LINES_KEPT = 100
+
+
+def open_regular(path: Path) -> tuple[int, int]:
+    """(fd, size in bytes) of the regular file ``path``, opened for reading; a
+    :class:`RecordError` for anything else: a symbolic link (not followed), a FIFO (opened
+    without blocking, so it never hangs the reader), a device."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise RecordError(f"{path} is not a regular file")
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
+        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as err:
+        if os.path.islink(path):
+            raise RecordError(
+                f"{path} is a symbolic link; perfkit reads regular files only"
+            ) from None
+        raise err
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
+        raise RecordError(f"{path} is not a regular file")
+    return fd, info.st_size
+
+
+def read_bytes(path: Path, limit: int = MAX_JSON_BYTES) -> bytes:
+    """The bytes of the regular file ``path`` (see :func:`open_regular`), at most ``limit``
+    (a :class:`RecordError` for a larger file)."""
+    fd, size = open_regular(path)
+    with os.fdopen(fd, "rb") as handle:
+        if size > limit:
+            raise RecordError(f"{path} holds {size} bytes, more than perfkit reads ({limit})")
+        data = handle.read(limit + 1)
+    if len(data) > limit:  # grew since the fstat
+        raise RecordError(f"{path} holds more than {limit} bytes, more than perfkit reads")
+    return data
 
 
 def read_json(path: Path) -> Any:
-    """Read a JSON file; a clear :class:`RecordError` naming it if it is not JSON."""
+    """Read a JSON file (at most :data:`MAX_JSON_BYTES`); a clear :class:`RecordError` naming
+    it if it is not JSON."""
     try:
         return _loads(read_bytes(path).decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
@@ -304,37 +369,57 @@ def read_records(path: Path, bad_lines: list[str] | None = None) -> Iterator[Rec
     """Yield the records of one ``records.jsonl``, every field of :data:`RECORD_FIELDS` present.
 
     A truncated last line (a process killed mid-write) is skipped silently; any other line that
-    is not a perfkit record is skipped, appended to ``bad_lines`` ("<file>:<line>: why") and
-    counted in one warning (logger "perfkit"); a file with no record but bad lines raises
-    :class:`RecordError` naming the file and line. Lines are parsed with ``json.loads`` only:
-    nothing in a file is evaluated or unpickled.
+    is not a perfkit record is skipped, appended to ``bad_lines`` ("<file>:<line>: why"; the
+    first :data:`MAX_BAD_LINES_KEPT`) and counted in one warning (logger "perfkit"); a file with
+    no record but bad lines raises :class:`RecordError` naming the file and line. The file is
+    read a line at a time: memory is bounded by :data:`MAX_LINE_BYTES` (a longer line is a bad
+    line) whatever the file's size. Lines are parsed with ``json.loads`` only: nothing in a
+    file is evaluated or unpickled.
     """
-    lines = read_bytes(path).split(b"\n")
-    last = len(lines) - 1  # the part after the last newline ("" when the file ends with one)
     bad: list[str] = []
-    good = 0
-    for index, raw in enumerate(lines):
-        if not raw.strip():
+    bad_count = good = 0
+    for number, raw, last in _lines(path):
+        if raw is not None and not raw.strip():
             continue
-        number = index + 1
         try:
+            if raw is None:
+                raise ValueError(f"longer than {MAX_LINE_BYTES} bytes")
             record = _loads(raw.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as err:
-            if index == last:
+            if last:
                 break  # the last write of a killed process
-            bad.append(f"{path}:{number} is not a JSON record: {err}")
-            continue
-        problem = _record_problem(record)
-        if problem is not None:
-            bad.append(f"{path}:{number} is not a perfkit record: {problem}")
-            continue
-        for field in RECORD_FIELDS:
-            record.setdefault(field, None)
-        good += 1
-        yield record
+            problem = f"{path}:{number} is not a JSON record: {err}"
+        else:
+            why = _record_problem(record)
+            if why is None:
+                for field in RECORD_FIELDS:
+                    record.setdefault(field, None)
+                good += 1
+                yield record
+                continue
+            problem = f"{path}:{number} is not a perfkit record: {why}"
+        bad_count += 1
+        if len(bad) < MAX_BAD_LINES_KEPT:
+            bad.append(problem)
     if bad and not good:
         raise RecordError(bad[0])
     if bad:
-        _log.warning("skipped %d bad line(s) of %s; the first: %s", len(bad), path, bad[0])
+        _log.warning("skipped %d bad line(s) of %s; the first: %s", bad_count, path, bad[0])
         if bad_lines is not None:
             bad_lines.extend(bad)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes | None, bool]]:
+    """(line number, the line - None when longer than :data:`MAX_LINE_BYTES` -, whether it
+    is the part after the file's last newline) of the regular file ``path``."""
+    fd, _size = open_regular(path)
+    with os.fdopen(fd, "rb") as handle:
+        number = 0
+        while chunk := handle.readline(MAX_LINE_BYTES + 1):
+            number += 1
+            if len(chunk) <= MAX_LINE_BYTES or chunk.endswith(b"\n"):
+                yield number, chunk, not chunk.endswith(b"\n")
+                continue
+            while chunk and not chunk.endswith(b"\n"):  # too long: skip to its end
+                chunk = handle.readline(MAX_LINE_BYTES)
+            yield number, None, not chunk

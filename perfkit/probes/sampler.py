@@ -92,8 +92,13 @@ class Sampler:
 
     def stop(self, timeout_s: float = 1.0) -> None:
         """Take the last samples, close the probes and end the threads, within about
-        ``timeout_s`` seconds. Safe to call twice, or before ``start``."""
-        if not self._started or self._stopped:
+        ``timeout_s`` seconds. Safe to call twice (the second call finishes one an interrupt cut
+        short), or before ``start``."""
+        if not self._started:
+            return
+        if self._stopped:  # again after a stop cut short (an interrupt): wait for the threads
+            self._join(time.monotonic() + timeout_s)
+            self._closed = True
             return
         self._stopped = True
         start = time.monotonic()
@@ -139,8 +144,8 @@ class Sampler:
 
     def _join(self, deadline: float) -> None:
         for worker in self._workers:
-            assert worker.thread is not None
-            worker.thread.join(max(0.0, deadline - time.monotonic()))
+            if worker.thread is not None:  # None: start() was cut short before it
+                worker.thread.join(max(0.0, deadline - time.monotonic()))
 
     def _alive(self) -> list[_Worker]:
         return [w for w in self._workers if w.thread is not None and w.thread.is_alive()]

@@ -25,6 +25,20 @@ if TYPE_CHECKING:
 
 _WIDTH = len(STEP_COLUMNS)
 
+#: The four columns of a backlog (end, io, compute, samples), float64 each.
+Columns = tuple["array[float]", "array[float]", "array[float]", "array[float]"]
+
+
+def new_columns(capacity: int) -> Columns:
+    """Four columns of ``capacity`` float64 slots; compute all NaN."""
+    zeros = bytes(8 * capacity)
+    return (
+        array("d", zeros),
+        array("d", zeros),
+        array("d", [math.nan]) * capacity,
+        array("d", zeros),
+    )
+
 
 class StepBacklog:
     """``capacity`` rows of finished steps (32 bytes each) and the totals of those drained.
@@ -44,16 +58,18 @@ class StepBacklog:
     ``warmup_wall_total`` only, not to the other totals nor ``walls``.
     """
 
-    def __init__(self, capacity: int, host: bool, warmup: int = 0) -> None:
-        import numpy  # noqa: F401 - imported here, before the loop, not by the first drain
+    def __init__(
+        self, capacity: int, host: bool, warmup: int = 0, columns: Columns | None = None
+    ) -> None:
+        import numpy as np  # imported here, before the loop, not by the first drain
 
-        zeros = bytes(8 * capacity)
+        if columns is None or len(columns[0]) != capacity:
+            columns = new_columns(capacity)
+        else:  # an ended phase's columns (Run keeps them): only compute must start over
+            np.frombuffer(columns[2], dtype=np.float64)[:] = np.nan
         self.capacity = capacity
         self.host = host
-        self.end = array("d", zeros)
-        self.io = array("d", zeros)
-        self.compute = array("d", [math.nan]) * capacity
-        self.samples = array("d", zeros)
+        self.end, self.io, self.compute, self.samples = columns
         self.starts: dict[int, float] = {}
         self.paused: dict[int, float] = {}
         self.paused_io: dict[int, float] = {}
@@ -163,8 +179,10 @@ class StepBacklog:
         self.drained = upto
         return rows.tobytes()
 
-    def release(self) -> None:
-        """Give the columns' memory back (the phase ended and everything was drained)."""
-        for column in (self.end, self.io, self.compute, self.samples):
-            del column[:]
+    def release(self) -> Columns:
+        """Hand the columns over, for the next phase to reuse (this phase ended and everything
+        was drained; its totals and wall times stay)."""
+        columns = (self.end, self.io, self.compute, self.samples)
+        self.end, self.io, self.compute, self.samples = (array("d") for _ in range(4))
         self.capacity = 0
+        return columns

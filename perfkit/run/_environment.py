@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import platform
 import secrets
@@ -24,7 +25,8 @@ from perfkit.timing import Clock, EventTimer, HostTimer, SyncingHostTimer, Windo
 
 
 def check_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``config`` as a dict, checked to be JSON-serialisable; {} for None."""
+    """``config`` as a dict, checked to be JSON-serialisable; {} for None. The error names the
+    first bad entry (``config['opt']['lr']``), not the whole config."""
     if config is None:
         return {}
     expected = "a JSON-serialisable mapping (str/number/bool/list/dict values)"
@@ -32,9 +34,42 @@ def check_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
         raise checks.wrong_type("config", expected, config)
     try:
         json.dumps(dict(config), allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise checks.wrong_type("config", f"{expected} ({err})", config) from None
+    except (TypeError, ValueError, RecursionError) as err:
+        where, value = _first_bad_entry(dict(config), "config", 0) or ("config", config)
+        message = f"Expected argument `config` to be {expected} but got {where} = "
+        message += f"{checks.short_repr(value)} ({type(value).__name__}): {err!s:.200}"
+        raise TypeError(message) from None
     return dict(config)
+
+
+def _first_bad_entry(value: Any, where: str, depth: int) -> tuple[str, Any] | None:
+    """(where, value) of the first entry of ``value`` JSON cannot hold, None if none."""
+    if depth > 64:  # nested this deep: a cycle, or as good as one
+        return where, value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not (key is None or isinstance(key, (str, int, float))):
+                return f"{where} key {checks.short_repr(key, 60)}", key
+            if not _plain(item):
+                found = _first_bad_entry(item, f"{where}[{checks.short_repr(key, 60)}]", depth + 1)
+                if found is not None:
+                    return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            if not _plain(item):
+                found = _first_bad_entry(item, f"{where}[{index}]", depth + 1)
+                if found is not None:
+                    return found
+        return None
+    return None if _plain(value) else (where, value)
+
+
+def _plain(value: Any) -> bool:
+    """A JSON scalar: None, a str, an int, a finite float."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, (str, int))
 
 
 #: Longest run name, bytes of UTF-8: the run id adds the time, pid and a random suffix and must
@@ -46,10 +81,26 @@ def check_name(name: object) -> str:
     """``name`` if it is a usable run name: TypeError / ValueError naming ``name`` if not."""
     checks.non_empty_str("name", name, forbidden="/\\\0")
     assert isinstance(name, str)
-    expected = f"a run name of at most {MAX_NAME_BYTES} bytes, not '.' or '..'"
-    if name in (".", "..") or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+    expected = f"a run name of at most {MAX_NAME_BYTES} bytes of UTF-8, not '.' or '..'"
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate: no file name can hold it
+        raise checks.wrong_value("name", expected, name) from None
+    if name in (".", "..") or size > MAX_NAME_BYTES:
         raise checks.wrong_value("name", expected, name)
     return name
+
+
+def check_out_dir(out_dir: Any) -> Path:
+    """``out_dir`` as a Path: a str or os.PathLike naming a folder path without NUL."""
+    expected = "a folder path (str or os.PathLike)"
+    checks.check_type("out_dir", out_dir, (str, os.PathLike), expected)
+    text = os.fspath(out_dir)
+    if not isinstance(text, str):
+        raise checks.wrong_type("out_dir", expected, out_dir)
+    if "\0" in text or not text:
+        raise checks.wrong_value("out_dir", f"{expected}, not empty, without NUL", out_dir)
+    return Path(text)
 
 
 def new_run_id(name: str, started: datetime) -> str:
@@ -65,6 +116,13 @@ def make_run_dir(out_dir: Path, run_id: str, *, exclusive: bool = True) -> Path:
     run_dir = out_dir / run_id
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file, or a link to one, by that name
+        raise checks.wrong_value(
+            "out_dir", "a folder, or a path where one can be made (not a file)", str(out_dir)
+        ) from None
+    except OSError as err:
+        raise RunError(f"out_dir {str(out_dir)!r} is not writable: {err}") from err
+    try:
         if exclusive:
             os.mkdir(run_dir)
         else:

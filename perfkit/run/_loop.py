@@ -63,13 +63,14 @@ def progress_bar(name: str, total: int | None) -> Any:
 
 
 def length_of(iterable: Iterable[Any]) -> int | None:
-    """``len(iterable)`` for a sized iterable, else None (a DataLoader over an iterable dataset
-    without ``__len__`` raises TypeError in ``len``: None too)."""
+    """``len(iterable)`` for a sized iterable, else None - also where ``len`` raises (a
+    DataLoader over an iterable dataset without ``__len__``: TypeError; NotImplementedError, a
+    negative or huge length ...), as a plain ``for`` loop never asks for it."""
     if not isinstance(iterable, Sized):
         return None
     try:
         return len(iterable)
-    except TypeError:
+    except Exception:  # any failure: the loop goes on without a length
         return None
 
 

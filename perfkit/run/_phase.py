@@ -327,7 +327,9 @@ class Phase:
             self._step_count += 1
             self._tentative = False
         if self._backlog is None:
-            self._backlog = StepBacklog(BACKLOG_STEPS, self._host, self.warmup_steps)
+            self._backlog = StepBacklog(
+                BACKLOG_STEPS, self._host, self.warmup_steps, self.run._take_columns()
+            )
         length = length_of(iterable)
         bar = progress_bar(self.name, length) if self.progress else None
         loop = self._steps(iterator, sample_counter(samples), bar)
@@ -388,7 +390,10 @@ class Phase:
                 limit = self._make_room(step)
                 slot = step % backlog.capacity
             ends[slot] = t2
-            counts[slot] = n
+            try:
+                counts[slot] = n
+            except OverflowError:  # a callable's int beyond a float: 0, and a fault
+                counts[slot] = self._as_count(n)
             if window.marked:  # io() or compute() windows closed in this step: take, reset
                 window.marked = False
                 ios[slot] = t1 - t0 + window.io_s
@@ -546,8 +551,8 @@ class Phase:
             for step in range(backlog.drained, upto):
                 backlog.compute[step % backlog.capacity] = by_step.pop(step, 0.0)
         data = backlog.drain(upto, self.ordinal, self.run.t0)
-        if self._state == "ended" and backlog.drained == self._step_count:
-            backlog.release()
+        if self._state == "ended" and backlog.drained == self._step_count and backlog.capacity:
+            self.run._spare_columns = backlog.release()
         return data
 
     # -- results -------------------------------------------------------------------------

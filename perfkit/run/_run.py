@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -19,17 +22,21 @@ from perfkit._messages import logger
 from perfkit.records import (
     META_FILE,
     RECORDS_FILE,
+    REGION_PREFIX,
     STEPS_FILE,
     SUMMARY_FILE,
     RecordWriter,
     make_record,
     rank_file,
+    reserved_names,
     write_json_atomic,
 )
 from perfkit.run._active import active_run, set_active_run
+from perfkit.run._backlog import Columns, new_columns
 from perfkit.run._environment import (
     check_config,
     check_name,
+    check_out_dir,
     create_run_dir,
     make_run_dir,
     make_timer,
@@ -39,8 +46,10 @@ from perfkit.run._environment import (
 from perfkit.run._errors import RunError
 from perfkit.run._flusher import Flusher
 from perfkit.run._loop import check_warmup_steps, wants_progress, warmup_by_kind
-from perfkit.run._phase import Phase
+from perfkit.run._phase import BACKLOG_STEPS, Phase
 from perfkit.run._power import PowerLog, device_records
+from perfkit.run._process import add_live, discard_live
+from perfkit.rundir import RunDirectory
 from perfkit.steplog import StepLogWriter
 from perfkit.summary import PHASE_KINDS, RESERVED_KEYS, PhaseFigures, build_summary
 from perfkit.timing import Clock, HostTimer, WindowTimer, host_clock
@@ -56,6 +65,22 @@ _log = logging.getLogger("perfkit")
 
 def _exit_on_signal(signum: int, _frame: Any) -> None:
     raise SystemExit(128 + signum)
+
+
+def _logged_number(key: str, raw: Any) -> float:
+    """``raw``, a value given to run.log, as a float (NaN and inf stay: written as null)."""
+    try:
+        return float(raw)
+    except OverflowError:
+        raise ValueError(
+            f"run.log({key}=...) needs a number a float can hold, got an int of "
+            f"{raw.bit_length() if isinstance(raw, int) else '?'} bits"
+        ) from None
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"run.log({key}=...) needs a number (int, float or 0-d tensor), "
+            f"got {type(raw).__name__}"
+        ) from None
 
 
 class Run:
@@ -116,9 +141,7 @@ class Run:
         warmup_steps: int | Mapping[str, int] = 0,
     ) -> None:
         self.name = check_name(name)
-        checks.check_type(
-            "out_dir", out_dir, (str, os.PathLike), "a folder path (str or os.PathLike)"
-        )
+        out_path = check_out_dir(out_dir)
         if clock is not None:
             checks.check_callable("clock", clock, "a callable returning seconds (float), or None")
         from perfkit.probes._base import Probe
@@ -135,7 +158,7 @@ class Run:
                 "probes", "'auto', None, a probe name, a Probe, or a list of them", probes
             )
         self._warmup_steps = warmup_by_kind(warmup_steps)
-        self.out_dir = Path(out_dir)
+        self.out_dir = out_path
         self.config = check_config(config)
         self.e2e_from = checks.one_of("e2e_from", e2e_from, E2E_FROM)
         self.sync = checks.one_of("sync", sync, SYNC_MODES)
@@ -174,6 +197,8 @@ class Run:
         self._active_phase: Phase | None = None
         self._paused: list[Phase] = []  # phases paused by the ones inside them, outermost first
         self._writer: RecordWriter | None = None
+        # The run directory held open: its files are written through it (never a symlink).
+        self._dir: RunDirectory | None = None
         self._steps: StepLogWriter | None = None
         self._dir_recreated = False
         self._backlog_said = False
@@ -187,7 +212,16 @@ class Run:
         self._phase_counts: dict[str, int] = {}
         self._phase_ordinal = -1
         self._final_summary: dict[str, Any] | None = None
+        # stop()'s parts not done yet (None before stop): a stop cut short resumes them.
+        self._teardown: list[Callable[[], None]] | None = None
+        self._stop_error: BaseException | None = None
+        self._end_status: str | None = None
+        #: True in a forked child: this Run is the parent's and records nothing here.
+        self._detached = False
         self._power = PowerLog()
+        # A phase's step columns (2 MiB), allocated at start and handed from phase to phase,
+        # so no phase pays for them inside its wall time.
+        self._spare_columns: Columns | None = None
         self._flops: dict[str, Any] | None = None
         if flops_per_sample is not None:
             self.set_flops(
@@ -230,25 +264,14 @@ class Run:
         probes = self._resolve_probes()
         if self._injected_timer is None:
             self.timer = make_timer(self.device, self.sync, self.clock)
+        self._check_clock()
+        self._spare_columns = new_columns(BACKLOG_STEPS)  # here, not in the user's first phase
+        with contextlib.suppress(ImportError):  # the step log's drains need it
+            import numpy  # noqa: F401
         started = datetime.now(timezone.utc)
-        self._make_run_dir(started)
-        assert self.run_dir is not None
-        self._writer = RecordWriter(
-            self.run_dir / rank_file(RECORDS_FILE, self.rank), self._on_recreated
-        )
-        self._steps = StepLogWriter(
-            self.run_dir / rank_file(STEPS_FILE, self.rank),
-            steplog.header(self.run_id, self.rank),
-            self._on_recreated,
-        )
-        self.t0 = self.clock()
-        if self.e2e_from == "process":
-            import psutil
-
-            self._e2e_offset = max(0.0, time.time() - psutil.Process().create_time())
-        self._flusher = Flusher(self.flush, self.flush_interval_s)
+        # Before the run directory exists: an interrupt in a slow part (git) leaves nothing.
         self.meta = metadata(
-            run_id=self.run_id,
+            run_id="",
             name=self.name,
             started=started,
             device=self.device,
@@ -261,15 +284,67 @@ class Run:
         )
         if self._flops is not None:
             self.meta["flops"] = self._flops
-        self._write_meta()
-        self.status = "running"
-        set_active_run(self)
-        self._flusher.start()
-        self._install_sigterm()
-        if probes:
-            self._sampler.start()
+        try:
+            self._make_run_dir(started)
+            assert self.run_dir is not None
+            self.meta["run_id"] = self.run_id
+            self._dir = RunDirectory(self.run_dir)
+            self._writer = RecordWriter(
+                self.run_dir / rank_file(RECORDS_FILE, self.rank), self._on_recreated, self._dir
+            )
+            self._steps = StepLogWriter(
+                self.run_dir / rank_file(STEPS_FILE, self.rank),
+                steplog.header(self.run_id, self.rank),
+                self._on_recreated,
+                self._dir,
+            )
+            self.t0 = self.clock()
+            if self.e2e_from == "process":
+                import psutil
+
+                self._e2e_offset = max(0.0, time.time() - psutil.Process().create_time())
+            self._flusher = Flusher(self.flush, self.flush_interval_s)
+            self._write_meta()
+            self.status = "running"
+            set_active_run(self)
+            add_live(self)
+            self._flusher.start()
+            self._install_sigterm()
+            if probes:
+                self._sampler.start()
+        except BaseException as err:  # an interrupt, a failed thread start: close what is open
+            self._abort_start(err)
+            raise
         logger.info("run %s started on %s; records in %s", self.run_id, self.device, self.run_dir)
         return self
+
+    def _check_clock(self) -> None:
+        """The clock must return finite seconds: checked once here, not at stop()."""
+        reading = self.clock()
+        if isinstance(reading, bool) or not isinstance(reading, (int, float)):
+            raise TypeError(
+                "Expected argument `clock` to return seconds (a finite float) but it returned "
+                f"{type(reading).__name__} {checks.short_repr(reading)}"
+            )
+        if not math.isfinite(reading):
+            raise ValueError(
+                "Expected argument `clock` to return seconds (a finite float) but it returned "
+                f"{reading!r}"
+            )
+
+    def _abort_start(self, err: BaseException) -> None:
+        """start() raised (an interrupt) after the run directory was made: end the run as
+        failed - threads stopped, files closed, meta.json and summary.json written."""
+        if self.run_dir is None or self._writer is None or self._steps is None:
+            for log in (self._writer, self._dir):
+                if log is not None:
+                    log.close()
+            return
+        self.status = "running"
+        add_live(self)  # a second interrupt here: closed at exit
+        self._write_meta()
+        with contextlib.suppress(BaseException):  # err is what start() raises
+            self.stop(err)
 
     def _make_run_dir(self, started: datetime) -> None:
         """Rank 0 creates the run directory exclusively; the other ranks join it."""
@@ -345,6 +420,18 @@ class Run:
             signal.signal(signal.SIGTERM, _exit_on_signal)
             self._sigterm_installed = True
 
+    def _restore_sigterm(self) -> None:
+        """Put SIGTERM's default handler back - only where the handler is still perfkit's (a
+        handler the user installed while the run was active stays)."""
+        if not self._sigterm_installed:
+            return
+        self._sigterm_installed = False
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is _exit_on_signal
+        ):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
     def _all_gather(self, obj: Any, what: str) -> list[Any]:
         try:
             return distributed.all_gather_object(obj, self._group)
@@ -355,57 +442,169 @@ class Run:
             ) from err
 
     def _gather_figures(self, figures: PhaseFigures) -> dict[int, PhaseFigures] | None:
-        """Every rank's figures for a phase that just ended; None when not distributed."""
-        if self._group is None:
+        """Every rank's figures for a phase that just ended; None when not distributed (or in a
+        forked child, which takes no part in the parent's collectives)."""
+        if self._group is None or self._detached:
             return None
         return dict(enumerate(self._all_gather(figures, "the end of a phase")))
 
     def stop(self, exc: BaseException | None = None) -> dict[str, Any]:
-        """End the run; ``exc`` marks it failed. Writes summary.json atomically; returns it."""
-        if self.status != "running":
-            if self._final_summary is not None:
-                return self._final_summary
+        """End the run; ``exc`` marks it failed. Writes summary.json atomically; returns it.
+
+        The run is no longer active from the first line on. Each part of the work (the active
+        phase, the sampler, the flusher, the record files, the summary) runs even when one
+        before it raised or was interrupted (Ctrl-C); an interrupt marks the run ``failed``,
+        and the first exception is raised once every part has run. Idempotent: a later call
+        returns the summary, or finishes a stop that was cut short."""
+        if self._detached:
+            return self._stop_detached()
+        if self.status == "new":
             raise RunError(f"run {self.name!r} was never started")
-        failed = exc is not None
-        try:
-            while (phase := self._active_phase) is not None:  # innermost first
-                phase._finish(failed=failed)
-                if self._active_phase is phase:
-                    break
-        finally:
-            self._end_elapsed = self.elapsed()
-            self.status = "failed" if failed else "ok"
-            if failed:
-                self.error = f"{type(exc).__name__}: {exc}"
+        if self.status == "running":
+            self._begin_stop(exc, None)
+        return self._finish_stop()
+
+    def _begin_stop(self, exc: BaseException | None, status: str | None) -> None:
+        """Deactivate the run and list stop()'s parts; ``status`` overrides ok / failed."""
+        self._teardown = [
+            self._end_active_phase,
+            self._mark_ended,
+            self._stop_sampler,
+            self._stop_flusher,
+            self._close_files,
+            self._write_summary,
+            self._close_directory,
+        ]
+        self._stop_error, self._end_status = exc, status
+        self.status = "stopping"
+        if active_run() is self:
             set_active_run(None)
-            if self._sigterm_installed:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            assert self._flusher is not None and self._writer is not None
-            if self._sampler is not None:
-                self._sampler.stop()
+        self._restore_sigterm()
+
+    def _finish_stop(self) -> dict[str, Any]:
+        """Run stop()'s parts not done yet, each tried again once when it raised."""
+        raised: BaseException | None = None
+        tried = 0
+        while self._teardown:
+            part = self._teardown[0]
+            try:
+                part()
+            except BaseException as err:  # an interrupt, or a part's own failure
+                raised = raised or err
+                if not isinstance(err, Exception):
+                    self._interrupted(err)
+                tried += 1
+                if tried < 2:
+                    continue
+            del self._teardown[0]
+            tried = 0
+        discard_live(self)
+        if raised is not None:
+            raise raised
+        logger.info("run %s ended (%s) in %s", self.run_id, self.status, self.run_dir)
+        return self._final_summary if self._final_summary is not None else {}
+
+    def _interrupted(self, err: BaseException) -> None:
+        """An interrupt (KeyboardInterrupt, SystemExit) came while the run stopped: it failed."""
+        if self._stop_error is None:
+            self._stop_error = err
+        if self.status not in ("stopping", "failed"):
+            self.status = "failed"
+        if self.error is None and self.status == "failed":
+            self.error = f"{type(err).__name__}: {err}"
+
+    def _end_active_phase(self) -> None:
+        """End the phases left active, innermost first (a paused phase after the one inside it);
+        cut short (no collective, the step under way not counted) when the run failed or was
+        never stopped (other ranks may be gone at exit)."""
+        cut = self._stop_error is not None or self._end_status is not None
+        while (phase := self._active_phase) is not None:  # innermost first
+            phase._finish(failed=cut)
+            if self._active_phase is phase:
+                break
+
+    def _mark_ended(self) -> None:
+        self._end_elapsed = self.elapsed()
+        failed = self._stop_error is not None
+        self.status = self._end_status or ("failed" if failed else "ok")
+        if failed:
+            self.error = f"{type(self._stop_error).__name__}: {self._stop_error}"
+
+    def _stop_sampler(self) -> None:
+        if self._sampler is not None:
+            self._sampler.stop()
+
+    def _stop_flusher(self) -> None:
+        if self._flusher is not None:
             self._flusher.stop()
-            assert self._steps is not None
-            self._writer.close()  # neither raises; a failure is the summary's flush_error
-            self._steps.close()
-            self._final_summary = self.summary()
-            if self.rank == 0:
-                self._write_json(SUMMARY_FILE, self._final_summary)
-            logger.info("run %s ended (%s) in %s", self.run_id, self.status, self.run_dir)
-        return self._final_summary
+
+    def _close_files(self) -> None:
+        # Neither raises: a failure is flush_error. Under the flush lock: a flusher whose join
+        # an interrupt cut short may still be flushing.
+        with self.flush_lock:
+            for log in (self._writer, self._steps):
+                if log is not None:
+                    log.close()
+
+    def _write_summary(self) -> None:
+        if self._end_elapsed is None:  # _mark_ended failed twice (a clock that raises)
+            self._end_elapsed = 0.0
+            self.status = "failed"
+        self._final_summary = None
+        self._final_summary = self.summary()
+        if self.rank == 0:
+            self._write_json(SUMMARY_FILE, self._final_summary)
+
+    def _close_directory(self) -> None:
+        if self._dir is not None:
+            self._dir.close()
+
+    def _stop_detached(self) -> dict[str, Any]:
+        """stop() in a forked child: the run is the parent's; nothing is written here."""
+        self.status = "detached"
+        return {}
+
+    def _detach_after_fork(self) -> None:
+        """In a forked child (see :mod:`perfkit.run._process`): record and write nothing, and
+        never wait on a lock a parent's thread held at the fork."""
+        self._detached = True
+        self.flush_lock = threading.Lock()
+        for log in (self._writer, self._steps, self._dir):
+            if log is not None:
+                log.detach()
+
+    def _close_at_exit(self) -> None:
+        """At interpreter exit: stop a run still open (``failed`` after an uncaught exception,
+        else ``unfinished``), or finish a stop that an interrupt cut short."""
+        if self._detached:
+            return
+        said = ""
+        if self.status == "running":
+            error = getattr(sys, "last_value", None)
+            self._begin_stop(error, None if error is not None else "unfinished")
+            said = f"run {self.name!r} was never stopped; closed at exit ({self.run_dir})"
+        if self._teardown:
+            self._finish_stop()
+        if said:  # after the summary is written: a warnings filter "error" cannot stop it
+            _log.warning("%s", said)
+            with contextlib.suppress(Warning):
+                warnings.warn(said, RuntimeWarning, stacklevel=1)
 
     def _write_json(self, file: str, obj: Any) -> None:
         """Write ``file`` of the run directory atomically; a failure is recorded, not raised
         (recreating the run directory when it was deleted)."""
         assert self.run_dir is not None
+        if self._detached:
+            return
         path = self.run_dir / file
         try:
-            if not self.run_dir.is_dir():
-                self.run_dir.mkdir(parents=True, exist_ok=True)
+            recreated = self._dir.recreated if self._dir is not None else 0
+            write_json_atomic(path, obj, self._dir)
+            if self._dir is not None and self._dir.recreated != recreated:
                 self._fault(
                     f"run directory {self.run_dir} was deleted while the run was running; "
                     f"recreated it to write {file}"
                 )
-            write_json_atomic(path, obj)
         except (OSError, ValueError) as err:
             self._fault(f"{path} not written: {type(err).__name__}: {err}")
 
@@ -572,24 +771,29 @@ class Run:
     def log(self, step: int | None = None, **values: float) -> None:
         """Record named values (mAP=0.35, acc=0.762, loss=...) in base units; the last value of
         each name appears in the summary. ``step`` ties them to a step of the active phase."""
+        if self._detached:
+            return
         if self.status != "running":
             raise RunError(f"run.log() called on run {self.name!r}, which is not running")
-        t = self.elapsed()
-        phase = self._active_phase.name if self._active_phase else None
-        reserved = sorted(RESERVED_KEYS.intersection(values))
+        reserved = [
+            key
+            for key in values
+            if key in RESERVED_KEYS or key in reserved_names() or key.startswith(REGION_PREFIX)
+        ]
         if reserved:
             raise ValueError(
                 f"run.log({reserved[0]}=...): {reserved[0]!r} is a field perfkit measures or "
                 "sets in the summary; log it under another name"
             )
-        for key, raw in values.items():
-            try:
-                value = float(raw)
-            except (TypeError, ValueError):
-                raise TypeError(
-                    f"run.log({key}=...) needs a number (int, float or 0-d tensor), "
-                    f"got {type(raw).__name__}"
-                ) from None
+        if step is not None:
+            expected = "a step index (an int from 0 to 2**53) or None"
+            checks.check_type("step", step, int, expected)
+            if not 0 <= step <= 2**53:
+                raise checks.wrong_value("step", expected, step)
+        numbers = {key: _logged_number(key, raw) for key, raw in values.items()}
+        t = self.elapsed()
+        phase = self._active_phase.name if self._active_phase else None
+        for key, value in numbers.items():
             self.logged[key] = value
             self._write(key, value, "", t, phase=phase, step=step)
 
@@ -607,6 +811,8 @@ class Run:
         kind: str | None = None,
     ) -> None:
         assert self._writer is not None
+        if self._detached:
+            return
         self._writer.write(
             make_record(
                 self.run_id,
@@ -626,7 +832,7 @@ class Run:
     def flush(self) -> None:
         """Write every finished step and queued record to disk now (any thread)."""
         writer = self._writer
-        if writer is None:
+        if writer is None or self._detached:
             return
         phase = self._active_phase
         if phase is not None:
@@ -637,11 +843,18 @@ class Run:
                 active = self._active_phase
                 self._steps.write(active._drain_rows() if active is not None else b"")
 
+    def _take_columns(self) -> Columns | None:
+        """The spare step columns for a phase's first loop (None: the phase allocates)."""
+        columns, self._spare_columns = self._spare_columns, None
+        return columns
+
     def _backlog(self, steps: int, full: bool) -> None:
         """``steps`` finished steps wait for the disk: wake the flusher; when they fill the
         phase's backlog (``full``: the disk cannot keep up) write them from the loop's thread,
         so memory stays bounded, and say so once (a warning and a step_backlog_full record)."""
         assert self._flusher is not None
+        if self._detached:
+            return
         if not full:
             self._flusher.wake()
             return

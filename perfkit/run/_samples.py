@@ -70,23 +70,27 @@ def _int_rows(value: Any) -> bool:
         return False
 
 
+#: The most samples one batch may count (a float64 holds every int up to it exactly).
+MAX_SAMPLES = 2**53
+
+
 def sample_counter(samples: int | Callable[[Any], int] | None) -> int | Callable[[Any], int]:
     """The samples of every batch (an int), or the callable that counts them per batch."""
     if samples is None:
         return remembering_counter()
     if callable(samples):
         return samples
-    expected = "a non-negative int or a callable batch -> int"
+    expected = "a non-negative int (at most 2**53) or a callable batch -> int"
     if isinstance(samples, bool) or not isinstance(samples, int):
         raise checks.wrong_type("samples", expected, samples)
-    if samples < 0:
+    if not 0 <= samples <= MAX_SAMPLES:
         raise checks.wrong_value("samples", expected, samples)
     return samples
 
 
 def as_sample_count(value: Any) -> int | None:
-    """``value`` as a non-negative int when it is one (an int, a numpy int, a 0-d tensor, an
-    integral float), else None."""
+    """``value`` as an int from 0 to :data:`MAX_SAMPLES` when it is one (an int, a numpy int, a
+    0-d tensor, an integral float), else None."""
     if isinstance(value, bool):
         return None
     try:
@@ -98,4 +102,4 @@ def as_sample_count(value: Any) -> int | None:
         count = int(number)
     except (TypeError, ValueError, OverflowError, RuntimeError):
         return None
-    return count if count >= 0 else None
+    return count if 0 <= count <= MAX_SAMPLES else None

@@ -22,12 +22,17 @@ class timed:
     Decorator (``@perfkit.timed("preprocess")``) or context manager
     (``with perfkit.timed("decode"):``). Each call writes a record named ``region/<label>`` with
     its duration in seconds. Outside an active run it does nothing, so library code can keep the
-    decorator. One instance may be shared by threads: each thread times its own calls.
+    decorator. One instance may be shared by threads: each thread times its own calls. In a
+    forked child (a DataLoader worker) no run is active: it does nothing there either.
     """
 
     def __init__(self, label: str) -> None:
         self.label = checks.non_empty_str("label", label)
         self._local = threading.local()  # one start stack per thread: one timed, many threads
+
+    def __reduce__(self) -> tuple[type[timed], tuple[str]]:
+        """Pickled by its label (a dataset holding one goes to spawn / forkserver workers)."""
+        return (timed, (self.label,))
 
     def _starts(self) -> list[tuple[Run | None, float]]:
         starts: list[tuple[Run | None, float]] | None = getattr(self._local, "starts", None)
