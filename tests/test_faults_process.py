@@ -252,6 +252,33 @@ def test_a_run_never_stopped_is_closed_at_exit(tmp_path, env, status, error, ret
     assert "closed at exit" in done.stderr
 
 
+NEVER_STOPPED_INSIDE_EVALUATION = """
+run = perfkit.Run("open", out_dir=sys.argv[1], device="cpu", flush_interval_s=60)
+run.start()
+train = run.phase("train").__enter__()
+for step in train.iterate(range(4), samples=2):
+    if step == 3:  # an evaluation inside the last train step, never ended
+        val = run.phase("val").__enter__()
+        for _ in val.iterate(range(5), samples=1):
+            pass
+        break
+"""
+
+
+def test_a_run_never_stopped_inside_an_evaluation_closes_both_phases(tmp_path):
+    # The open val phase is ended first, then the train phase it paused: 3 whole train steps of
+    # 2 samples (the 4th was cut short by the exit) and 5 val steps of 1 sample.
+    done = run_script(tmp_path, NEVER_STOPPED_INSIDE_EVALUATION)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_dir = only_run(tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "unfinished"
+    assert (summary["train_samples"], summary["val_samples"]) == (6, 5)
+    records = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
+    ended = [r["phase"] for r in records if r["name"] == "phase_samples"]
+    assert ended == ["val", "train"]  # both phases' ends on disk, the inner one first
+
+
 # ------------------------------------------------------------------------ 3: interrupts
 
 
