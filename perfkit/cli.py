@@ -13,6 +13,7 @@ from perfkit import __version__, analysis
 from perfkit.analysis._format import significant
 from perfkit.analysis._mllog import DIVISIONS
 from perfkit.analysis._render import FORMATS
+from perfkit.analysis._repeats import ALPHA
 from perfkit.records import RecordError
 
 EXIT_SLOWER = 1
@@ -72,18 +73,23 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _gate(args: argparse.Namespace) -> bool:
     """``compare --fail-if-slower PCT``: log each metric on which the other runs are slower
-    than the baseline beyond PCT and the 95 % intervals; True when there is one."""
+    than the baseline by more than PCT with a one-sided Welch p < ``--alpha``; True when there
+    is one."""
     pct = getattr(args, "fail_if_slower", None)
     if pct is None:
         return False
     found = False
     for other in args.others:
-        slower = analysis.regressions(args.baseline, other, pct, metrics=args.metric)
-        for metric, (base, new) in slower.items():
+        slower = analysis.regressions(
+            args.baseline, other, pct, metrics=args.metric, alpha=args.alpha
+        )
+        for metric, v in slower.items():
+            test = "one run: no test" if v.p != v.p else f"Welch t = {v.t:.3g}, p = {v.p:.3g}"
             log.error(
-                "%s is slower than %s beyond %g%% and the 95%% interval: %s %s -> %s (%+.1f%%)",
-                other, args.baseline, pct, metric, significant(base, 6, 0),
-                significant(new, 6, 0), 100.0 * (new / base - 1.0),
+                "%s is slower than %s by more than %g%% (%s, alpha %g): %s %s -> %s (%+.1f%%)",
+                other, args.baseline, pct, test, args.alpha, metric,
+                significant(v.base_mean, 6, 0), significant(v.new_mean, 6, 0),
+                100.0 * (v.new_mean / v.base_mean - 1.0),
             )  # fmt: skip
         found = found or bool(slower)
     return found
@@ -126,8 +132,15 @@ def _parser() -> argparse.ArgumentParser:
         "--fail-if-slower",
         type=float,
         metavar="PCT",
-        help="exit 1 when a RUN group is slower than BASELINE by more than PCT percent and "
-        "beyond the 95%% intervals (throughputs lower, times higher)",
+        help="exit 1 when a RUN group is slower than BASELINE by more than PCT percent "
+        "(throughputs lower, times higher) and a one-sided Welch t-test of the runs gives "
+        "p < ALPHA",
+    )
+    compare.add_argument(
+        "--alpha",
+        type=float,
+        default=ALPHA,
+        help="significance level of the --fail-if-slower test (default %(default)s)",
     )
     compare.add_argument(
         "--metric",
@@ -170,7 +183,9 @@ def _report(args: argparse.Namespace) -> str:
 
 def _compare(args: argparse.Namespace) -> str:
     groups = args.fail_if_slower is not None
-    return analysis.compare_text(args.baseline, *args.others, fmt=args.format, groups=groups)
+    return analysis.compare_text(
+        args.baseline, *args.others, fmt=args.format, groups=groups, alpha=args.alpha
+    )
 
 
 def _plot(args: argparse.Namespace) -> str:

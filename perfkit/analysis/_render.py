@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from perfkit.analysis._read import PathArg, find_runs
-from perfkit.analysis._repeats import compare_groups
+from perfkit.analysis._repeats import ALPHA, compare_groups
 from perfkit.analysis._tables import MISSING, compare, seed_rows
 
 if TYPE_CHECKING:
@@ -52,13 +52,20 @@ def _csv(header: list[str], rows: list[list[str]]) -> str:
     return out.getvalue().rstrip()
 
 
-def compare_text(baseline: PathArg, *others: PathArg, fmt: str = "md", groups: bool = False) -> str:
+def compare_text(
+    baseline: PathArg,
+    *others: PathArg,
+    fmt: str = "md",
+    groups: bool = False,
+    alpha: float = ALPHA,
+) -> str:
     """:func:`perfkit.analysis.compare` as ``fmt`` ("md", "csv" or "json"); when ``groups`` is
     True or ``baseline`` holds several runs, :func:`perfkit.analysis.compare_groups` (each
-    argument a group of repeated runs: mean, std, 95 % interval)."""
+    argument a group of repeated runs: mean, std, 95 % interval, Welch p-value and the
+    ``slower`` verdict at level ``alpha``)."""
     _check_format(fmt)
     if groups or len(find_runs(baseline)) > 1:
-        frame = compare_groups(baseline, *others)
+        frame = compare_groups(baseline, *others, alpha=alpha)
     else:
         frame = compare(baseline, *others)
     if fmt == "json":
