@@ -1,5 +1,5 @@
-"""``perfkit`` command line: report, compare, plot, trace, mllog (thin: perfkit.analysis does
-the work). Exit status 0 on success, 2 on bad input (message on stderr naming the path)."""
+"""``perfkit`` command line: report, compare, plot, trace, mllog, export (thin:
+perfkit.analysis does the work). Exit status: :data:`EXIT_CODES`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ from perfkit.records import RecordError
 
 EXIT_SLOWER = 1
 EXIT_BAD_INPUT = 2
+#: What each exit status means, as `perfkit --help` lists it.
+EXIT_CODES = {
+    0: "success",
+    EXIT_SLOWER: "compare --fail-if-slower found a regression",
+    EXIT_BAD_INPUT: "bad input: a missing or malformed run, a bad argument, an unwritable output "
+    "(the message on stderr names the path; --debug adds the traceback)",
+}
 log = logging.getLogger("perfkit")
 
 
@@ -55,13 +62,15 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        _read_stdin_runs(args)
         output = args.handler(args)
         slower = _gate(args)
     except (OSError, RecordError, ValueError, ImportError) as err:
-        log.error("error: %s", _naming_paths(str(err), args))
+        log.error("error: %s", _naming_paths(str(err), args), exc_info=args.debug)
         return EXIT_BAD_INPUT
-    except Exception as err:  # a malformed run no check above caught: still no traceback
-        log.error("error: %s", _naming_paths(f"{type(err).__name__}: {err}", args))
+    except Exception as err:  # a malformed run no check above caught: no traceback but --debug
+        message = _naming_paths(f"{type(err).__name__}: {err}", args)
+        log.error("error: %s", message, exc_info=args.debug)
         return EXIT_BAD_INPUT
     if output:
         try:
@@ -69,6 +78,23 @@ def _main(argv: Sequence[str] | None) -> int:
         except BrokenPipeError:  # the reader left early (perfkit report runs/ | head)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_SLOWER if slower else 0
+
+
+def _read_stdin_runs(args: argparse.Namespace) -> None:
+    """A ``-`` among a command's runs stands for the paths on standard input, one a line
+    (blank lines skipped): ``find runs -name meta.json -printf '%h\\n' | perfkit report -``."""
+    for field in ("runs", "others"):
+        given = getattr(args, field, None)
+        if given is None or "-" not in given:
+            continue
+        lines = [line.rstrip("\r\n") for line in sys.stdin]
+        read = [line for line in lines if line.strip()]
+        if not read:
+            raise ValueError("`-` was given for the runs but standard input named none")
+        expanded = []
+        for path in given:
+            expanded.extend(read if path == "-" else [path])
+        setattr(args, field, expanded)
 
 
 def _gate(args: argparse.Namespace) -> bool:
@@ -110,9 +136,18 @@ def _naming_paths(message: str, args: argparse.Namespace) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="perfkit", description="Tables, comparisons, plots and traces of perfkit runs."
+        prog="perfkit",
+        description="Tables, comparisons, plots, traces and exports of perfkit runs. Where a "
+        "command takes several runs, RUN may be a run directory, a folder holding runs (listed "
+        "in natural order: r2 before r10) or - for paths read from standard input, one a line.",
+        epilog="exit status:\n"
+        + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"perfkit {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error on stderr"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     report = commands.add_parser("report", help="the seed-style performance table of runs")

@@ -270,7 +270,7 @@ def test_a_run_killed_before_any_record(runs, tmp_path):
     started = tmp_path / "started"
     started.mkdir()
     shutil.copy(runs["slow"] / "meta.json", started)
-    (row,) = seed_tables(started)["infer"].to_dict(orient="records")
+    (row,) = seed_tables(started)["none"].to_dict(orient="records")  # no phase: not inference
     assert row["status"] == "partial" and row["e2e_time"] == "/" and row["config"] == "1x1"
     assert step_times(started).empty and io_share(started).empty
     validate_trace(chrome_trace(started))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,7 +53,8 @@ def find_runs(paths: PathArg | Iterable[PathArg]) -> list[Path]:
         found = sorted(
             {p.parent for p in path.rglob("records*.jsonl")}
             | {p.parent for p in path.rglob("steps*.bin")}
-            | {p.parent for p in path.rglob(META_FILE)}
+            | {p.parent for p in path.rglob(META_FILE)},
+            key=natural_key,
         )
         if not found:
             raise RecordError(
@@ -60,6 +62,13 @@ def find_runs(paths: PathArg | Iterable[PathArg]) -> list[Path]:
             )
         runs.extend(found)
     return runs
+
+
+def natural_key(path: Path) -> tuple[tuple[int, int | str], ...]:
+    """Sort key of ``path`` in natural order: digit runs compare as numbers (r2 before r10)."""
+    parts = re.split(r"([0-9]+)", path.as_posix())  # odd indices: the digit runs
+    key = tuple((0, int(part)) if i % 2 else (1, part) for i, part in enumerate(parts) if part)
+    return (*key, (2, path.as_posix()))  # r01 and r1: decided by the text
 
 
 def find_run(path: PathArg) -> Path:

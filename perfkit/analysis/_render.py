@@ -17,7 +17,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 FORMATS = ("md", "csv", "json")
-_TITLES = {"train": "Training runs", "infer": "Inference runs"}
+_TITLES = {
+    "train": "Training runs",
+    "infer": "Inference runs",
+    "none": "Runs that ended before any phase",
+}
 
 
 def _check_format(fmt: str) -> None:
@@ -30,9 +34,9 @@ def report_text(paths: PathArg | Iterable[PathArg], fmt: str = "md") -> str:
     :func:`perfkit.analysis.seed_tables`) as ``fmt`` ("md", "csv" or "json"); one table per
     kind of run, titled when there are both."""
     _check_format(fmt)
+    if fmt == "json":  # numbers as JSON numbers, in the summary's units
+        return json.dumps(seed_rows(paths, numbers=True), indent=2)
     tables = seed_rows(paths)  # a finished run's table reads its summary.json only: no pandas
-    if fmt == "json":
-        return json.dumps(tables, indent=2)
     parts = []
     for kind, rows in tables.items():
         header = list(rows[0])
