@@ -189,11 +189,11 @@ def _seed_value(column: str, row: Mapping[str, Any]) -> Any:
     fractions, the rest as text; None where missing."""
     if column == "acc":
         infer = row.get("acc_infer") if _present(row.get("acc_infer")) else row.get("acc")
-        values = {"infer": infer, "val": row.get("acc_val")}
+        values: dict[str, Any] = {"infer": infer, "val": row.get("acc_val")}
         found = {k: float(v) for k, v in values.items() if _finite(v)}
         return found or None
     if column in ("MFU", "mAP", "e2e_time") or column.startswith("p_"):
-        value = row.get(column)
+        value: Any = row.get(column)
         return float(value) if _finite(value) else None
     text = _seed_cell(column, row)
     return None if text == MISSING else text
