@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from perfkit import __version__, analysis
+from perfkit.analysis._export import TARGETS as EXPORT_TARGETS
 from perfkit.analysis._format import significant
 from perfkit.analysis._mllog import DIVISIONS
 from perfkit.analysis._render import FORMATS
@@ -209,6 +210,20 @@ def _parser() -> argparse.ArgumentParser:
         help="the caches were cleared before the run (cache_clear true; default false)",
     )
     mllog.set_defaults(handler=_mllog)
+
+    export = commands.add_parser(
+        "export", help="runs to a Parquet dataset, TensorBoard event files or MLflow"
+    )
+    export.add_argument("runs", nargs="+", metavar="RUN", help="run directories or folders")
+    export.add_argument(
+        "--to",
+        nargs=2,
+        required=True,
+        metavar=("TARGET", "DEST"),
+        help=f"TARGET one of {', '.join(EXPORT_TARGETS)}; DEST the dataset folder (parquet), "
+        "the log folder (tensorboard) or the tracking URI (mlflow)",
+    )
+    export.set_defaults(handler=_export)
     return parser
 
 
@@ -242,6 +257,12 @@ def _mllog(args: argparse.Namespace) -> str:
         cache_clear=args.cache_clear,
     )
     return "\n".join(lines)
+
+
+def _export(args: argparse.Namespace) -> str:
+    target, dest = args.to
+    done = analysis.export(args.runs, target, dest)
+    return f"exported {len(done)} run{'s' if len(done) != 1 else ''} to {target} {dest}"
 
 
 if __name__ == "__main__":

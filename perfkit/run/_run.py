@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +41,8 @@ from perfkit.run._flusher import Flusher
 from perfkit.run._loop import check_warmup_steps, wants_progress, warmup_by_kind
 from perfkit.run._phase import Phase
 from perfkit.run._power import PowerLog, device_records
+from perfkit.sinks._base import Sink, phase_figures
+from perfkit.sinks._dispatch import SinkSet, check_sinks
 from perfkit.steplog import StepLogWriter
 from perfkit.summary import PHASE_KINDS, RESERVED_KEYS, PhaseFigures, build_summary
 from perfkit.timing import Clock, HostTimer, WindowTimer, host_clock
@@ -88,6 +90,9 @@ class Run:
             phase figures) wait for every rank before failing with a clear error, seconds.
         warmup_steps: the default of :meth:`phase`'s ``warmup_steps``: an int for every phase,
             or {kind: int} (``{"train": 5}``: train phases only). 0 keeps FlagPerf's figures.
+        sinks: :mod:`perfkit.sinks` that rank 0 sends each phase's figures (rate-bounded) and
+            the summary to, e.g. ``[perfkit.sinks.TensorBoard("tb")]``; a sink that fails is
+            disabled and listed in the summary's ``faults``.
 
     In a torch.distributed job (torchrun), initialise the process group before starting the
     Run: every rank writes its own records (``records-rank<N>.jsonl``), phase figures are
@@ -114,8 +119,11 @@ class Run:
         sample_interval_s: float = 0.5,
         sample_interval: float | None = None,
         warmup_steps: int | Mapping[str, int] = 0,
+        sinks: Sequence[Sink] | None = None,
     ) -> None:
         self.name = check_name(name)
+        self._sink_list = check_sinks(sinks)
+        self._sinks = SinkSet([], self._fault)
         checks.check_type(
             "out_dir", out_dir, (str, os.PathLike), "a folder path (str or os.PathLike)"
         )
@@ -261,6 +269,9 @@ class Run:
         if self._flops is not None:
             self.meta["flops"] = self._flops
         self._write_meta()
+        if self.rank == 0:
+            self._sinks = SinkSet(self._sink_list, self._fault)
+            self._sinks.start(self.run_id, self.name, self.config)
         self.status = "running"
         set_active_run(self)
         self._flusher.start()
@@ -384,6 +395,7 @@ class Run:
             assert self._steps is not None
             self._writer.close()  # neither raises; a failure is the summary's flush_error
             self._steps.close()
+            self._sinks.finish(self.summary())  # a sink's failure joins the faults
             self._final_summary = self.summary()
             if self.rank == 0:
                 self._write_json(SUMMARY_FILE, self._final_summary)
@@ -482,6 +494,8 @@ class Run:
         for name, value, unit, device, note in device_records(phase.devices):
             self._write(name, value, unit, f.end_t, phase=phase.name, device=device, note=note)
         self.flush()
+        figures = phase_figures(phase.name, f.samples, f.wall_s, f.io_s, f.compute_s)
+        self._sinks.phase(phase.name, figures)
 
     # -- values --------------------------------------------------------------------------
     def set_flops(
