@@ -219,12 +219,12 @@ def events_and_steps(run: RunData) -> tuple[list[dict[str, Any]], dict[str, Any]
         codes, names = _factorize(list(table["phase"]))
         return events, steps | {"phase_codes": codes, "phase_names": names}
     parts = [_step_file(path, events) for path in sorted(run.run_dir.glob("steps*.bin"))]
-    fields = ("rank", "ordinal", "step", "t", *STEP_NAMES)
+    fields = ("rank", "ordinal", "step", "t", *STEP_NAMES, "phase")
     steps = {f: np.concatenate([p[f] for p in parts]) if parts else np.zeros(0) for f in fields}
-    phases = [name for p in parts for name in p["phase"]]
-    order = np.lexsort((steps["t"], steps["rank"]))  # stable: equal keys keep file order
-    steps = {f: values[order] for f, values in steps.items()}
-    codes, names = _factorize([phases[i] for i in order])
+    if len(parts) > 1 or np.any(np.diff(steps["t"]) < 0):  # one rank's file is in time order
+        order = np.lexsort((steps["t"], steps["rank"]))  # stable: equal keys keep file order
+        steps = {f: values[order] for f, values in steps.items()}
+    codes, names = _factorize(list(steps.pop("phase")))
     return events, steps | {"phase_codes": codes, "phase_names": names}
 
 

@@ -50,18 +50,26 @@ def find_runs(paths: PathArg | Iterable[PathArg]) -> list[Path]:
         if _is_run_dir(path):
             runs.append(path)
             continue
-        found = sorted(
-            {p.parent for p in path.rglob("records*.jsonl")}
-            | {p.parent for p in path.rglob("steps*.bin")}
-            | {p.parent for p in path.rglob(META_FILE)},
-            key=natural_key,
-        )
+        found = sorted(_run_dirs_under(path), key=natural_key)
         if not found:
             raise RecordError(
                 f"{str(path)!r} holds no perfkit run (a folder with records.jsonl / meta.json)"
             )
         runs.extend(found)
     return runs
+
+
+def _run_dirs_under(folder: Path) -> Iterator[Path]:
+    """Every folder under ``folder`` (itself included, symlinks not followed) holding a
+    records*.jsonl, a steps*.bin or a meta.json: one walk of the tree."""
+    for top, _dirs, files in os.walk(folder):
+        if any(
+            name == META_FILE
+            or (name.startswith("records") and name.endswith(".jsonl"))
+            or (name.startswith("steps") and name.endswith(".bin"))
+            for name in files
+        ):
+            yield Path(top)
 
 
 def natural_key(path: Path) -> tuple[tuple[int, int | str], ...]:
