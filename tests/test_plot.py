@@ -93,7 +93,7 @@ def test_throughputs_20x_apart_get_their_own_axes(cpu_run):
     assert np.nanmax(train.get_ydata()) == pytest.approx(2.0)  # 2 samples / 1 s
     assert np.nanmax(val.get_ydata()) == pytest.approx(40.0)  # 40 samples / 1 s
     # each scale fits its own kind: train's rate fills most of the left axis
-    assert throughput.get_ylim()[1] < 2 * 2.0 and val_axis.get_ylim()[1] < 2 * 40.0
+    assert throughput.get_ylim()[1] <= 3 * 2.0 and val_axis.get_ylim()[1] <= 3 * 40.0
     assert throughput.get_ylabel() == "train samples/s"
     labels = throughput.get_legend().get_texts()
     assert {"train per step", "val per step"} <= {t.get_text() for t in labels}
@@ -190,8 +190,8 @@ def test_throughput_axis_is_robust_to_an_outlier_step(tmp_path):
     assert run.run_dir is not None
     throughput = plot_run(run.run_dir).axes[2]
     # phase average 80 samples / 9.0001 s = 8.889/s, the highest of the medians and averages:
-    # the axis ends at 1.5 x 8.889 = 13.33 samples/s
-    assert throughput.get_ylim() == pytest.approx((0.0, 1.5 * 80 / 9.0001))
+    # the axis ends at 3 x 8.889 = 26.67 samples/s
+    assert throughput.get_ylim() == pytest.approx((0.0, 3 * 80 / 9.0001))
     (note,) = [t for t in throughput.texts if "above the axis" in t.get_text()]
     assert note.get_text() == "1 step(s) above the axis, up to 8e+04 samples/s"
     (median,) = [x for x in throughput.get_lines() if x.get_label() == "train median of 9"]

@@ -43,7 +43,7 @@ CAPACITY_LINE_WITHIN = 1.5
 ROLLING_STEPS = 9
 #: The throughput axis ends at this many times the highest rolling median or phase average;
 #: faster single steps (a sub-millisecond outlier) are clipped, and the axis says how many.
-CLIP_ABOVE = 1.5
+CLIP_ABOVE = 3.0
 #: Rows of phase names at the top of the memory panel; a name with no free row is left out.
 NAME_ROWS = 4
 
