@@ -84,7 +84,7 @@ def test_the_docs_duckdb_query_runs_on_the_dataset(runs, tmp_path):
     assert rows[(rid(runs["killed"]), "train")] == (2.0, 6)
 
 
-def test_export_to_tensorboard_and_mlflow(runs, tmp_path, monkeypatch, capsys):
+def test_export_to_tensorboard_and_mlflow(runs, tmp_path, mlflow_store, capsys):
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -98,8 +98,7 @@ def test_export_to_tensorboard_and_mlflow(runs, tmp_path, monkeypatch, capsys):
     assert train[1].wall_time - train[0].wall_time == pytest.approx(11.0)
     started = json.loads((runs["slow"] / "meta.json").read_text())["started_at"]
     assert train[0].wall_time == pytest.approx(pd.Timestamp(started).timestamp() + 10.0)
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-    uri = (tmp_path / "mlruns").as_uri()
+    uri = mlflow_store
     killed = str(runs["killed"])
     assert main(["export", slow, killed, "--to", "mlflow", uri]) == 0
     client = MlflowClient(uri)

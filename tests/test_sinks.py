@@ -85,11 +85,10 @@ def test_tensorboard_event_files_read_back(tmp_path):
     assert "| status | ok |" in text.tensor_proto.string_val[0].decode()
 
 
-def test_mlflow_run_read_back_with_its_client(tmp_path, monkeypatch):
+def test_mlflow_run_read_back_with_its_client(tmp_path, mlflow_store):
     from mlflow.tracking import MlflowClient
 
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks to opt in to files
-    uri = (tmp_path / "mlruns").as_uri()
+    uri = mlflow_store
     run = sink_run(tmp_path, [MLflow(uri, experiment="perf", min_interval_s=0)])
     failed = sink_run(tmp_path, [MLflow(uri, experiment="perf", min_interval_s=0)], fail=True)
     client = MlflowClient(uri)
