@@ -23,8 +23,8 @@ EXIT_BAD_INPUT = 2
 EXIT_CODES = {
     0: "success",
     EXIT_SLOWER: "compare --fail-if-slower found a regression",
-    EXIT_BAD_INPUT: "bad input: a missing or malformed run, a bad argument, an unwritable output "
-    "(the message on stderr names the path; --debug adds the traceback)",
+    EXIT_BAD_INPUT: "bad input: a missing or malformed run, a bad argument, an unwritable\n"
+    "     output (the message on stderr names the path; --debug adds the traceback)",
 }
 log = logging.getLogger("perfkit")
 
@@ -138,9 +138,10 @@ def _naming_paths(message: str, args: argparse.Namespace) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="perfkit",
-        description="Tables, comparisons, plots, traces and exports of perfkit runs. Where a "
-        "command takes several runs, RUN may be a run directory, a folder holding runs (listed "
-        "in natural order: r2 before r10) or - for paths read from standard input, one a line.",
+        description="Tables, comparisons, plots, traces and exports of perfkit runs.\n\n"
+        "Where a command takes several runs, RUN may be a run directory, a folder holding\n"
+        "runs (listed in natural order: r2 before r10) or - for paths read from standard\n"
+        "input, one a line.",
         epilog="exit status:\n"
         + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
