@@ -4,6 +4,7 @@ once, so a run's fixed cost is its file reads (benchmarks/many_runs.py)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,10 +127,10 @@ class _Columns:
             text[field].add_coded(missing, [])
         numbers = self.numbers
         for field in ("rank", "step", "t"):
-            event_part = np.asarray([_number(e[field]) for e in events], dtype=float)
+            event_part = np.asarray([e[field] for e in events], dtype=float)  # None: NaN
             numbers[field].append(event_part)
             numbers[field].append(np.repeat(steps[field].astype(float), per))
-        numbers["value"].append(np.asarray([_number(e["value"]) for e in events], dtype=float))
+        numbers["value"].append(np.asarray([e["value"] for e in events], dtype=float))
         if self.long:
             quantities = np.column_stack([steps[c] for c in STEP_NAMES]).ravel()
             numbers["value"].append(quantities.astype(float))
@@ -177,10 +178,6 @@ class _Absent:
 _ABSENT = _Absent()
 
 
-def _number(value: Any) -> float:
-    return float("nan") if value is None else float(value)
-
-
 def _constant(per_run: list[Any], counts: np.ndarray) -> Any:
     """A column holding one value per run, ``counts`` rows each: text (and mixed) values as a
     categorical; numbers as int64 when every run has an int, float64 (NaN where absent) when
@@ -209,23 +206,32 @@ def events_and_steps(run: RunData) -> tuple[list[dict[str, Any]], dict[str, Any]
     phase_codes into phase_names, sorted by (rank, t) (stable)."""
     import numpy as np
 
-    records = [r for f in sorted(run.run_dir.glob("records*.jsonl")) for r in read_records(f)]
+    files = sorted(os.listdir(run.run_dir))  # one listing for both globs below
+    records = [
+        r for f in _matching(files, "records", ".jsonl") for r in read_records(run.run_dir / f)
+    ]
     legacy = [r["name"] in STEP_NAMES and r["step"] is not None for r in records]
     events = [r for r, old in zip(records, legacy, strict=True) if not old]
     if any(legacy):  # schema 1: steps as JSON records, rebuilt by RunData
         table = run.steps
         steps: dict[str, Any] = {c: table[c].to_numpy() for c in ("rank", "ordinal", "step", "t")}
         steps |= {c: table[c].to_numpy(dtype=float) for c in STEP_NAMES}
-        codes, names = _factorize(list(table["phase"]))
-        return events, steps | {"phase_codes": codes, "phase_names": names}
-    parts = [_step_file(path, events) for path in sorted(run.run_dir.glob("steps*.bin"))]
-    fields = ("rank", "ordinal", "step", "t", *STEP_NAMES, "phase")
+        codes, categories = _factorize(list(table["phase"]))
+        return events, steps | {"phase_codes": codes, "phase_names": categories}
+    names: dict[str, int] = {}  # phase name -> code, over every rank's steps file
+    parts = [_step_file(run.run_dir / f, events, names) for f in _matching(files, "steps", ".bin")]
+    fields = ("rank", "ordinal", "step", "t", *STEP_NAMES, "phase_codes")
     steps = {f: np.concatenate([p[f] for p in parts]) if parts else np.zeros(0) for f in fields}
+    steps["phase_codes"] = steps["phase_codes"].astype(np.int64)
     if len(parts) > 1 or np.any(np.diff(steps["t"]) < 0):  # one rank's file is in time order
         order = np.lexsort((steps["t"], steps["rank"]))  # stable: equal keys keep file order
         steps = {f: values[order] for f, values in steps.items()}
-    codes, names = _factorize(list(steps.pop("phase")))
-    return events, steps | {"phase_codes": codes, "phase_names": names}
+    return events, steps | {"phase_names": list(names)}
+
+
+def _matching(files: list[str], prefix: str, suffix: str) -> list[str]:
+    """The names of ``files`` that the glob ``<prefix>*<suffix>`` matches."""
+    return [f for f in files if f.startswith(prefix) and f.endswith(suffix)]
 
 
 def _factorize(values: list[Any]) -> tuple[np.ndarray, list[Any]]:
@@ -237,20 +243,22 @@ def _factorize(values: list[Any]) -> tuple[np.ndarray, list[Any]]:
     return np.asarray(codes, dtype=np.int64), list(index)
 
 
-def _step_file(path: Path, events: list[dict[str, Any]]) -> dict[str, Any]:
-    """One steps.bin as arrays; phase names from its rank's phase_start records, in order
-    (None for an ordinal whose start is not on disk)."""
+def _step_file(path: Path, events: list[dict[str, Any]], codes: dict[str, int]) -> dict[str, Any]:
+    """One steps.bin as arrays; its steps' phases as codes into ``codes`` (phase name ->
+    code, extended here), from its rank's phase_start records in order (-1 for an ordinal
+    whose start is not on disk)."""
     import numpy as np
 
     header, rows = read_step_log(path)
     rank = int(header.get("rank", 0))
     column = {name: rows[:, i] for i, name in enumerate(header["columns"])}
     names = [e["phase"] for e in events if e["name"] == "phase_start" and e["rank"] == rank]
+    remap = [-1 if n is None else codes.setdefault(n, len(codes)) for n in names]
     ordinal = column["phase"].astype(np.int64)
     known = np.where((ordinal >= 0) & (ordinal < len(names)), ordinal, len(names))
     return {
         "rank": np.full(len(rows), rank, dtype=np.int64),
-        "phase": np.asarray([*names, None], dtype=object)[known],
+        "phase_codes": np.asarray([*remap, -1], dtype=np.int64)[known],
         "ordinal": ordinal,
         "step": column["step"].astype(np.int64),
         "t": column["t"],
