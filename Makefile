@@ -10,7 +10,7 @@ PIP_INSTALL := $(BIN)/python -m pip install --quiet -c $(CONSTRAINTS)
 # pytest's own worker count is not used: the suite is sized for a 2-core machine.
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-oldest pytest lint typecheck bench clean
+.PHONY: demo test test-oldest pytest lint typecheck bench clean package-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ test: lint typecheck pytest
 pytest: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Offline packaging check (CI): sdist and wheel built, the wheel installed in a fresh venv, where
+# import perfkit, perfkit --help and the README's quick start run; the sdist's tests run from it.
+package-check: $(VENV)/.dev
+	$(BIN)/python .ci/package_check.py
+
 # The suite on the oldest supported stack, in a venv of its own (CI runs it after `make test`).
 test-oldest:
 	$(MAKE) pytest VENV=.venv-oldest CONSTRAINTS=constraints/oldest.txt PYTHON=$(PYTHON_OLDEST) \
@@ -55,6 +60,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python -m benchmarks.sampler
 	$(BIN)/python -m benchmarks.flops
 	$(BIN)/python -m benchmarks.coco_eval
+	$(BIN)/python -m benchmarks.many_runs
 
 clean:
 	rm -rf $(VENV) .venv-oldest runs .mypy_cache .ruff_cache .pytest_cache

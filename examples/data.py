@@ -173,10 +173,12 @@ def make_classification_dataset(
     *,
     classes: int = 8,
     images_per_class: int = 8,
+    train_images_per_class: int = 4,
     image_size: int = 256,
     seed: int = 0,
 ) -> Path:
-    """Generate (once) an ImageFolder set ``root/val/<class>/*.JPEG``; returns ``root/val``.
+    """Generate (once) an ImageFolder set ``root/val/<class>/*.JPEG`` and a smaller
+    ``root/train`` of other images of the same classes; returns ``root/val``.
 
     Each class has its own colour and stripe frequency, so a classifier can tell them apart.
     """
@@ -185,25 +187,87 @@ def make_classification_dataset(
         "kind": "imagefolder",
         "classes": classes,
         "images_per_class": images_per_class,
+        "train_images_per_class": train_images_per_class,
         "image_size": image_size,
         "seed": seed,
     }
     val = root / "val"
     if _generated(root, params):
         return val
+    for stale in root.glob(PROBE_FILES):  # fitted to the images being replaced
+        stale.unlink()
     rng = np.random.default_rng(seed)
+    train_rng = np.random.default_rng(seed + 1)  # the train images' own stripes and noise
     xs = np.linspace(0, 1, image_size)[None, :, None]
     for label in range(classes):
-        folder = val / f"class_{label:03d}"
-        folder.mkdir(parents=True, exist_ok=True)
         colour = rng.uniform(30, 225, 3)
-        for index in range(images_per_class):
-            stripes = 0.5 + 0.5 * np.sin(2 * np.pi * (label + 2) * xs + rng.uniform(0, np.pi))
-            noise = rng.normal(0, 12, (image_size, image_size, 3))
-            array = np.clip(colour * (0.6 + 0.4 * stripes) + noise, 0, 255).astype(np.uint8)
-            _save_jpeg(array, folder / f"{label:03d}_{index:04d}.JPEG")
+        for split, count, draw in (
+            ("val", images_per_class, rng),
+            ("train", train_images_per_class, train_rng),
+        ):
+            folder = root / split / f"class_{label:03d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                phase = draw.uniform(0, np.pi)
+                stripes = 0.5 + 0.5 * np.sin(2 * np.pi * (label + 2) * xs + phase)
+                noise = draw.normal(0, 12, (image_size, image_size, 3))
+                array = np.clip(colour * (0.6 + 0.4 * stripes) + noise, 0, 255).astype(np.uint8)
+                _save_jpeg(array, folder / f"{label:03d}_{index:04d}.JPEG")
     _stamp(root, params)
     return val
+
+
+#: The built-in classification set's ResNet-50 weights, one file per image size
+#: (:func:`classification_probe`).
+PROBE_FILES = "resnet50-builtin-probe-*px.pth"
+#: Ridge penalty of the probe, per training image, on standardised features.
+_PROBE_RIDGE = 1e-2
+
+
+def probe_path(root: str | Path, image_size: int) -> Path:
+    """Where :func:`classification_probe` keeps the weights for ``image_size`` pixels."""
+    return Path(root) / PROBE_FILES.replace("*", str(image_size))
+
+
+def classification_probe(root: str | Path, image_size: int = 224) -> Path:
+    """Weights for the built-in classification set at ``image_size`` pixels, made once beside
+    it (:func:`probe_path`): torchvision's ResNet-50 with random convolution weights (seed 0)
+    and its classifier fitted to ``root/train`` - ridge regression of the one-hot classes on
+    the pooled features, a linear probe - so its accuracy on ``root/val`` shows a model that
+    learnt the built-in classes (not ImageNet accuracy). Class i of the set is output i."""
+    import torchvision
+
+    root = Path(root)
+    path = probe_path(root, image_size)
+    if path.is_file():
+        return path
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50().eval()
+    head, model.fc = model.fc, torch.nn.Identity()
+    folder = torchvision.datasets.ImageFolder(root / "train", classification_transform(image_size))
+    features, labels = [], []
+    with torch.inference_mode():
+        for images, classes in torch.utils.data.DataLoader(folder, batch_size=16):
+            features.append(model(images).double())
+            labels.append(classes)
+    x, y = torch.cat(features), torch.cat(labels)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    z = torch.cat([(x - mean) / std, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+    targets = torch.nn.functional.one_hot(y, len(folder.classes)).double()
+    ridge = _PROBE_RIDGE * len(z) * torch.eye(z.shape[1], dtype=z.dtype)
+    solution = torch.linalg.solve(z.T @ z + ridge, z.T @ targets)  # (features + 1, classes)
+    weight = (solution[:-1] / std[:, None]).T  # folded: w . (x - mean) / std + b
+    bias = solution[-1] - weight @ mean
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(-1e4)  # the other 992 ImageNet outputs never win
+        head.weight[: len(bias)] = weight.float()
+        head.bias[: len(bias)] = bias.float()
+    model.fc = head
+    partial = path.with_suffix(".tmp")
+    torch.save(model.state_dict(), partial)
+    partial.replace(path)
+    return path
 
 
 # --------------------------------------------------------------------------------------------

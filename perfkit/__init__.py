@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from perfkit import sinks
 from perfkit.run import Phase, Run, RunError, timed
 
 __version__ = "0.1.0"
@@ -22,6 +23,7 @@ __all__ = [
     "flops",
     "metrics",
     "probes",
+    "sinks",
     "timed",
 ]
 

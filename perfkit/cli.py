@@ -1,5 +1,5 @@
-"""``perfkit`` command line: report, compare, plot, trace, mllog (thin: perfkit.analysis does
-the work). Exit status 0 on success, 2 on bad input (message on stderr naming the path)."""
+"""``perfkit`` command line: report, compare, plot, trace, mllog, export (thin:
+perfkit.analysis does the work). Exit status: :data:`EXIT_CODES`."""
 
 from __future__ import annotations
 
@@ -10,13 +10,22 @@ import sys
 from collections.abc import Sequence
 
 from perfkit import __version__, analysis
+from perfkit.analysis._export import TARGETS as EXPORT_TARGETS
 from perfkit.analysis._format import significant
 from perfkit.analysis._mllog import DIVISIONS
 from perfkit.analysis._render import FORMATS, printable
+from perfkit.analysis._repeats import ALPHA
 from perfkit.records import RecordError
 
 EXIT_SLOWER = 1
 EXIT_BAD_INPUT = 2
+#: What each exit status means, as `perfkit --help` lists it.
+EXIT_CODES = {
+    0: "success",
+    EXIT_SLOWER: "compare --fail-if-slower found a regression",
+    EXIT_BAD_INPUT: "bad input: a missing or malformed run, a bad argument, an unwritable\n"
+    "     output (the message on stderr names the path; --debug adds the traceback)",
+}
 log = logging.getLogger("perfkit")
 
 
@@ -59,13 +68,15 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        _read_stdin_runs(args)
         output = args.handler(args)
         slower = _gate(args)
     except (OSError, RecordError, ValueError, ImportError) as err:
-        log.error("error: %s", _naming_paths(str(err), args))
+        log.error("error: %s", _naming_paths(str(err), args), exc_info=args.debug)
         return EXIT_BAD_INPUT
-    except Exception as err:  # a malformed run no check above caught: still no traceback
-        log.error("error: %s", _naming_paths(f"{type(err).__name__}: {err}", args))
+    except Exception as err:  # a malformed run no check above caught: no traceback but --debug
+        message = _naming_paths(f"{type(err).__name__}: {err}", args)
+        log.error("error: %s", message, exc_info=args.debug)
         return EXIT_BAD_INPUT
     if output:
         try:
@@ -75,20 +86,42 @@ def _main(argv: Sequence[str] | None) -> int:
     return EXIT_SLOWER if slower else 0
 
 
+def _read_stdin_runs(args: argparse.Namespace) -> None:
+    """A ``-`` among a command's runs stands for the paths on standard input, one a line
+    (blank lines skipped): ``find runs -name meta.json -printf '%h\\n' | perfkit report -``."""
+    for field in ("runs", "others"):
+        given = getattr(args, field, None)
+        if given is None or "-" not in given:
+            continue
+        lines = [line.rstrip("\r\n") for line in sys.stdin]
+        read = [line for line in lines if line.strip()]
+        if not read:
+            raise ValueError("`-` was given for the runs but standard input named none")
+        expanded = []
+        for path in given:
+            expanded.extend(read if path == "-" else [path])
+        setattr(args, field, expanded)
+
+
 def _gate(args: argparse.Namespace) -> bool:
     """``compare --fail-if-slower PCT``: log each metric on which the other runs are slower
-    than the baseline beyond PCT and the 95 % intervals; True when there is one."""
+    than the baseline by more than PCT with a one-sided Welch p < ``--alpha``; True when there
+    is one."""
     pct = getattr(args, "fail_if_slower", None)
     if pct is None:
         return False
     found = False
     for other in args.others:
-        slower = analysis.regressions(args.baseline, other, pct, metrics=args.metric)
-        for metric, (base, new) in slower.items():
+        slower = analysis.regressions(
+            args.baseline, other, pct, metrics=args.metric, alpha=args.alpha
+        )
+        for metric, v in slower.items():
+            test = "one run: no test" if v.p != v.p else f"Welch t = {v.t:.3g}, p = {v.p:.3g}"
             log.error(
-                "%s is slower than %s beyond %g%% and the 95%% interval: %s %s -> %s (%+.1f%%)",
-                other, args.baseline, pct, metric, significant(base, 6, 0),
-                significant(new, 6, 0), 100.0 * (new / base - 1.0),
+                "%s is slower than %s by more than %g%% (%s, alpha %g): %s %s -> %s (%+.1f%%)",
+                other, args.baseline, pct, test, args.alpha, metric,
+                significant(v.base_mean, 6, 0), significant(v.new_mean, 6, 0),
+                100.0 * (v.new_mean / v.base_mean - 1.0),
             )  # fmt: skip
         found = found or bool(slower)
     return found
@@ -109,9 +142,19 @@ def _naming_paths(message: str, args: argparse.Namespace) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="perfkit", description="Tables, comparisons, plots and traces of perfkit runs."
+        prog="perfkit",
+        description="Tables, comparisons, plots, traces and exports of perfkit runs.\n\n"
+        "Where a command takes several runs, RUN may be a run directory, a folder holding\n"
+        "runs (listed in natural order: r2 before r10) or - for paths read from standard\n"
+        "input, one a line.",
+        epilog="exit status:\n"
+        + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"perfkit {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error on stderr"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     report = commands.add_parser("report", help="the seed-style performance table of runs")
@@ -131,8 +174,15 @@ def _parser() -> argparse.ArgumentParser:
         "--fail-if-slower",
         type=float,
         metavar="PCT",
-        help="exit 1 when a RUN group is slower than BASELINE by more than PCT percent and "
-        "beyond the 95%% intervals (throughputs lower, times higher)",
+        help="exit 1 when a RUN group is slower than BASELINE by more than PCT percent "
+        "(throughputs lower, times higher) and a one-sided Welch t-test of the runs gives "
+        "p < ALPHA",
+    )
+    compare.add_argument(
+        "--alpha",
+        type=float,
+        default=ALPHA,
+        help="significance level of the --fail-if-slower test (default %(default)s)",
     )
     compare.add_argument(
         "--metric",
@@ -166,6 +216,20 @@ def _parser() -> argparse.ArgumentParser:
         help="the caches were cleared before the run (cache_clear true; default false)",
     )
     mllog.set_defaults(handler=_mllog)
+
+    export = commands.add_parser(
+        "export", help="runs to a Parquet dataset, TensorBoard event files or MLflow"
+    )
+    export.add_argument("runs", nargs="+", metavar="RUN", help="run directories or folders")
+    export.add_argument(
+        "--to",
+        nargs=2,
+        required=True,
+        metavar=("TARGET", "DEST"),
+        help=f"TARGET one of {', '.join(EXPORT_TARGETS)}; DEST the dataset folder (parquet), "
+        "the log folder (tensorboard) or the tracking URI (mlflow)",
+    )
+    export.set_defaults(handler=_export)
     return parser
 
 
@@ -175,7 +239,9 @@ def _report(args: argparse.Namespace) -> str:
 
 def _compare(args: argparse.Namespace) -> str:
     groups = args.fail_if_slower is not None
-    return analysis.compare_text(args.baseline, *args.others, fmt=args.format, groups=groups)
+    return analysis.compare_text(
+        args.baseline, *args.others, fmt=args.format, groups=groups, alpha=args.alpha
+    )
 
 
 def _plot(args: argparse.Namespace) -> str:
@@ -197,6 +263,12 @@ def _mllog(args: argparse.Namespace) -> str:
         cache_clear=args.cache_clear,
     )
     return "\n".join(lines)
+
+
+def _export(args: argparse.Namespace) -> str:
+    target, dest = args.to
+    done = analysis.export(args.runs, target, dest)
+    return f"exported {len(done)} run{'s' if len(done) != 1 else ''} to {target} {dest}"
 
 
 if __name__ == "__main__":

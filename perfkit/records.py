@@ -12,11 +12,12 @@ A run directory holds:
   records per step (:data:`STEP_NAMES`) into records.jsonl instead;
 - ``summary.json``  the summary, written atomically when the run ends (also when it fails).
 
-Every event has the fields of :data:`RECORD_FIELDS`; ``docs/record.schema.json`` is the JSON
-Schema of one line. Values are in base units only (seconds, bytes, FLOPs, samples, joules);
-``unit`` names the unit. ``value`` is a float or ``null`` (a value the device could not report,
-or a text-only event such as a probe error, whose text is in ``note``). ``t`` is seconds since
-the run started on the run's host clock. The names and units are in :data:`RECORD_NAMES`.
+Every event has the fields of :data:`RECORD_FIELDS`; :func:`json_schema` (the package's
+``record.schema.json``) is the JSON Schema of one line. Values are in base units only (seconds,
+bytes, FLOPs, samples, joules); ``unit`` names the unit. ``value`` is a float or ``null`` (a
+value the device could not report, or a text-only event such as a probe error, whose text is in
+``note``). ``t`` is seconds since the run started on the run's host clock. The names and units
+are in :data:`RECORD_NAMES`.
 """
 
 from __future__ import annotations
@@ -129,6 +130,15 @@ def reserved_names() -> frozenset[str]:
 
     probe = {f.name for f in dataclasses.fields(DeviceSample) if f.type == "float"}
     return frozenset(RECORD_NAMES) | frozenset(PHASE_NAMES) | frozenset(probe)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (2020-12) of one records.jsonl line, with the steps.bin header in
+    ``$defs.steps_header``: the ``record.schema.json`` shipped inside the package, read through
+    importlib.resources (so it is found in a wheel, a zip or a source tree alike)."""
+    from importlib.resources import files
+
+    return dict(json.loads(files("perfkit").joinpath("record.schema.json").read_text("utf-8")))
 
 
 def rank_file(name: str, rank: int) -> str:

@@ -120,3 +120,12 @@ def read_step_rows(path: Path) -> list[dict[str, Any]]:
         {c: int(v) if c in ints else v for c, v in zip(header["columns"], row, strict=True)}
         for row in rows.tolist()
     ]
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A local MLflow file store's tracking URI, with MLflow's telemetry off (nothing leaves
+    the machine) and its file store allowed (MLflow 3 asks for the opt-in)."""
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    return (tmp_path / "mlruns").as_uri()

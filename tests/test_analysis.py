@@ -270,7 +270,7 @@ def test_a_run_killed_before_any_record(runs, tmp_path):
     started = tmp_path / "started"
     started.mkdir()
     shutil.copy(runs["slow"] / "meta.json", started)
-    (row,) = seed_tables(started)["infer"].to_dict(orient="records")
+    (row,) = seed_tables(started)["none"].to_dict(orient="records")  # no phase: not inference
     assert row["status"] == "partial" and row["e2e_time"] == "/" and row["config"] == "1x1"
     assert step_times(started).empty and io_share(started).empty
     validate_trace(chrome_trace(started))
@@ -346,7 +346,8 @@ def test_plot_has_the_three_axes_and_renders(probed, tmp_path):
     assert memory.get_ylabel() == "GiB" and steps.get_ylabel() == "ms per step"
     assert throughput.get_ylabel() == "samples/s"
     assert throughput.get_xlabel() == "time since run start (s)"
-    (card,) = [line for line in memory.get_lines() if line.get_label() == "card:0"]
+    # 10 GiB used of 32: the capacity (more than 1.5x the use) named in the label, no line
+    (card,) = [line for line in memory.get_lines() if line.get_label() == "card:0 of 32.0 GiB"]
     assert set(card.get_ydata()) == {10.0}  # 10 GiB used throughout
     step_line = next(line for line in steps.get_lines() if line.get_label() == "step")
     # each step: IO 0.1 s + compute 0.4 s = 500 ms, drawn from its start to its end

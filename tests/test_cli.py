@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+import perfkit
 from perfkit.cli import main
+from tests.conftest import FakeClock
 from tests.test_analysis import infer_run, train_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +62,62 @@ def test_report_csv_and_json(runs, capsys):
     assert code == 0
     table = json.loads(out)
     assert list(table) == ["train"]
-    assert [r["p_train"] for r in table["train"]] == ["4.0", "8.0"]  # 64/16 s, 64/8 s
+    assert [r["p_train"] for r in table["train"]] == [4.0, 8.0]  # 64/16 s, 64/8 s: numbers
+    code, out, _ = run_cli(capsys, "report", runs["infer"], "--format", "json")
+    (row,) = json.loads(out)["infer"]
+    # MFU 1e10 FLOPs x 768 / 9 s / 1e12 = 0.85333 (a fraction); 12 s e2e; no val phase: null
+    assert row["MFU"] == pytest.approx(1e10 * 768 / 9 / 1e12) and row["e2e_time"] == 12.0
+    assert row["p_val_whole"] is None and row["precision"] == "fp16"
+
+
+def test_failed_runs_are_listed_by_what_they_ran(capsys, tmp_path):
+    clock = FakeClock()
+    with pytest.raises(RuntimeError, match="boom"):  # a training run that crashed in its loop
+        with perfkit.Run("crashed", out_dir=tmp_path, clock=clock, device="cpu", probes=None) as r:
+            with r.phase("train"):
+                clock.advance(1.0)
+                raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="early"):  # one that crashed before any phase
+        with perfkit.Run("early", out_dir=tmp_path, clock=clock, device="cpu", probes=None):
+            raise RuntimeError("early")
+    code, out, _ = run_cli(capsys, "report", tmp_path)
+    assert code == 0
+    training = out.split("## Training runs")[1].split("##")[0]
+    assert "crashed-" in training and "| failed |" in training
+    before = out.split("## Runs that ended before any phase")[1]
+    assert "early-" in before and "| failed |" in before
+    assert "Inference runs" not in out
+
+
+def test_runs_in_natural_order_and_from_stdin(capsys, tmp_path, monkeypatch):
+    for name in ("r10", "r2", "r1"):
+        train_run(tmp_path / name, name)
+    code, out, _ = run_cli(capsys, "report", tmp_path)
+    names = [line.split("|")[1].strip().split("-")[0] for line in out.splitlines()[2:]]
+    assert code == 0 and names == ["r1", "r2", "r10"]  # as text r10 came before r2
+    runs = sorted(p.parent for p in tmp_path.rglob("meta.json"))
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{runs[2]}\n\n{runs[0]}\n"))
+    code, out, _ = run_cli(capsys, "compare", runs[1], "-", "--format", "json")
+    assert code == 0 and [c for c in json.loads(out)["status"]] == [
+        runs[1].name, runs[2].name, runs[0].name,
+        f"{runs[2].name}/baseline", f"{runs[0].name}/baseline",
+    ]  # fmt: skip
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    code, _, err = run_cli(capsys, "report", "-")
+    assert code == 2 and "standard input named none" in err
+
+
+def test_debug_shows_the_traceback_and_help_lists_exit_codes(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "report", tmp_path / "nope")
+    assert code == 2 and "Traceback" not in err
+    code, _, err = run_cli(capsys, "--debug", "report", tmp_path / "nope")
+    assert code == 2 and "Traceback (most recent call last)" in err
+    assert "FileNotFoundError: no such run directory" in err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = capsys.readouterr().out
+    assert "exit status:\n  0  success\n  1  compare --fail-if-slower" in help_text
+    assert "  2  bad input" in help_text
 
 
 def test_compare_prints_ratios(runs, capsys):

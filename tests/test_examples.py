@@ -188,3 +188,25 @@ def test_step_schedule_warms_up_then_decays():
     assert rates[19] == 1.0 and rates[20] == pytest.approx(0.1)
     assert common.scaled_milestones((16, 22), 26, 1) == [1, 1]
     assert common.scaled_milestones((43, 54), 65, 65) == [43, 54]
+
+
+def test_demo_ends_with_mfu_plots_and_traces(tmp_path, capsys):
+    from datetime import datetime, timezone
+
+    from examples import demo
+    from tests.test_analysis import infer_run, train_run
+
+    before = tmp_path / "old"
+    train_run(before, "earlier")  # a run from before the demo: left alone
+    since = datetime.now(timezone.utc)
+    infer = infer_run(tmp_path / "new")  # MFU 1e10 FLOPs x 768 / 9 s / 1e12 = 85.33 %
+    train = train_run(tmp_path / "new", "train")
+    demo.show_runs(tmp_path, since)
+    out = capsys.readouterr().out
+    assert "infer: MFU 85.33% (peak: given by the caller)" in out
+    assert "train: no MFU (this case counts no FLOPs)" in out
+    for run_dir in (infer, train):
+        assert (run_dir / "plot.png").read_bytes()[:4] == b"\x89PNG"
+        assert json.loads((run_dir / "trace.json").read_text())["traceEvents"]
+        assert f"plot:  {run_dir / 'plot.png'}" in out
+    assert "earlier" not in out

@@ -17,6 +17,8 @@ from examples import common
 from examples.data import (
     CocoDetection,
     DataError,
+    classification_probe,
+    classification_transform,
     coco_split,
     collate_detection,
     imagenet_val,
@@ -78,6 +80,26 @@ def test_classification_set_is_an_image_folder(tmp_path):
     assert imagenet_val(tmp_path) == folder
     dataset = torchvision.datasets.ImageFolder(folder)
     assert len(dataset.classes) == 3 and len(dataset) == 6
+    train = torchvision.datasets.ImageFolder(tmp_path / "train")  # other images, same classes
+    assert train.classes == dataset.classes and len(train) == 3 * 4
+
+
+@pytest.mark.slow
+def test_the_probe_learns_the_built_in_classes(tmp_path):
+    """The built-in weights' top-1 on the validation images, computed here with torch.topk,
+    is far above the 1/8 of chance (the probe is fitted to the train images only)."""
+    import torchvision
+
+    folder = make_classification_dataset(tmp_path)
+    weights = classification_probe(tmp_path, 64)
+    model = torchvision.models.resnet50().eval()
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    dataset = torchvision.datasets.ImageFolder(folder, classification_transform(64))
+    correct = 0
+    with torch.inference_mode():
+        for images, labels in torch.utils.data.DataLoader(dataset, batch_size=16):
+            correct += int((model(images).topk(1).indices[:, 0] == labels).sum())
+    assert correct / len(dataset) >= 0.75
 
 
 class Replay(torch.nn.Module):

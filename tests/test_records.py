@@ -1,4 +1,4 @@
-"""The record schema: records.py, docs/record.schema.json and what runs write agree; the
+"""The record schema: records.py, perfkit/record.schema.json and what runs write agree; the
 binary step log's torn tail; schema-1 runs still read."""
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from perfkit.records import (
     SCHEMA_VERSION,
     STEP_COLUMNS,
     RecordError,
+    json_schema,
     read_records,
 )
 from perfkit.steplog import MAGIC, ROW_BYTES, read_step_log
 from tests.test_run_probes import BrokenProbe, CardProbe
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = json.loads((REPO / "docs" / "record.schema.json").read_text())
+SCHEMA = json_schema()  # the package's record.schema.json, as a wheel ships it
 SCHEMA1_RUN = REPO / "tests" / "fixtures_schema1" / "schema1-20261201-215638-6810"
 
 

@@ -227,7 +227,7 @@ def test_import_is_cheap_and_touches_no_hardware():
     code = (
         "import sys, perfkit; "
         "print(sorted(m for m in ('torch', 'pynvml', 'pandas', 'numpy', 'matplotlib', "
-        "'pycocotools', 'psutil') if m in sys.modules))"
+        "'pycocotools', 'psutil', 'mlflow', 'tensorboard', 'pyarrow') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -9,9 +9,10 @@ Files are read with ``json.loads`` only: nothing in a run directory is evaluated
 
 from __future__ import annotations
 
+from perfkit.analysis._export import export
+from perfkit.analysis._load import load
 from perfkit.analysis._mllog import mllog_lines
 from perfkit.analysis._plot import plot_run, save_plot
-from perfkit.analysis._read import load
 from perfkit.analysis._render import compare_text, report_text
 from perfkit.analysis._repeats import compare_groups, group_stats, regressions, repeat_stats
 from perfkit.analysis._tables import compare, io_share, seed_tables, step_times, summaries
@@ -22,6 +23,7 @@ __all__ = [
     "compare",
     "compare_groups",
     "compare_text",
+    "export",
     "group_stats",
     "io_share",
     "load",

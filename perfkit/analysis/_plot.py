@@ -35,6 +35,17 @@ _GIB = 2.0**30
 #: Throughputs of two phase kinds whose medians differ by more than this factor get their own
 #: y axes (the second on the right), so that both stay readable.
 SEPARATE_AXES_RATIO = 4.0
+#: The memory axis is scaled to the memory used; a device's capacity is drawn as a dashed line
+#: only when it is at most this many times the highest use (else it is named in the label
+#: only, so 0.6 GiB of a 24 GiB host stays readable).
+CAPACITY_LINE_WITHIN = 1.5
+#: Steps in the throughput panel's rolling median (centred, per phase).
+ROLLING_STEPS = 9
+#: The throughput axis ends at this many times the highest rolling median or phase average;
+#: faster single steps (a sub-millisecond outlier) are clipped, and the axis says how many.
+CLIP_ABOVE = 3.0
+#: Rows of phase names at the top of the memory panel; a name with no free row is left out.
+NAME_ROWS = 4
 
 
 def plot_run(run_dir: PathArg, *, rank: int = 0) -> Figure:
@@ -87,16 +98,8 @@ def plot_run(run_dir: PathArg, *, rank: int = 0) -> Figure:
                 title=mem_title if ax is axes[0] else None,
                 title_fontsize="small",
             )
-    for phase in row_dicts(own_phases):  # phase names along the top
-        axes[0].annotate(
-            str(phase["phase"]),
-            (phase["start_t"], 1.0),
-            xycoords=("data", "axes fraction"),
-            xytext=(2, -10),
-            textcoords="offset points",
-            fontsize="x-small",
-        )
     axes[2].set_xlabel("time since run start (s)")
+    _phase_names(figure, axes[0], own_phases)
     return figure
 
 
@@ -137,24 +140,30 @@ def _memory(ax: Axes, run: RunData) -> str | None:
     used = pd.concat(
         [tree, used[~used["rank"].isin(tree["rank"]) | (used["device"] != HOST_DEVICE)]]
     )
+    top = float(used["value"].max()) / _GIB if not used.empty else 0.0
+    shown_top = top
     for (rank, device), rows in used.groupby(["rank", "device"]):
         name = label(rank, device)
         if device == HOST_DEVICE:
             tree_rss = (rows["name"] == "process_tree_rss_bytes").any()
             name += " (process tree RSS)" if tree_rss else " (system RAM used)"
-        (line,) = ax.plot(rows["t"], rows["value"] / _GIB, label=name)
         total = memory[
             (memory["name"] == "memory_total_bytes")
             & (memory["rank"] == rank)
             & (memory["device"] == device)
         ]["value"].max()
-        if total == total:  # not NaN
+        if total == total:  # not NaN: the capacity in the label, as a line where it is near
+            name += f" of {total / _GIB:.1f} GiB"
+        (line,) = ax.plot(rows["t"], rows["value"] / _GIB, label=name)
+        if total == total and total / _GIB <= CAPACITY_LINE_WITHIN * top:
             ax.axhline(total / _GIB, color=line.get_color(), linestyle="--", linewidth=0.8)
+            shown_top = max(shown_top, total / _GIB)
     if used.empty:
         ax.text(0.5, 0.5, "no memory samples", transform=ax.transAxes, ha="center")
+        ax.set_ylim(bottom=0)
+    else:  # scaled to what is drawn, with room above it for the phase names
+        ax.set_ylim(0, 1.3 * shown_top if shown_top > 0 else 1.0)
     ax.set_ylabel("GiB")
-    ax.margins(y=0.15)  # room above the capacity line for the phase names
-    ax.set_ylim(bottom=0)
     mem = (run.summary or {}).get("mem")
     return None if mem is None else f"summary mem {mem} GiB"
 
@@ -194,7 +203,11 @@ def _step_split(ax: Axes, steps: pd.DataFrame) -> None:
 
 
 def _throughput(ax: Axes, steps: pd.DataFrame, phases: pd.DataFrame) -> list[Axes]:
-    """Draws the throughput panel; returns the extra y axes it made (right side)."""
+    """Draws the throughput panel - each step's rate faint, its rolling median over
+    :data:`ROLLING_STEPS` steps of the phase solid, each phase's average dashed, the axis
+    clipped above the medians (:func:`_clip`); returns the extra y axes it made (right side)."""
+    import numpy as np
+
     rate = steps["samples"] / steps["step_time"].where(steps["step_time"] > 0)
     steps = steps.assign(rate=rate)
     kinds = [str(k) for k in dict.fromkeys(steps["kind"])]
@@ -211,19 +224,31 @@ def _throughput(ax: Axes, steps: pd.DataFrame, phases: pd.DataFrame) -> list[Axe
             twin.spines["right"].set_position(("axes", 1.0 + 0.06 * len(twins)))
         twins.append(twin)
         axis_of[kind] = twin
+    robust: dict[int, float] = {}  # per axis: the highest rolling median or phase average
+    raw: dict[int, list[float]] = {}
     for key, rows in steps.groupby("kind", sort=False):
         name = str(key)
         color = KIND_COLORS.get(name, "tab:gray")
         target = axis_of[name]
         x, y = _blocks(rows["start_t"], rows["t"], rows["rate"])
-        target.plot(x, y, color=color, label=f"{name} per step")
+        target.plot(x, y, color=color, alpha=0.3, linewidth=0.8, label=f"{name} per step")
+        median = rows.groupby(["phase", "index"], dropna=False)["rate"].transform(
+            lambda r: r.rolling(ROLLING_STEPS, center=True, min_periods=1).median()
+        )
+        x, y = _blocks(rows["start_t"], rows["t"], median)
+        target.plot(x, y, color=color, linewidth=1.6, label=f"{name} median of {ROLLING_STEPS}")
+        robust[id(target)] = max(robust.get(id(target), 0.0), float(np.nanmax(y, initial=0.0)))
+        raw.setdefault(id(target), []).extend(rows["rate"].dropna())
         if target is not ax:
             target.set_ylabel(f"{name} samples/s", color=color)
             target.tick_params(axis="y", colors=color)
     averages = row_dicts(phases[phases["wall_s"] > 0])
     for number, phase in enumerate(averages):
-        axis_of.get(str(phase["kind"]), ax).hlines(
-            phase["samples"] / phase["wall_s"],
+        target = axis_of.get(str(phase["kind"]), ax)
+        rate = phase["samples"] / phase["wall_s"]
+        robust[id(target)] = max(robust.get(id(target), 0.0), rate)
+        target.hlines(
+            rate,
             phase["start_t"],
             phase["end_t"],
             colors="black",
@@ -233,9 +258,58 @@ def _throughput(ax: Axes, steps: pd.DataFrame, phases: pd.DataFrame) -> list[Axe
         )
     ax.set_ylabel("samples/s" if not twins else f"{kinds[0]} samples/s")
     for target in (ax, *twins):
-        target.margins(y=0.1)
-        target.set_ylim(bottom=0)
+        _clip(target, robust.get(id(target), 0.0), raw.get(id(target), []))
     return twins
+
+
+def _clip(ax: Axes, robust: float, rates: list[float]) -> None:
+    """The axis from 0 to :data:`CLIP_ABOVE` x ``robust`` (its highest rolling median or phase
+    average), saying how many per-step ``rates`` lie above it."""
+    if not robust > 0:
+        ax.set_ylim(bottom=0)
+        return
+    top = CLIP_ABOVE * robust
+    ax.set_ylim(0, top)
+    above = [r for r in rates if r > top]
+    if above:
+        ax.text(
+            0.99,
+            0.97,
+            f"{len(above)} step(s) above the axis, up to {max(above):.4g} samples/s",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize="x-small",
+        )
+
+
+def _phase_names(figure: Figure, ax: Axes, phases: pd.DataFrame) -> None:
+    """Each phase's name at the top of ``ax``, at its start: in the first of
+    :data:`NAME_ROWS` rows where it overlaps no name already placed (measured on the laid-out
+    figure); a name with no free row is left out (its band's colour still shows the kind)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()  # lay the figure out as savefig does, so the names' extents are final
+    renderer = canvas.get_renderer()
+    placed: list[list[Any]] = [[] for _ in range(NAME_ROWS)]
+    for phase in row_dicts(phases):
+        text = ax.annotate(
+            str(phase["phase"]),
+            (phase["start_t"], 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(2, -10),
+            textcoords="offset points",
+            fontsize="x-small",
+        )
+        for row, boxes in enumerate(placed):
+            text.set_position((2, -10 - 9 * row))
+            box = text.get_window_extent(renderer).expanded(1.1, 1.0)
+            if not any(box.overlaps(other) for other in boxes):
+                boxes.append(box)
+                break
+        else:
+            text.remove()
 
 
 def _phase_bands(ax: Axes, phases: pd.DataFrame) -> None:

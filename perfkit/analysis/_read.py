@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,17 +50,33 @@ def find_runs(paths: PathArg | Iterable[PathArg]) -> list[Path]:
         if _is_run_dir(path):
             runs.append(path)
             continue
-        found = sorted(
-            {p.parent for p in path.rglob("records*.jsonl")}
-            | {p.parent for p in path.rglob("steps*.bin")}
-            | {p.parent for p in path.rglob(META_FILE)}
-        )
+        found = sorted(_run_dirs_under(path), key=natural_key)
         if not found:
             raise RecordError(
                 f"{str(path)!r} holds no perfkit run (a folder with records.jsonl / meta.json)"
             )
         runs.extend(found)
     return runs
+
+
+def _run_dirs_under(folder: Path) -> Iterator[Path]:
+    """Every folder under ``folder`` (itself included, symlinks not followed) holding a
+    records*.jsonl, a steps*.bin or a meta.json: one walk of the tree."""
+    for top, _dirs, files in os.walk(folder):
+        if any(
+            name == META_FILE
+            or (name.startswith("records") and name.endswith(".jsonl"))
+            or (name.startswith("steps") and name.endswith(".bin"))
+            for name in files
+        ):
+            yield Path(top)
+
+
+def natural_key(path: Path) -> tuple[tuple[int, int | str], ...]:
+    """Sort key of ``path`` in natural order: digit runs compare as numbers (r2 before r10)."""
+    parts = re.split(r"([0-9]+)", path.as_posix())  # odd indices: the digit runs
+    key = tuple((0, int(part)) if i % 2 else (1, part) for i, part in enumerate(parts) if part)
+    return (*key, (2, path.as_posix()))  # r01 and r1: decided by the text
 
 
 def find_run(path: PathArg) -> Path:
@@ -291,143 +308,6 @@ def _legacy_steps(records: pd.DataFrame) -> pd.DataFrame:
 def read_runs(paths: PathArg | Iterable[PathArg]) -> list[RunData]:
     """:func:`read_run` for every run under ``paths`` (see :func:`find_runs`)."""
     return [read_run(run_dir) for run_dir in find_runs(paths)]
-
-
-def load(paths: PathArg | Iterable[PathArg], *, long: bool = False) -> pd.DataFrame:
-    """DataFrame of every record of every run under ``paths``, schema-1 and schema-2 runs alike:
-    one row per event and one row per step.
-
-    Columns: the record fields (run_id, rank, phase, step, name, value, unit, t, device, note,
-    kind), then the step columns of :data:`STEP_NAMES` (step_time, io_time, compute_time in s,
-    samples: set on the step rows, whose ``name`` is "step"; NaN on the events), then run_dir,
-    status ("ok", "failed" or "partial"), the metadata columns of :data:`META_COLUMNS` prefixed
-    ``run_`` and the run's config as ``config.<key>``. ``long=True`` gives the tidy long form
-    instead: each step as four records named step_time, io_time, compute_time and samples
-    (``value`` and ``unit``), without the step columns. Values are in base units (``unit``:
-    seconds, bytes, samples); ``t`` is seconds since run start. Text columns with few distinct
-    values are categoricals.
-    """
-    import pandas as pd
-
-    frames = [_run_frame(run, long) for run in read_runs(paths)]
-    if len(frames) == 1:
-        return frames[0]
-    order = list(dict.fromkeys(c for f in frames for c in f.columns))
-    categorical = [c for c in order if any(_is_categorical(f, c) for f in frames)]
-    joined = {column: _joined_categorical(frames, column) for column in categorical}
-    table = pd.concat(
-        [f.drop(columns=[c for c in categorical if c in f]) for f in frames], ignore_index=True
-    )
-    for column, values in joined.items():
-        table[column] = values
-    return table[order]
-
-
-def _joined_categorical(frames: list[pd.DataFrame], column: str) -> Any:
-    """``column`` of every frame, one after the other, as one categorical (missing where a
-    frame has no such column); categories of any dtype are joined as objects."""
-    import numpy as np
-    import pandas as pd
-
-    parts = [pd.Categorical(f[column]) if column in f else None for f in frames]
-    known = pd.Index(
-        list(dict.fromkeys(c for p in parts if p is not None for c in p.categories)),
-        dtype=object,
-    )
-    codes = []
-    for frame, part in zip(frames, parts, strict=True):
-        if part is None:
-            codes.append(np.full(len(frame), -1))
-            continue
-        remap = np.append(known.get_indexer(part.categories.astype(object)), -1)
-        codes.append(remap[part.codes])  # code -1 (missing) takes the appended -1
-    return pd.Categorical.from_codes(np.concatenate(codes), dtype=pd.CategoricalDtype(known))
-
-
-def _is_categorical(frame: pd.DataFrame, column: str) -> bool:
-    import pandas as pd
-
-    return column in frame and isinstance(frame[column].dtype, pd.CategoricalDtype)
-
-
-#: The ``name`` of load()'s step rows (one row per step, its quantities in the STEP_NAMES
-#: columns).
-STEP_ROW_NAME = "step"
-
-
-def _run_frame(run: RunData, long: bool) -> pd.DataFrame:
-    """load()'s rows of one run: its events, then its steps (``long``: four records each)."""
-    import numpy as np
-    import pandas as pd
-
-    events, steps = run.records, run.steps
-    n = len(steps)
-    per = len(STEP_NAMES) if long else 1  # rows per step
-    phase_codes, phase_names = pd.factorize(steps["phase"])
-    nothing: tuple[Any, list[Any]] = (np.full(per * n, -1), [])
-    if long:
-        names = (np.tile(np.arange(per), n), list(STEP_NAMES))
-        units = (np.tile(np.asarray([0, 0, 0, 1]), n), ["s", "samples"])
-    else:
-        names, units = (np.zeros(n, dtype=np.int64), [STEP_ROW_NAME]), nothing
-    step_parts: dict[str, tuple[Any, list[Any]]] = {
-        "run_id": (np.zeros(per * n, dtype=np.int64), [run.run_id]),
-        "phase": (np.repeat(phase_codes, per), list(phase_names)),
-        "name": names,
-        "unit": units,
-        "device": nothing,
-        "note": nothing,
-        "kind": nothing,
-    }
-    columns: dict[str, Any] = {}
-    for field, (codes, categories) in step_parts.items():
-        known = pd.Index(list(dict.fromkeys([*events[field].dropna(), *categories])))
-        # codes of ``categories`` -> codes of ``known``; -1 (missing) takes the appended -1
-        step_codes = np.append(known.get_indexer(pd.Index(categories)), -1)[codes]
-        columns[field] = pd.Categorical.from_codes(
-            np.concatenate([known.get_indexer(events[field]), step_codes]),
-            dtype=pd.CategoricalDtype(known),
-        )
-    numbers = {
-        "rank": (events["rank"], steps["rank"]),
-        "step": (pd.to_numeric(events["step"]), steps["step"]),
-        "t": (events["t"], steps["t"]),
-    }
-    for field, (event_part, step_part) in numbers.items():
-        columns[field] = np.concatenate(
-            [event_part.to_numpy(dtype=float), np.repeat(step_part.to_numpy(dtype=float), per)]
-        )
-    columns["rank"] = columns["rank"].astype(np.int64)
-    event_values = events["value"].to_numpy(dtype=float)
-    if long:
-        values = np.column_stack([steps[c].to_numpy(dtype=float) for c in STEP_NAMES]).ravel()
-    else:
-        values = np.full(n, np.nan)
-        for name in STEP_NAMES:
-            columns[name] = np.concatenate(
-                [np.full(len(events), np.nan), steps[name].to_numpy(dtype=float)]
-            )
-    columns["value"] = np.concatenate([event_values, values])
-    rows = len(events) + per * n
-    fields = [*RECORD_FIELDS, *([] if long else STEP_NAMES)]
-    frame = pd.DataFrame({field: columns[field] for field in fields})
-    constants: dict[str, Any] = {"run_dir": str(run.run_dir), "status": run.status}
-    constants |= {f"run_{key}": run.meta.get(key) for key in META_COLUMNS}
-    constants |= {
-        f"config.{key}": value if not isinstance(value, (list, dict)) else str(value)
-        for key, value in run.config.items()
-    }
-    for column, value in constants.items():
-        if isinstance(value, str) or value is None:
-            codes = np.zeros(rows, dtype=np.int8)  # calloc: no pass over the rows
-            if value is None:
-                codes -= 1
-            frame[column] = pd.Categorical.from_codes(
-                codes, dtype=pd.CategoricalDtype([] if value is None else [value])
-            )
-        else:
-            frame[column] = value
-    return frame
 
 
 # -------------------------------------------------------------------------------- tables

@@ -10,14 +10,18 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from perfkit.analysis._read import PathArg, find_runs
-from perfkit.analysis._repeats import compare_groups
+from perfkit.analysis._repeats import ALPHA, compare_groups
 from perfkit.analysis._tables import MISSING, compare, seed_rows
 
 if TYPE_CHECKING:
     import pandas as pd
 
 FORMATS = ("md", "csv", "json")
-_TITLES = {"train": "Training runs", "infer": "Inference runs"}
+_TITLES = {
+    "train": "Training runs",
+    "infer": "Inference runs",
+    "none": "Runs that ended before any phase",
+}
 
 
 def _check_format(fmt: str) -> None:
@@ -30,9 +34,9 @@ def report_text(paths: PathArg | Iterable[PathArg], fmt: str = "md") -> str:
     :func:`perfkit.analysis.seed_tables`) as ``fmt`` ("md", "csv" or "json"); one table per
     kind of run, titled when there are both."""
     _check_format(fmt)
+    if fmt == "json":  # numbers as JSON numbers, in the summary's units
+        return json.dumps(seed_rows(paths, numbers=True), indent=2)
     tables = seed_rows(paths)  # a finished run's table reads its summary.json only: no pandas
-    if fmt == "json":
-        return json.dumps(tables, indent=2)
     parts = []
     for kind, rows in tables.items():
         header = list(rows[0])
@@ -52,13 +56,20 @@ def _csv(header: list[str], rows: list[list[str]]) -> str:
     return out.getvalue().rstrip()
 
 
-def compare_text(baseline: PathArg, *others: PathArg, fmt: str = "md", groups: bool = False) -> str:
+def compare_text(
+    baseline: PathArg,
+    *others: PathArg,
+    fmt: str = "md",
+    groups: bool = False,
+    alpha: float = ALPHA,
+) -> str:
     """:func:`perfkit.analysis.compare` as ``fmt`` ("md", "csv" or "json"); when ``groups`` is
     True or ``baseline`` holds several runs, :func:`perfkit.analysis.compare_groups` (each
-    argument a group of repeated runs: mean, std, 95 % interval)."""
+    argument a group of repeated runs: mean, std, 95 % interval, Welch p-value and the
+    ``slower`` verdict at level ``alpha``)."""
     _check_format(fmt)
     if groups or len(find_runs(baseline)) > 1:
-        frame = compare_groups(baseline, *others)
+        frame = compare_groups(baseline, *others, alpha=alpha)
     else:
         frame = compare(baseline, *others)
     if fmt == "json":

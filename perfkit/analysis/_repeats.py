@@ -3,31 +3,20 @@ and the comparison of two groups of runs that a CI job can fail on (``--fail-if-
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from perfkit.analysis._read import PathArg, find_runs
+from perfkit.analysis._student import t_ppf, welch
 from perfkit.analysis._tables import summaries
 
 if TYPE_CHECKING:
     import pandas as pd
 
-#: Two-sided 95 % critical values of Student's t (the 0.975 quantile) by degrees of freedom:
-#: NIST/SEMATECH e-Handbook of Statistical Methods, section 1.3.6.7.2 "Critical Values of the
-#: Student's t Distribution", column 0.975 (https://www.itl.nist.gov/div898/handbook/eda/section3/
-#: eda3672.htm); beyond 100 degrees of freedom the normal quantile 1.960.
-T_975: dict[int, float] = {
-    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-    10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
-    18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060,
-    26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042, 40: 2.021, 50: 2.009, 60: 2.000,
-    80: 1.990, 100: 1.984,
-}  # fmt: skip
-_NORMAL_975 = 1.960
-_TABULATED = sorted(T_975)
+#: Default significance level of the regression gate (one-sided Welch t-test).
+ALPHA = 0.05
 #: Columns of :func:`repeat_stats` per metric.
 STAT_COLUMNS = ("n", "mean", "std", "ci_low", "ci_high")
 #: Summary metrics that describe runs rather than measure them, left out of the statistics.
@@ -37,23 +26,14 @@ _NOT_MEASURED = ("world_size", "bs")
 class MetricStats(NamedTuple):
     """One metric over repeated runs: n values, their mean, sample standard deviation
     (n - 1 in the denominator) and the 95 % confidence interval of the mean,
-    mean +- t(0.975, n - 1) * std / sqrt(n). std and the interval are NaN for n < 2."""
+    mean +- t(0.975, n - 1) * std / sqrt(n) (the exact Student's t quantile). std and the
+    interval are NaN for n < 2."""
 
     n: int
     mean: float
     std: float
     ci_low: float
     ci_high: float
-
-
-def t_975(df: int) -> float:
-    """Student's t 0.975 quantile for ``df`` degrees of freedom from :data:`T_975`; between
-    tabulated values the next smaller df's (a wider, conservative interval)."""
-    if isinstance(df, bool) or not isinstance(df, int) or df < 1:
-        raise ValueError(f"Expected argument `df` to be an int >= 1 but got {df!r}")
-    if df > _TABULATED[-1]:
-        return _NORMAL_975
-    return T_975[_TABULATED[bisect.bisect_right(_TABULATED, df) - 1]]
 
 
 def metric_stats(values: Iterable[float]) -> MetricStats:
@@ -66,7 +46,7 @@ def metric_stats(values: Iterable[float]) -> MetricStats:
     if n == 1:
         return MetricStats(1, mean, math.nan, math.nan, math.nan)
     std = math.sqrt(math.fsum((x - mean) ** 2 for x in data) / (n - 1))
-    half = t_975(n - 1) * std / math.sqrt(n)
+    half = t_ppf(0.975, n - 1) * std / math.sqrt(n)
     return MetricStats(n, mean, std, mean - half, mean + half)
 
 
@@ -101,9 +81,12 @@ def group_stats(paths: PathArg | Iterable[PathArg]) -> pd.DataFrame:
     """The runs under ``paths`` taken as repeats of one configuration: a row per numeric
     summary metric (summary units: s, samples/s, bytes, fractions), columns
     :data:`STAT_COLUMNS` (see :class:`MetricStats`)."""
+    return _stats(summaries(paths))
+
+
+def _stats(table: pd.DataFrame) -> pd.DataFrame:
     import pandas as pd
 
-    table = summaries(paths)
     metrics = _numeric_metrics(table)
     frame = pd.DataFrame(
         [metric_stats(table[m].astype(float)) for m in metrics],
@@ -141,67 +124,103 @@ def _default_keys(table: pd.DataFrame) -> list[str]:
     return ["name", "layout", *(c for c in table.columns if c.startswith("config."))]
 
 
-def compare_groups(baseline: PathArg, *others: PathArg) -> pd.DataFrame:
+class Verdict(NamedTuple):
+    """The gate on one metric: the two means, ``worse_pct`` (how much worse new is than base,
+    in percent of the base mean: lower for a throughput, higher for a time; negative when
+    better), Welch's t, its degrees of freedom and the one-sided p-value that new is worse by
+    more than the gate's percentage (NaN when a side has fewer than 2 runs), and ``slower``,
+    the gate's decision."""
+
+    base_mean: float
+    new_mean: float
+    worse_pct: float
+    t: float
+    df: float
+    p: float
+    slower: bool
+
+
+def slower_test(
+    metric: str,
+    base: Iterable[float],
+    new: Iterable[float],
+    pct: float = 0.0,
+    alpha: float = ALPHA,
+) -> Verdict | None:
+    """Whether the runs ``new`` are slower than the runs ``base`` on ``metric`` (values in the
+    metric's unit, NaN left out) by more than ``pct`` percent, as a one-sided Welch t-test
+    (unequal variances) at level ``alpha``: for a throughput, of H0 mean(new) >= (1 - pct/100)
+    mean(base) against mean(new) below it (the base values scaled by 1 - pct/100); for a time
+    the mirror image, with 1 + pct/100. So a true slowdown of at most ``pct`` fails at most
+    ``alpha`` of the time. A side with one run has no variance: there the observed
+    difference alone is compared with ``pct``. None when the metric has no better direction
+    (:func:`better`) or a side has no value."""
+    direction = better(metric)
+    b = [float(v) for v in base if not math.isnan(float(v))]
+    n = [float(v) for v in new if not math.isnan(float(v))]
+    if direction is None or not b or not n:
+        return None
+    b_mean, n_mean = math.fsum(b) / len(b), math.fsum(n) / len(n)
+    worse_pct = 100.0 * direction * (b_mean - n_mean) / abs(b_mean) if b_mean else math.nan
+    margin = 1.0 - direction * pct / 100.0
+    test = welch([x * margin for x in b], n)
+    if test is None:
+        nan = math.nan
+        return Verdict(b_mean, n_mean, worse_pct, nan, nan, nan, bool(worse_pct > pct))
+    p = test.p_greater if direction < 0 else 1.0 - test.p_greater
+    return Verdict(b_mean, n_mean, worse_pct, test.t, test.df, p, bool(p < alpha))
+
+
+def _check_gate(pct: float, alpha: float) -> None:
+    if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not pct >= 0:
+        raise ValueError(f"Expected argument `pct` to be a number >= 0 but got {pct!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise ValueError(f"Expected argument `alpha` to be a number in (0, 1) but got {alpha!r}")
+
+
+def compare_groups(baseline: PathArg, *others: PathArg, alpha: float = ALPHA) -> pd.DataFrame:
     """Groups of repeated runs side by side: ``baseline`` (its runs are one group) and each of
     ``others`` (a folder of runs, or one run) as a group. A row per metric of the baseline;
     columns ``<group> <stat>`` for each :data:`STAT_COLUMNS` stat of each group (the label is
     the argument's directory name, the baseline's ``baseline``), then per other group
-    ``<group>/baseline`` (ratio of means) and ``<group> slower`` (:func:`is_slower` at 0 %:
+    ``<group>/baseline`` (ratio of means), ``<group> p`` (the one-sided Welch p-value that the
+    group is worse, :func:`slower_test` at 0 %) and ``<group> slower`` (that p < ``alpha``:
     True / False, None for metrics without a better direction)."""
     import pandas as pd
 
     if not others:
         raise ValueError("compare_groups(baseline, *others) needs at least one group to compare")
-    base = group_stats(find_runs(baseline))
+    _check_gate(0.0, alpha)
+    base_table = summaries(find_runs(baseline))
+    base = _stats(base_table)
     parts = [base.add_prefix("baseline ")]
     for other in others:
         label = Path(other).name
-        stats = group_stats(find_runs(other)).reindex(base.index)
+        table = summaries(find_runs(other))
+        stats = _stats(table).reindex(base.index)
         parts.append(stats.add_prefix(f"{label} "))
         ratio = stats["mean"] / base["mean"].where(base["mean"] != 0)
-        slower = [
-            is_slower(metric, _row(base, metric), _row(stats, metric), pct=0.0)
-            for metric in base.index
+        verdicts = [
+            slower_test(m, _values(base_table, m), _values(table, m), 0.0, alpha)
+            for m in base.index
         ]
         parts.append(
-            pd.DataFrame({f"{label}/baseline": ratio, f"{label} slower": slower}, index=base.index)
+            pd.DataFrame(
+                {
+                    f"{label}/baseline": ratio,
+                    f"{label} p": [math.nan if v is None else v.p for v in verdicts],
+                    f"{label} slower": [None if v is None else v.slower for v in verdicts],
+                },
+                index=base.index,
+            )
         )
     frame = pd.concat(parts, axis=1)
     frame.index.name = "metric"
     return frame
 
 
-def is_slower(metric: str, base: MetricStats, new: MetricStats, pct: float) -> bool | None:
-    """Whether ``new`` is slower than ``base`` on ``metric`` beyond ``pct`` percent and
-    beyond the confidence intervals: for a throughput (higher is better) the new mean is below
-    base mean x (1 - pct/100) and the new interval lies wholly below the base interval; for a
-    time (lower is better) the mirror image. A group of one run has no interval: its value
-    stands for it, so only ``pct`` applies. None when the metric has no better direction or a
-    side has no value."""
-    direction = better(metric)
-    if direction is None:
-        return None
-    b_mean, b_low, b_high = _bounds(base)
-    n_mean, n_low, n_high = _bounds(new)
-    if math.isnan(b_mean) or math.isnan(n_mean):
-        return None
-    factor = pct / 100.0
-    if direction > 0:
-        return bool(n_mean < b_mean * (1.0 - factor) and n_high < b_low)
-    return bool(n_mean > b_mean * (1.0 + factor) and n_low > b_high)
-
-
-def _bounds(stats: MetricStats) -> tuple[float, float, float]:
-    low, high = stats.ci_low, stats.ci_high
-    if math.isnan(low) or math.isnan(high):
-        low = high = stats.mean
-    return stats.mean, low, high
-
-
-def _row(frame: pd.DataFrame, metric: str) -> MetricStats:
-    row = frame.loc[metric]
-    n = row["n"]
-    return MetricStats(int(n) if n == n else 0, *(float(row[c]) for c in STAT_COLUMNS[1:]))
+def _values(table: pd.DataFrame, metric: str) -> list[float]:
+    return list(table[metric].astype(float)) if metric in table.columns else []
 
 
 def regressions(
@@ -209,15 +228,15 @@ def regressions(
     new: PathArg | Iterable[PathArg],
     pct: float,
     metrics: Sequence[str] | None = None,
-) -> dict[str, tuple[float, float]]:
-    """Metrics on which the runs ``new`` are slower than the runs ``baseline`` beyond ``pct``
-    percent and beyond the 95 % intervals (:func:`is_slower`): {metric: (baseline mean, new
-    mean)}. ``metrics``: the metrics to check (default: every throughput and time both groups
-    have)."""
-    if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not pct >= 0:
-        raise ValueError(f"Expected argument `pct` to be a number >= 0 but got {pct!r}")
-    base = group_stats(find_runs(baseline))
-    stats = group_stats(find_runs(new))
+    alpha: float = ALPHA,
+) -> dict[str, Verdict]:
+    """Metrics on which the runs ``new`` are slower than the runs ``baseline`` by more than
+    ``pct`` percent at significance level ``alpha`` (:func:`slower_test`):
+    {metric: :class:`Verdict`}. ``metrics``: the metrics to check (default: every throughput
+    and time both groups have)."""
+    _check_gate(pct, alpha)
+    base_table, new_table = summaries(find_runs(baseline)), summaries(find_runs(new))
+    base, stats = _stats(base_table), _stats(new_table)
     names = list(metrics) if metrics is not None else [m for m in base.index if better(m)]
     unknown = [m for m in names if better(m) is None]
     if unknown:
@@ -230,7 +249,9 @@ def regressions(
         raise ValueError(f"metrics {missing} are missing from the baseline or the new runs")
     found = {}
     for metric in (m for m in names if m not in missing):
-        b, n = _row(base, metric), _row(stats, metric)
-        if is_slower(metric, b, n, pct):
-            found[metric] = (b.mean, n.mean)
+        verdict = slower_test(
+            metric, _values(base_table, metric), _values(new_table, metric), pct, alpha
+        )
+        if verdict is not None and verdict.slower:
+            found[metric] = verdict
     return found

@@ -39,6 +39,7 @@ SEED_COLUMNS: dict[str, tuple[str, ...]] = {
         "run", "config", "precision", "fix_hp", "e2e_time", "p_val_whole", "p_val_core",
         "p_infer_whole", "p_infer_core", "MFU", "acc", "mAP", "mem", "status",
     ),
+    "none": ("run", "config", "precision", "fix_hp", "e2e_time", "mem", "status"),
 }  # fmt: skip
 #: Seed-table columns left out when no run in the table has a value for them.
 OPTIONAL_COLUMNS = ("MFU", "mAP", "acc")
@@ -141,8 +142,10 @@ def _scalar(value: Any) -> Any:
 
 
 def seed_tables(paths: PathArg | Iterable[PathArg]) -> dict[str, pd.DataFrame]:
-    """The seeds' "performance metrics" tables: {"train": ..., "infer": ...}, one table per kind
-    of run present (a run with a training phase is "train"), columns of :data:`SEED_COLUMNS`,
+    """The seeds' "performance metrics" tables: {"train": ..., "infer": ..., "none": ...}, one
+    table per kind of run present (a run with a training phase is "train", also when it failed
+    in it; one with val / infer phases only "infer"; one that ended before any phase "none"),
+    columns of :data:`SEED_COLUMNS`,
     every cell text: config as nodes x cards ("1x8"), e2e_time in s and throughputs in
     samples/s with 1 decimal, mAP with 4 decimals, MFU in percent ("16.8%"), acc as top-1
     percent ("76.2/76.2" = infer/val), mem as "used/total" GiB, "/" where a value is missing,
@@ -152,10 +155,13 @@ def seed_tables(paths: PathArg | Iterable[PathArg]) -> dict[str, pd.DataFrame]:
     return {kind: pd.DataFrame(rows) for kind, rows in seed_rows(paths).items()}
 
 
-def seed_rows(paths: PathArg | Iterable[PathArg]) -> dict[str, list[dict[str, str]]]:
-    """The rows of :func:`seed_tables` as dicts of text cells, without pandas."""
+def seed_rows(
+    paths: PathArg | Iterable[PathArg], numbers: bool = False
+) -> dict[str, list[dict[str, Any]]]:
+    """The rows of :func:`seed_tables` as dicts of text cells, without pandas. ``numbers``:
+    cells as JSON values instead (:func:`_seed_value`)."""
     runs = summary_rows(paths)
-    tables: dict[str, list[dict[str, str]]] = {}
+    tables: dict[str, list[dict[str, Any]]] = {}
     for kind in SEED_COLUMNS:
         of_kind = [row for row in runs if _run_kind(row) == kind]
         if not of_kind:
@@ -165,14 +171,35 @@ def seed_rows(paths: PathArg | Iterable[PathArg]) -> dict[str, list[dict[str, st
             for c in SEED_COLUMNS[kind]
             if c not in OPTIONAL_COLUMNS or any(_seed_cell(c, row) != MISSING for row in of_kind)
         ]
-        tables[kind] = [{c: _seed_cell(c, row) for c in columns} for row in of_kind]
+        cell = _seed_value if numbers else _seed_cell
+        tables[kind] = [{c: cell(c, row) for c in columns} for row in of_kind]
     return tables
 
 
 def _run_kind(row: Mapping[str, Any]) -> str:
-    """ "train" for a run with trained samples, else "infer"."""
-    samples: Any = row.get("train_samples")
-    return "train" if _is_number(samples) and samples > 0 else "infer"
+    """ "train" for a run with a training phase (also one that failed in it), "infer" for one
+    with a val or infer phase only, "none" for a run that ended before any phase."""
+    if _present(row.get("train_wall_s")) or _present(row.get("train_samples")):
+        return "train"
+    if any(_present(row.get(f"{kind}_wall_s")) for kind in ("val", "infer")):
+        return "infer"
+    return "none"
+
+
+def _seed_value(column: str, row: Mapping[str, Any]) -> Any:
+    """A seed-table cell as a JSON value: e2e_time, throughputs, MFU and mAP as numbers in
+    the summary's units (s, samples/s, fractions), acc as {"infer": top-1, "val": top-1}
+    fractions, the rest as text; None where missing."""
+    if column == "acc":
+        infer = row.get("acc_infer") if _present(row.get("acc_infer")) else row.get("acc")
+        values: dict[str, Any] = {"infer": infer, "val": row.get("acc_val")}
+        found = {k: float(v) for k, v in values.items() if _finite(v)}
+        return found or None
+    if column in ("MFU", "mAP", "e2e_time") or column.startswith("p_"):
+        value: Any = row.get(column)
+        return float(value) if _finite(value) else None
+    text = _seed_cell(column, row)
+    return None if text == MISSING else text
 
 
 def _seed_cell(column: str, row: Mapping[str, Any]) -> str:

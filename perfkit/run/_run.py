@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -50,6 +50,8 @@ from perfkit.run._phase import BACKLOG_STEPS, Phase
 from perfkit.run._power import PowerLog, device_records
 from perfkit.run._process import add_live, discard_live
 from perfkit.rundir import RunDirectory
+from perfkit.sinks._base import Sink, phase_figures
+from perfkit.sinks._dispatch import SinkSet, check_sinks
 from perfkit.steplog import StepLogWriter
 from perfkit.summary import PHASE_KINDS, RESERVED_KEYS, PhaseFigures, build_summary
 from perfkit.timing import Clock, HostTimer, WindowTimer, host_clock
@@ -113,6 +115,9 @@ class Run:
             phase figures) wait for every rank before failing with a clear error, seconds.
         warmup_steps: the default of :meth:`phase`'s ``warmup_steps``: an int for every phase,
             or {kind: int} (``{"train": 5}``: train phases only). 0 keeps FlagPerf's figures.
+        sinks: :mod:`perfkit.sinks` that rank 0 sends each phase's figures (rate-bounded) and
+            the summary to, e.g. ``[perfkit.sinks.TensorBoard("tb")]``; a sink that fails is
+            disabled and listed in the summary's ``faults``.
 
     In a torch.distributed job (torchrun), initialise the process group before starting the
     Run: every rank writes its own records (``records-rank<N>.jsonl``), phase figures are
@@ -139,8 +144,11 @@ class Run:
         sample_interval_s: float = 0.5,
         sample_interval: float | None = None,
         warmup_steps: int | Mapping[str, int] = 0,
+        sinks: Sequence[Sink] | None = None,
     ) -> None:
         self.name = check_name(name)
+        self._sink_list = check_sinks(sinks)
+        self._sinks = SinkSet([], self._fault)
         out_path = check_out_dir(out_dir)
         if clock is not None:
             checks.check_callable("clock", clock, "a callable returning seconds (float), or None")
@@ -305,6 +313,9 @@ class Run:
                 self._e2e_offset = max(0.0, time.time() - psutil.Process().create_time())
             self._flusher = Flusher(self.flush, self.flush_interval_s)
             self._write_meta()
+            if self.rank == 0:
+                self._sinks = SinkSet(self._sink_list, self._fault)
+                self._sinks.start(self.run_id, self.name, self.config)
             self.status = "running"
             set_active_run(self)
             add_live(self)
@@ -472,6 +483,7 @@ class Run:
             self._stop_sampler,
             self._stop_flusher,
             self._close_files,
+            self._finish_sinks,
             self._write_summary,
             self._close_directory,
         ]
@@ -546,6 +558,9 @@ class Run:
                 if log is not None:
                     log.close()
 
+    def _finish_sinks(self) -> None:
+        self._sinks.finish(self.summary())  # a sink's failure joins the faults
+
     def _write_summary(self) -> None:
         if self._end_elapsed is None:  # _mark_ended failed twice (a clock that raises)
             self._end_elapsed = 0.0
@@ -572,6 +587,7 @@ class Run:
         for log in (self._writer, self._steps, self._dir):
             if log is not None:
                 log.detach()
+        self._sinks = SinkSet([], self._fault)  # the parent's sinks are the parent's
 
     def _close_at_exit(self) -> None:
         """At interpreter exit: stop a run still open (``failed`` after an uncaught exception,
@@ -700,6 +716,8 @@ class Run:
         for name, value, unit, device, note in device_records(phase.devices):
             self._write(name, value, unit, f.end_t, phase=phase.name, device=device, note=note)
         self.flush()
+        figures = phase_figures(phase.name, f.samples, f.wall_s, f.io_s, f.compute_s)
+        self._sinks.phase(phase.name, figures)
         outer = self._active_phase
         if outer is not None:  # the phase this one paused goes on
             if self._memory is not None:
