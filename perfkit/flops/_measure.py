@@ -141,7 +141,7 @@ def _matmul_precision(torch: Any, dtype: str) -> Iterator[None]:
         yield
         return
     before = torch.get_float32_matmul_precision()
-    npu_matmul = getattr(getattr(torch, "npu", None), "matmul", None)
+    npu_matmul: Any = getattr(getattr(torch, "npu", None), "matmul", None)
     hf32_before = getattr(npu_matmul, "allow_hf32", None)
     torch.set_float32_matmul_precision("highest" if dtype == "fp32" else "high")
     if hf32_before is not None:
