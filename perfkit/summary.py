@@ -247,6 +247,25 @@ def phase_metrics(phases: Sequence[PhaseResult]) -> dict[str, Any]:
     return out
 
 
+#: How a Run picks the peak MFU divides by (``Run(peak_flops=...)``; a number is the user's).
+PEAK_MODES = ("auto", "table", "measured")
+
+
+def needs_measured_peak(flops: Mapping[str, Any] | None, device_name: str) -> bool:
+    """Whether a Run with these FLOP settings must measure its peak (not done yet): mode
+    "measured", or "auto" on a device and dtype the table has no figure for."""
+    if flops is None or flops.get("peak_flops") is not None or flops.get("measured_peak"):
+        return False
+    mode = flops.get("peak", "auto")
+    if mode == "measured":
+        return True
+    from perfkit.flops.peaks import lookup
+
+    return mode == "auto" and isinstance(
+        lookup(device_name, flops["dtype"], tf32=flops["tf32"]), str
+    )
+
+
 def mfu_fields(
     metrics: Mapping[str, Any],
     flops: Mapping[str, Any] | None,
@@ -255,7 +274,7 @@ def mfu_fields(
 ) -> dict[str, Any]:
     """MFU and its inputs from the core throughput per device (see
     :func:`perfkit.flops.mfu_summary`); ``flops`` is what ``Run.set_flops`` took (None: no
-    MFU)."""
+    MFU), with the measured peak (``measured_peak``) once the Run has measured one."""
     if flops is None:
         return {}
     core = next((metrics[k] for k in MFU_THROUGHPUTS if k in metrics), None)
@@ -263,7 +282,12 @@ def mfu_fields(
         return {"mfu_note": "MFU not computed: no compute time was measured"}
     from perfkit.flops import mfu_summary
 
-    return mfu_summary(
+    measured = flops.get("measured_peak")
+    mode = flops.get("peak", "auto")
+    why = flops.get("peak_note") or "the run did not measure it"
+    if flops.get("peak_flops") is None and mode == "measured" and measured is None:
+        return {"mfu_note": f"MFU not computed: no measured peak ({why})"}
+    fields = mfu_summary(
         flops["flops_per_sample"],
         core / world_size,
         device_name,
@@ -271,7 +295,11 @@ def mfu_fields(
         peak_flops=flops["peak_flops"],
         convention=flops["convention"],
         tf32=flops["tf32"],
+        measured=measured if mode != "table" else None,
     )
+    if "mfu_note" in fields and flops.get("peak_note"):
+        fields["mfu_note"] += f"; no measured peak ({why})"
+    return fields
 
 
 def build_summary(
@@ -365,6 +393,7 @@ RESERVED_KEYS = frozenset(
         "peak_flops",
         "peak_dtype",
         "peak_source",
+        "mfu_peak_source",
         "flops_per_sample",
     }
     | {name for names in THROUGHPUT_NAMES.values() for name in names}

@@ -305,3 +305,42 @@ def measure_peak(
     if cache:
         write_cache(peak, where)
     return peak
+
+
+#: Header of :func:`peak_rows`.
+PEAK_COLUMNS = (
+    "device", "dtype", "measured TFLOP/s", "n", "seconds", "cached", "table TFLOP/s",
+    "table source", "measured / table",
+)  # fmt: skip
+
+
+def default_dtypes(device: str) -> tuple[str, ...]:
+    """The dtypes ``perfkit peak`` measures by default: fp32 and bf16 on the CPU (its fp16
+    matmul is rarely a fast path), fp32, tf32, fp16 and bf16 on an accelerator."""
+    return ("fp32", "bf16") if device == "cpu" else ("fp32", "tf32", "fp16", "bf16")
+
+
+def peak_rows(
+    device: Any = None, dtypes: Sequence[str] | None = None, **options: Any
+) -> list[list[str]]:
+    """One row (text cells, :data:`PEAK_COLUMNS`) per dtype: the measured peak
+    (:func:`measure_peak` with ``options``), and the table's figure for the device beside it
+    when it has one ("/" where not)."""
+    from perfkit.flops.peaks import lookup
+    from perfkit.run._environment import resolve_device
+
+    resolved = resolve_device("auto" if device is None else device)
+    rows = []
+    for dtype in dtypes or default_dtypes(resolved):
+        peak = measure_peak(resolved, dtype, **options)
+        found = lookup(peak.device_name, dtype, tf32=dtype == "tf32")
+        table, kind, ratio = "/", "/", "/"
+        if not isinstance(found, str):
+            figure = found[1].flops[found[0]]
+            table, kind, ratio = f"{figure / 1e12:.4g}", found[1].kind, f"{peak.flops / figure:.3f}"
+        rows.append([
+            f"{peak.device_name} ({resolved})", peak.dtype, f"{peak.flops / 1e12:.4g}",
+            str(peak.size), f"{peak.seconds:.1f}", "yes" if peak.cached else "no", table, kind,
+            ratio,
+        ])  # fmt: skip
+    return rows

@@ -42,7 +42,16 @@ from perfkit.run._loop import check_warmup_steps, wants_progress, warmup_by_kind
 from perfkit.run._phase import Phase
 from perfkit.run._power import PowerLog, device_records
 from perfkit.steplog import StepLogWriter
-from perfkit.summary import PHASE_KINDS, RESERVED_KEYS, PhaseFigures, build_summary
+from perfkit.summary import (
+    MFU_THROUGHPUTS,
+    PEAK_MODES,
+    PHASE_KINDS,
+    RESERVED_KEYS,
+    PhaseFigures,
+    build_summary,
+    needs_measured_peak,
+    phase_metrics,
+)
 from perfkit.timing import Clock, HostTimer, WindowTimer, host_clock
 
 SYNC_MODES = ("phase", "step")
@@ -108,7 +117,7 @@ class Run:
         flush_interval_s: float = 2.0,
         dist_timeout_s: float = 300.0,
         flops_per_sample: float | None = None,
-        peak_flops: float | None = None,
+        peak_flops: float | str | None = None,
         mfu_convention: str = "perfkit",
         probes: Any = "auto",
         sample_interval_s: float = 0.5,
@@ -387,11 +396,30 @@ class Run:
             assert self._steps is not None
             self._writer.close()  # neither raises; a failure is the summary's flush_error
             self._steps.close()
+            self._measure_peak()
             self._final_summary = self.summary()
             if self.rank == 0:
                 self._write_json(SUMMARY_FILE, self._final_summary)
             logger.info("run %s ended (%s) in %s", self.run_id, self.status, self.run_dir)
         return self._final_summary
+
+    def _measure_peak(self) -> None:
+        """Rank 0, at the end (after e2e_time): measure this device's peak where MFU needs one
+        (see :meth:`set_flops`), kept in meta.json; a failure becomes the MFU note."""
+        if self.rank != 0 or not needs_measured_peak(self._flops, self.meta.get("device_name", "")):
+            return
+        measured = phase_metrics([p.result() for p in self.phases])
+        if self._flops is None or not any(k in measured for k in MFU_THROUGHPUTS):
+            return  # no core throughput: no MFU to divide
+        try:
+            from perfkit.flops import measure_peak
+
+            peak = measure_peak(self.device, self._flops["dtype"])
+            self._flops["measured_peak"] = peak.to_json()
+            logger.info("peak measured (%s): %.4g FLOP/s", peak.method, peak.flops)
+        except Exception as err:  # never into the user's job: the summary says why
+            self._flops["peak_note"] = f"{type(err).__name__}: {err}"
+        self._write_meta()
 
     def _write_json(self, file: str, obj: Any) -> None:
         """Write ``file`` of the run directory atomically; a failure is recorded, not raised
@@ -493,7 +521,7 @@ class Run:
         *,
         dtype: str,
         mfu_convention: str = "perfkit",
-        peak_flops: float | None = None,
+        peak_flops: float | str | None = None,
         tf32: bool | None = None,
         convention: str | None = None,
     ) -> None:
@@ -502,10 +530,14 @@ class Run:
         ``flops_per_sample`` is in FLOPs (2 per multiply-add; for training, forward + backward,
         e.g. ``perfkit.flops.count(model, x, backward=True).flops / batch``). MFU uses the core
         throughput per device (p_core for training, else p_infer_core, else p_val_core) and the
-        peak of this run's device for ``dtype`` from :func:`perfkit.flops.peak_flops`, or
-        ``peak_flops`` (FLOP/s) when given. ``mfu_convention="flagperf"`` reproduces FlagPerf's
-        ResNet-50 MFU, which counts one operation per multiply-add
-        (see :func:`perfkit.flops.mfu`).
+        peak of this run's device for ``dtype``. ``peak_flops``: a number (FLOP/s, the
+        summary's ``mfu_peak_source`` is "user"); ``"auto"`` (None, the default) the table's
+        figure (:func:`perfkit.flops.peak_flops`: "datasheet" or "flagperf-config") and, where
+        it has none, a measured one (:func:`perfkit.flops.measure_peak` on this run's device at
+        its end, after e2e_time is taken, from the on-disk cache when measured before:
+        "measured"); ``"table"`` the table's only; ``"measured"`` always a measured one.
+        ``mfu_convention="flagperf"`` reproduces FlagPerf's ResNet-50 MFU, which counts one
+        operation per multiply-add (see :func:`perfkit.flops.mfu`).
         """
         from perfkit.flops import CONVENTIONS, normalize_dtype
 
@@ -514,14 +546,20 @@ class Run:
         )
         flops_per_sample = checks.positive_number("flops_per_sample", flops_per_sample, "FLOPs")
         checks.one_of("mfu_convention", mfu_convention, tuple(CONVENTIONS))
-        if peak_flops is not None:
+        mode = "auto" if peak_flops is None else peak_flops
+        if isinstance(peak_flops, str):
+            checks.one_of("peak_flops", peak_flops, PEAK_MODES)
+            peak_flops = None
+        elif peak_flops is not None:
             peak_flops = checks.positive_number("peak_flops", peak_flops, "FLOP/s")
+            mode = "user"
         normalize_dtype(dtype)  # raises ValueError naming dtype
         self._flops = {
             "flops_per_sample": flops_per_sample,
             "dtype": dtype,
             "convention": mfu_convention,
             "peak_flops": peak_flops,
+            "peak": mode,
             "tf32": tf32,
         }
         self.meta["flops"] = self._flops  # rebuild_summary's MFU reads it back
