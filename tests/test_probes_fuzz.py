@@ -41,9 +41,11 @@ def recorded() -> dict[str, tuple[str, str]]:
     amd = (SAMPLES / "amd_amd-smi_monitor_amdsmi_changelog.txt").read_text()
     for k, block in enumerate(re.split(r"^## block \d+\n\$ .*\n", amd, flags=re.M)[1:]):
         out[f"amd-smi block {k + 1}"] = ("amd-smi", block)
-    for section, text in nvidia_sections().items():
-        if section.endswith(("(default table)", "(-q)", "exporter parses)", "PCIe rx/tx)")):
-            out[section] = ("nvidia-smi", text)
+    mig = nvidia_sections("nvidia-smi_H100_MIG_captures.txt")
+    for prefix, sections in (("", nvidia_sections()), ("MIG ", mig)):
+        for section, text in sections.items():
+            if section.endswith(("(default table)", "(-q)", "exporter parses)", "PCIe rx/tx)")):
+                out[prefix + section] = ("nvidia-smi", text)
     csv = (SAMPLES / "nvidia_smi_query_gpu_csv_H100_projected.txt").read_text()
     for k, part in enumerate(re.split(r"^## \w+\n", csv, flags=re.M)[1:]):
         out[f"query-gpu csv projection {k}"] = ("nvidia-smi", part)
