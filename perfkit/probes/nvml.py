@@ -132,7 +132,7 @@ class NvmlProbe(Probe):
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
             name = _text(pynvml.nvmlDeviceGetName(handle))
             devices.append(_Device(_text(pynvml.nvmlDeviceGetUUID(handle)), handle, name))
-            devices += _mig_instances(pynvml, i, handle, name)
+            devices += mig_instances(pynvml, i, handle, name)
         visible = visible_indices(os.environ.get("CUDA_VISIBLE_DEVICES"), [d.uuid for d in devices])
         self._devices = [(f"nvml:{n}", devices[i]) for n, i in enumerate(visible)]
 
@@ -187,7 +187,7 @@ class NvmlProbe(Probe):
         self._devices = []
 
 
-def _mig_instances(pynvml: Any, index: int, handle: Any, gpu_name: str) -> list[_Device]:
+def mig_instances(pynvml: Any, index: int, handle: Any, gpu_name: str) -> list[_Device]:
     """The MIG instances of GPU ``index`` when MIG mode is on; none where the GPU, the driver
     or the binding has no MIG (any NVML error, a function the binding lacks)."""
     try:
