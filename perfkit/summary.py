@@ -247,6 +247,20 @@ def phase_metrics(phases: Sequence[PhaseResult]) -> dict[str, Any]:
     return out
 
 
+def valid_measured_peak(measured: Mapping[str, Any]) -> bool:
+    """Whether a meta.json ``measured_peak`` has what MFU needs (a positive finite ``flops``,
+    a ``dtype`` and a ``method``)."""
+    value = measured.get("flops")
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+        and isinstance(measured.get("dtype"), str)
+        and isinstance(measured.get("method"), str)
+    )
+
+
 #: How a Run picks the peak MFU divides by (``Run(peak_flops=...)``; a number is the user's).
 PEAK_MODES = ("auto", "table", "measured")
 
@@ -283,6 +297,8 @@ def mfu_fields(
     from perfkit.flops import mfu_summary
 
     measured = flops.get("measured_peak")
+    if not (isinstance(measured, Mapping) and valid_measured_peak(measured)):
+        measured = None  # none, or a malformed meta.json: as if not measured
     mode = flops.get("peak", "auto")
     why = flops.get("peak_note") or "the run did not measure it"
     if flops.get("peak_flops") is None and mode == "measured" and measured is None:

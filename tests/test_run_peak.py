@@ -126,3 +126,18 @@ def test_the_table_says_whose_figure_it_is(device: str, dtype: str, kind: str, p
     fields = mfu_summary(2e9, 1000.0, device, dtype)
     assert fields["mfu_peak_source"] == kind and fields["peak_flops"] == peak
     assert fields["MFU"] == pytest.approx(2e9 * 1000 / peak)
+
+
+@pytest.mark.parametrize("bad", ["x", {"flops": "fast"}, {"flops": -1.0, "dtype": "fp32"}, None])
+def test_a_malformed_measured_peak_in_meta_is_ignored(tmp_path: Path, clock, bad: object) -> None:
+    cache_a_peak("fp32", 2e12)
+    run = infer_run(tmp_path, clock, flops_per_sample=1e9)
+    assert run.run_dir is not None
+    meta = json.loads((run.run_dir / "meta.json").read_text())
+    meta["flops"]["measured_peak"] = bad
+    (run.run_dir / "meta.json").write_text(json.dumps(meta))
+    os.remove(run.run_dir / "summary.json")
+    with pytest.warns(UserWarning, match="no peak FLOP/s known"):
+        (rebuilt,) = summary_rows(run.run_dir)
+    assert "MFU" not in rebuilt
+    assert "no peak FLOP/s known" in rebuilt["mfu_note"]
