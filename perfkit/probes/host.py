@@ -58,17 +58,19 @@ class ProcessTree:
         self._own = {name: os.environ.get(name, "0") for name in RANK_VARIABLES}
         self._other_rank: dict[tuple[int, float], bool] = {}
 
-    def _is_other_rank(self, child: psutil.Process) -> bool:
+    def _is_other_rank(self, child: psutil.Process, known: dict[tuple[int, float], bool]) -> bool:
+        """Whether ``child`` is another rank (``known``: the answers of the previous call)."""
         import psutil
 
         try:
             key = (child.pid, child.create_time())
-            if key not in self._other_rank:
+            if key not in known:
                 env = child.environ()
-                self._other_rank[key] = any(
+                known[key] = any(
                     name in env and env[name] != own for name, own in self._own.items()
                 )
-            return self._other_rank[key]
+            self._other_rank[key] = known[key]
+            return known[key]
         except psutil.Error:
             return False
 
@@ -78,13 +80,15 @@ class ProcessTree:
 
         out = [self.process]
         stack = [self.process]
+        known = self._other_rank
+        self._other_rank = {}  # only the children alive now are kept: no growth over a run
         while stack:
             try:
                 children = stack.pop().children()
             except psutil.Error:
                 continue
             for child in children:
-                if not self._is_other_rank(child):
+                if not self._is_other_rank(child, known):
                     out.append(child)
                     stack.append(child)
         return out
