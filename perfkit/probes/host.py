@@ -1,5 +1,5 @@
-"""The host probe: this process's RSS, its process tree's PSS and RSS, system memory and
-whole-machine CPU utilisation (psutil)."""
+"""The host probe: this process's RSS, its process tree's memory (every page once) and RSS,
+system memory and whole-machine CPU utilisation (psutil)."""
 
 from __future__ import annotations
 
@@ -27,24 +27,28 @@ def _busy_and_total(times: Any) -> tuple[float, float]:
     return total - idle, total
 
 
-#: PSS is read again only after this many times what its last read took (about 5 % of a core).
-PSS_COST_SHARE = 20.0
+#: Descendants' USS is read again only after this many times what its last read took (about
+#: 5 % of a core).
+USS_COST_SHARE = 20.0
 #: Environment variables that name a process's rank in a distributed job (torchrun, Lightning).
 RANK_VARIABLES = ("RANK", "LOCAL_RANK")
 
 
-def read_pss(pid: int) -> float | None:
-    """Proportional set size of process ``pid`` in bytes, from ``/proc/<pid>/smaps_rollup``
-    (Linux 4.14+): each shared page counted as a fraction, over the processes that share it.
-    None where that file cannot be read (another OS, an older kernel, no permission, gone)."""
+def read_uss(pid: int) -> float | None:
+    """Unique set size of process ``pid`` in bytes: its private pages (``Private_Clean`` +
+    ``Private_Dirty`` of ``/proc/<pid>/smaps_rollup``, Linux 4.14+), mapped by no other
+    process. None where that file cannot be read (another OS, an older kernel, no
+    permission, gone)."""
+    total, found = 0.0, 0
     try:
         with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
             for line in f:
-                if line.startswith(b"Pss:"):
-                    return float(line.split()[1]) * 1024  # the kernel writes kB (KiB)
+                if line.startswith((b"Private_Clean:", b"Private_Dirty:")):
+                    total += float(line.split()[1]) * 1024  # the kernel writes kB (KiB)
+                    found += 1
     except (OSError, IndexError, ValueError):
         return None
-    return None
+    return total if found == 2 else None
 
 
 class ProcessTree:
@@ -93,25 +97,32 @@ class ProcessTree:
                     stack.append(child)
         return out
 
-    def memory(self, pss: bool = True) -> tuple[float, float]:
-        """(RSS, PSS) of the tree in bytes; PSS is NaN when not asked for (``pss=False``) or
-        when any member's cannot be read. A process that exits while being read counts 0."""
+    def memory(self, uss: bool = True) -> tuple[float, float]:
+        """(RSS summed over the tree, this process's RSS + its descendants' USS) in bytes. The
+        second counts every page the tree maps once - a page shared between the processes (a
+        forked worker's copy-on-write pages, the libraries) in this process's RSS, a page only
+        a descendant has in its USS - and never reads this process's own page tables (the
+        kernel would lock its memory map while it walks them). NaN when a descendant's USS is
+        not read (``uss=False``) or cannot be. A process that exits while
+        being read counts 0."""
         import psutil
 
-        rss, total_pss = 0.0, 0.0 if pss else NAN
-        for member in self.members():
+        members = self.members()
+        rss = unique = 0.0
+        for k, member in enumerate(members):
             try:
                 member_rss = member.memory_info().rss
             except psutil.Error:
                 continue
             rss += member_rss
-            if not pss:
+            if k == 0:
+                unique += member_rss
                 continue
-            member_pss = read_pss(member.pid)
-            if member_pss is None and member.is_running():
-                total_pss = NAN
-            total_pss += member_pss or 0.0
-        return rss, total_pss
+            member_uss = read_uss(member.pid) if uss else None
+            if member_uss is None and (not uss or member.is_running()):
+                unique = NAN
+            unique += member_uss or 0.0
+        return rss, unique
 
 
 @register_probe
@@ -120,25 +131,27 @@ class HostProbe(Probe):
 
     ``memory_used_bytes`` is system RAM not available to new processes (total - available),
     ``memory_total_bytes`` the installed RAM, ``process_rss_bytes`` this process's resident
-    set; ``process_tree_pss_bytes`` and ``process_tree_rss_bytes`` the proportional and the
-    resident set sizes summed over this process and its descendants (DataLoader workers,
-    tools it started; not other ranks of the same job, see :class:`ProcessTree`). PSS counts
-    a page shared by n processes as 1/n in each, so the sum counts it once; RSS counts it in
-    every process (see docs/probes.md). PSS is NaN where ``/proc/<pid>/smaps_rollup`` cannot
-    be read, with ``pss=False``, and in samples taken before ``PSS_COST_SHARE`` times the last
-    PSS read's duration has passed (the kernel walks the page tables: tens of ms per GiB).
+    set. Over this process and its descendants (DataLoader workers, tools it started; not
+    other ranks of the same job, see :class:`ProcessTree`): ``process_tree_unique_bytes``
+    counts every page once - this process's RSS plus each descendant's unique set (USS) -
+    and ``process_tree_rss_bytes`` sums their resident sets, counting a shared page in every
+    process that maps it (see docs/probes.md). With descendants, the unique figure is NaN
+    where a descendant's ``/proc/<pid>/smaps_rollup`` cannot be read, with ``uss=False``, and
+    in samples taken before ``USS_COST_SHARE`` times the last USS read's duration has passed
+    (the kernel walks a descendant's page tables: tens of ms per GiB mapped); without
+    descendants it is this process's RSS, every sample.
     ``cpu_utilization_pct`` is the whole machine's busy share (all cores, 0-100) since the
-    previous sample (since ``open`` for the first one). Kept apart from
-    its own counters, so other users of ``psutil.cpu_percent`` do not disturb it.
+    previous sample (since ``open`` for the first one). Kept apart from its own counters, so
+    other users of ``psutil.cpu_percent`` do not disturb it.
     """
 
     name = "host"
     kind = "host"
 
-    def __init__(self, pss: bool = True) -> None:
-        #: Read the tree's PSS (a Run turns it off where its memory is an accelerator's).
-        self.pss = pss
-        self._pss_due = 0.0  # time.monotonic() from which PSS is read again
+    def __init__(self, uss: bool = True) -> None:
+        #: Read descendants' USS (a Run turns it off where its memory is an accelerator's).
+        self.uss = uss
+        self._uss_due = 0.0  # time.monotonic() from which USS is read again
         self._psutil: Any = None
         self._process: psutil.Process | None = None
         self._tree: ProcessTree | None = None
@@ -162,10 +175,10 @@ class HostProbe(Probe):
         memory = psutil.virtual_memory()
         rss = self._process.memory_info().rss
         started = time.monotonic()
-        read = self.pss and started >= self._pss_due
-        tree_rss, tree_pss = self._tree.memory(pss=read)
-        if read:  # the kernel walks every page table: keep that under 1/PSS_COST_SHARE of a core
-            self._pss_due = started + PSS_COST_SHARE * (time.monotonic() - started)
+        read = self.uss and started >= self._uss_due
+        tree_rss, tree_unique = self._tree.memory(uss=read)
+        if read:  # the kernel walks page tables: keep that under 1/USS_COST_SHARE of a core
+            self._uss_due = started + USS_COST_SHARE * (time.monotonic() - started)
         busy, total = _busy_and_total(psutil.cpu_times())
         last_busy, last_total = self._last_cpu
         self._last_cpu = (busy, total)
@@ -182,7 +195,7 @@ class HostProbe(Probe):
                 memory_total_bytes=float(memory.total),
                 process_rss_bytes=float(rss),
                 process_tree_rss_bytes=tree_rss,
-                process_tree_pss_bytes=tree_pss,
+                process_tree_unique_bytes=tree_unique,
                 cpu_utilization_pct=cpu_pct,
             )
         ]

@@ -305,9 +305,9 @@ class Run:
         probes = resolve_probes(self._probe_spec)
         if distributed.local_rank() != 0:
             probes = [p for p in probes if p.kind != "device"]
-        for probe in probes:  # the tree's PSS is mem only where the device is the CPU
-            if probe.kind == "host" and hasattr(probe, "pss"):
-                probe.pss = self.device == "cpu"
+        for probe in probes:  # the tree's memory is mem only where the device is the CPU
+            if probe.kind == "host" and hasattr(probe, "uss"):
+                probe.uss = self.device == "cpu"
         self._memory = MemoryTracker(include_host=self.device == "cpu")
         self._sampler = (
             Sampler(probes, self.sample_interval_s, self._on_sample, self._on_probe_error)
