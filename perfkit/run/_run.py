@@ -396,8 +396,9 @@ class Run:
             assert self._steps is not None
             self._writer.close()  # neither raises; a failure is the summary's flush_error
             self._steps.close()
+            memory = self._memory_fields()  # gathered from every rank before rank 0 measures
             self._measure_peak()
-            self._final_summary = self.summary()
+            self._final_summary = self._summary(memory)
             if self.rank == 0:
                 self._write_json(SUMMARY_FILE, self._final_summary)
             logger.info("run %s ended (%s) in %s", self.run_id, self.status, self.run_dir)
@@ -687,6 +688,9 @@ class Run:
         """
         if self._final_summary is not None:
             return self._final_summary
+        return self._summary(self._memory_fields())
+
+    def _summary(self, memory: dict[str, Any]) -> dict[str, Any]:
         phases = [*self.phases]
         if self._active_phase is not None:
             phases.append(self._active_phase)
@@ -697,7 +701,7 @@ class Run:
             e2e_time=self.elapsed() + self._e2e_offset,
             phases=[p.result() for p in phases],
             meta=self.meta,
-            memory=self._memory_fields(),
+            memory=memory,
             flops=self._flops,
             logged=self.logged,
             probe_errors=self.probe_errors,
