@@ -141,3 +141,26 @@ def test_a_malformed_measured_peak_in_meta_is_ignored(tmp_path: Path, clock, bad
         (rebuilt,) = summary_rows(run.run_dir)
     assert "MFU" not in rebuilt
     assert "no peak FLOP/s known" in rebuilt["mfu_note"]
+
+
+def test_a_failed_run_does_not_measure(tmp_path: Path, clock) -> None:
+    # a finished infer phase (a core throughput), then the job fails: no measurement delays
+    # the error; the note says why there is no MFU
+    run = perfkit.Run(
+        "boom",
+        out_dir=tmp_path,
+        clock=clock,
+        device="cpu",
+        probes=None,
+        flops_per_sample=1e9,
+        config={"precision": "fp64"},
+    )
+    with pytest.warns(UserWarning, match="no peak"), pytest.raises(RuntimeError, match="boom"):
+        with run:
+            with run.phase("infer") as infer:
+                for _ in infer.iterate([None], samples=10):
+                    clock.advance(1.0)
+            raise RuntimeError("boom")
+    s = run.summary()
+    assert s["status"] == "failed" and read_cache(cache_key("cpu", "fp64")) is None
+    assert "not measured: the run failed" in s["mfu_note"]

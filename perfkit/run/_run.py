@@ -406,20 +406,25 @@ class Run:
 
     def _measure_peak(self) -> None:
         """Rank 0, at the end (after e2e_time): measure this device's peak where MFU needs one
-        (see :meth:`set_flops`), kept in meta.json; a failure becomes the MFU note."""
-        if self.rank != 0 or not needs_measured_peak(self._flops, self.meta.get("device_name", "")):
+        (see :meth:`set_flops`), kept in meta.json; a failure becomes the MFU note. Not for a
+        failed run (an exception, Ctrl-C, SIGTERM): it ends at once, its MFU note says why."""
+        flops, name = self._flops, self.meta.get("device_name", "")
+        if self.rank != 0 or flops is None or not needs_measured_peak(flops, name):
+            return
+        if self.status != "ok":
+            flops["peak_note"] = "not measured: the run failed"
             return
         measured = phase_metrics([p.result() for p in self.phases])
-        if self._flops is None or not any(k in measured for k in MFU_THROUGHPUTS):
+        if not any(k in measured for k in MFU_THROUGHPUTS):
             return  # no core throughput: no MFU to divide
         try:
             from perfkit.flops import measure_peak
 
-            peak = measure_peak(self.device, self._flops["dtype"])
-            self._flops["measured_peak"] = peak.to_json()
+            peak = measure_peak(self.device, flops["dtype"])
+            flops["measured_peak"] = peak.to_json()
             logger.info("peak measured (%s): %.4g FLOP/s", peak.method, peak.flops)
         except Exception as err:  # never into the user's job: the summary says why
-            self._flops["peak_note"] = f"{type(err).__name__}: {err}"
+            flops["peak_note"] = f"{type(err).__name__}: {err}"
         self._write_meta()
 
     def _write_json(self, file: str, obj: Any) -> None:
