@@ -301,9 +301,12 @@ def mfu_fields(
         measured = None  # none, or a malformed meta.json: as if not measured
     mode = flops.get("peak", "auto")
     why = flops.get("peak_note") or "the run did not measure it"
-    if flops.get("peak_flops") is None and mode == "measured" and measured is None:
+    # measured mode, or auto where the table has no figure and the run said why it has no
+    # measured one (failed, another rank): a note, not the table's warning
+    said_why = bool(flops.get("peak_note")) and needs_measured_peak(flops, device_name)
+    if flops.get("peak_flops") is None and measured is None and (mode == "measured" or said_why):
         return {"mfu_note": f"MFU not computed: no measured peak ({why})"}
-    fields = mfu_summary(
+    return mfu_summary(
         flops["flops_per_sample"],
         core / world_size,
         device_name,
@@ -313,9 +316,6 @@ def mfu_fields(
         tf32=flops["tf32"],
         measured=measured if mode != "table" else None,
     )
-    if "mfu_note" in fields and flops.get("peak_note"):
-        fields["mfu_note"] += f"; no measured peak ({why})"
-    return fields
 
 
 def build_summary(

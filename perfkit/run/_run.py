@@ -409,7 +409,10 @@ class Run:
         (see :meth:`set_flops`), kept in meta.json; a failure becomes the MFU note. Not for a
         failed run (an exception, Ctrl-C, SIGTERM): it ends at once, its MFU note says why."""
         flops, name = self._flops, self.meta.get("device_name", "")
-        if self.rank != 0 or flops is None or not needs_measured_peak(flops, name):
+        if flops is None or not needs_measured_peak(flops, name):
+            return
+        if self.rank != 0:
+            flops["peak_note"] = "the peak is measured on rank 0 only"
             return
         if self.status != "ok":
             flops["peak_note"] = "not measured: the run failed"
