@@ -76,7 +76,8 @@ def parser(
     p.add_argument(
         "--peak-flops",
         type=float,
-        help="peak FLOP/s of one device for MFU (default: perfkit's table for the device)",
+        help="peak FLOP/s of one device for MFU (default: perfkit's table for the device, "
+        "else a matmul peak measured on it at the run's end, cached)",
     )
     p.add_argument("--sample-interval", type=float, default=0.5, help="probe interval, seconds")
     return p
@@ -558,6 +559,11 @@ def finish(run: perfkit.Run, env: Setup) -> dict[str, Any]:
         from perfkit.analysis import report_text
 
         print(report_text(run.run_dir))
+        summary = run.summary()
+        if "mfu_peak_source" in summary:
+            tflops = summary["peak_flops"] / 1e12
+            source = f"{summary['mfu_peak_source']}): {tflops:.4g} TFLOP/s"
+            print(f"MFU peak ({source} - {summary['peak_source']}")
         print(f"records: {run.run_dir}")
     env.close()
     return run.summary()

@@ -1,9 +1,10 @@
-"""``perfkit`` command line: report, compare, plot, trace, mllog, export (thin:
-perfkit.analysis does the work). Exit status: :data:`EXIT_CODES`."""
+"""``perfkit`` command line: report, compare, plot, trace, mllog, export, peak (thin:
+perfkit.analysis and perfkit.flops do the work). Exit status: :data:`EXIT_CODES`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -129,6 +130,8 @@ def _gate(args: argparse.Namespace) -> bool:
 
 def _naming_paths(message: str, args: argparse.Namespace) -> str:
     """``message``, led by the runs the command was given unless it names one already."""
+    if args.command == "peak":
+        return message
     if hasattr(args, "runs"):
         paths = list(args.runs)
     elif hasattr(args, "baseline"):
@@ -230,6 +233,25 @@ def _parser() -> argparse.ArgumentParser:
         "the log folder (tensorboard) or the tracking URI (mlflow)",
     )
     export.set_defaults(handler=_export)
+    peak = commands.add_parser(
+        "peak", help="measure the device's peak matmul FLOP/s per dtype (cached on disk)"
+    )
+    peak.add_argument("--device", help="cpu, cuda:0, ... (default: the accelerator, else cpu)")
+    peak.add_argument(
+        "--dtype", action="append", metavar="DTYPE", help="fp64, fp32, tf32, fp16, bf16 "
+        "(repeatable; default fp32, bf16 on the CPU, also tf32 and fp16 on an accelerator)"
+    )  # fmt: skip
+    peak.add_argument("--refresh", action="store_true", help="measure again, ignoring the cache")
+    peak.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    peak.add_argument(
+        "--time-limit",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds per dtype; larger sizes that would pass it are skipped",
+    )
+    peak.add_argument("--format", choices=FORMATS, default="md", help="output format")
+    peak.set_defaults(handler=_peak)
     return parser
 
 
@@ -269,6 +291,23 @@ def _export(args: argparse.Namespace) -> str:
     target, dest = args.to
     done = analysis.export(args.runs, target, dest)
     return f"exported {len(done)} run{'s' if len(done) != 1 else ''} to {target} {dest}"
+
+
+def _peak(args: argparse.Namespace) -> str:
+    from perfkit.analysis._render import _csv, _markdown
+    from perfkit.flops._measure import PEAK_COLUMNS, peak_rows
+
+    rows = peak_rows(
+        args.device,
+        args.dtype,
+        cache=not args.no_cache,
+        refresh=args.refresh,
+        time_limit_s=args.time_limit,
+    )
+    header = list(PEAK_COLUMNS)
+    if args.format == "json":
+        return json.dumps([dict(zip(header, row, strict=True)) for row in rows], indent=2)
+    return _markdown(header, rows) if args.format == "md" else _csv(header, rows)
 
 
 if __name__ == "__main__":

@@ -250,6 +250,39 @@ def phase_metrics(phases: Sequence[PhaseResult]) -> dict[str, Any]:
     return out
 
 
+def valid_measured_peak(measured: Mapping[str, Any]) -> bool:
+    """Whether a meta.json ``measured_peak`` has what MFU needs (a positive finite ``flops``,
+    a ``dtype`` and a ``method``)."""
+    value = measured.get("flops")
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+        and isinstance(measured.get("dtype"), str)
+        and isinstance(measured.get("method"), str)
+    )
+
+
+#: How a Run picks the peak MFU divides by (``Run(peak_flops=...)``; a number is the user's).
+PEAK_MODES = ("auto", "table", "measured")
+
+
+def needs_measured_peak(flops: Mapping[str, Any] | None, device_name: str) -> bool:
+    """Whether a Run with these FLOP settings must measure its peak (not done yet): mode
+    "measured", or "auto" on a device and dtype the table has no figure for."""
+    if flops is None or flops.get("peak_flops") is not None or flops.get("measured_peak"):
+        return False
+    mode = flops.get("peak", "auto")
+    if mode == "measured":
+        return True
+    from perfkit.flops.peaks import lookup
+
+    return mode == "auto" and isinstance(
+        lookup(device_name, flops["dtype"], tf32=flops["tf32"]), str
+    )
+
+
 def mfu_fields(
     metrics: Mapping[str, Any],
     flops: Mapping[str, Any] | None,
@@ -258,7 +291,7 @@ def mfu_fields(
 ) -> dict[str, Any]:
     """MFU and its inputs from the core throughput per device (see
     :func:`perfkit.flops.mfu_summary`); ``flops`` is what ``Run.set_flops`` took (None: no
-    MFU)."""
+    MFU), with the measured peak (``measured_peak``) once the Run has measured one."""
     if flops is None:
         return {}
     core = next((metrics[k] for k in MFU_THROUGHPUTS if k in metrics), None)
@@ -266,6 +299,16 @@ def mfu_fields(
         return {"mfu_note": "MFU not computed: no compute time was measured"}
     from perfkit.flops import mfu_summary
 
+    measured = flops.get("measured_peak")
+    if not (isinstance(measured, Mapping) and valid_measured_peak(measured)):
+        measured = None  # none, or a malformed meta.json: as if not measured
+    mode = flops.get("peak", "auto")
+    why = flops.get("peak_note") or "the run did not measure it"
+    # measured mode, or auto where the table has no figure and the run said why it has no
+    # measured one (failed, another rank): a note, not the table's warning
+    said_why = bool(flops.get("peak_note")) and needs_measured_peak(flops, device_name)
+    if flops.get("peak_flops") is None and measured is None and (mode == "measured" or said_why):
+        return {"mfu_note": f"MFU not computed: no measured peak ({why})"}
     return mfu_summary(
         flops["flops_per_sample"],
         core / world_size,
@@ -274,6 +317,7 @@ def mfu_fields(
         peak_flops=flops["peak_flops"],
         convention=flops["convention"],
         tf32=flops["tf32"],
+        measured=measured if mode != "table" else None,
     )
 
 
@@ -368,6 +412,7 @@ RESERVED_KEYS = frozenset(
         "peak_flops",
         "peak_dtype",
         "peak_source",
+        "mfu_peak_source",
         "flops_per_sample",
     }
     | {name for names in THROUGHPUT_NAMES.values() for name in names}

@@ -15,6 +15,20 @@ import pytest
 SMI_SAMPLES = Path(__file__).resolve().parent / "fixtures_probes" / "smi-samples"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _peak_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Measured peaks go to a cache of this test session, not the user's ~/.cache/perfkit."""
+    import os
+
+    before = os.environ.get("PERFKIT_CACHE_DIR")
+    os.environ["PERFKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("perfkit-cache"))
+    yield
+    if before is None:
+        del os.environ["PERFKIT_CACHE_DIR"]
+    else:
+        os.environ["PERFKIT_CACHE_DIR"] = before
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now (for torchrun's rendezvous)."""
     with socket.socket() as sock:

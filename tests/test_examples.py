@@ -210,3 +210,18 @@ def test_demo_ends_with_mfu_plots_and_traces(tmp_path, capsys):
         assert json.loads((run_dir / "trace.json").read_text())["traceEvents"]
         assert f"plot:  {run_dir / 'plot.png'}" in out
     assert "earlier" not in out
+
+
+@pytest.mark.slow
+def test_the_demo_case_on_the_cpu_reports_mfu_from_a_measured_peak(tmp_path, capsys):
+    # No --peak-flops and no table figure for a CPU: the run divides by this CPU's measured
+    # fp32 peak (here the cache's 5e11 FLOP/s, so nothing is measured), and says so.
+    from tests.test_run_peak import cache_a_peak
+
+    cache_a_peak("fp32", 5e11)
+    summary = resnet50_inference.main([*TINY, "--image-size", "64", "--out-dir", str(tmp_path)])
+    assert summary["mfu_peak_source"] == "measured" and summary["peak_flops"] == 5e11
+    expected = summary["flops_per_sample"] * summary["p_infer_core"] / 5e11
+    assert summary["MFU"] == pytest.approx(expected, rel=1e-12)
+    out = capsys.readouterr().out
+    assert "% (measured peak) |" in out and "MFU peak (measured): 0.5 TFLOP/s" in out

@@ -46,9 +46,6 @@ def test_row_gives_the_source_figure(device: str, dtype: str, expected: float) -
 @pytest.mark.parametrize(
     "device",
     [
-        "Ascend910B2",
-        "Ascend910B3",
-        "910B2C",
         "Ascend310P3",
         "MLU370-X4",
         "MLU370-S4",
@@ -59,7 +56,6 @@ def test_row_gives_the_source_figure(device: str, dtype: str, expected: float) -
         "Z100L",
         "MetaX C550",
         "MXC550",
-        "Iluvatar BI-V150",
     ],
 )
 def test_device_without_public_figure_warns_and_gives_none(device: str) -> None:
@@ -68,6 +64,45 @@ def test_device_without_public_figure_warns_and_gives_none(device: str) -> None:
     assert "no public" in row.source
     with pytest.warns(UserWarning, match="no public"):
         assert peak_flops(device, "fp16") is None
+
+
+# FlagPerf's own figures (github.com/FlagOpen/FlagPerf, commit 1b5a030), each the theoryflops
+# of the config file the row names, bf16 runs: marked as FlagPerf's, not the vendor's.
+@pytest.mark.parametrize(
+    ("device", "dtype", "expected", "file"),
+    [
+        ("Iluvatar BI-V150", "bf16", 192 * T, "config_BI-V150x1x16.py"),  # 192000000000000.0
+        ("Iluvatar TG-V200", "bf16", 340 * T, "config_TG-V200x1x16.py"),  # 340000000000000.0
+        ("R300", "bf16", 256 * T, "config_R300x10x8.py"),  # 256000000000000.0
+        ("Ascend910B2", "bf16", 304.277 * T, "config_Atlas800TA2x1x8.py"),  # 304277000000000.0
+        ("Ascend910B3", "bf16", 304.277 * T, "config_Atlas800TA2x1x8.py"),
+        ("910B2C", "bf16", 304.277 * T, "config_Atlas800TA2x1x8.py"),
+        ("Iluvatar MR-V100", "fp32", 24 * T, "iluvatar_analysis.py"),  # eval("24e12")
+        ("MetaX C500", "fp32", 120 * T, "metax_analysis.py"),  # eval("120e12")
+    ],
+)
+def test_flagperf_rows_give_flagperfs_figure(
+    device: str, dtype: str, expected: float, file: str
+) -> None:
+    found = peaks.lookup(device, dtype, tf32=False)
+    assert not isinstance(found, str)
+    name, row = found
+    assert row.flops[name] == pytest.approx(expected, rel=1e-9)
+    assert row.kind == "flagperf-config" and file in row.source and "not the vendor's" in row.source
+
+
+def test_a_flagperf_row_fills_only_what_the_vendor_row_lacks() -> None:
+    # R300: the vendor README's 125 TFLOPS fp16 stays; bf16 comes from FlagPerf's theoryflops
+    fp16 = peaks.lookup("R300", "fp16")
+    bf16 = peaks.lookup("R300", "bf16")
+    assert not isinstance(fp16, str) and not isinstance(bf16, str)
+    assert fp16[1].kind == "datasheet" and bf16[1].kind == "flagperf-config"
+    # the BI-V150's per-card vs per-chip caveat is part of its source
+    bi = peaks.lookup("Iluvatar BI-V150", "bf16")
+    assert not isinstance(bi, str) and "2 chips" in bi[1].source
+    # no FlagPerf figure for fp16 on a BI-V150: still a warning and None, never a guess
+    with pytest.warns(UserWarning, match="no fp16 peak"):
+        assert peak_flops("Iluvatar BI-V150", "fp16") is None
 
 
 @pytest.mark.parametrize(

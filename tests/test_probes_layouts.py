@@ -43,6 +43,9 @@ CASES: dict[str, list[Row]] = {
         ("0.0", "910A", 1, 32768, 0, 70.9, 42),
         ("1.0", "910A", 1, 32768, 0, NAN, 36),
     ],
+    # FlagPerf's Ascend README: npu-smi 22.0.3, Power NA, "43" then Hugepages "0          / 970"
+    # (a pair, not a second temperature), "861  / 21534" MB on the Chip/Device line, no HBM.
+    "npu-smi/npu-smi_22.0.3_910A_flagperf_readme.txt": [("4.0", "910A", 861, 21534, 0, NAN, 43)],
     # Health "Warning"; "30750/ 32768" (no space before the slash) on NPU 2.
     "npu-smi/npu-smi_23.0.rc1_910A_warning.txt": [
         ("0.0", "910A", 3, 32768, 0, 72.0, 39),

@@ -29,9 +29,9 @@ def sample_body(name: str) -> str:
     return (SAMPLES / name).read_text().split("\n", 1)[1]
 
 
-def nvidia_sections() -> dict[str, str]:
-    """The nvidia-smi capture file cut into its ``# <label>`` sections (text under the banner)."""
-    text = (SAMPLES / "nvidia-smi_H100_captures.txt").read_text()
+def nvidia_sections(name: str = "nvidia-smi_H100_captures.txt") -> dict[str, str]:
+    """An nvidia-smi capture file cut into its ``# <label>`` sections (text under the banner)."""
+    text = (SAMPLES / name).read_text()
     parts = re.split(r"^#{20,}\n# (.*?)\n(?:#.*\n)*?#{20,}\n", text, flags=re.M)
     return {parts[i]: parts[i + 1] for i in range(1, len(parts), 2)}
 

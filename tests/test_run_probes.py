@@ -115,20 +115,20 @@ def test_auto_probes_sample_the_host_here(tmp_path):
         r for r in read_records(run.run_dir / "records.jsonl") if r["name"] == "process_rss_bytes"
     ]
     assert rss and all(r["device"] == "host" and r["unit"] == "B" and r["value"] > 1e6 for r in rss)
-    # The run computes on the CPU, so its memory is the host's RAM: mem is the highest RSS of
-    # this process tree the host probe recorded (not the system's RAM used, which other jobs
-    # share), over the machine's installed RAM.
+    # The run computes on the CPU, so its memory is the host's RAM: mem is the highest figure
+    # of this process tree, every page once, the host probe recorded (not the system's RAM
+    # used, which other jobs share), over the machine's installed RAM.
     records = list(read_records(run.run_dir / "records.jsonl"))
-    used = max(r["value"] for r in records if r["name"] == "process_tree_rss_bytes")
+    used = max(r["value"] for r in records if r["name"] == "process_tree_unique_bytes")
     system = max(r["value"] for r in records if r["name"] == "memory_used_bytes")
     gib = 2**30
     installed = psutil.virtual_memory().total
     summary = run.summary()
     assert summary["mem"] == f"{round(used / gib, 2)}/{round(installed / gib, 2)}"
     assert summary["mem_per_device"] == {"host": summary["mem"]}
-    assert summary["mem_source"] == "RSS of this process and its descendants / installed RAM"
-    own = max(r["value"] for r in records if r["name"] == "process_rss_bytes")
-    assert own <= used  # the tree holds this process (and any child an earlier test left)
+    assert summary["mem_source"].startswith("RSS of this process + USS of its descendants")
+    tree_rss = max(r["value"] for r in records if r["name"] == "process_tree_rss_bytes")
+    assert used <= tree_rss  # shared pages once, against once per process
     assert system > 0
 
 

@@ -43,6 +43,9 @@ SEED_COLUMNS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 #: Seed-table columns left out when no run in the table has a value for them.
 OPTIONAL_COLUMNS = ("MFU", "mAP", "acc")
+#: What an MFU cell says after the number when its peak is neither the vendor's datasheet
+#: figure nor one the user gave.
+PEAK_LABELS = {"measured": " (measured peak)", "flagperf-config": " (FlagPerf's peak)"}
 #: How a missing value prints (the seeds leave the cell blank).
 MISSING = "/"
 #: Metrics listed first by :func:`compare`, in this order; the rest follow in summary order.
@@ -147,7 +150,8 @@ def seed_tables(paths: PathArg | Iterable[PathArg]) -> dict[str, pd.DataFrame]:
     in it; one with val / infer phases only "infer"; one that ended before any phase "none"),
     columns of :data:`SEED_COLUMNS`,
     every cell text: config as nodes x cards ("1x8"), e2e_time in s and throughputs in
-    samples/s with 1 decimal, mAP with 4 decimals, MFU in percent ("16.8%"), acc as top-1
+    samples/s with 1 decimal, mAP with 4 decimals, MFU in percent ("16.8%"; "16.8% (measured
+    peak)" or "16.8% (FlagPerf's peak)" by its ``mfu_peak_source``), acc as top-1
     percent ("76.2/76.2" = infer/val), mem as "used/total" GiB, "/" where a value is missing,
     status "ok", "failed" or "partial". MFU, mAP and acc columns no run has are left out."""
     import pandas as pd
@@ -220,7 +224,8 @@ def _seed_cell(column: str, row: Mapping[str, Any]) -> str:
             return MISSING  # a malformed summary's text or out-of-range number
         value = float(value)
     if column == "MFU":
-        return f"{100 * value:.1f}%"
+        label = PEAK_LABELS.get(str(row.get("mfu_peak_source")), "")
+        return f"{100 * value:.1f}%{label}"
     if column == "mAP":
         return f"{value:.4f}"
     if column == "e2e_time" or column.startswith("p_"):

@@ -1,4 +1,5 @@
-"""FLOP counting (unit named every time), a sourced peak FLOP/s table, and MFU.
+"""FLOP counting (unit named every time), a sourced peak FLOP/s table, a measured peak where
+the table has none, and MFU.
 
 ``count`` needs torch and is imported on first use; the peak table and MFU are pure Python, so
 ``perfkit.flops.mfu_summary`` stays cheap for a Run that was given its FLOPs per sample.
@@ -14,6 +15,7 @@ from perfkit.flops.peaks import PeakRow, normalize_dtype, peak_flops, register_p
 
 if TYPE_CHECKING:
     from perfkit.flops._count import FlopCountError, FlopReport, FlopUndercountWarning, count
+    from perfkit.flops._measure import MeasuredPeak, measure_peak
     from perfkit.flops._registry import register_formula
 
 __all__ = [
@@ -22,8 +24,10 @@ __all__ = [
     "FlopCountError",
     "FlopReport",
     "FlopUndercountWarning",
+    "MeasuredPeak",
     "PeakRow",
     "count",
+    "measure_peak",
     "mfu",
     "mfu_summary",
     "normalize_dtype",
@@ -38,6 +42,8 @@ _LAZY = {
     "FlopCountError": "perfkit.flops._count",
     "FlopUndercountWarning": "perfkit.flops._count",
     "register_formula": "perfkit.flops._registry",
+    "measure_peak": "perfkit.flops._measure",
+    "MeasuredPeak": "perfkit.flops._measure",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from perfkit.checks import check_finite, positive_number
@@ -60,24 +61,32 @@ def mfu_summary(
     peak_flops: float | None = None,
     convention: Convention = "perfkit",
     tf32: bool | None = None,
+    measured: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Summary fields for a Run: MFU of one device from its core throughput.
 
-    ``flops_per_sample`` is in FLOPs (2 per multiply-add). ``peak_flops`` (FLOP/s) overrides
-    the table; otherwise it comes from ``peak_flops(device_name, dtype, tf32=tf32)``. Returns
-    ``MFU`` (fraction), ``mfu_convention``, ``peak_flops`` (FLOP/s), ``peak_dtype``,
-    ``peak_source``, ``flops_per_sample``; or, when no peak is known, only ``mfu_note``
-    (a warning is issued too).
+    ``flops_per_sample`` is in FLOPs (2 per multiply-add). The peak is ``peak_flops`` (FLOP/s)
+    when given, else ``measured`` (a :class:`~perfkit.flops.MeasuredPeak` or its ``to_json()``
+    dict) when given, else the table's (``peak_flops(device_name, dtype, tf32=tf32)``).
+    Returns ``MFU`` (fraction), ``mfu_convention``, ``peak_flops`` (FLOP/s), ``peak_dtype``,
+    ``peak_source`` (where the figure comes from, in words), ``mfu_peak_source`` (one of
+    ``PEAK_SOURCES``: "datasheet", "flagperf-config", "measured", "user"),
+    ``flops_per_sample``; or, when no peak is known, only ``mfu_note`` (a warning is issued
+    too).
     """
-    peak_dtype, source = normalize_dtype(dtype), "given by the caller"
-    if peak_flops is None:
+    peak_dtype, source, kind = normalize_dtype(dtype), "given by the caller", "user"
+    if peak_flops is None and measured is not None:
+        fields = measured.to_json() if hasattr(measured, "to_json") else measured
+        peak_flops, peak_dtype, kind = float(fields["flops"]), str(fields["dtype"]), "measured"
+        source = f"measured on {fields.get('device_name') or device_name}: {fields['method']}"
+    elif peak_flops is None:
         found = resolve(device_name, dtype, tf32=tf32)
         if found is None:
             return {
                 "mfu_note": f"MFU not computed: no peak FLOP/s known for {device_name!r} ({dtype})"
             }
         peak_dtype, row = found
-        peak_flops, source = row.flops[peak_dtype], f"{row.name}: {row.source}"
+        peak_flops, source, kind = row.flops[peak_dtype], f"{row.name}: {row.source}", row.kind
     value = mfu(
         flops_per_sample=flops_per_sample,
         samples_per_s=core_samples_per_s_per_device,
@@ -90,5 +99,6 @@ def mfu_summary(
         "peak_flops": peak_flops,
         "peak_dtype": peak_dtype,
         "peak_source": source,
+        "mfu_peak_source": kind,
         "flops_per_sample": flops_per_sample,
     }

@@ -6,7 +6,9 @@ these). Device names are matched as ``torch.cuda.get_device_name``, NVML, the ve
 them, by a case-insensitive regular expression per row that names a chip, never a vendor; the
 first matching row wins, rows registered with ``register_peak`` before the built-in ones. An
 unknown device or dtype, or a device without a public figure (a row without figures), gives a
-warning and None, never a guess.
+warning and None, never a guess. Rows marked ``flagperf-config`` hold FlagPerf's own figures
+(the ``theoryflops`` its configs divide by), not the vendor's; where neither exists, a run can
+measure one (:func:`perfkit.flops.measure_peak`).
 """
 
 from __future__ import annotations
@@ -43,14 +45,22 @@ def normalize_dtype(dtype: Any) -> str:
     return name
 
 
+#: Where a peak comes from (the summary's ``mfu_peak_source``): a vendor's figure, a figure
+#: FlagPerf's own configs or scripts divide by, a measured matmul, or the caller's number.
+PEAK_SOURCES = ("datasheet", "flagperf-config", "measured", "user")
+
+
 @dataclass(frozen=True)
 class PeakRow:
-    """Dense peak FLOP/s (or OP/s for int8) of one device, per dtype, with its source."""
+    """Dense peak FLOP/s (or OP/s for int8) of one device, per dtype, with its source;
+    ``kind`` is "datasheet" (the vendor's) or "flagperf-config" (FlagPerf's, not the
+    vendor's)."""
 
     name: str
     pattern: str
     flops: Mapping[str, float]
     source: str
+    kind: str = "datasheet"
 
     def matches(self, device_name: str) -> bool:
         return re.search(self.pattern, device_name, re.IGNORECASE) is not None
@@ -60,12 +70,30 @@ def _row(name: str, pattern: str, source: str, **flops: float) -> PeakRow:
     return PeakRow(name, pattern, {k: v * 1e12 for k, v in flops.items()}, source)
 
 
+def _flagperf(name: str, pattern: str, source: str, **flops: float) -> PeakRow:
+    """A row of FlagPerf's own figures (``theoryflops`` / analysis scripts), not the vendor's."""
+    figures = {k: v * 1e12 for k, v in flops.items()}
+    return PeakRow(name, pattern, figures, source, "flagperf-config")
+
+
 _A100 = "NVIDIA A100 Tensor Core GPU datasheet (2021), dense column: same for SXM4/PCIe, 40/80 GB"
 _H100 = "NVIDIA H100 Tensor Core GPU datasheet (2023); the Tensor Core figures printed 'with "
 _H100 += "sparsity' halved to dense"
 _MI300 = "AMD Instinct MI300X data sheet (2023): matrix figures, dense (without sparsity)"
-_FLAGPERF = "FlagPerf inference MFU peak for this vendor, as read from FlagPerf's source "
-_FLAGPERF += "(docs/flagperf-metrics.md)"
+# FlagPerf (github.com/FlagOpen/FlagPerf, commit 1b5a030, 2025-11): its LLM training cases divide
+# per-chip throughput by the `theoryflops` of the vendor's config (bf16 runs), its inference
+# cases by the fp32 / fp16 pair its per-vendor analysis script returns.
+_FP = "FlagPerf's own figure, not the vendor's: "
+_FP_INFER = _FP + "the (fp32, fp16) peaks inference/docker_images/{}/{}_analysis.py returns"
+_BI_V150 = (
+    _FP + "theoryflops = 192e12 in training/iluvatar/llama2_7b-deepspeed/config/"
+    "config_BI-V150x1x16.py (and the chatglm3_6b, llama3_8B, llava1.5_13b, mixtral_8x7B BI-V150 "
+    "configs; baichuan2_13b's config_BI-V150x2x8.py says 198e12), bf16 runs. Per card or per "
+    "chip is not stated: FlagPerf runs 16 processes on an 8-card machine (one per chip) and "
+    "divides each one's throughput by it, while its computation-BF16 case doubles the per-chip "
+    "figure because 'BI-V150 has 2 chips' and reports 196.77 TFLOPS per card - so 192e12 may be "
+    "a card's, and the MFU of one chip twice FlagPerf's"
+)
 _NONE = "no public dense figure from the vendor found (datasheet, product page or FlagPerf config)"
 
 # Order matters: more specific patterns first (H100 NVL / PCIe before H100 SXM).
@@ -128,9 +156,12 @@ BUILTIN: tuple[PeakRow, ...] = (
     # A row without figures is a device with no public dense figure: it warns and gives None.
     _row("Huawei Ascend 910A", r"910A?(?![0-9a-z])", "Huawei Ascend 910 "
          "launch (2019-08, Hot Chips 31): 256 TFLOPS FP16, 512 TOPS INT8", fp16=256, int8=512),
-    _row("Huawei Ascend 910B family (910B, 910B1-910B4, 910B2C)", r"910B", _NONE + "; "
-         "FlagPerf's computation-FP16 case quotes 313 TFLOPS for an Atlas 800T A2 without "
-         "naming the variant, so it is not applied to any"),
+    _flagperf("Huawei Ascend 910B family in an Atlas 800T A2 (FlagPerf)", r"910B",
+              _FP + "theoryflops = 304.277e12 in training/ascend/llava1.5_7b-deepspeed-torch/"
+              "config/config_Atlas800TA2x1x8.py, a bf16 run on an Atlas 800T A2; the 910B "
+              "variant (910B1-910B4 differ) is not named, and FlagPerf's computation-FP16 case "
+              "quotes 313 TFLOPS for the same machine; the vendor publishes no dense figure",
+              bf16=304.277),
     _row("Huawei Ascend 310P", r"310P", _NONE),
     _row("Cambricon MLU370-X8", r"MLU370-X8", "Cambricon MLU370-X8 launch (2022-03): 32 TFLOPS "
          "FP32, 96 FP16, 96 BF16, 256 TOPS INT8", fp32=32, fp16=96, bf16=96, int8=256),
@@ -142,6 +173,11 @@ BUILTIN: tuple[PeakRow, ...] = (
     _row("Kunlunxin R300", r"\bR300\b", "FlagPerf's Kunlunxin vendor README: an R480-X8 of 8 "
          "R300 gives 1 PetaOPS FP16, i.e. 125 TFLOPS per R300 as printed (a rounded figure)",
          fp16=125),
+    _flagperf("Kunlunxin R300 (FlagPerf)", r"\bR300\b", _FP + "theoryflops = 256e12 in "
+              "training/kunlunxin/llama2_70B-megatron/config/config_R300x10x8.py and "
+              "baichuan2_13b-deepspeed/config/config_R300x1x1.py, bf16 runs (its other R300 "
+              "configs hold the placeholders 999e12 and 1.0, left out); twice the 125 TFLOPS "
+              "FP16 row above, which FlagPerf's vendor README prints", bf16=256),
     _row("Kunlunxin P800", r"\bP800\b", _NONE),
     _row("Moore Threads MTT S4000", r"\bS4000\b", "Moore Threads MTT S4000 launch (2023-12): "
          "25 TFLOPS FP32, 50 TF32, 100 FP16/BF16, 200 TOPS INT8", fp32=25, tf32=50, fp16=100,
@@ -151,14 +187,21 @@ BUILTIN: tuple[PeakRow, ...] = (
     _row("Hygon DCU K100 / K100_AI", r"\bK100", _NONE),
     _row("MetaX C550", r"\b(MX)?C550\b", _NONE + "; FlagPerf's computation-FP16 case gives "
          "only the measured/peak ratio (90.9 %)"),
-    _row("Iluvatar BI-V150", r"BI-?V150", _NONE + "; FlagPerf's computation-FP16 case gives only "
-         "a measured BF16 figure (196.47 TFLOPS)"),
+    _flagperf("Iluvatar BI-V150 (FlagPerf)", r"BI-?V150", _BI_V150, bf16=192),
+    _flagperf("Iluvatar TG-V200 (FlagPerf)", r"TG-?V200", _FP + "theoryflops = 340e12 in "
+              "training/iluvatar/llama3_8B-megatron/config/config_TG-V200x1x16.py, a bf16 run "
+              "(16 processes on one machine, as for the BI-V150)", bf16=340),
     _row("Iluvatar BI-V100", r"BI-?V100", "FlagPerf's Iluvatar vendor README: 147 TFLOPS "
          "FP16/BF16 peak (Tiangai 100)", fp16=147, bf16=147),
-    _row("Iluvatar MR-V100 (FlagPerf: iluvatar)", r"MR-?V100", _FLAGPERF, fp32=24, fp16=96),
-    _row("MetaX C500 (FlagPerf: metax)", r"\b(MX)?C500\b", _FLAGPERF, fp32=120, fp16=240),
-    _row("Tencent Zixiao C100 (FlagPerf: zixiao)", r"zixiao", _FLAGPERF, fp32=30, fp16=120),
-    _row("Hexaflake (FlagPerf: hexaflake)", r"hexaflake", _FLAGPERF, fp32=30, fp16=120),
+    _flagperf("Iluvatar MR-V100 (FlagPerf: iluvatar)", r"MR-?V100",
+              _FP_INFER.format("iluvatar", "iluvatar"), fp32=24, fp16=96),
+    _flagperf("MetaX C500 (FlagPerf: metax)", r"\b(MX)?C500\b",
+              _FP_INFER.format("metax", "metax") + "; its training configs for the C500 say "
+              "theoryflops = -1 (none)", fp32=120, fp16=240),
+    _flagperf("Tencent Zixiao C100 (FlagPerf: zixiao)", r"zixiao",
+              _FP_INFER.format("zixiao", "zixiao"), fp32=30, fp16=120),
+    _flagperf("Hexaflake (FlagPerf: hexaflake)", r"hexaflake",
+              _FP_INFER.format("hexaflake", "hexaflake"), fp32=30, fp16=120),
 )  # fmt: skip
 
 _USER: list[PeakRow] = []
@@ -189,7 +232,12 @@ def register_peak(
 
 def find_row(device_name: str) -> PeakRow | None:
     """The first row (user rows first) whose pattern matches ``device_name``."""
-    return next((row for row in (*_USER, *BUILTIN) if row.matches(device_name)), None)
+    return next(iter(find_rows(device_name)), None)
+
+
+def find_rows(device_name: str) -> list[PeakRow]:
+    """Every row (user rows first) whose pattern matches ``device_name``, in table order."""
+    return [row for row in (*_USER, *BUILTIN) if row.matches(device_name)]
 
 
 def matmul_fp32_precision(matmul: Any) -> str | None:
@@ -214,29 +262,43 @@ def torch_allows_tf32() -> bool:
     return bool(precision == "tf32")
 
 
+def lookup(device_name: str, dtype: Any, *, tf32: bool | None = None) -> tuple[str, PeakRow] | str:
+    """(dtype whose peak applies, row) for a device, or the reason there is none (no warning).
+
+    The first matching row that has a figure for the dtype wins (so a FlagPerf row after a
+    vendor row fills only the dtypes the vendor's leaves out). fp32 uses the device's TF32
+    peak when a row has one and ``tf32`` is True, or ``tf32`` is None and PyTorch allows TF32
+    matmuls (FlagPerf's convention); ``tf32=False`` forces the fp32 peak.
+    """
+    name = normalize_dtype(dtype)
+    rows = find_rows(device_name)
+    if not rows:
+        return (
+            f"no peak FLOP/s known for device {device_name!r}; register one with "
+            "perfkit.flops.register_peak(...), pass peak_flops explicitly or measure one "
+            "(peak_flops='measured')"
+        )
+    use_tf32: bool | None = tf32
+    for row in rows:
+        wanted = name
+        if name == "fp32" and "tf32" in row.flops:
+            if use_tf32 is None:
+                use_tf32 = torch_allows_tf32()
+            wanted = "tf32" if use_tf32 else "fp32"
+        if wanted in row.flops:
+            return wanted, row
+    return f"no {name} peak known for {rows[0].name} (source: {rows[0].source})"
+
+
 def resolve(
     device_name: str, dtype: Any, *, tf32: bool | None = None
 ) -> tuple[str, PeakRow] | None:
-    """(dtype whose peak applies, row) for a device; None (with a warning) when unknown.
-
-    fp32 uses the device's TF32 peak when it has one and ``tf32`` is True, or ``tf32`` is None
-    and PyTorch allows TF32 matmuls (FlagPerf's convention); ``tf32=False`` forces the fp32 peak.
-    """
-    name = normalize_dtype(dtype)
-    row = find_row(device_name)
-    if row is None:
-        warn(
-            f"no peak FLOP/s known for device {device_name!r}; register one with "
-            "perfkit.flops.register_peak(...) or pass peak_flops explicitly"
-        )
+    """:func:`lookup`, with a warning and None when there is no figure."""
+    found = lookup(device_name, dtype, tf32=tf32)
+    if isinstance(found, str):
+        warn(found)
         return None
-    if name == "fp32" and "tf32" in row.flops:
-        use_tf32 = torch_allows_tf32() if tf32 is None else tf32
-        name = "tf32" if use_tf32 else "fp32"
-    if name not in row.flops:
-        warn(f"no {name} peak known for {row.name} (source: {row.source})")
-        return None
-    return name, row
+    return found
 
 
 def peak_flops(device_name: str, dtype: Any, *, tf32: bool | None = None) -> float | None:

@@ -15,6 +15,7 @@ from perfkit.probes._base import (
 )
 from perfkit.probes._sample import DeviceSample, ProbeError, ProbeParseError
 from perfkit.probes.allocator import TorchAllocatorProbe
+from perfkit.probes.amdsmi import AmdSmiLibProbe
 from perfkit.probes.host import HOST_DEVICE, HostProbe
 from perfkit.probes.nvml import NvmlProbe
 from perfkit.probes.parsers import TOOLS, parse
@@ -25,6 +26,7 @@ from perfkit.probes.tracker import MemoryTracker, format_mem, merge_memory_summa
 __all__ = [
     "HOST_DEVICE",
     "TOOLS",
+    "AmdSmiLibProbe",
     "DeviceSample",
     "HostProbe",
     "MemoryTracker",

@@ -86,9 +86,13 @@ SCALES: dict[str, dict[str, float]] = {
     "w": {"w": 1.0, "mw": 1e-3},
     "c": {"c": 1.0, "°c": 1.0, "_c": 1.0},  # rocm-smi prints "32.0_C" where it has no "°"
 }
+_UNITS = frozenset(unit for scale in SCALES.values() for unit in scale)
+_GAP = re.compile(r"^(n/?a|-)$", re.I)  # a value printed as missing
 DEFAULT_UNIT = {"bytes": "mib", "pct": "%", "w": "w", "c": "c"}
 
 _MISSING = re.compile(r"^(\[.*\]|n/?a|-|not supported|unknown)?$", re.I)
+# A missing value with its unit still printed after it ("NA W", "N/A    MiB").
+_MISSING_WITH_UNIT = re.compile(r"^(n/?a|-)\s+[^\d\s]+$", re.I)
 _NUMBER = re.compile(r"^([-+]?\d+(?:\.\d+)?)\s*(\S*)$")
 
 
@@ -98,11 +102,12 @@ def fail(tool: str, cell: Cell, reason: str) -> ProbeParseError:
 
 def quantity(tool: str, cell: Cell, kind: str, text: str | None = None) -> float:
     """The number in ``text`` (default: the cell's) in the base unit of ``kind`` ("bytes",
-    "pct", "w", "c"); NaN for N/A, [Not Supported], "-" and the like. The unit is the one
+    "pct", "w", "c"); NaN for N/A, [Not Supported], "-", nothing and the like, also with
+    their unit still printed ("NA W", " MiB"). The unit is the one
     written after the number, else the header's, else the tool convention (MiB, %, W, C)."""
     text = (cell.text if text is None else text).strip()
-    if _MISSING.match(text):
-        return NAN
+    if _MISSING.match(text) or _MISSING_WITH_UNIT.match(text) or text.lower() in SCALES[kind]:
+        return NAN  # a unit alone ("W", "MiB"): the number itself is missing
     m = _NUMBER.match(text)
     if not m:
         raise fail(tool, cell, f"expected a number for {kind}, got {text!r}")
@@ -221,27 +226,61 @@ def header_names(text: str) -> list[str]:
     return [c.name for c in columns(text)]
 
 
+def _phrases(row: str) -> list[tuple[int, int, str]]:
+    """Words of ``row`` joined into phrases: words one space apart ("NVIDIA H100 80GB HBM3"),
+    words a slash is attached to ("30750/ 32768") and a unit with the "NA" / "-"
+    before it, however far ("-    W/ 8.25 W" where cnmon printed no power)."""
+    out: list[tuple[int, int, str]] = []
+    for token in _TOKEN.finditer(row):
+        start, end = token.span()
+        word = token.group()
+        if out:
+            last_start, last_end, text = out[-1]
+            last = text.rsplit(" ", 1)[-1]
+            attached = last.endswith("/") and last != "/"
+            attached = attached or (word.startswith("/") and word != "/")
+            unit = word.rstrip("/").lower() in _UNITS and bool(_GAP.match(last))
+            if start - last_end == 1 or attached or unit:
+                out[-1] = (last_start, end, f"{text} {word}")
+                continue
+        out.append((start, end, word))
+    return out
+
+
+def _overlap(start: int, end: int, col: Column) -> int:
+    return min(end, col.end) - max(start, col.start)
+
+
 def assign_columns(
     cols: Sequence[Column], row: str, line_number: int, *, line: str | None = None
 ) -> dict[str, Cell]:
     """Cut ``row`` into ``cols`` (a header with the same horizontal alignment).
 
-    Each word of ``row`` goes to the column it overlaps most; a word that overlaps none
-    continues the nearest column to its left (left-aligned text such as "NVIDIA H100 80GB
-    HBM3"), or belongs to the first column when nothing is to its left. Words of one column
-    are joined with single spaces. ``line`` is the whole line ``row`` was cut from (for error
-    messages; default ``row``).
+    Each phrase of ``row`` (words one space apart, or joined by a slash; a value that lies
+    under no column joins a "/ total" after it) goes to the column it overlaps most; a phrase
+    that overlaps none continues the nearest column to its left (or belongs to the first
+    column when nothing is to its left). A column with no phrase under it is absent, so an
+    empty field never shifts the next one. Phrases of one column are joined with single
+    spaces. ``line`` is the whole line ``row`` was cut from (for error messages; default
+    ``row``).
     """
     if not cols:
         return {}
+    phrases = _phrases(row)
+    # A pair printed far apart ("0          / 970"): the phrase that starts with the slash
+    # takes the value before it when that value lies under no column of its own.
+    for k in range(len(phrases) - 1, 0, -1):
+        start, end, text = phrases[k]
+        before = phrases[k - 1]
+        if text.startswith("/") and all(_overlap(before[0], before[1], c) <= 0 for c in cols):
+            phrases[k - 1 : k + 1] = [(before[0], end, f"{before[2]} {text}")]
     words: dict[int, list[str]] = {}
-    for token in _TOKEN.finditer(row):
-        start, end = token.span()
-        overlap, best = max((min(end, c.end) - max(start, c.start), i) for i, c in enumerate(cols))
+    for start, end, text in phrases:
+        overlap, best = max((_overlap(start, end, c), i) for i, c in enumerate(cols))
         if overlap <= 0:
             left = [i for i, c in enumerate(cols) if c.start <= start]
             best = left[-1] if left else 0
-        words.setdefault(best, []).append(token.group())
+        words.setdefault(best, []).append(text)
     cells: dict[str, Cell] = {}
     for i, parts in sorted(words.items()):
         col = cols[i]

@@ -30,8 +30,10 @@ class DeviceSample:
     system RAM), utilisation in percent, power in watts, temperature in degrees Celsius and
     ``energy_j`` is a cumulative counter in joules (NVML's total energy since driver load).
     ``allocated_*`` / ``reserved_*`` are this process's torch caching allocator figures, and
-    ``process_rss_bytes`` (this process), ``process_tree_rss_bytes`` (it and its descendants)
-    and ``cpu_utilization_pct`` come from the host probe (CPU: whole machine, percent of all
+    ``process_rss_bytes`` (this process), ``process_tree_unique_bytes`` (it and its
+    descendants, every page once) / ``process_tree_rss_bytes`` (their resident sets summed),
+    other ranks left out, and
+    ``cpu_utilization_pct`` come from the host probe (CPU: whole machine, percent of all
     cores).
     """
 
@@ -50,6 +52,7 @@ class DeviceSample:
     reserved_peak_bytes: float = NAN
     process_rss_bytes: float = NAN
     process_tree_rss_bytes: float = NAN
+    process_tree_unique_bytes: float = NAN
     cpu_utilization_pct: float = NAN
 
     def metrics(self) -> list[tuple[str, float, str]]:

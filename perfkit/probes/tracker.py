@@ -7,13 +7,20 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from perfkit.probes._sample import DeviceSample
+from perfkit.probes._sample import NAN, DeviceSample
 from perfkit.probes.host import HOST_DEVICE
 
 GIB = 2.0**30
 #: What ``mem`` measures (the summary's ``mem_source``), by where its device's figures came from.
 MEM_SOURCE_DEVICE = "device memory used (all processes) / capacity"
-MEM_SOURCE_PROCESS_TREE = "RSS of this process and its descendants / installed RAM"
+MEM_SOURCE_PROCESS_TREE_UNIQUE = (
+    "RSS of this process + USS of its descendants, every page once (other ranks left out) / "
+    "installed RAM"
+)
+MEM_SOURCE_PROCESS_TREE = (
+    "RSS of this process and its descendants (other ranks left out; shared pages counted once "
+    "per process) / installed RAM"
+)
 MEM_SOURCE_SYSTEM = "system RAM used (all processes) / installed RAM"
 
 
@@ -27,9 +34,10 @@ class MemoryTracker:
     """Folds DeviceSamples into peaks and energy counters; thread-safe (``update`` runs on the
     sampler thread, the rest anywhere). State is a few numbers per device, whatever the run's
     length. The host is not a device and is left out - unless ``include_host``: a run that
-    computes on the CPU, whose memory is then this process tree's RSS (the host probe's
-    ``process_tree_rss_bytes``; its system RAM used where a sample lacks it) of the installed
-    RAM, so that other jobs on the machine do not count.
+    computes on the CPU, whose memory is then this process tree's pages counted once (the
+    host probe's ``process_tree_unique_bytes``; its RSS, then system RAM used, where a sample
+    lacks it) of the installed RAM, so that other jobs on the machine, and other ranks of
+    this job, do not count.
 
     Energy: ``mark()`` starts a window, ``energy_delta_j()`` is the energy all devices with an
     energy counter used since then (J), from the newest samples - so each end of the window is
@@ -56,9 +64,11 @@ class MemoryTracker:
                 used, total = sample.memory_used_bytes, sample.memory_total_bytes
                 source = MEM_SOURCE_DEVICE
                 if device == HOST_DEVICE:
-                    source = MEM_SOURCE_SYSTEM
-                    if not math.isnan(sample.process_tree_rss_bytes):
-                        used, source = sample.process_tree_rss_bytes, MEM_SOURCE_PROCESS_TREE
+                    used, source = _host_used(sample)
+                    if source != MEM_SOURCE_PROCESS_TREE_UNIQUE and self._source.get(device) == (
+                        MEM_SOURCE_PROCESS_TREE_UNIQUE
+                    ):
+                        used = NAN  # a sample between two USS reads: not mixed with RSS
                 if not math.isnan(used):
                     self._peak_used[device] = max(used, self._peak_used.get(device, used))
                     self._source[device] = source
@@ -121,6 +131,15 @@ class MemoryTracker:
         if reserved is not None:
             out["allocator_peak_reserved_bytes"] = reserved
         return out
+
+
+def _host_used(sample: DeviceSample) -> tuple[float, str]:
+    """What a CPU run's memory is: the tree's pages once, else its RSS, else system RAM used."""
+    if not math.isnan(sample.process_tree_unique_bytes):
+        return sample.process_tree_unique_bytes, MEM_SOURCE_PROCESS_TREE_UNIQUE
+    if not math.isnan(sample.process_tree_rss_bytes):
+        return sample.process_tree_rss_bytes, MEM_SOURCE_PROCESS_TREE
+    return sample.memory_used_bytes, MEM_SOURCE_SYSTEM
 
 
 def _max(current: float | None, *values: float) -> float | None:

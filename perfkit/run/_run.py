@@ -53,7 +53,16 @@ from perfkit.rundir import RunDirectory
 from perfkit.sinks._base import Sink, phase_figures
 from perfkit.sinks._dispatch import SinkSet, check_sinks
 from perfkit.steplog import StepLogWriter
-from perfkit.summary import PHASE_KINDS, RESERVED_KEYS, PhaseFigures, build_summary
+from perfkit.summary import (
+    MFU_THROUGHPUTS,
+    PEAK_MODES,
+    PHASE_KINDS,
+    RESERVED_KEYS,
+    PhaseFigures,
+    build_summary,
+    needs_measured_peak,
+    phase_metrics,
+)
 from perfkit.timing import Clock, HostTimer, WindowTimer, host_clock
 
 SYNC_MODES = ("phase", "step")
@@ -138,7 +147,7 @@ class Run:
         flush_interval_s: float = 2.0,
         dist_timeout_s: float = 300.0,
         flops_per_sample: float | None = None,
-        peak_flops: float | None = None,
+        peak_flops: float | str | None = None,
         mfu_convention: str = "perfkit",
         probes: Any = "auto",
         sample_interval_s: float = 0.5,
@@ -226,6 +235,7 @@ class Run:
         self._end_status: str | None = None
         #: True in a forked child: this Run is the parent's and records nothing here.
         self._detached = False
+        self._end_memory: dict[str, Any] | None = None  # memory figures gathered at the end
         self._power = PowerLog()
         # A phase's step columns (2 MiB), allocated at start and handed from phase to phase,
         # so no phase pays for them inside its wall time.
@@ -383,6 +393,9 @@ class Run:
         probes = resolve_probes(self._probe_spec)
         if distributed.local_rank() != 0:
             probes = [p for p in probes if p.kind != "device"]
+        for probe in probes:  # the tree's memory is mem only where the device is the CPU
+            if probe.kind == "host" and hasattr(probe, "uss"):
+                probe.uss = self.device == "cpu"
         self._memory = MemoryTracker(include_host=self.device == "cpu")
         self._sampler = (
             Sampler(probes, self.sample_interval_s, self._on_sample, self._on_probe_error)
@@ -483,6 +496,7 @@ class Run:
             self._stop_sampler,
             self._stop_flusher,
             self._close_files,
+            self._end_figures,
             self._finish_sinks,
             self._write_summary,
             self._close_directory,
@@ -558,15 +572,27 @@ class Run:
                 if log is not None:
                     log.close()
 
+    def _end_figures(self) -> None:
+        """The run's last figures: memory gathered from every rank, then (rank 0) the peak
+        measured where MFU needs one."""
+        self._end_memory = self._memory_fields()
+        self._measure_peak()
+
     def _finish_sinks(self) -> None:
-        self._sinks.finish(self.summary())  # a sink's failure joins the faults
+        self._sinks.finish(self._last_summary())  # a sink's failure joins the faults
+
+    def _last_summary(self) -> dict[str, Any]:
+        if self._end_memory is not None:
+            return self._summary(self._end_memory)
+        # _end_figures failed twice: this rank's own memory figures
+        return self._summary(dict(self._memory.summary()) if self._memory is not None else {})
 
     def _write_summary(self) -> None:
         if self._end_elapsed is None:  # _mark_ended failed twice (a clock that raises)
             self._end_elapsed = 0.0
             self.status = "failed"
         self._final_summary = None
-        self._final_summary = self.summary()
+        self._final_summary = self._last_summary()
         if self.rank == 0:
             self._write_json(SUMMARY_FILE, self._final_summary)
 
@@ -605,6 +631,32 @@ class Run:
             _log.warning("%s", said)
             with contextlib.suppress(Warning):
                 warnings.warn(said, RuntimeWarning, stacklevel=1)
+
+    def _measure_peak(self) -> None:
+        """Rank 0, at the end (after e2e_time): measure this device's peak where MFU needs one
+        (see :meth:`set_flops`), kept in meta.json; a failure becomes the MFU note. Not for a
+        failed run (an exception, Ctrl-C, SIGTERM): it ends at once, its MFU note says why."""
+        flops, name = self._flops, self.meta.get("device_name", "")
+        if flops is None or not needs_measured_peak(flops, name):
+            return
+        if self.rank != 0:
+            flops["peak_note"] = "the peak is measured on rank 0 only"
+            return
+        if self.status != "ok":
+            flops["peak_note"] = "not measured: the run failed"
+            return
+        measured = phase_metrics([p.result() for p in self.phases])
+        if not any(k in measured for k in MFU_THROUGHPUTS):
+            return  # no core throughput: no MFU to divide
+        try:
+            from perfkit.flops import measure_peak
+
+            peak = measure_peak(self.device, flops["dtype"])
+            flops["measured_peak"] = peak.to_json()
+            logger.info("peak measured (%s): %.4g FLOP/s", peak.method, peak.flops)
+        except Exception as err:  # never into the user's job: the summary says why
+            flops["peak_note"] = f"{type(err).__name__}: {err}"
+        self._write_meta()
 
     def _write_json(self, file: str, obj: Any) -> None:
         """Write ``file`` of the run directory atomically; a failure is recorded, not raised
@@ -731,7 +783,7 @@ class Run:
         *,
         dtype: str,
         mfu_convention: str = "perfkit",
-        peak_flops: float | None = None,
+        peak_flops: float | str | None = None,
         tf32: bool | None = None,
         convention: str | None = None,
     ) -> None:
@@ -740,10 +792,14 @@ class Run:
         ``flops_per_sample`` is in FLOPs (2 per multiply-add; for training, forward + backward,
         e.g. ``perfkit.flops.count(model, x, backward=True).flops / batch``). MFU uses the core
         throughput per device (p_core for training, else p_infer_core, else p_val_core) and the
-        peak of this run's device for ``dtype`` from :func:`perfkit.flops.peak_flops`, or
-        ``peak_flops`` (FLOP/s) when given. ``mfu_convention="flagperf"`` reproduces FlagPerf's
-        ResNet-50 MFU, which counts one operation per multiply-add
-        (see :func:`perfkit.flops.mfu`).
+        peak of this run's device for ``dtype``. ``peak_flops``: a number (FLOP/s, the
+        summary's ``mfu_peak_source`` is "user"); ``"auto"`` (None, the default) the table's
+        figure (:func:`perfkit.flops.peak_flops`: "datasheet" or "flagperf-config") and, where
+        it has none, a measured one (:func:`perfkit.flops.measure_peak` on this run's device at
+        its end, after e2e_time is taken, from the on-disk cache when measured before:
+        "measured"); ``"table"`` the table's only; ``"measured"`` always a measured one.
+        ``mfu_convention="flagperf"`` reproduces FlagPerf's ResNet-50 MFU, which counts one
+        operation per multiply-add (see :func:`perfkit.flops.mfu`).
         """
         from perfkit.flops import CONVENTIONS, normalize_dtype
 
@@ -752,14 +808,20 @@ class Run:
         )
         flops_per_sample = checks.positive_number("flops_per_sample", flops_per_sample, "FLOPs")
         checks.one_of("mfu_convention", mfu_convention, tuple(CONVENTIONS))
-        if peak_flops is not None:
+        mode = "auto" if peak_flops is None else peak_flops
+        if isinstance(peak_flops, str):
+            checks.one_of("peak_flops", peak_flops, PEAK_MODES)
+            peak_flops = None
+        elif peak_flops is not None:
             peak_flops = checks.positive_number("peak_flops", peak_flops, "FLOP/s")
+            mode = "user"
         normalize_dtype(dtype)  # raises ValueError naming dtype
         self._flops = {
             "flops_per_sample": flops_per_sample,
             "dtype": dtype,
             "convention": mfu_convention,
             "peak_flops": peak_flops,
+            "peak": mode,
             "tf32": tf32,
         }
         self.meta["flops"] = self._flops  # rebuild_summary's MFU reads it back
@@ -901,6 +963,9 @@ class Run:
         """
         if self._final_summary is not None:
             return self._final_summary
+        return self._summary(self._memory_fields())
+
+    def _summary(self, memory: dict[str, Any]) -> dict[str, Any]:
         phases = [*self.phases, *self._paused]
         if self._active_phase is not None:
             phases.append(self._active_phase)
@@ -912,7 +977,7 @@ class Run:
             e2e_time=self.elapsed() + self._e2e_offset,
             phases=[p.result() for p in phases],
             meta=self.meta,
-            memory=self._memory_fields(),
+            memory=memory,
             flops=self._flops,
             logged=self.logged,
             probe_errors=self.probe_errors,
