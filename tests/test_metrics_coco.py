@@ -911,3 +911,19 @@ def test_parameters_are_checked() -> None:
     ]:
         with pytest.raises(ValueError, match=match):
             COCOEvaluator(coco, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("order", [(100, 1, 10), (10, 1, 100), (1, 100, 10)])
+def test_max_detections_in_any_order(backend: str, order: tuple[int, ...]) -> None:
+    # COCOeval.evaluate sorts maxDets; summarize then reads AR1 / AR10 / AR100 by position.
+    gt, outputs, targets = make_case(17, max_dt=60)
+    expected = reference(
+        gt,
+        result_dicts(outputs, targets, "bbox"),
+        [t["image_id"] for t in targets],
+        params={"maxDets": list(order)},
+    )[0]
+    assert expected["AR1"] < expected["AR10"]  # the labels cannot be swapped unnoticed
+    stats = evaluate(gt, outputs, targets, backend, max_detections=order)
+    assert stats == expected

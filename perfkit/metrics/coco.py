@@ -228,7 +228,8 @@ class COCOEvaluator(Metric):
         progress: a tqdm bar on evaluations longer than a second; ``None``: only when stderr is a
             terminal.
         iou_thresholds: ``Params.iouThrs``; ``None``: 0.50:0.05:0.95.
-        max_detections: ``Params.maxDets``, detections per image and category.
+        max_detections: ``Params.maxDets``, detections per image and category, in any order
+            (sorted, as ``COCOeval.evaluate`` sorts them: AP uses the largest).
         area_ranges: ``{label: (lo, hi)}`` in pixels² (``Params.areaRngLbl`` / ``areaRng``); must
             include ``"all"``. ``None``: COCO's all / small / medium / large.
     """
@@ -751,6 +752,7 @@ def _params(
         )
     if len(set(dets)) != len(dets):
         raise ValueError(f"Expected argument `max_detections` without repeats, but got {dets!r}")
+    dets = tuple(sorted(dets))  # COCOeval.evaluate sorts maxDets: stats follow the sorted order
     if area_ranges is None:
         return Params(thrs, dets, default.area_rng, default.area_lbl)
     rng = np.array([tuple(v) for v in area_ranges.values()], float).reshape(-1, 2)
