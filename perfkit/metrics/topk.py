@@ -1,4 +1,4 @@
-"""Top-k classification accuracy from exact integer counts, as ``torch.topk`` ranks classes."""
+"""Top-k classification accuracy from exact integer counts, ties ordered by class index."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ if TYPE_CHECKING:
 class TopK(Metric):
     """Micro-averaged top-k accuracy: correct / counted over every sample of every rank.
 
-    A sample is top-k correct when its label is among ``logits.topk(k).indices`` - torchvision's
-    reference ``accuracy`` and torchmetrics' rule, so classes tied with the label are ordered as
-    ``torch.topk`` orders them (constant logits are not all correct). Samples whose label is
+    A sample is top-k correct when fewer than k classes rank before its label: classes with a
+    higher logit, and classes tied with it that have a lower index (a stable descending sort;
+    top-1 is ``argmax``, the first maximum, as torchmetrics' top-1). The rule does not depend
+    on which k are requested, and constant logits are not all correct. Samples whose label is
     ``ignore_index`` are left out of both counts (torchmetrics' convention). Counts stay on the
     logits' device between updates, so ``update`` never synchronises the device; ``compute`` does
     once. Other labels outside ``[0, C)`` and rows of logits containing NaN are counted and make
@@ -83,11 +84,10 @@ class TopK(Metric):
         )
         valid = (labels >= 0) & (labels < classes)
         nan = logits.isnan().any(dim=1) & counted
-        top = top_indices(logits, max(self.k)) == labels.unsqueeze(1)  # (N, max k)
         ks = torch.tensor(self.k, device=logits.device)
-        hits = (top.cumsum(dim=1).index_select(1, ks - 1) > 0) & (counted & valid & ~nan).unsqueeze(
-            1
-        )
+        hits = (label_rank(logits, labels.clamp(0, classes - 1)).unsqueeze(1) < ks) & (
+            counted & valid & ~nan
+        ).unsqueeze(1)
         self.correct = torch.as_tensor(self.correct, device=logits.device) + hits.sum(dim=0)
         self.bad_labels = self.bad_labels + (counted & ~valid).sum()
         self.nan_rows = self.nan_rows + nan.sum()
@@ -124,15 +124,11 @@ class TopK(Metric):
         }
 
 
-def top_indices(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the ``k`` largest logits of each row, in order (``torch.topk``). On torch 2.1
-    the CPU has no float16 topk: those logits are ranked as float32, which holds every float16
-    value exactly, so the ranking is the same."""
+def label_rank(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Position of each row's label in its classes sorted by logit, largest first, ties by
+    ascending class index (0: the label is the first maximum). ``labels`` (N,) in [0, C)."""
     import torch
 
-    try:
-        return logits.topk(k, dim=1).indices
-    except RuntimeError:
-        if logits.dtype != torch.float16:
-            raise
-        return logits.float().topk(k, dim=1).indices
+    own = logits.gather(1, labels.unsqueeze(1))  # (N, 1)
+    before = torch.arange(logits.shape[1], device=logits.device) < labels.unsqueeze(1)
+    return ((logits > own) | ((logits == own) & before)).sum(dim=1)
