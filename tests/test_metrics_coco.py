@@ -927,3 +927,21 @@ def test_max_detections_in_any_order(backend: str, order: tuple[int, ...]) -> No
     assert expected["AR1"] < expected["AR10"]  # the labels cannot be swapped unnoticed
     stats = evaluate(gt, outputs, targets, backend, max_detections=order)
     assert stats == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("use_cats", [True, False])
+def test_segm_results_with_boxes_one_image_per_update(backend: str, use_cats: bool) -> None:
+    # detectron2 / mmdet style: segm results carry the detector's box, added image by image;
+    # an image without results (an update of no rows, so no box either) mixed with the others
+    # crashed the concatenation (seed 1 has one).
+    gt, outputs, targets = make_case(1, iou_type="segm", n_images=4)
+    results = result_dicts(outputs, targets, "segm")
+    for r, b in zip(results, result_dicts(outputs, targets, "bbox"), strict=True):
+        r["bbox"] = b["bbox"]
+    image_ids = [t["image_id"] for t in targets]
+    expected = reference(gt, results, image_ids, "segm", use_cats)[0]
+    evaluator = COCOEvaluator(coco_from(gt), "segm", backend=backend, use_cats=use_cats)  # type: ignore[arg-type]
+    for image in image_ids:
+        evaluator.update_results([r for r in results if r["image_id"] == image], [image])
+    assert evaluator.compute(per_category=use_cats) == expected

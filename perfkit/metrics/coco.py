@@ -353,7 +353,8 @@ class COCOEvaluator(Metric):
 
         Each result holds ``image_id``, ``category_id``, ``score`` and ``bbox`` [x, y, w, h]
         (``"bbox"``) or an RLE ``segmentation`` (``"segm"``; a ``bbox`` as well when the first
-        result has one, and then each detection's area is its box's, as ``loadRes`` takes it).
+        result of this call has one, and then each detection's area is its box's, as
+        ``loadRes`` takes it; calls may differ).
         The evaluated images are ``image_ids`` when given, else every image of the ground truth
         (``COCOeval``'s default). Results of a category the ground truth lacks are ignored and
         counted.
@@ -398,7 +399,7 @@ class COCOEvaluator(Metric):
             rles = columns["segmentation"]
             self._check_rle_sizes(rles, image)
             area = _rle_area(rles) if bbox is None else bbox[:, 2] * bbox[:, 3]
-            dets = Annotations(image, category, area, bbox=bbox, rles=rles, score=score)
+            dets = Annotations(image, category, area, rles=rles, score=score)
         self._store(images, self._known(dets))
 
     def _check_rle_sizes(self, rles: Sequence[Any], image: np.ndarray) -> None:
@@ -593,6 +594,10 @@ class COCOEvaluator(Metric):
         with _quiet():
             if len(dets):
                 coco_dt = coco_gt.loadRes(_result_dicts(dets))
+                # each update's area rule (a segm result's box area when it came with a box,
+                # as loadRes takes it) holds for its rows, whatever the first row of all holds
+                for ann, area in zip(coco_dt.dataset["annotations"], dets.area.tolist(), strict=True):
+                    ann["area"] = area
             else:  # loadRes refuses an empty list
                 coco_dt = COCO()
                 coco_dt.dataset = {"images": coco_gt.dataset["images"], "annotations": []}
@@ -654,18 +659,18 @@ def _check_boxes(bbox: np.ndarray, locate: Callable[[int], str], expected: str) 
 
 
 def _result_dicts(dets: Annotations) -> list[dict[str, Any]]:
-    """COCO result dicts for pycocotools (one Python dict per detection; segm results keep the
-    boxes they came with, so that ``loadRes`` takes the same areas)."""
+    """COCO result dicts for pycocotools' ``loadRes``, one Python dict per detection, in the
+    order of ``dets`` (``loadRes`` numbers them so)."""
     assert dets.score is not None
     columns: dict[str, Sequence[Any]] = {
         "image_id": dets.image.tolist(),
         "category_id": dets.category.tolist(),
         "score": dets.score.tolist(),
     }
-    if dets.bbox is not None:
-        columns["bbox"] = dets.bbox.tolist()
     if dets.rles is not None:
         columns["segmentation"] = dets.rles
+    elif dets.bbox is not None:
+        columns["bbox"] = dets.bbox.tolist()
     keys = list(columns)
     return [dict(zip(keys, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
