@@ -218,6 +218,8 @@ def reference(
         for k, cat in enumerate(CATEGORIES):
             p = evaluator.eval["precision"][:, :, k, 0, -1]
             stats[f"AP/cat{cat}"] = float(np.mean(p[p > -1])) if (p > -1).any() else -1.0
+            r = evaluator.eval["recall"][:, k, 0, -1]
+            stats[f"AR/cat{cat}"] = float(np.mean(r[r > -1])) if (r > -1).any() else -1.0
     return stats, printed.getvalue()
 
 
@@ -945,3 +947,26 @@ def test_segm_results_with_boxes_one_image_per_update(backend: str, use_cats: bo
     for image in image_ids:
         evaluator.update_results([r for r in results if r["image_id"] == image], [image])
     assert evaluator.compute(per_category=use_cats) == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_per_category_keys_are_unique(backend: str) -> None:
+    # Categories 1 and 3 share a name, 7 has none: each keeps its own AP / AR (pycocotools'
+    # arrays by category index), none is dropped.
+    gt, outputs, targets = make_case(3)
+    expected = reference(
+        gt, result_dicts(outputs, targets, "bbox"), [t["image_id"] for t in targets]
+    )[0]
+    gt["categories"] = [
+        {"id": 1, "name": "person"},
+        {"id": 3, "name": "person"},
+        {"id": 7},
+        {"id": 9, "name": "cat9"},
+    ]
+    stats = evaluate(gt, outputs, targets, backend)
+    renamed = {"cat1": "person#1", "cat3": "person#3", "cat7": "#7"}
+    for key, value in expected.items():
+        kind, _, name = key.partition("/")
+        assert stats[f"{kind}/{renamed.get(name, name)}" if name else key] == value
+    assert len(stats) == len(expected)
+    assert expected["AP/cat1"] != expected["AP/cat3"]  # a collapse would lose one of them

@@ -476,7 +476,14 @@ def summarize(
     return out
 
 
-def per_category_ap(precision: np.ndarray, params: Params = DEFAULT_PARAMS) -> np.ndarray:
-    """AP over all thresholds per category (area all, last maxDets), -1 where no GT counts."""
+def per_category(
+    precision: np.ndarray, recall: np.ndarray, params: Params = DEFAULT_PARAMS
+) -> tuple[np.ndarray, np.ndarray]:
+    """(AP, AR) per category over all thresholds (area all, last maxDets), -1 where no ground
+    truth counts: ``summarize``'s means restricted to one category."""
     a = params.area_lbl.index("all")
-    return np.array([_mean_valid(precision[:, :, k, a, -1]) for k in range(precision.shape[2])])
+    ks = range(precision.shape[2])
+    return (
+        np.array([_mean_valid(precision[:, :, k, a, -1]) for k in ks]),
+        np.array([_mean_valid(recall[:, k, a, -1]) for k in ks]),
+    )

@@ -506,8 +506,9 @@ class COCOEvaluator(Metric):
         With the default parameters these are ``COCOeval.summarize``'s twelve (:data:`STAT_NAMES`);
         other parameters name them as :meth:`Params.stats` says. A stat is -1.0 where no ground
         truth counts (pycocotools' convention); all are -1.0 when no image was evaluated.
-        ``per_category=True`` adds ``"AP/<category name>"`` (AP over all IoU thresholds, area
-        all, the last maxDets) for each category of the ground truth.
+        ``per_category=True`` adds ``"AP/<key>"`` and ``"AR/<key>"`` (over all IoU thresholds,
+        area all, the last maxDets) for each category of the ground truth, keyed as
+        :meth:`category_keys` says (unique even where names repeat or are missing).
         """
         if per_category and not self.use_cats:
             raise ValueError("per_category=True needs use_cats=True")
@@ -527,10 +528,22 @@ class COCOEvaluator(Metric):
             precision, recall = self._evaluate(*_merge(chunks))
         stats = _cocoeval.summarize(precision, recall, p)
         if per_category:
-            cats = self.coco_gt.loadCats(self._cat_ids.tolist())
-            for cat, ap in zip(cats, _cocoeval.per_category_ap(precision, p), strict=True):
-                stats[f"AP/{cat['name']}"] = float(ap)
+            aps, ars = _cocoeval.per_category(precision, recall, p)
+            for key, ap, ar in zip(self.category_keys(), aps, ars, strict=True):
+                stats[f"AP/{key}"], stats[f"AR/{key}"] = float(ap), float(ar)
         return stats
+
+    def category_keys(self) -> list[str]:
+        """The name of each ground-truth category (ascending id) in per-category stats: its
+        ``name``, or ``"<name>#<id>"`` where several categories share that name, ``"#<id>"``
+        where it has none."""
+        cats = self.coco_gt.loadCats(self._cat_ids.tolist())
+        names = [None if c.get("name") is None else str(c["name"]) for c in cats]
+        shared = Counter(names)
+        return [
+            name if name is not None and shared[name] == 1 else f"{name or ''}#{c['id']}"
+            for c, name in zip(cats, names, strict=True)
+        ]
 
     def summary(self, stats: Mapping[str, float] | None = None) -> str:
         """pycocotools' summary of ``stats``, one line per stat (computed now when not given)."""
