@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 
 from perfkit._messages import warn
 
@@ -278,19 +280,54 @@ def _requires_grad(value: Any) -> bool:
     return isinstance(value, torch.Tensor) and value.requires_grad
 
 
+def _leaves(value: Any) -> list[Any]:
+    """``tree_flatten``'s leaves, looking inside dataclass instances (a model's own output
+    class) as well as tuples, lists and dicts."""
+    out = []
+    for leaf in tree_flatten(value)[0]:
+        if dataclasses.is_dataclass(leaf) and not isinstance(leaf, type):
+            out.extend(_leaves([getattr(leaf, f.name) for f in dataclasses.fields(leaf)]))
+        else:
+            out.append(leaf)
+    return out
+
+
 def _backward(out: Any) -> None:
-    """Backpropagate ones from every output that requires grad (``.grad`` is restored after).
+    """Backpropagate ones from every output tensor that requires grad (``.grad`` is restored
+    after).
 
     ``torch.autograd.grad`` would not touch ``.grad``, but the module tracker's backward hooks
-    do not support it, so this runs ``backward`` and ``untouched`` puts the gradients back.
+    do not support it, so this runs ``backward`` and ``untouched`` puts the gradients back. The
+    gradient enters through a view of each output (no arithmetic), so that the output's own
+    gradient hook runs and the module that produced it is tracked in the backward too.
     """
-    roots = [t for t in tree_flatten(out)[0] if _requires_grad(t)]
+    roots = [t for t in _leaves(out) if _requires_grad(t)]
     if not roots:
         raise ValueError(
-            "backward=True needs an output that requires grad (is the model frozen, or its "
-            "output detached?)"
+            "backward=True needs an output tensor that requires grad (is the model frozen, its "
+            f"output detached, or none of it a tensor? got {type(out).__name__})"
         )
-    torch.autograd.backward(roots, grad_tensors=[torch.ones_like(t) for t in roots])
+    views = [t.view_as(t) for t in roots]
+    torch.autograd.backward(views, grad_tensors=[torch.ones_like(t) for t in views])
+
+
+@contextmanager
+def _inference(model: torch.nn.Module, inputs: Inputs) -> Iterator[Inputs]:
+    """Gradients off, and no parameter or input requiring grad for the body (restored after).
+
+    Under ``no_grad`` a view of a parameter that requires grad (``cls_token.expand(B, -1, -1)``
+    in CaiT / PiT) still requires grad but has no grad function, which the module tracker
+    refuses when the view enters a module; with nothing requiring grad the same operators run.
+    """
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        with torch.no_grad():
+            yield tree_map(lambda v: v.detach() if _requires_grad(v) else v, inputs)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 def _module_counts(counter: FlopCounterMode, root: str) -> dict[str, dict[str, int]]:
@@ -324,10 +361,12 @@ def _count_torch(
     # while counting: the same operators run as in training, so the forward and the forward
     # share of forward + backward agree (``untouched`` restores the flag).
     with untouched(model, inputs), fast_path_off():
-        with torch.set_grad_enabled(backward), counter:
-            out = _call(model, inputs)
-            if backward:
-                _backward(out)
+        if backward:
+            with torch.enable_grad(), counter:
+                _backward(_call(model, inputs))
+        else:
+            with _inference(model, inputs) as detached, counter:
+                _call(model, detached)
     counts = _module_counts(counter, type(model).__name__)
     multiply_add = {
         str(p) for p in counter.flop_registry if is_multiply_add(counter.in_place.get(p, p))
