@@ -810,13 +810,44 @@ def test_mini_val_by_filtering_images(backend: str) -> None:
     assert evaluate(mini, outputs[:3], targets[:3], backend) == expected
 
 
-def test_ground_truth_an_evaluation_reads_must_be_complete() -> None:
-    gt, outputs, targets = make_case(12)
-    gt = with_stray_annotations(gt, [targets[0]["image_id"]])
-    evaluator = COCOEvaluator(coco_from(gt))
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+@pytest.mark.parametrize("key", ["area", "geometry"])
+def test_ground_truth_an_evaluation_reads_must_be_complete(
+    backend: str, iou_type: str, key: str
+) -> None:
+    gt, outputs, targets = make_case(12, iou_type=iou_type, n_images=3)
+    geometry = "bbox" if iou_type == "bbox" else "segmentation"
+    victim = gt["annotations"][0]
+    with pytest.raises(KeyError):  # what pycocotools itself says
+        reference(
+            {**gt, "annotations": [{k: v for k, v in victim.items() if k != "area"}]},
+            result_dicts(outputs, targets, iou_type)[:1],
+            [victim["image_id"]],
+            iou_type,
+        )
+    del victim[geometry if key == "geometry" else key]
+    evaluator = COCOEvaluator(coco_from(gt), iou_type, backend=backend)  # type: ignore[arg-type]
     evaluator.update(outputs, targets)
-    with pytest.raises(ValueError, match=r"gt: annotations \[10001\] of evaluated images lack"):
+    with pytest.raises(ValueError, match=rf"gt: annotations \[{victim['id']}\] of evaluated im"):
         evaluator.compute()
+
+
+@pytest.mark.parametrize("key", ["id", "image_id", "category_id"])
+def test_ground_truth_without_ids_is_refused(tmp_path: Path, key: str) -> None:
+    gt = make_case(12, n_images=2)[0]
+    del gt["annotations"][1][key]
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(gt))
+    with pytest.raises(KeyError), contextlib.redirect_stdout(io.StringIO()):
+        COCO(str(path))  # pycocotools' own loader
+    for source in (str(path), path):
+        with pytest.raises(ValueError, match=rf"gt: annotations\[1\] lacks \['{key}'\]"):
+            COCOEvaluator(source)
+    categories = {**gt, "annotations": [], "categories": [{"name": "no id"}]}
+    path.write_text(json.dumps(categories))
+    with pytest.raises(ValueError, match=r"gt: categories\[0\] lacks \['id'\]"):
+        COCOEvaluator(path)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -61,11 +61,40 @@ def _load_gt(gt: str | os.PathLike[str] | COCO) -> COCO:
     if isinstance(gt, (str, os.PathLike)):
         if not Path(gt).is_file():
             raise FileNotFoundError(f"gt: no COCO instances json at {str(gt)!r}")
+        with open(gt, encoding="utf-8") as f:
+            dataset = json.load(f)
+        if not isinstance(dataset, dict):
+            raise ValueError(f"gt: {str(gt)!r} must hold a COCO dict, got {type(dataset).__name__}")
+        _check_keys(dataset)  # before pycocotools indexes it (a KeyError there)
+        coco = COCO()
+        coco.dataset = dataset
         with _quiet():
-            return COCO(os.fspath(gt))
+            coco.createIndex()
+        return coco
     if not (hasattr(gt, "dataset") and hasattr(gt, "imgs") and hasattr(gt, "loadRes")):
         raise TypeError(f"gt must be a path to an instances json or a pycocotools COCO, got {gt!r}")
+    _check_keys(gt.dataset)
     return gt
+
+
+#: The keys every entry of a COCO ground truth's lists needs (pycocotools' index reads them).
+_REQUIRED = {
+    "images": ("id",),
+    "annotations": ("id", "image_id", "category_id"),
+    "categories": ("id",),
+}
+
+
+def _check_keys(dataset: Mapping[str, Any]) -> None:
+    """A ValueError naming the first image, annotation or category that lacks an id key."""
+    for key, required in _REQUIRED.items():
+        for i, item in enumerate(dataset.get(key, [])):
+            missing = [k for k in required if k not in item]
+            if missing:
+                raise ValueError(
+                    f"gt: {key}[{i}] lacks {missing}; expected each of {key!r} to have "
+                    f"{list(required)}"
+                )
 
 
 def _check_unique_ids(coco: COCO) -> None:
@@ -80,19 +109,12 @@ def _check_unique_ids(coco: COCO) -> None:
             )
 
 
-class _GroundTruth(NamedTuple):
-    """The ground truth as columns, and which rows lack what evaluation reads."""
-
-    anns: Annotations
-    incomplete: np.ndarray  # bool: no area, or no bbox / segmentation for the IoU type
-
-
-def _gt_annotations(coco: COCO, iou_type: IouType) -> _GroundTruth:
+def _gt_annotations(coco: COCO, iou_type: IouType) -> Annotations:
     """The ground truth as columns, in dataset order (pycocotools' order within an image).
 
     Read as leniently as pycocotools: rows that no evaluation reaches (an image missing from
-    ``images``, a missing geometry on an image that is not evaluated) are kept with NaN geometry
-    and flagged in ``incomplete``; ``iscrowd`` defaults to 0.
+    ``images``, a missing geometry on an image that is not evaluated) are kept with NaN geometry;
+    ``iscrowd`` defaults to 0.
     """
     anns = coco.dataset.get("annotations", [])
     geometry = "bbox" if iou_type == "bbox" else "segmentation"
@@ -107,19 +129,16 @@ def _gt_annotations(coco: COCO, iou_type: IouType) -> _GroundTruth:
     )
     nan_box = [np.nan] * 4
     rles = _gt_rles(coco, anns, incomplete) if iou_type == "segm" else None
-    return _GroundTruth(
-        Annotations(
-            image=np.array([a["image_id"] for a in anns], np.int64),
-            category=np.array([a["category_id"] for a in anns], np.int64),
-            area=np.array([a.get("area", np.nan) for a in anns], float),
-            bbox=np.array([a.get("bbox", nan_box) for a in anns], float).reshape(-1, 4)
-            if iou_type == "bbox"
-            else None,
-            rles=rles,
-            crowd=np.array([bool(a.get("iscrowd", 0)) for a in anns], bool),
-            ann_id=np.array([a["id"] for a in anns], np.int64),
-        ),
-        incomplete,
+    return Annotations(
+        image=np.array([a["image_id"] for a in anns], np.int64),
+        category=np.array([a["category_id"] for a in anns], np.int64),
+        area=np.array([a.get("area", np.nan) for a in anns], float),
+        bbox=np.array([a.get("bbox", nan_box) for a in anns], float).reshape(-1, 4)
+        if iou_type == "bbox"
+        else None,
+        rles=rles,
+        crowd=np.array([bool(a.get("iscrowd", 0)) for a in anns], bool),
+        ann_id=np.array([a["id"] for a in anns], np.int64),
     )
 
 
@@ -267,7 +286,7 @@ class COCOEvaluator(Metric):
         self._gt_images = set(self.coco_gt.getImgIds())
         self._cat_ids = np.array(sorted(self.coco_gt.getCatIds()), np.int64)
         self._label_lut = self._lookup(label_to_category)
-        self._gt: _GroundTruth | None = None  # ground-truth columns, built on the first compute
+        self._gt: Annotations | None = None  # ground-truth columns, built on the first compute
         self._seen: set[int] = set()
         #: Detections not evaluated because their category is none of the ground truth's
         #: (summed over ranks by the last ``compute``).
@@ -564,6 +583,7 @@ class COCOEvaluator(Metric):
 
         p = self.params
         steps = p.max_dets[-1] + len(p.max_dets) * len(p.area_rng)
+        self._check_complete(image_ids)
         with tqdm(
             total=steps if self.backend == "fast" else 2,
             desc=f"COCO {self.iou_type} eval",
@@ -575,18 +595,8 @@ class COCOEvaluator(Metric):
                 return self._evaluate_pycocotools(image_ids, dets, bar.update)
             if self._gt is None:
                 self._gt = _gt_annotations(self.coco_gt, self.iou_type)
-            gt = self._gt.anns
-            reached = self._gt.incomplete & np.isin(gt.image, image_ids)
-            reached &= np.isin(gt.category, self._cat_ids)
-            if reached.any():
-                assert gt.ann_id is not None
-                geometry = "bbox" if self.iou_type == "bbox" else "segmentation"
-                raise ValueError(
-                    f"gt: annotations {gt.ann_id[reached][:10].tolist()} of evaluated images lack "
-                    f"'area' or '{geometry}', which COCO evaluation needs"
-                )
             return _cocoeval.evaluate(
-                gt,
+                self._gt,
                 dets,
                 image_ids,
                 self._cat_ids,
@@ -594,6 +604,23 @@ class COCOEvaluator(Metric):
                 iou_type=self.iou_type,
                 params=p,
                 progress=bar.update,
+            )
+
+    def _check_complete(self, image_ids: np.ndarray) -> None:
+        """A ValueError naming the ground truth of evaluated images and categories that lacks
+        what evaluation reads (on either backend: pycocotools raises a KeyError deep inside)."""
+        geometry = "bbox" if self.iou_type == "bbox" else "segmentation"
+        cats = set(self._cat_ids.tolist())
+        bad = [
+            ann.get("id")
+            for image in image_ids.tolist()
+            for ann in self.coco_gt.imgToAnns.get(image, ())
+            if ann["category_id"] in cats and ("area" not in ann or geometry not in ann)
+        ]
+        if bad:
+            raise ValueError(
+                f"gt: annotations {sorted(bad)[:10]} of evaluated images lack 'area' or "
+                f"'{geometry}', which COCO evaluation needs"
             )
 
     def _evaluate_pycocotools(
