@@ -636,7 +636,9 @@ class COCOEvaluator(Metric):
                 coco_dt = coco_gt.loadRes(_result_dicts(dets))
                 # each update's area rule (a segm result's box area when it came with a box,
                 # as loadRes takes it) holds for its rows, whatever the first row of all holds
-                for ann, area in zip(coco_dt.dataset["annotations"], dets.area.tolist(), strict=True):
+                for ann, area in zip(
+                    coco_dt.dataset["annotations"], dets.area.tolist(), strict=True
+                ):
                     ann["area"] = area
             else:  # loadRes refuses an empty list
                 coco_dt = COCO()
