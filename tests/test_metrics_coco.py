@@ -1001,3 +1001,29 @@ def test_per_category_keys_are_unique(backend: str) -> None:
         assert stats[f"{kind}/{renamed.get(name, name)}" if name else key] == value
     assert len(stats) == len(expected)
     assert expected["AP/cat1"] != expected["AP/cat3"]  # a collapse would lose one of them
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("box_format", ["xywh", "cxcywh"])
+def test_box_formats(backend: str, box_format: str) -> None:
+    # Boxes on a 1/8 pixel grid in float64: every conversion below is exact, so the three
+    # formats describe the same boxes, and pycocotools evaluates them from the xyxy results.
+    gt, outputs, targets = make_case(8)
+    for out in outputs:
+        out["boxes"] = (out["boxes"].double() * 8).round() / 8
+    expected = reference(
+        gt, result_dicts(outputs, targets, "bbox"), [t["image_id"] for t in targets]
+    )[0]
+    converted = []
+    for out in outputs:
+        x1, y1, x2, y2 = out["boxes"].unbind(1)
+        w, h = x2 - x1, y2 - y1
+        boxes = (x1, y1, w, h) if box_format == "xywh" else (x1 + w / 2, y1 + h / 2, w, h)
+        converted.append({**out, "boxes": torch.stack(boxes, dim=1)})
+    stats = evaluate(gt, converted, targets, backend, box_format=box_format)
+    assert stats == expected
+    with pytest.raises(ValueError, match=r"outputs\[0\]\['boxes'\] row 0 has a negative width"):
+        bad = [{**converted[0], "boxes": converted[0]["boxes"] * torch.tensor([1, 1, -1, 1])}]
+        COCOEvaluator(coco_from(gt), box_format=box_format).update(bad, targets[:1])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="`box_format`"):
+        COCOEvaluator(coco_from(gt), box_format="yxyx")  # type: ignore[arg-type]

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from pycocotools.coco import COCO
 
 IouType = Literal["bbox", "segm"]
+BoxFormat = Literal["xyxy", "xywh", "cxcywh"]
+BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 Backend = Literal["auto", "fast", "pycocotools"]
 BACKENDS = ("auto", "fast", "pycocotools")
 STAT_NAMES = tuple(STATS)
@@ -251,6 +253,8 @@ class COCOEvaluator(Metric):
             (sorted, as ``COCOeval.evaluate`` sorts them: AP uses the largest).
         area_ranges: ``{label: (lo, hi)}`` in pixels² (``Params.areaRngLbl`` / ``areaRng``); must
             include ``"all"``. ``None``: COCO's all / small / medium / large.
+        box_format: how ``update``'s ``boxes`` are given: ``"xyxy"`` (torchvision), ``"xywh"``
+            (COCO's) or ``"cxcywh"`` (centre, width, height: DETR's, in pixels).
     """
 
     chunks: list[_Chunk]
@@ -269,12 +273,18 @@ class COCOEvaluator(Metric):
         iou_thresholds: Sequence[float] | None = None,
         max_detections: Sequence[int] = _cocoeval.MAX_DETS,
         area_ranges: Mapping[str, tuple[float, float]] | None = None,
+        box_format: BoxFormat = "xyxy",
     ) -> None:
         super().__init__()
         if iou_type not in ("bbox", "segm"):
             raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if box_format not in BOX_FORMATS:
+            raise ValueError(
+                f"Expected argument `box_format` to be one of {BOX_FORMATS}, but got {box_format!r}"
+            )
+        self.box_format: BoxFormat = box_format
         self.params = _params(iou_thresholds, max_detections, area_ranges)
         self.coco_gt = _load_gt(gt)
         _check_unique_ids(self.coco_gt)
@@ -323,7 +333,8 @@ class COCOEvaluator(Metric):
     ) -> None:
         """Add one batch of torchvision-style predictions.
 
-        ``outputs[i]`` holds ``boxes`` (N, 4) xyxy in pixels, ``scores`` (N,), ``labels`` (N,)
+        ``outputs[i]`` holds ``boxes`` (N, 4) in pixels (``box_format``, xyxy by default),
+        ``scores`` (N,), ``labels`` (N,)
         and, for ``"segm"``, ``masks`` (N, 1, H, W) or (N, H, W) at the image's size instead of
         boxes; ``targets[i]["image_id"]`` names the image (an int or a one-element tensor). Boxes
         become xywh in their own dtype (torchvision's reference ``convert_to_xywh``), then
@@ -353,10 +364,8 @@ class COCOEvaluator(Metric):
         category = self._categories(labels, _locator(counts, "labels"))
         image = np.repeat(images, counts)
         if geometry == "boxes":
-            xyxy = column("boxes", 4)
-            xywh = torch.cat([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], dim=1)  # in its dtype
-            bbox = xywh.to(torch.float64).numpy()
-            _check_boxes(bbox, _locator(counts, "boxes"), "xyxy boxes with x2 >= x1, y2 >= y1")
+            bbox = _to_xywh(column("boxes", 4), self.box_format).to(torch.float64).numpy()
+            _check_boxes(bbox, _locator(counts, "boxes"), _EXPECTED_BOXES[self.box_format])
             dets = Annotations(image, category, bbox[:, 2] * bbox[:, 3], bbox=bbox, score=scores)
         else:
             rles = self._encode_masks(outputs, images, counts)
@@ -683,6 +692,25 @@ def _check_output(out: Any, i: int, geometry: str) -> int:
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"outputs[{i}]['labels'] must hold integer labels, got {labels.dtype}")
     return n
+
+
+_EXPECTED_BOXES = {
+    "xyxy": "xyxy boxes with x2 >= x1, y2 >= y1",
+    "xywh": "xywh boxes with w, h >= 0",
+    "cxcywh": "cxcywh boxes with w, h >= 0",
+}
+
+
+def _to_xywh(boxes: torch.Tensor, box_format: BoxFormat) -> torch.Tensor:
+    """(N, 4) boxes as COCO's xywh, computed in their own dtype (xyxy: torchvision's reference
+    ``convert_to_xywh``; cxcywh: the corner is the centre minus half the size)."""
+    import torch
+
+    if box_format == "xywh":
+        return boxes
+    if box_format == "cxcywh":
+        return torch.cat([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, 2:]], dim=1)
+    return torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
 
 
 def _check_boxes(bbox: np.ndarray, locate: Callable[[int], str], expected: str) -> None:
