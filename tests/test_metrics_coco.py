@@ -1027,3 +1027,96 @@ def test_box_formats(backend: str, box_format: str) -> None:
         COCOEvaluator(coco_from(gt), box_format=box_format).update(bad, targets[:1])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="`box_format`"):
         COCOEvaluator(coco_from(gt), box_format="yxyx")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- eval arrays
+
+
+def reference_eval(
+    gt: dict[str, Any],
+    results: list[dict[str, Any]],
+    img_ids: list[int],
+    iou_type: str = "bbox",
+    use_cats: bool = True,
+    params: dict[str, Any] | None = None,
+) -> dict[str, np.ndarray]:
+    """pycocotools' ``COCOeval.eval`` arrays (precision, recall, scores)."""
+    coco_gt = reference_gt(gt)
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), iou_type)
+        evaluator.params.imgIds = img_ids
+        evaluator.params.useCats = int(use_cats)
+        for key, value in (params or {}).items():
+            setattr(evaluator.params, key, value)
+        evaluator.evaluate()
+        evaluator.accumulate()
+    return {key: evaluator.eval[key] for key in ("precision", "recall", "scores")}
+
+
+def assert_same_arrays(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> None:
+    assert set(ours) == set(theirs)
+    for key, expected in theirs.items():
+        assert ours[key].shape == expected.shape, key
+        assert np.array_equal(ours[key], expected), key  # element by element, bit for bit
+
+
+REC_THRS = [None, [0.0, 0.3, 0.55, 1.0], [0.25, 0.5], [0.0]]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    use_cats=st.booleans(),
+    rec=st.sampled_from(REC_THRS),
+)
+def test_eval_arrays_equal_pycocotools(
+    backend: str, seed: int, use_cats: bool, rec: list[float] | None
+) -> None:
+    gt, outputs, targets = make_case(seed)
+    params = {} if rec is None else {"recThrs": np.array(rec)}
+    expected = reference_eval(
+        gt,
+        result_dicts(outputs, targets, "bbox"),
+        [t["image_id"] for t in targets],
+        use_cats=use_cats,
+        params=params,
+    )
+    evaluator = COCOEvaluator(
+        coco_from(gt),
+        backend=backend,  # type: ignore[arg-type]
+        use_cats=use_cats,
+        recall_thresholds=rec,
+    )
+    evaluator.update(outputs, targets)
+    stats = evaluator.compute()
+    assert_same_arrays(evaluator.eval, expected)
+    if rec is not None:  # the stats are the means of those arrays
+        p = expected["precision"][:, :, :, 0, -1]
+        assert stats["AP"] == (float(np.mean(p[p > -1])) if (p > -1).any() else -1.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_eval_arrays_segm_and_parameters(backend: str) -> None:
+    gt, outputs, targets = make_case(4, iou_type="segm", n_images=4)
+    results = result_dicts(outputs, targets, "segm")
+    image_ids = [t["image_id"] for t in targets]
+    params = {**PARAMS[3], "recThrs": np.array([0.0, 0.1, 0.9])}
+    expected = reference_eval(gt, results, image_ids, "segm", params=params)
+    evaluator = COCOEvaluator(
+        coco_from(gt),
+        "segm",
+        backend=backend,  # type: ignore[arg-type]
+        max_detections=params["maxDets"],
+        area_ranges=dict(zip(params["areaRngLbl"], params["areaRng"], strict=True)),
+        recall_thresholds=[0.0, 0.1, 0.9],
+    )
+    evaluator.update_results(results, image_ids)
+    evaluator.compute()
+    assert_same_arrays(evaluator.eval, expected)
+
+
+def test_recall_thresholds_are_checked() -> None:
+    for bad in ([], [0.5, 0.2], [1.5], [[0.1]]):
+        with pytest.raises(ValueError, match="`recall_thresholds`"):
+            COCOEvaluator(coco_from(GT), recall_thresholds=bad)  # type: ignore[arg-type]

@@ -7,8 +7,8 @@ groups, area ranges and thresholds at once, with the same tie rules (the last gr
 highest IoU wins; regular ground truth before ignored; crowds can match many times). The arithmetic
 (bbox IoU, cumulative sums, precision envelope, recall search) repeats pycocotools' operations in
 the same order on float64, so precision, recall and the twelve stats come out identical.
-The IoU thresholds, maxDets and area ranges are pycocotools' ``Params`` (:class:`Params`; the
-defaults are COCO's); the 101 recall points are fixed.
+The IoU thresholds, recall thresholds, maxDets and area ranges are pycocotools' ``Params``
+(:class:`Params`; the defaults are COCO's).
 """
 
 from __future__ import annotations
@@ -35,12 +35,13 @@ StatSpec = tuple[bool, float | None, str, int]
 @dataclass(frozen=True)
 class Params:
     """pycocotools' ``Params`` that evaluation depends on: ``iouThrs``, ``maxDets``,
-    ``areaRng`` (pixels², [lo, hi] inclusive) and ``areaRngLbl``."""
+    ``areaRng`` (pixels², [lo, hi] inclusive), ``areaRngLbl`` and ``recThrs``."""
 
     iou_thrs: np.ndarray = field(default_factory=lambda: IOU_THRS)
     max_dets: tuple[int, ...] = MAX_DETS
     area_rng: np.ndarray = field(default_factory=lambda: AREA_RNG)  # (A, 2) float64
     area_lbl: tuple[str, ...] = AREA_LBL
+    rec_thrs: np.ndarray = field(default_factory=lambda: REC_THRS)  # (R,) ascending in [0, 1]
 
     def stats(self) -> dict[str, StatSpec]:
         """The stats of ``COCOeval.summarize`` for these parameters, by name.
@@ -229,8 +230,9 @@ def evaluate(
     iou_type: str = "bbox",
     params: Params = DEFAULT_PARAMS,
     progress: Progress | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``COCOeval.evaluate(); accumulate()`` -> (precision (T,R,K,A,M), recall (T,K,A,M)).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``COCOeval.evaluate(); accumulate()`` -> ``eval``'s precision (T,R,K,A,M), recall
+    (T,K,A,M) and scores (T,R,K,A,M).
 
     ``img_ids`` and ``cat_ids`` are sorted unique ids; ``progress(n)`` is told of finished steps:
     one per detection rank (maxDets[-1]), one per maxDets and area range.
@@ -306,7 +308,7 @@ def evaluate(
         d_group % n_cats,
         rank,
         npig,
-        params.max_dets,
+        params,
         progress,
     )
 
@@ -370,33 +372,41 @@ def _accumulate(
     cat: np.ndarray,
     rank: np.ndarray,
     npig: np.ndarray,
-    max_dets: Sequence[int],
+    params: Params,
     progress: Progress | None,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``COCOeval.accumulate`` on matched detections, vectorised over categories and thresholds.
 
-    pycocotools reads precision at the first detection reaching each recall threshold, after
-    taking the running maximum of tp / (tp + fp + eps) from the right. Precision only rises at a
-    true positive, so that maximum is the maximum over the true positives from there on: only
-    true positives are visited, with the same float operations.
+    pycocotools reads precision and score at the first detection reaching each recall threshold,
+    after taking the running maximum of tp / (tp + fp + eps) from the right. Precision only rises
+    at a true positive, so that maximum is the maximum over the true positives from there on:
+    only true positives are visited, with the same float operations. A recall threshold of 0 is
+    reached at the first detection, whatever it is: its score is the best one.
     """
-    n_thr, n_rec, n_area, n_cats = dtm.shape[1], len(REC_THRS), dtm.shape[0], len(npig)
+    max_dets = params.max_dets
+    n_thr, n_rec, n_area, n_cats = dtm.shape[1], len(params.rec_thrs), dtm.shape[0], len(npig)
     # filled as (M, A, T, K, R) / (M, A, T, K), contiguous per (maxDets, area) step
     precision = np.empty((len(max_dets), n_area, n_thr, n_cats, n_rec))
+    scores = np.empty_like(precision)
     recall = np.empty((len(max_dets), n_area, n_thr, n_cats))
     # pycocotools concatenates detections image by image in rank order, then sorts by score
     # stably: the same order as sorting by (score, image, rank).
     order = np.lexsort((rank, img, -score, cat))
     counted_all = ~dt_ignore[:, :, order]  # (A, T, D) in that order
     tp_all = dtm[:, :, order] & counted_all
-    rank, cat = rank[order], cat[order]
-    needed = _tp_needed(npig)  # (K, A, R)
+    rank, cat, score = rank[order], cat[order], score[order]
+    needed = _tp_needed(npig, params.rec_thrs)  # (K, A, R)
     segments = np.arange(n_thr * n_cats)
     for m, max_det in enumerate(max_dets):
         keep = rank < max_det
         every = bool(keep.all())
         cat_sel = cat if every else cat[keep]
+        score_sel = score if every else score[keep]
         bounds = _starts(cat_sel, n_cats)
+        # each category's best score (its first detection), 0 without detections
+        top = np.zeros(n_cats)
+        has_det = np.diff(bounds) > 0
+        top[has_det] = score_sel[bounds[:-1][has_det]]
         for a in range(n_area):
             if progress is not None:
                 progress(1)
@@ -419,12 +429,19 @@ def _accumulate(
             found = nth <= n_tp[..., None]
             at = np.where(found, first[..., None] + nth - 1, 0)
             precision[m, a] = np.where(found, best[at] if len(best) else 0.0, 0.0)
+            scores[m, a] = np.where(found, score_sel[p][at] if len(p) else 0.0, 0.0)
+            scores[m, a] = np.where(needed[:, a] == 0, top[:, None], scores[m, a])
             recall[m, a] = n_tp / np.maximum(npig[:, a], 1)
     # -1 for categories without regular ground truth in the area, as pycocotools leaves them
     no_gt = (npig == 0).T[None, :, None, :]  # (1, A, 1, K)
     precision[np.broadcast_to(no_gt, recall.shape)] = -1
+    scores[np.broadcast_to(no_gt, recall.shape)] = -1
     recall[np.broadcast_to(no_gt, recall.shape)] = -1
-    return precision.transpose(2, 4, 3, 1, 0), recall.transpose(2, 3, 1, 0)
+    return (
+        precision.transpose(2, 4, 3, 1, 0),
+        recall.transpose(2, 3, 1, 0),
+        scores.transpose(2, 4, 3, 1, 0),
+    )
 
 
 def _cumsum0(flags: np.ndarray) -> np.ndarray:
@@ -434,14 +451,14 @@ def _cumsum0(flags: np.ndarray) -> np.ndarray:
     return out
 
 
-def _tp_needed(npig: np.ndarray) -> np.ndarray:
+def _tp_needed(npig: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
     """Smallest true-positive count j with ``j / npig >= r`` in float64, per recall threshold r:
     the count at which pycocotools' ``searchsorted(rc, recThrs, "left")`` lands."""
     n = np.maximum(npig, 1)[..., None].astype(float)
-    low = np.maximum(np.ceil(REC_THRS * n) - 2, 0)
+    low = np.maximum(np.ceil(rec_thrs * n) - 2, 0)
     needed = low.copy()
     for step in range(4):  # the float answer is within 2 of the real one
-        needed += (low + step) / n < REC_THRS
+        needed += (low + step) / n < rec_thrs
     return needed.astype(np.int64)
 
 

@@ -253,6 +253,7 @@ class COCOEvaluator(Metric):
             (sorted, as ``COCOeval.evaluate`` sorts them: AP uses the largest).
         area_ranges: ``{label: (lo, hi)}`` in pixels² (``Params.areaRngLbl`` / ``areaRng``); must
             include ``"all"``. ``None``: COCO's all / small / medium / large.
+        recall_thresholds: ``Params.recThrs``, ascending in [0, 1]; ``None``: 0:0.01:1.
         box_format: how ``update``'s ``boxes`` are given: ``"xyxy"`` (torchvision), ``"xywh"``
             (COCO's) or ``"cxcywh"`` (centre, width, height: DETR's, in pixels).
     """
@@ -274,6 +275,7 @@ class COCOEvaluator(Metric):
         max_detections: Sequence[int] = _cocoeval.MAX_DETS,
         area_ranges: Mapping[str, tuple[float, float]] | None = None,
         box_format: BoxFormat = "xyxy",
+        recall_thresholds: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if iou_type not in ("bbox", "segm"):
@@ -285,7 +287,7 @@ class COCOEvaluator(Metric):
                 f"Expected argument `box_format` to be one of {BOX_FORMATS}, but got {box_format!r}"
             )
         self.box_format: BoxFormat = box_format
-        self.params = _params(iou_thresholds, max_detections, area_ranges)
+        self.params = _params(iou_thresholds, max_detections, area_ranges, recall_thresholds)
         self.coco_gt = _load_gt(gt)
         _check_unique_ids(self.coco_gt)
         self.iou_type: IouType = iou_type
@@ -301,6 +303,11 @@ class COCOEvaluator(Metric):
         #: Detections not evaluated because their category is none of the ground truth's
         #: (summed over ranks by the last ``compute``).
         self.ignored_detections = 0
+        #: The last ``compute``'s arrays, as pycocotools' ``COCOeval.eval``: ``precision`` and
+        #: ``scores`` (T, R, K, A, M), ``recall`` (T, K, A, M) - IoU thresholds, recall
+        #: thresholds, categories (ascending id; one with ``use_cats=False``), area ranges,
+        #: max_detections; -1 where no ground truth counts.
+        self.eval: dict[str, np.ndarray] = {}
         self.add_state("chunks", list, "cat")
         self.add_state("ignored", int, "sum")
 
@@ -537,6 +544,7 @@ class COCOEvaluator(Metric):
         ``per_category=True`` adds ``"AP/<key>"`` and ``"AR/<key>"`` (over all IoU thresholds,
         area all, the last maxDets) for each category of the ground truth, keyed as
         :meth:`category_keys` says (unique even where names repeat or are missing).
+        Also sets :attr:`eval`, pycocotools' ``COCOeval.eval`` arrays of this evaluation.
         """
         if per_category and not self.use_cats:
             raise ValueError("per_category=True needs use_cats=True")
@@ -550,10 +558,11 @@ class COCOEvaluator(Metric):
             len(p.area_rng),
             len(p.max_dets),
         )
-        precision = -np.ones((shape[0], len(_cocoeval.REC_THRS), *shape[1:]))
-        recall = -np.ones(shape)
+        precision = -np.ones((shape[0], len(p.rec_thrs), *shape[1:]))
+        recall, scores = -np.ones(shape), precision.copy()
         if chunks:
-            precision, recall = self._evaluate(*_merge(chunks))
+            precision, recall, scores = self._evaluate(*_merge(chunks))
+        self.eval = {"precision": precision, "recall": recall, "scores": scores}
         stats = _cocoeval.summarize(precision, recall, p)
         if per_category:
             aps, ars = _cocoeval.per_category(precision, recall, p)
@@ -587,7 +596,9 @@ class COCOEvaluator(Metric):
             )
         return "\n".join(lines)
 
-    def _evaluate(self, image_ids: np.ndarray, dets: Annotations) -> tuple[np.ndarray, np.ndarray]:
+    def _evaluate(
+        self, image_ids: np.ndarray, dets: Annotations
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from tqdm.auto import tqdm
 
         p = self.params
@@ -634,7 +645,7 @@ class COCOEvaluator(Metric):
 
     def _evaluate_pycocotools(
         self, image_ids: np.ndarray, dets: Annotations, progress: Callable[[int], Any]
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
 
@@ -660,11 +671,12 @@ class COCOEvaluator(Metric):
             evaluator.params.maxDets = list(p.max_dets)
             evaluator.params.areaRng = p.area_rng.tolist()
             evaluator.params.areaRngLbl = list(p.area_lbl)
+            evaluator.params.recThrs = p.rec_thrs
             evaluator.evaluate()
             progress(1)
             evaluator.accumulate()
             progress(1)
-        return evaluator.eval["precision"], evaluator.eval["recall"]
+        return evaluator.eval["precision"], evaluator.eval["recall"], evaluator.eval["scores"]
 
 
 def _check_output(out: Any, i: int, geometry: str) -> int:
@@ -810,6 +822,7 @@ def _params(
     iou_thresholds: Sequence[float] | None,
     max_detections: Sequence[int],
     area_ranges: Mapping[str, tuple[float, float]] | None,
+    recall_thresholds: Sequence[float] | None = None,
 ) -> Params:
     """Checked evaluation parameters (pycocotools' ``Params``)."""
     default = _cocoeval.DEFAULT_PARAMS
@@ -818,6 +831,17 @@ def _params(
         raise ValueError(
             f"Expected argument `iou_thresholds` to be a non-empty sequence of floats in [0, 1], "
             f"but got {iou_thresholds!r}"
+        )
+    rec = default.rec_thrs if recall_thresholds is None else np.asarray(recall_thresholds, float)
+    if (
+        rec.ndim != 1
+        or not len(rec)
+        or not ((rec >= 0) & (rec <= 1)).all()
+        or (np.diff(rec) < 0).any()
+    ):
+        raise ValueError(
+            "Expected argument `recall_thresholds` to be a non-empty ascending sequence of floats "
+            f"in [0, 1], but got {recall_thresholds!r}"
         )
     dets = tuple(max_detections)
     if not dets or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in dets):
@@ -829,11 +853,11 @@ def _params(
         raise ValueError(f"Expected argument `max_detections` without repeats, but got {dets!r}")
     dets = tuple(sorted(dets))  # COCOeval.evaluate sorts maxDets: stats follow the sorted order
     if area_ranges is None:
-        return Params(thrs, dets, default.area_rng, default.area_lbl)
+        return Params(thrs, dets, default.area_rng, default.area_lbl, rec)
     rng = np.array([tuple(v) for v in area_ranges.values()], float).reshape(-1, 2)
     if "all" not in area_ranges or not (rng[:, 0] <= rng[:, 1]).all():
         raise ValueError(
             "Expected argument `area_ranges` to map labels, including 'all', to (lo, hi) "
             f"with lo <= hi, but got {area_ranges!r}"
         )
-    return Params(thrs, dets, rng, tuple(area_ranges))
+    return Params(thrs, dets, rng, tuple(area_ranges), rec)
