@@ -622,8 +622,8 @@ def test_segm_rejects_masks_of_the_wrong_size() -> None:
 
 
 def test_constructor_rejects() -> None:
-    with pytest.raises(ValueError, match="iou_type must be"):
-        COCOEvaluator(coco_from(GT), "keypoints")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="`iou_type`"):
+        COCOEvaluator(coco_from(GT), "keypoint")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="backend must be"):
         COCOEvaluator(coco_from(GT), backend="gpu")  # type: ignore[arg-type]
     with pytest.raises(FileNotFoundError, match="gt: no COCO instances json"):
@@ -1120,3 +1120,209 @@ def test_recall_thresholds_are_checked() -> None:
     for bad in ([], [0.5, 0.2], [1.5], [[0.1]]):
         with pytest.raises(ValueError, match="`recall_thresholds`"):
             COCOEvaluator(coco_from(GT), recall_thresholds=bad)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- keypoints
+
+KP_STATS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+
+
+def make_keypoint_case(
+    seed: int, n_images: int = 5, n_points: int = 17
+) -> tuple[dict[str, Any], list[dict[str, torch.Tensor]], list[dict[str, int]]]:
+    """People with ``n_points`` keypoints (COCO's layout: v = 0 unlabeled at (0, 0), 1 hidden,
+    2 visible), crowds and people without labelled keypoints (ignored by COCOeval), two
+    categories, and Keypoint R-CNN style outputs: noisy copies, strays, score ties, sometimes
+    more than 20 detections."""
+    rng = np.random.default_rng(seed)
+    images, anns, outputs, targets = [], [], [], []
+    ann_id = 1
+    for i in range(n_images):
+        image_id = 10 + i
+        images.append({"id": image_id, "width": 640, "height": 480})
+        people = []
+        for _ in range(int(rng.integers(0, 6))):
+            w, h = rng.uniform(8, 200, 2)
+            x, y = rng.uniform(0, 640 - w), rng.uniform(0, 480 - h)
+            px, py = rng.uniform(x, x + w, n_points), rng.uniform(y, y + h, n_points)
+            v = rng.choice([0, 1, 2], n_points, p=[0.3, 0.2, 0.5])
+            if rng.random() < 0.15:
+                v[:] = 0  # no labelled keypoint: ignored, but its box still bounds OKS
+            crowd = int(rng.random() < 0.1)
+            if crowd:
+                v[:] = 0
+            points = np.stack([np.where(v > 0, px, 0), np.where(v > 0, py, 0), v], 1)
+            category = int(rng.choice([1, 2], p=[0.8, 0.2]))
+            anns.append(
+                {
+                    "id": ann_id,
+                    "image_id": image_id,
+                    "category_id": category,
+                    "bbox": [float(x), float(y), float(w), float(h)],
+                    "area": float(w * h * rng.uniform(0.5, 1.0)),
+                    "iscrowd": crowd,
+                    "keypoints": [
+                        float(c) if j % 3 < 2 else int(c) for j, c in enumerate(points.ravel())
+                    ],
+                    "num_keypoints": int((v > 0).sum()),
+                }
+            )
+            people.append((px, py, w * h, category))
+            ann_id += 1
+        dets = []
+        for px, py, area, category in people:
+            for _ in range(int(rng.integers(0, 3))):
+                noise = rng.normal(0, np.sqrt(area) * rng.uniform(0.01, 0.2), (2, n_points))
+                dets.append((px + noise[0], py + noise[1], category))
+        n_stray = int(rng.integers(0, 4)) if rng.random() < 0.8 else 25
+        for _ in range(n_stray):
+            cx, cy = rng.uniform(0, 640), rng.uniform(0, 480)
+            dets.append((cx + rng.normal(0, 20, n_points), cy + rng.normal(0, 20, n_points), 1))
+        n = len(dets)
+        keypoints = torch.zeros(n, n_points, 3)
+        for j, (x, y, _) in enumerate(dets):
+            keypoints[j, :, 0], keypoints[j, :, 1] = torch.tensor(x), torch.tensor(y)
+        keypoints[:, :, 2] = 1  # torchvision's visibility
+        outputs.append(
+            {
+                "boxes": torch.zeros(n, 4),
+                "keypoints": keypoints,
+                "scores": torch.tensor(rng.integers(1, 12, n) / 12, dtype=torch.float32),
+                "labels": torch.tensor([c for _, _, c in dets], dtype=torch.int64),
+            }
+        )
+        targets.append({"image_id": image_id})
+    categories = [{"id": 1, "name": "person"}, {"id": 2, "name": "robot"}]
+    return {"images": images, "annotations": anns, "categories": categories}, outputs, targets
+
+
+def keypoint_results(
+    outputs: list[dict[str, torch.Tensor]], targets: list[dict[str, int]]
+) -> list[dict[str, Any]]:
+    """torchvision's reference ``prepare_for_coco_keypoint``: flattened keypoints, tolist."""
+    return [
+        {"image_id": t["image_id"], "category_id": c, "keypoints": k, "score": s}
+        for out, t in zip(outputs, targets, strict=True)
+        for k, s, c in zip(
+            out["keypoints"].flatten(start_dim=1).tolist(),
+            out["scores"].tolist(),
+            out["labels"].tolist(),
+            strict=True,
+        )
+    ]
+
+
+def reference_keypoints(
+    gt: dict[str, Any],
+    results: list[dict[str, Any]],
+    img_ids: list[int],
+    sigmas: np.ndarray | None = None,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """pycocotools' keypoint stats (summarize's ten) and eval arrays."""
+    coco_gt = reference_gt(gt)
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), "keypoints")
+        evaluator.params.imgIds = img_ids
+        if sigmas is not None:
+            evaluator.params.kpt_oks_sigmas = sigmas
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = dict(zip(KP_STATS, evaluator.stats.tolist(), strict=True))
+    return stats, {key: evaluator.eval[key] for key in ("precision", "recall", "scores")}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), as_results=st.booleans())
+def test_keypoints_equal_pycocotools(backend: str, seed: int, as_results: bool) -> None:
+    gt, outputs, targets = make_keypoint_case(seed)
+    image_ids = [t["image_id"] for t in targets]
+    results = keypoint_results(outputs, targets)
+    expected, arrays = reference_keypoints(gt, results, image_ids)
+    evaluator = COCOEvaluator(coco_from(gt), "keypoints", backend=backend)  # type: ignore[arg-type]
+    if as_results:
+        evaluator.update_results(results, image_ids)
+    else:
+        for start in range(0, len(outputs), 2):
+            evaluator.update(outputs[start : start + 2], targets[start : start + 2])
+    stats = evaluator.compute()
+    assert stats == expected
+    assert_same_arrays(evaluator.eval, arrays)
+    assert len(evaluator.summary(stats).splitlines()) == len(KP_STATS)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_keypoints_with_other_sigmas(backend: str) -> None:
+    # 5 keypoints of another skeleton, each with its own sigma.
+    gt, outputs, targets = make_keypoint_case(3, n_points=5)
+    sigmas = np.array([0.3, 0.5, 0.7, 0.9, 1.1]) / 10
+    image_ids = [t["image_id"] for t in targets]
+    expected, arrays = reference_keypoints(
+        gt, keypoint_results(outputs, targets), image_ids, sigmas
+    )
+    evaluator = COCOEvaluator(
+        coco_from(gt),
+        "keypoints",
+        backend=backend,  # type: ignore[arg-type]
+        keypoint_sigmas=sigmas.tolist(),
+    )
+    evaluator.update(outputs, targets)
+    assert evaluator.compute() == expected
+    assert_same_arrays(evaluator.eval, arrays)
+    with pytest.raises(
+        ValueError, match=r"gt: annotation 1 has 15 keypoint values; expected 3 x 17"
+    ):
+        COCOEvaluator(coco_from(gt), "keypoints")
+    with pytest.raises(ValueError, match=r"outputs\[0\]\['keypoints'\] must have shape"):
+        wrong = COCOEvaluator(coco_from(gt), "keypoints", keypoint_sigmas=[0.1] * 5)
+        wrong.update([{**outputs[0], "keypoints": outputs[0]["keypoints"][:, :4]}], targets[:1])
+
+
+def test_keypoints_bad_input() -> None:
+    gt, outputs, targets = make_keypoint_case(1)
+    with pytest.raises(ValueError, match="use_cats=False"):
+        COCOEvaluator(coco_from(gt), "keypoints", use_cats=False)
+    with pytest.raises(ValueError, match="`keypoint_sigmas`"):
+        COCOEvaluator(coco_from(gt), "keypoints", keypoint_sigmas=[0.0] * 17)
+    results = keypoint_results(outputs, targets)
+    evaluator = COCOEvaluator(coco_from(gt), "keypoints")
+    with pytest.raises(ValueError, match=r"results\[0\]\['keypoints'\] must be 51 numbers"):
+        evaluator.update_results(
+            [{**results[0], "keypoints": [1.0, 2.0]}], [targets[0]["image_id"]]
+        )
+    no_count = copy.deepcopy(gt)
+    victim = no_count["annotations"][0]
+    del victim["num_keypoints"]
+    evaluator = COCOEvaluator(coco_from(no_count), "keypoints", backend="pycocotools")
+    evaluator.update(outputs, targets)
+    with pytest.raises(ValueError, match=rf"gt: annotations \[{victim['id']}\] of evaluated"):
+        evaluator.compute()
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_oks_is_pycocotools_bit_for_bit(seed: int) -> None:
+    # Every (detection, ground truth) OKS of COCOeval.computeOks, through 0..17 visible points.
+    gt, outputs, targets = make_keypoint_case(seed, n_images=3)
+    results = keypoint_results(outputs, targets)
+    coco_gt = reference_gt(gt)
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), "keypoints")
+        evaluator.evaluate()
+    for (image, cat), ious in evaluator.ious.items():
+        if not len(ious):
+            continue
+        gts, dts = evaluator._gts[image, cat], evaluator._dts[image, cat]
+        dts = [dts[i] for i in np.argsort([-d["score"] for d in dts], kind="mergesort")][:20]
+        pair_det, pair_gt = (a.ravel() for a in np.indices((len(dts), len(gts))))
+        ours = _cocoeval._oks(
+            np.array([d["keypoints"] for d in dts], float),
+            np.array([g["keypoints"] for g in gts], float),
+            np.array([g["bbox"] for g in gts], float),
+            np.array([g["area"] for g in gts], float),
+            pair_det,
+            pair_gt,
+            _cocoeval.KP_SIGMAS,
+        )
+        assert np.array_equal(ours.reshape(ious.shape), ious)

@@ -37,7 +37,14 @@ if TYPE_CHECKING:
     import torch
     from pycocotools.coco import COCO
 
-IouType = Literal["bbox", "segm"]
+IouType = Literal["bbox", "segm", "keypoints"]
+IOU_TYPES = ("bbox", "segm", "keypoints")
+#: What evaluation reads of a ground-truth annotation, besides ``area``, per IoU type.
+_GEOMETRY = {
+    "bbox": ("bbox",),
+    "segm": ("segmentation",),
+    "keypoints": ("keypoints", "num_keypoints", "bbox"),
+}
 BoxFormat = Literal["xyxy", "xywh", "cxcywh"]
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 Backend = Literal["auto", "fast", "pycocotools"]
@@ -111,36 +118,49 @@ def _check_unique_ids(coco: COCO) -> None:
             )
 
 
-def _gt_annotations(coco: COCO, iou_type: IouType) -> Annotations:
+def _gt_annotations(coco: COCO, iou_type: IouType, keypoint_values: int = 0) -> Annotations:
     """The ground truth as columns, in dataset order (pycocotools' order within an image).
 
     Read as leniently as pycocotools: rows that no evaluation reaches (an image missing from
     ``images``, a missing geometry on an image that is not evaluated) are kept with NaN geometry;
-    ``iscrowd`` defaults to 0.
+    ``iscrowd`` defaults to 0. ``keypoint_values``: 3 x the number of keypoints.
     """
     anns = coco.dataset.get("annotations", [])
-    geometry = "bbox" if iou_type == "bbox" else "segmentation"
+    geometry = _GEOMETRY[iou_type]
     incomplete = np.array(
         [
             "area" not in a
-            or geometry not in a
-            or (geometry == "segmentation" and a["image_id"] not in coco.imgs)
+            or any(key not in a for key in geometry)
+            or (iou_type == "segm" and a["image_id"] not in coco.imgs)
             for a in anns
         ],
         bool,
     )
     nan_box = [np.nan] * 4
     rles = _gt_rles(coco, anns, incomplete) if iou_type == "segm" else None
+    keypoints = ignore = None
+    if iou_type == "keypoints":
+        nan_points = [np.nan] * keypoint_values
+        keypoints = np.array(
+            [
+                nan_points if bad else a["keypoints"]
+                for a, bad in zip(anns, incomplete.tolist(), strict=True)
+            ],
+            float,
+        ).reshape(len(anns), keypoint_values)
+        ignore = np.array([a.get("num_keypoints", 0) == 0 for a in anns], bool)
     return Annotations(
         image=np.array([a["image_id"] for a in anns], np.int64),
         category=np.array([a["category_id"] for a in anns], np.int64),
         area=np.array([a.get("area", np.nan) for a in anns], float),
         bbox=np.array([a.get("bbox", nan_box) for a in anns], float).reshape(-1, 4)
-        if iou_type == "bbox"
+        if iou_type != "segm"
         else None,
         rles=rles,
         crowd=np.array([bool(a.get("iscrowd", 0)) for a in anns], bool),
         ann_id=np.array([a["id"] for a in anns], np.int64),
+        keypoints=keypoints,
+        ignore=ignore,
     )
 
 
@@ -234,11 +254,12 @@ def _locator(counts: Sequence[int], arg: str) -> Callable[[int], str]:
 
 
 class COCOEvaluator(Metric):
-    """COCO mAP of detections (``iou_type="bbox"``) or instance masks (``"segm"``).
+    """COCO mAP of detections (``iou_type="bbox"``), instance masks (``"segm"``) or keypoints
+    (``"keypoints"``, by OKS).
 
     Args:
-        gt: path to a COCO instances json, or a pycocotools ``COCO``.
-        iou_type: ``"bbox"`` or ``"segm"``.
+        gt: path to a COCO instances (or person keypoints) json, or a pycocotools ``COCO``.
+        iou_type: ``"bbox"``, ``"segm"`` or ``"keypoints"``.
         label_to_category: maps model labels to COCO category ids - a sequence indexed by label
             (contiguous training labels) or a mapping; ``None``: labels are category ids.
         backend: ``"fast"`` (perfkit's vectorised evaluation), ``"pycocotools"`` (``COCOeval``
@@ -250,9 +271,13 @@ class COCOEvaluator(Metric):
             terminal.
         iou_thresholds: ``Params.iouThrs``; ``None``: 0.50:0.05:0.95.
         max_detections: ``Params.maxDets``, detections per image and category, in any order
-            (sorted, as ``COCOeval.evaluate`` sorts them: AP uses the largest).
+            (sorted, as ``COCOeval.evaluate`` sorts them: AP uses the largest). ``None``: COCO's
+            (1, 10, 100); (20,) for keypoints.
         area_ranges: ``{label: (lo, hi)}`` in pixels² (``Params.areaRngLbl`` / ``areaRng``); must
-            include ``"all"``. ``None``: COCO's all / small / medium / large.
+            include ``"all"``. ``None``: COCO's all / small / medium / large (keypoints: all /
+            medium / large).
+        keypoint_sigmas: ``Params.kpt_oks_sigmas``, one per keypoint, for ``"keypoints"``;
+            ``None``: COCO's 17 person keypoints' (other keypoint counts must give theirs).
         recall_thresholds: ``Params.recThrs``, ascending in [0, 1]; ``None``: 0:0.01:1.
         box_format: how ``update``'s ``boxes`` are given: ``"xyxy"`` (torchvision), ``"xywh"``
             (COCO's) or ``"cxcywh"`` (centre, width, height: DETR's, in pixels).
@@ -272,14 +297,22 @@ class COCOEvaluator(Metric):
         mask_threshold: float = 0.5,
         progress: bool | None = None,
         iou_thresholds: Sequence[float] | None = None,
-        max_detections: Sequence[int] = _cocoeval.MAX_DETS,
+        max_detections: Sequence[int] | None = None,
         area_ranges: Mapping[str, tuple[float, float]] | None = None,
         box_format: BoxFormat = "xyxy",
         recall_thresholds: Sequence[float] | None = None,
+        keypoint_sigmas: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        if iou_type not in ("bbox", "segm"):
-            raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
+        if iou_type not in IOU_TYPES:
+            raise ValueError(
+                f"Expected argument `iou_type` to be one of {IOU_TYPES}, but got {iou_type!r}"
+            )
+        if iou_type == "keypoints" and not use_cats:
+            raise ValueError(
+                "use_cats=False with iou_type='keypoints': pycocotools' computeOks compares "
+                "each category's own keypoints only; expected use_cats=True"
+            )
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if box_format not in BOX_FORMATS:
@@ -287,9 +320,12 @@ class COCOEvaluator(Metric):
                 f"Expected argument `box_format` to be one of {BOX_FORMATS}, but got {box_format!r}"
             )
         self.box_format: BoxFormat = box_format
-        self.params = _params(iou_thresholds, max_detections, area_ranges, recall_thresholds)
+        self.params = _params(
+            iou_thresholds, max_detections, area_ranges, recall_thresholds, iou_type == "keypoints"
+        )
         self.coco_gt = _load_gt(gt)
         _check_unique_ids(self.coco_gt)
+        self.sigmas = _sigmas(self.coco_gt, keypoint_sigmas) if iou_type == "keypoints" else None
         self.iou_type: IouType = iou_type
         self.backend: Backend = "fast" if backend == "auto" else backend
         self.use_cats = bool(use_cats)
@@ -343,9 +379,12 @@ class COCOEvaluator(Metric):
         ``outputs[i]`` holds ``boxes`` (N, 4) in pixels (``box_format``, xyxy by default),
         ``scores`` (N,), ``labels`` (N,)
         and, for ``"segm"``, ``masks`` (N, 1, H, W) or (N, H, W) at the image's size instead of
-        boxes; ``targets[i]["image_id"]`` names the image (an int or a one-element tensor). Boxes
-        become xywh in their own dtype (torchvision's reference ``convert_to_xywh``), then
-        float64. Detections of a label that is no ground-truth category are ignored and counted.
+        boxes, for ``"keypoints"`` ``keypoints`` (N, K, 3) x, y, visibility in pixels
+        (torchvision's Keypoint R-CNN; a detection's area is its keypoints' extent, as
+        ``loadRes`` takes it); ``targets[i]["image_id"]`` names the image (an int or a
+        one-element tensor). Boxes become xywh in their own dtype (torchvision's reference
+        ``convert_to_xywh``), then float64. Detections of a label that is no ground-truth
+        category are ignored and counted.
         """
         import torch
 
@@ -355,7 +394,7 @@ class COCOEvaluator(Metric):
                 f"and {len(targets)} targets"
             )
         images = np.array([_image_id(t, f"targets[{i}]") for i, t in enumerate(targets)], np.int64)
-        geometry = "boxes" if self.iou_type == "bbox" else "masks"
+        geometry = {"bbox": "boxes", "segm": "masks", "keypoints": "keypoints"}[self.iou_type]
         counts = [_check_output(out, i, geometry) for i, out in enumerate(outputs)]
         self._check_images(images, "targets")
 
@@ -374,6 +413,21 @@ class COCOEvaluator(Metric):
             bbox = _to_xywh(column("boxes", 4), self.box_format).to(torch.float64).numpy()
             _check_boxes(bbox, _locator(counts, "boxes"), _EXPECTED_BOXES[self.box_format])
             dets = Annotations(image, category, bbox[:, 2] * bbox[:, 3], bbox=bbox, score=scores)
+        elif geometry == "keypoints":
+            assert self.sigmas is not None
+            n_points = len(self.sigmas)
+            for i, (out, n) in enumerate(zip(outputs, counts, strict=True)):
+                shape = tuple(torch.as_tensor(out["keypoints"]).shape)
+                if shape != (n, n_points, 3):
+                    raise ValueError(
+                        f"outputs[{i}]['keypoints'] must have shape (N, K, 3) = ({n}, {n_points}, "
+                        f"3) (K: one per keypoint sigma), got {shape}"
+                    )
+            points = column("keypoints", 3 * n_points).to(torch.float64).numpy()
+            _check_finite(points, _locator(counts, "keypoints"), "finite keypoints")
+            dets = Annotations(
+                image, category, _keypoint_area(points), keypoints=points, score=scores
+            )
         else:
             rles = self._encode_masks(outputs, images, counts)
             dets = Annotations(image, category, _rle_area(rles), rles=rles, score=scores)
@@ -387,9 +441,10 @@ class COCOEvaluator(Metric):
         """Add detections in COCO results format (a list of dicts, or a results json's path).
 
         Each result holds ``image_id``, ``category_id``, ``score`` and ``bbox`` [x, y, w, h]
-        (``"bbox"``) or an RLE ``segmentation`` (``"segm"``; a ``bbox`` as well when the first
-        result of this call has one, and then each detection's area is its box's, as
-        ``loadRes`` takes it; calls may differ).
+        (``"bbox"``), an RLE ``segmentation`` (``"segm"``) or ``keypoints`` [x1, y1, v1, ...]
+        (``"keypoints"``). segm and keypoints results may carry a ``bbox`` as well: when the
+        first result of this call has one, each detection's area is its box's, as ``loadRes``
+        takes it (calls may differ); else the mask's area or the keypoints' extent.
         The evaluated images are ``image_ids`` when given, else every image of the ground truth
         (``COCOeval``'s default). Results of a category the ground truth lacks are ignored and
         counted.
@@ -405,7 +460,7 @@ class COCOEvaluator(Metric):
         ):
             raise ValueError("results must be a list of COCO result dicts or a path to one")
         records: Sequence[Mapping[str, Any]] = loaded
-        geometry = "bbox" if self.iou_type == "bbox" else "segmentation"
+        geometry = {"bbox": "bbox", "segm": "segmentation", "keypoints": "keypoints"}[self.iou_type]
         columns = _columns(records, ("image_id", "category_id", "score", geometry))
         image = _int_column(columns["image_id"], "image_id")
         unknown = sorted(set(image.tolist()) - self._gt_images)
@@ -430,12 +485,34 @@ class COCOEvaluator(Metric):
         if geometry == "bbox":
             assert bbox is not None
             dets = Annotations(image, category, bbox[:, 2] * bbox[:, 3], bbox=bbox, score=score)
+        elif geometry == "keypoints":
+            points = self._keypoint_column(columns["keypoints"])
+            area = _keypoint_area(points) if bbox is None else bbox[:, 2] * bbox[:, 3]
+            dets = Annotations(image, category, area, keypoints=points, score=score)
         else:
             rles = columns["segmentation"]
             self._check_rle_sizes(rles, image)
             area = _rle_area(rles) if bbox is None else bbox[:, 2] * bbox[:, 3]
             dets = Annotations(image, category, area, rles=rles, score=score)
         self._store(images, self._known(dets))
+
+    def _keypoint_column(self, values: list[Any]) -> np.ndarray:
+        """``results[i]["keypoints"]`` as (N, 3K) float64, each 3K finite numbers."""
+        assert self.sigmas is not None
+        width = 3 * len(self.sigmas)
+        try:
+            points = np.array(values, np.float64).reshape(len(values), -1)
+        except (ValueError, TypeError):  # ragged, or not numbers
+            points = np.zeros((len(values), 0))
+        if points.shape[1] != width:
+            for i, value in enumerate(values):
+                if not (isinstance(value, (list, tuple)) and len(value) == width):
+                    raise ValueError(
+                        f"results[{i}]['keypoints'] must be {width} numbers (x, y, v for each of "
+                        f"{len(self.sigmas)} keypoints), got {value!r}"[:300]
+                    )
+        _check_finite(points, lambda i: f"results[{i}]['keypoints']", "finite keypoints")
+        return points
 
     def _check_rle_sizes(self, rles: Sequence[Any], image: np.ndarray) -> None:
         """Each of ``rles`` an RLE dict whose size is its image's [height, width]."""
@@ -614,7 +691,8 @@ class COCOEvaluator(Metric):
             if self.backend == "pycocotools":
                 return self._evaluate_pycocotools(image_ids, dets, bar.update)
             if self._gt is None:
-                self._gt = _gt_annotations(self.coco_gt, self.iou_type)
+                width = 0 if self.sigmas is None else 3 * len(self.sigmas)
+                self._gt = _gt_annotations(self.coco_gt, self.iou_type, width)
             return _cocoeval.evaluate(
                 self._gt,
                 dets,
@@ -624,23 +702,24 @@ class COCOEvaluator(Metric):
                 iou_type=self.iou_type,
                 params=p,
                 progress=bar.update,
+                sigmas=self.sigmas,
             )
 
     def _check_complete(self, image_ids: np.ndarray) -> None:
         """A ValueError naming the ground truth of evaluated images and categories that lacks
         what evaluation reads (on either backend: pycocotools raises a KeyError deep inside)."""
-        geometry = "bbox" if self.iou_type == "bbox" else "segmentation"
+        needed = ("area", *_GEOMETRY[self.iou_type])
         cats = set(self._cat_ids.tolist())
         bad = [
             ann.get("id")
             for image in image_ids.tolist()
             for ann in self.coco_gt.imgToAnns.get(image, ())
-            if ann["category_id"] in cats and ("area" not in ann or geometry not in ann)
+            if ann["category_id"] in cats and any(key not in ann for key in needed)
         ]
         if bad:
             raise ValueError(
-                f"gt: annotations {sorted(bad)[:10]} of evaluated images lack 'area' or "
-                f"'{geometry}', which COCO evaluation needs"
+                f"gt: annotations {sorted(bad)[:10]} of evaluated images lack one of "
+                f"{list(needed)}, which COCO {self.iou_type} evaluation needs"
             )
 
     def _evaluate_pycocotools(
@@ -672,6 +751,8 @@ class COCOEvaluator(Metric):
             evaluator.params.areaRng = p.area_rng.tolist()
             evaluator.params.areaRngLbl = list(p.area_lbl)
             evaluator.params.recThrs = p.rec_thrs
+            if self.sigmas is not None:
+                evaluator.params.kpt_oks_sigmas = self.sigmas
             evaluator.evaluate()
             progress(1)
             evaluator.accumulate()
@@ -725,12 +806,25 @@ def _to_xywh(boxes: torch.Tensor, box_format: BoxFormat) -> torch.Tensor:
     return torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
 
 
-def _check_boxes(bbox: np.ndarray, locate: Callable[[int], str], expected: str) -> None:
-    """Finite xywh boxes with w, h >= 0, else an error naming the first bad row."""
-    finite = np.isfinite(bbox).all(axis=1)
+def _check_finite(rows: np.ndarray, locate: Callable[[int], str], expected: str) -> None:
+    """Rows of finite numbers, else an error naming the first bad row."""
+    finite = np.isfinite(rows).all(axis=1)
     if not finite.all():
         first = int(np.flatnonzero(~finite)[0])
         raise ValueError(f"{locate(first)} is NaN or inf; expected {expected}")
+
+
+def _keypoint_area(points: np.ndarray) -> np.ndarray:
+    """``loadRes``' area of keypoint results: the extent of all their x and y, (N, 3K) rows."""
+    if not len(points):
+        return np.zeros(0)
+    x, y = points[:, 0::3], points[:, 1::3]
+    return (x.max(axis=1) - x.min(axis=1)) * (y.max(axis=1) - y.min(axis=1))
+
+
+def _check_boxes(bbox: np.ndarray, locate: Callable[[int], str], expected: str) -> None:
+    """Finite xywh boxes with w, h >= 0, else an error naming the first bad row."""
+    _check_finite(bbox, locate, expected)
     negative = (bbox[:, 2:] < 0).any(axis=1)
     if negative.any():
         first = int(np.flatnonzero(negative)[0])
@@ -751,6 +845,8 @@ def _result_dicts(dets: Annotations) -> list[dict[str, Any]]:
     }
     if dets.rles is not None:
         columns["segmentation"] = dets.rles
+    elif dets.keypoints is not None:
+        columns["keypoints"] = dets.keypoints.tolist()
     elif dets.bbox is not None:
         columns["bbox"] = dets.bbox.tolist()
     keys = list(columns)
@@ -820,12 +916,14 @@ def _rle_area(rles: Sequence[Mapping[str, Any]]) -> np.ndarray:
 
 def _params(
     iou_thresholds: Sequence[float] | None,
-    max_detections: Sequence[int],
+    max_detections: Sequence[int] | None,
     area_ranges: Mapping[str, tuple[float, float]] | None,
     recall_thresholds: Sequence[float] | None = None,
+    keypoints: bool = False,
 ) -> Params:
-    """Checked evaluation parameters (pycocotools' ``Params``)."""
-    default = _cocoeval.DEFAULT_PARAMS
+    """Checked evaluation parameters (pycocotools' ``Params``; ``setKpParams``' defaults for
+    keypoints)."""
+    default = _cocoeval.KP_PARAMS if keypoints else _cocoeval.DEFAULT_PARAMS
     thrs = default.iou_thrs if iou_thresholds is None else np.asarray(iou_thresholds, float)
     if thrs.ndim != 1 or not len(thrs) or not ((thrs >= 0) & (thrs <= 1)).all():
         raise ValueError(
@@ -843,7 +941,7 @@ def _params(
             "Expected argument `recall_thresholds` to be a non-empty ascending sequence of floats "
             f"in [0, 1], but got {recall_thresholds!r}"
         )
-    dets = tuple(max_detections)
+    dets = default.max_dets if max_detections is None else tuple(max_detections)
     if not dets or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in dets):
         raise ValueError(
             "Expected argument `max_detections` to be a non-empty sequence of positive ints, "
@@ -853,11 +951,33 @@ def _params(
         raise ValueError(f"Expected argument `max_detections` without repeats, but got {dets!r}")
     dets = tuple(sorted(dets))  # COCOeval.evaluate sorts maxDets: stats follow the sorted order
     if area_ranges is None:
-        return Params(thrs, dets, default.area_rng, default.area_lbl, rec)
+        return Params(thrs, dets, default.area_rng, default.area_lbl, rec, keypoints)
     rng = np.array([tuple(v) for v in area_ranges.values()], float).reshape(-1, 2)
     if "all" not in area_ranges or not (rng[:, 0] <= rng[:, 1]).all():
         raise ValueError(
             "Expected argument `area_ranges` to map labels, including 'all', to (lo, hi) "
             f"with lo <= hi, but got {area_ranges!r}"
         )
-    return Params(thrs, dets, rng, tuple(area_ranges), rec)
+    return Params(thrs, dets, rng, tuple(area_ranges), rec, keypoints)
+
+
+def _sigmas(coco: COCO, sigmas: Sequence[float] | None) -> np.ndarray:
+    """Checked OKS sigmas, one per keypoint of every ground-truth annotation that has any."""
+    values = _cocoeval.KP_SIGMAS if sigmas is None else np.asarray(sigmas, float)
+    if values.ndim != 1 or not len(values) or not (values > 0).all():
+        raise ValueError(
+            "Expected argument `keypoint_sigmas` to be a non-empty sequence of positive floats, "
+            f"but got {sigmas!r}"
+        )
+    for a in coco.dataset.get("annotations", []):
+        if "keypoints" in a and len(a["keypoints"]) != 3 * len(values):
+            raise ValueError(
+                f"gt: annotation {a['id']} has {len(a['keypoints'])} keypoint values; expected "
+                f"3 x {len(values)} (x, y, v per keypoint, one per sigma"
+                + (
+                    ", COCO's 17 person keypoints: pass keypoint_sigmas for others)"
+                    if sigmas is None
+                    else ")"
+                )
+            )
+    return values
