@@ -462,7 +462,7 @@ def test_duplicate_images_from_ranks_are_dropped(monkeypatch: pytest.MonkeyPatch
     rank0.update(outputs[0::2], targets[0::2])
     rank1.update([*outputs[1::2], outputs[1]], [*targets[1::2], targets[0]])
     states = [{"chunks": r.chunks, "ignored": r.ignored} for r in (rank0, rank1)]
-    monkeypatch.setattr("perfkit.distributed.all_gather_object", lambda obj: states)
+    monkeypatch.setattr("perfkit.distributed.all_gather_object", lambda obj, group: states)
     alone = evaluate(gt, outputs, targets, "fast")
     assert rank0.compute(per_category=True) == rank1.compute(per_category=True) == alone
 

@@ -35,7 +35,15 @@ def _worker(rank: int, init_method: str, out_dir: str) -> None:
             coco.update([out], [targets[i]])
         top = TopK((1, 2))
         top.update(LOGITS[2 * rank : 2 * rank + 2], LABELS[2 * rank : 2 * rank + 2])
-        result = {"coco": coco.compute(per_category=True), "top": top.compute()}
+        # one group per rank (every rank creates every group): gathering over its own
+        own = [dist.new_group([r]) for r in range(WORLD)][rank]
+        alone = TopK((1, 2), process_group=own)
+        alone.update(LOGITS[2 * rank : 2 * rank + 2], LABELS[2 * rank : 2 * rank + 2])
+        result = {
+            "coco": coco.compute(per_category=True),
+            "top": top.compute(),
+            "alone": alone.compute(),
+        }
         Path(out_dir, f"{rank}.json").write_text(json.dumps(result))
     finally:
         dist.destroy_process_group()
@@ -86,6 +94,12 @@ def test_two_ranks_equal_one(tmp_path: Path) -> None:
         assert result["coco"] == alone
         # The 4 samples of test_metrics_topk over both ranks: top1 2/4, top2 3/4.
         assert result["top"] == {"top1": 2 / 4, "top2": 3 / 4}
+        # over a group of its own rank: rank 0's samples (ranks 0, 1) 1/2, 2/2; rank 1's
+        # (ranks 4, 0) 1/2, 1/2
+        assert (
+            result["alone"]
+            == [{"top1": 1 / 2, "top2": 2 / 2}, {"top1": 1 / 2, "top2": 1 / 2}][rank]
+        )
 
 
 def test_destroy_right_after_a_gather_never_hangs() -> None:

@@ -184,7 +184,7 @@ def test_sum_over_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
         {name: r._host_state(name) for name in ("correct", "total", "bad_labels", "nan_rows")}
         for r in (rank0, rank1)
     ]
-    monkeypatch.setattr("perfkit.distributed.all_gather_object", lambda obj: states)
+    monkeypatch.setattr("perfkit.distributed.all_gather_object", lambda obj, group: states)
     assert rank0.compute() == rank1.compute() == {"top1": 2 / 4}
 
 

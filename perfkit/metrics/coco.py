@@ -278,11 +278,13 @@ class COCOEvaluator(Metric):
             medium / large).
         keypoint_sigmas: ``Params.kpt_oks_sigmas``, one per keypoint, for ``"keypoints"``;
             ``None``: COCO's 17 person keypoints' (other keypoint counts must give theirs).
+        process_group, sync_on_compute: see :class:`~perfkit.metrics.Metric`.
         recall_thresholds: ``Params.recThrs``, ascending in [0, 1]; ``None``: 0:0.01:1.
         box_format: how ``update``'s ``boxes`` are given: ``"xyxy"`` (torchvision), ``"xywh"``
             (COCO's) or ``"cxcywh"`` (centre, width, height: DETR's, in pixels).
     """
 
+    higher_is_better = True
     chunks: list[_Chunk]
     ignored: int
 
@@ -302,8 +304,10 @@ class COCOEvaluator(Metric):
         box_format: BoxFormat = "xyxy",
         recall_thresholds: Sequence[float] | None = None,
         keypoint_sigmas: Sequence[float] | None = None,
+        process_group: Any = None,
+        sync_on_compute: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(process_group=process_group, sync_on_compute=sync_on_compute)
         if iou_type not in IOU_TYPES:
             raise ValueError(
                 f"Expected argument `iou_type` to be one of {IOU_TYPES}, but got {iou_type!r}"
@@ -370,6 +374,11 @@ class COCOEvaluator(Metric):
         """Forget every stored detection and evaluated image."""
         super().reset()
         self._seen = set()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore the detections of ``state_dict()`` (and so the images already updated)."""
+        super().load_state_dict(state_dict)
+        self._seen = {image for chunk in self.chunks for image in chunk.images.tolist()}
 
     def update(
         self, outputs: Sequence[Mapping[str, torch.Tensor]], targets: Sequence[Mapping[str, Any]]
@@ -626,8 +635,15 @@ class COCOEvaluator(Metric):
         if per_category and not self.use_cats:
             raise ValueError("per_category=True needs use_cats=True")
         state = self._synced_state()
-        chunks = state["chunks"]
         self.ignored_detections = int(state["ignored"])
+        self.eval = self._arrays(state["chunks"])
+        return self._stats(self.eval, per_category)
+
+    def _compute(self, state: Mapping[str, Any]) -> dict[str, float]:
+        return self._stats(self._arrays(state["chunks"]), per_category=False)
+
+    def _arrays(self, chunks: Sequence[_Chunk]) -> dict[str, np.ndarray]:
+        """``COCOeval.eval``'s arrays for the detections of ``chunks`` (-1 where none)."""
         p = self.params
         shape = (
             len(p.iou_thrs),
@@ -639,7 +655,11 @@ class COCOEvaluator(Metric):
         recall, scores = -np.ones(shape), precision.copy()
         if chunks:
             precision, recall, scores = self._evaluate(*_merge(chunks))
-        self.eval = {"precision": precision, "recall": recall, "scores": scores}
+        return {"precision": precision, "recall": recall, "scores": scores}
+
+    def _stats(self, arrays: Mapping[str, np.ndarray], per_category: bool) -> dict[str, float]:
+        """The stats (and per-category AP / AR) of ``arrays``."""
+        precision, recall, p = arrays["precision"], arrays["recall"], self.params
         stats = _cocoeval.summarize(precision, recall, p)
         if per_category:
             aps, ars = _cocoeval.per_category(precision, recall, p)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,16 +26,24 @@ class TopK(Metric):
     logits' device between updates, so ``update`` never synchronises the device; ``compute`` does
     once. Other labels outside ``[0, C)`` and rows of logits containing NaN are counted and make
     ``compute`` raise, rather than being dropped. With no counted sample, ``compute`` warns and
-    returns NaN fractions.
+    returns NaN fractions. ``process_group`` / ``sync_on_compute``: see :class:`Metric`.
     """
 
+    higher_is_better = True
     correct: Any  # int64 counts per k: numpy, or a tensor on the logits' device
     total: Any
     bad_labels: Any
     nan_rows: Any
 
-    def __init__(self, k: int | Sequence[int] = (1, 5), *, ignore_index: int | None = None) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        k: int | Sequence[int] = (1, 5),
+        *,
+        ignore_index: int | None = None,
+        process_group: Any = None,
+        sync_on_compute: bool = True,
+    ) -> None:
+        super().__init__(process_group=process_group, sync_on_compute=sync_on_compute)
         ks = (k,) if isinstance(k, int) else tuple(k)
         if not ks or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in ks):
             raise ValueError(f"k must be a positive int or a sequence of them, got {k!r}")
@@ -49,7 +58,7 @@ class TopK(Metric):
         self.k = ks
         self.ignore_index = ignore_index
         # correct / total / bad_labels / nan_rows become device tensors on the first update.
-        self.add_state("correct", lambda: np.zeros(len(ks), dtype=np.int64), "sum")
+        self.add_state("correct", functools.partial(np.zeros, len(ks), dtype=np.int64), "sum")
         self.add_state("total", int, "sum")
         self.add_state("bad_labels", int, "sum")
         self.add_state("nan_rows", int, "sum")
@@ -102,7 +111,9 @@ class TopK(Metric):
 
     def compute(self) -> dict[str, float]:
         """``{"top1": ..., "top5": ...}``: fractions of samples top-k correct, over all ranks."""
-        state = self._synced_state()
+        return self._compute(self._synced_state())
+
+    def _compute(self, state: Mapping[str, Any]) -> dict[str, float]:
         total = int(state["total"])
         for name, what in (("bad_labels", "labels outside [0, C)"), ("nan_rows", "NaN logits")):
             if state[name]:
@@ -115,7 +126,7 @@ class TopK(Metric):
                 "TopK.compute(): the updates held no counted sample (empty batches, or every "
                 "label ignore_index); the fractions are NaN",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         correct = state["correct"]
         return {
