@@ -147,7 +147,42 @@ def test_attention_on_cpu_counts_and_causal_convention() -> None:
     q.requires_grad_(True)
     report = count(Attention(True), (q,), backward=True, scope="torchvision")
     assert report.flops == 65536 + 163840  # forward + backward
-    assert report.backward
+    assert report.backward and report.causal == "full"
+
+
+@pytest.mark.parametrize(("causal", "share"), [("full", 1.0), ("half", 0.5), ("none", 0.0)])
+def test_causal_attention_conventions(causal: str, share: float) -> None:
+    class Attention(nn.Module):
+        def __init__(self, is_causal: bool) -> None:
+            super().__init__()
+            self.proj = nn.Linear(8, 8, bias=False)
+            self.is_causal = is_causal
+
+        def forward(self, q: torch.Tensor) -> torch.Tensor:
+            return F.scaled_dot_product_attention(q, q, q, is_causal=self.is_causal).sum(
+                -1
+            ) + self.proj(q).sum(-1)
+
+    q = torch.rand(2, 4, 16, 8)
+    projection = 2 * 2 * 4 * 16 * 8 * 8  # 4096 MACs of the linear layer, never scaled
+    # attention: 65536 FLOPs forward, 163840 backward (test_multiply_add_formulas)
+    for is_causal in (True, False):
+        kept = share if is_causal else 1.0  # only calls with is_causal=True follow the convention
+        model = Attention(is_causal).eval()
+        report = count(model, q, scope="torchvision", causal=causal)  # type: ignore[arg-type]
+        assert report.flops == projection + kept * 65536
+        assert report.causal == causal and (causal == "full") != (f"'{causal}'" in str(report))
+        training = count(
+            model.train(),
+            (q.clone().requires_grad_(True),),
+            backward=True,
+            scope="torchvision",
+            causal=causal,  # type: ignore[arg-type]
+        )
+        # projection forward, input and weight gradients; attention forward and backward
+        assert training.flops == 3 * projection + kept * (65536 + 163840)
+    with pytest.raises(ValueError, match="`causal`"):
+        count(model, q, causal="quarter")  # type: ignore[arg-type]
 
 
 def test_backward_measures_forward_and_backward() -> None:
