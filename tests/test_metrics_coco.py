@@ -1326,3 +1326,39 @@ def test_oks_is_pycocotools_bit_for_bit(seed: int) -> None:
             _cocoeval.KP_SIGMAS,
         )
         assert np.array_equal(ours.reshape(ious.shape), ious)
+
+
+# ---------------------------------------------------------------------- bbox and segm together
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("as_results", [False, True])
+def test_bbox_and_segm_in_one_evaluator(backend: str, as_results: bool) -> None:
+    # One update with boxes and masks (Mask R-CNN's outputs), both results; as COCO results,
+    # each record holds both, and the segm evaluation takes the box's area (loadRes' rule).
+    gt, outputs, targets = make_case(6, iou_type="segm", n_images=4)
+    image_ids = [t["image_id"] for t in targets]
+    boxes, masks = result_dicts(outputs, targets, "bbox"), result_dicts(outputs, targets, "segm")
+    both = [{**m, "bbox": b["bbox"]} for b, m in zip(boxes, masks, strict=True)]
+    expected = {f"bbox/{k}": v for k, v in reference(gt, boxes, image_ids, "bbox")[0].items()}
+    segm = reference(gt, both if as_results else masks, image_ids, "segm")[0]
+    expected |= {f"segm/{k}": v for k, v in segm.items()}
+    arrays = {
+        f"{t}/{k}": v
+        for t, results in (("bbox", boxes), ("segm", both if as_results else masks))
+        for k, v in reference_eval(gt, results, image_ids, t).items()
+    }
+    evaluator = COCOEvaluator(coco_from(gt), ("bbox", "segm"), backend=backend)  # type: ignore[arg-type]
+    if as_results:
+        evaluator.update_results(both, image_ids)
+    else:
+        evaluator.update(outputs[:2], targets[:2])
+        evaluator.update(outputs[2:], targets[2:])
+    stats = evaluator.compute(per_category=True)
+    assert stats == expected
+    assert_same_arrays(evaluator.eval, arrays)
+    text = evaluator.summary(stats).splitlines()
+    assert text[0] == "IoU metric: bbox" and text[13] == "IoU metric: segm" and len(text) == 26
+    for bad in ((), ("bbox", "bbox"), ("bbox", "keypoints"), ("box",)):
+        with pytest.raises(ValueError, match="`iou_type`"):
+            COCOEvaluator(coco_from(gt), bad)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ one RLE per mask (``"segm"``); 5000 images x 100 boxes take about 32 MB. ``reset
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import operator
@@ -291,7 +292,7 @@ class COCOEvaluator(Metric):
     def __init__(
         self,
         gt: str | os.PathLike[str] | COCO,
-        iou_type: IouType = "bbox",
+        iou_type: IouType | Sequence[IouType] = "bbox",
         *,
         label_to_category: Sequence[int] | Mapping[int, int] | None = None,
         backend: Backend = "auto",
@@ -308,10 +309,20 @@ class COCOEvaluator(Metric):
         sync_on_compute: bool = True,
     ) -> None:
         super().__init__(process_group=process_group, sync_on_compute=sync_on_compute)
-        if iou_type not in IOU_TYPES:
+        types = (iou_type,) if isinstance(iou_type, str) else tuple(iou_type)
+        if (
+            not types
+            or any(t not in IOU_TYPES for t in types)
+            or len(set(types)) != len(types)
+            or ("keypoints" in types and len(types) > 1)
+        ):
             raise ValueError(
-                f"Expected argument `iou_type` to be one of {IOU_TYPES}, but got {iou_type!r}"
+                f"Expected argument `iou_type` to be one of {IOU_TYPES} or a sequence of "
+                f"'bbox' and 'segm', but got {iou_type!r}"
             )
+        #: The evaluated IoU types; with several, stats and ``eval`` keys are prefixed
+        #: ``"<type>/"``.
+        self.iou_types: tuple[IouType, ...] = types
         if iou_type == "keypoints" and not use_cats:
             raise ValueError(
                 "use_cats=False with iou_type='keypoints': pycocotools' computeOks compares "
@@ -330,7 +341,6 @@ class COCOEvaluator(Metric):
         self.coco_gt = _load_gt(gt)
         _check_unique_ids(self.coco_gt)
         self.sigmas = _sigmas(self.coco_gt, keypoint_sigmas) if iou_type == "keypoints" else None
-        self.iou_type: IouType = iou_type
         self.backend: Backend = "fast" if backend == "auto" else backend
         self.use_cats = bool(use_cats)
         self.mask_threshold = float(mask_threshold)
@@ -338,7 +348,7 @@ class COCOEvaluator(Metric):
         self._gt_images = set(self.coco_gt.getImgIds())
         self._cat_ids = np.array(sorted(self.coco_gt.getCatIds()), np.int64)
         self._label_lut = self._lookup(label_to_category)
-        self._gt: Annotations | None = None  # ground-truth columns, built on the first compute
+        self._gt: dict[str, Annotations] = {}  # ground-truth columns per type, built on demand
         self._seen: set[int] = set()
         #: Detections not evaluated because their category is none of the ground truth's
         #: (summed over ranks by the last ``compute``).
@@ -403,7 +413,9 @@ class COCOEvaluator(Metric):
                 f"and {len(targets)} targets"
             )
         images = np.array([_image_id(t, f"targets[{i}]") for i, t in enumerate(targets)], np.int64)
-        geometry = {"bbox": "boxes", "segm": "masks", "keypoints": "keypoints"}[self.iou_type]
+        geometry = [
+            {"bbox": "boxes", "segm": "masks", "keypoints": "keypoints"}[t] for t in self.iou_types
+        ]
         counts = [_check_output(out, i, geometry) for i, out in enumerate(outputs)]
         self._check_images(images, "targets")
 
@@ -418,11 +430,13 @@ class COCOEvaluator(Metric):
         labels = column("labels", 1).to(torch.int64).numpy().reshape(-1)
         category = self._categories(labels, _locator(counts, "labels"))
         image = np.repeat(images, counts)
-        if geometry == "boxes":
+        bbox = rles = None
+        if "boxes" in geometry:
             bbox = _to_xywh(column("boxes", 4), self.box_format).to(torch.float64).numpy()
             _check_boxes(bbox, _locator(counts, "boxes"), _EXPECTED_BOXES[self.box_format])
-            dets = Annotations(image, category, bbox[:, 2] * bbox[:, 3], bbox=bbox, score=scores)
-        elif geometry == "keypoints":
+        if "masks" in geometry:
+            rles = self._encode_masks(outputs, images, counts)
+        if "keypoints" in geometry:
             assert self.sigmas is not None
             n_points = len(self.sigmas)
             for i, (out, n) in enumerate(zip(outputs, counts, strict=True)):
@@ -437,9 +451,9 @@ class COCOEvaluator(Metric):
             dets = Annotations(
                 image, category, _keypoint_area(points), keypoints=points, score=scores
             )
-        else:
-            rles = self._encode_masks(outputs, images, counts)
-            dets = Annotations(image, category, _rle_area(rles), rles=rles, score=scores)
+        else:  # the area of the masks where there are masks (a box's area is w * h)
+            area = _rle_area(rles) if rles is not None else bbox[:, 2] * bbox[:, 3]  # type: ignore[index]
+            dets = Annotations(image, category, area, bbox=bbox, rles=rles, score=scores)
         self._store(images, self._known(dets))
 
     def update_results(
@@ -469,8 +483,11 @@ class COCOEvaluator(Metric):
         ):
             raise ValueError("results must be a list of COCO result dicts or a path to one")
         records: Sequence[Mapping[str, Any]] = loaded
-        geometry = {"bbox": "bbox", "segm": "segmentation", "keypoints": "keypoints"}[self.iou_type]
-        columns = _columns(records, ("image_id", "category_id", "score", geometry))
+        geometry = [
+            {"bbox": "bbox", "segm": "segmentation", "keypoints": "keypoints"}[t]
+            for t in self.iou_types
+        ]
+        columns = _columns(records, ("image_id", "category_id", "score", *geometry))
         image = _int_column(columns["image_id"], "image_id")
         unknown = sorted(set(image.tolist()) - self._gt_images)
         if unknown:
@@ -489,20 +506,21 @@ class COCOEvaluator(Metric):
         if not np.isfinite(score).all():
             where = f"results[{int(np.flatnonzero(~np.isfinite(score))[0])}]['score']"
             raise ValueError(f"{where} is NaN or inf; expected a finite score")
-        with_box = geometry == "bbox" or bool(records and records[0].get("bbox", []) != [])
+        with_box = "bbox" in geometry or bool(records and records[0].get("bbox", []) != [])
         bbox = _bbox_column(records) if with_box else None
-        if geometry == "bbox":
-            assert bbox is not None
-            dets = Annotations(image, category, bbox[:, 2] * bbox[:, 3], bbox=bbox, score=score)
-        elif geometry == "keypoints":
+        if "keypoints" in geometry:
             points = self._keypoint_column(columns["keypoints"])
             area = _keypoint_area(points) if bbox is None else bbox[:, 2] * bbox[:, 3]
             dets = Annotations(image, category, area, keypoints=points, score=score)
-        else:
+        elif "segmentation" in geometry:
             rles = columns["segmentation"]
             self._check_rle_sizes(rles, image)
             area = _rle_area(rles) if bbox is None else bbox[:, 2] * bbox[:, 3]
-            dets = Annotations(image, category, area, rles=rles, score=score)
+            box = bbox if "bbox" in geometry else None  # the box of a segm result: its area only
+            dets = Annotations(image, category, area, bbox=box, rles=rles, score=score)
+        else:
+            assert bbox is not None
+            dets = Annotations(image, category, bbox[:, 2] * bbox[:, 3], bbox=bbox, score=score)
         self._store(images, self._known(dets))
 
     def _keypoint_column(self, values: list[Any]) -> np.ndarray:
@@ -636,14 +654,29 @@ class COCOEvaluator(Metric):
             raise ValueError("per_category=True needs use_cats=True")
         state = self._synced_state()
         self.ignored_detections = int(state["ignored"])
-        self.eval = self._arrays(state["chunks"])
-        return self._stats(self.eval, per_category)
+        return self._compute(state, per_category, keep_arrays=True)
 
-    def _compute(self, state: Mapping[str, Any]) -> dict[str, float]:
-        return self._stats(self._arrays(state["chunks"]), per_category=False)
+    def _compute(
+        self, state: Mapping[str, Any], per_category: bool = False, keep_arrays: bool = False
+    ) -> dict[str, float]:
+        """Stats of every IoU type (prefixed ``"<type>/"`` when there are several)."""
+        merged = _merge(state["chunks"]) if state["chunks"] else None
+        stats: dict[str, float] = {}
+        arrays: dict[str, np.ndarray] = {}
+        prefix = len(self.iou_types) > 1
+        for iou_type in self.iou_types:
+            pre = f"{iou_type}/" if prefix else ""
+            evaluated = self._arrays(merged, iou_type)
+            arrays |= {pre + k: v for k, v in evaluated.items()}
+            stats |= {pre + k: v for k, v in self._stats(evaluated, per_category).items()}
+        if keep_arrays:
+            self.eval = arrays
+        return stats
 
-    def _arrays(self, chunks: Sequence[_Chunk]) -> dict[str, np.ndarray]:
-        """``COCOeval.eval``'s arrays for the detections of ``chunks`` (-1 where none)."""
+    def _arrays(
+        self, merged: tuple[np.ndarray, Annotations] | None, iou_type: IouType
+    ) -> dict[str, np.ndarray]:
+        """``COCOeval.eval``'s arrays for the evaluated images and detections (-1 where none)."""
         p = self.params
         shape = (
             len(p.iou_thrs),
@@ -653,8 +686,12 @@ class COCOEvaluator(Metric):
         )
         precision = -np.ones((shape[0], len(p.rec_thrs), *shape[1:]))
         recall, scores = -np.ones(shape), precision.copy()
-        if chunks:
-            precision, recall, scores = self._evaluate(*_merge(chunks))
+        if merged is not None:
+            image_ids, dets = merged
+            if iou_type == "bbox" and len(self.iou_types) > 1:
+                assert dets.bbox is not None  # its area is its box's, whatever the masks' are
+                dets = dataclasses.replace(dets, area=dets.bbox[:, 2] * dets.bbox[:, 3])
+            precision, recall, scores = self._evaluate(image_ids, dets, iou_type)
         return {"precision": precision, "recall": recall, "scores": scores}
 
     def _stats(self, arrays: Mapping[str, np.ndarray], per_category: bool) -> dict[str, float]:
@@ -680,55 +717,62 @@ class COCOEvaluator(Metric):
         ]
 
     def summary(self, stats: Mapping[str, float] | None = None) -> str:
-        """pycocotools' summary of ``stats``, one line per stat (computed now when not given)."""
+        """pycocotools' summary of ``stats``, one line per stat (computed now when not given);
+        with several IoU types, each type's lines after an ``IoU metric: <type>`` line (as
+        torchvision's reference prints them)."""
         stats = self.compute() if stats is None else stats
         lines = []
         thrs = self.params.iou_thrs
-        for name, (is_ap, iou_thr, area, max_det) in self.params.stats().items():
-            title, kind = ("Average Precision", "(AP)") if is_ap else ("Average Recall", "(AR)")
-            iou = f"{thrs[0]:0.2f}:{thrs[-1]:0.2f}" if iou_thr is None else f"{iou_thr:0.2f}"
-            lines.append(
-                f" {title:<18} {kind} @[ IoU={iou:<9} | area={area:>6s} | maxDets={max_det:>3d} ]"
-                f" = {stats[name]:0.3f}"
-            )
+        for iou_type in self.iou_types:
+            pre = ""
+            if len(self.iou_types) > 1:
+                pre = f"{iou_type}/"
+                lines.append(f"IoU metric: {iou_type}")
+            for name, (is_ap, iou_thr, area, max_det) in self.params.stats().items():
+                title, kind = ("Average Precision", "(AP)") if is_ap else ("Average Recall", "(AR)")
+                iou = f"{thrs[0]:0.2f}:{thrs[-1]:0.2f}" if iou_thr is None else f"{iou_thr:0.2f}"
+                lines.append(
+                    f" {title:<18} {kind} @[ IoU={iou:<9} | area={area:>6s} | "
+                    f"maxDets={max_det:>3d} ] = {stats[pre + name]:0.3f}"
+                )
         return "\n".join(lines)
 
     def _evaluate(
-        self, image_ids: np.ndarray, dets: Annotations
+        self, image_ids: np.ndarray, dets: Annotations, iou_type: IouType
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from tqdm.auto import tqdm
 
         p = self.params
         steps = p.max_dets[-1] + len(p.max_dets) * len(p.area_rng)
-        self._check_complete(image_ids)
+        self._check_complete(image_ids, iou_type)
         with tqdm(
             total=steps if self.backend == "fast" else 2,
-            desc=f"COCO {self.iou_type} eval",
+            desc=f"COCO {iou_type} eval",
             delay=1.0,
             disable=None if self.progress is None else not self.progress,
             leave=False,
         ) as bar:
             if self.backend == "pycocotools":
-                return self._evaluate_pycocotools(image_ids, dets, bar.update)
-            if self._gt is None:
+                return self._evaluate_pycocotools(image_ids, dets, iou_type, bar.update)
+            if iou_type not in self._gt:
                 width = 0 if self.sigmas is None else 3 * len(self.sigmas)
-                self._gt = _gt_annotations(self.coco_gt, self.iou_type, width)
+                self._gt[iou_type] = _gt_annotations(self.coco_gt, iou_type, width)
             return _cocoeval.evaluate(
-                self._gt,
+                self._gt[iou_type],
                 dets,
                 image_ids,
                 self._cat_ids,
                 use_cats=self.use_cats,
-                iou_type=self.iou_type,
+                iou_type=iou_type,
                 params=p,
                 progress=bar.update,
                 sigmas=self.sigmas,
             )
 
-    def _check_complete(self, image_ids: np.ndarray) -> None:
+    def _check_complete(self, image_ids: np.ndarray, iou_type: IouType) -> None:
         """A ValueError naming the ground truth of evaluated images and categories that lacks
         what evaluation reads (on either backend: pycocotools raises a KeyError deep inside)."""
-        needed = ("area", *_GEOMETRY[self.iou_type])
+        needed = ("area", *_GEOMETRY[iou_type])
         cats = set(self._cat_ids.tolist())
         bad = [
             ann.get("id")
@@ -739,11 +783,15 @@ class COCOEvaluator(Metric):
         if bad:
             raise ValueError(
                 f"gt: annotations {sorted(bad)[:10]} of evaluated images lack one of "
-                f"{list(needed)}, which COCO {self.iou_type} evaluation needs"
+                f"{list(needed)}, which COCO {iou_type} evaluation needs"
             )
 
     def _evaluate_pycocotools(
-        self, image_ids: np.ndarray, dets: Annotations, progress: Callable[[int], Any]
+        self,
+        image_ids: np.ndarray,
+        dets: Annotations,
+        iou_type: IouType,
+        progress: Callable[[int], Any],
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -752,7 +800,7 @@ class COCOEvaluator(Metric):
         p = self.params
         with _quiet():
             if len(dets):
-                coco_dt = coco_gt.loadRes(_result_dicts(dets))
+                coco_dt = coco_gt.loadRes(_result_dicts(dets, iou_type))
                 # each update's area rule (a segm result's box area when it came with a box,
                 # as loadRes takes it) holds for its rows, whatever the first row of all holds
                 for ann, area in zip(
@@ -763,7 +811,7 @@ class COCOEvaluator(Metric):
                 coco_dt = COCO()
                 coco_dt.dataset = {"images": coco_gt.dataset["images"], "annotations": []}
                 coco_dt.createIndex()
-            evaluator = COCOeval(coco_gt, coco_dt, self.iou_type)
+            evaluator = COCOeval(coco_gt, coco_dt, iou_type)
             evaluator.params.imgIds = image_ids.tolist()
             evaluator.params.useCats = int(self.use_cats)
             evaluator.params.iouThrs = p.iou_thrs
@@ -780,23 +828,24 @@ class COCOEvaluator(Metric):
         return evaluator.eval["precision"], evaluator.eval["recall"], evaluator.eval["scores"]
 
 
-def _check_output(out: Any, i: int, geometry: str) -> int:
+def _check_output(out: Any, i: int, geometry: Sequence[str]) -> int:
     """Check the keys, shapes and dtypes of ``outputs[i]``; returns its number of detections."""
     import torch
 
     if not isinstance(out, Mapping):
         raise ValueError(f"outputs[{i}] must be a dict of tensors, got {type(out).__name__}")
-    missing = [k for k in (geometry, "scores", "labels") if k not in out]
+    missing = [k for k in (*geometry, "scores", "labels") if k not in out]
     if missing:
         raise ValueError(
-            f"outputs[{i}] lacks {missing}; expected {geometry}, scores (N,) and labels (N,)"
+            f"outputs[{i}] lacks {missing}; expected {', '.join(geometry)}, scores (N,) and "
+            "labels (N,)"
         )
     scores = torch.as_tensor(out["scores"])
     if scores.ndim != 1:
         raise ValueError(f"outputs[{i}]['scores'] must have shape (N,), got {tuple(scores.shape)}")
     n = len(scores)
     for key, shape, text in (("labels", (n,), "(N,)"), ("boxes", (n, 4), "(N, 4)")):
-        if key in (geometry, "labels") and tuple(torch.as_tensor(out[key]).shape) != shape:
+        if key in (*geometry, "labels") and tuple(torch.as_tensor(out[key]).shape) != shape:
             raise ValueError(
                 f"outputs[{i}]['{key}'] must have shape {text} with N = {n} as in scores, "
                 f"got {tuple(torch.as_tensor(out[key]).shape)}"
@@ -854,20 +903,22 @@ def _check_boxes(bbox: np.ndarray, locate: Callable[[int], str], expected: str) 
         )
 
 
-def _result_dicts(dets: Annotations) -> list[dict[str, Any]]:
-    """COCO result dicts for pycocotools' ``loadRes``, one Python dict per detection, in the
-    order of ``dets`` (``loadRes`` numbers them so)."""
+def _result_dicts(dets: Annotations, iou_type: IouType) -> list[dict[str, Any]]:
+    """COCO result dicts of ``iou_type`` for pycocotools' ``loadRes``, one Python dict per
+    detection, in the order of ``dets`` (``loadRes`` numbers them so)."""
     assert dets.score is not None
     columns: dict[str, Sequence[Any]] = {
         "image_id": dets.image.tolist(),
         "category_id": dets.category.tolist(),
         "score": dets.score.tolist(),
     }
-    if dets.rles is not None:
-        columns["segmentation"] = dets.rles
-    elif dets.keypoints is not None:
+    if iou_type == "segm":
+        columns["segmentation"] = dets.rles  # type: ignore[assignment]
+    elif iou_type == "keypoints":
+        assert dets.keypoints is not None
         columns["keypoints"] = dets.keypoints.tolist()
-    elif dets.bbox is not None:
+    else:
+        assert dets.bbox is not None
         columns["bbox"] = dets.bbox.tolist()
     keys = list(columns)
     return [dict(zip(keys, row, strict=True)) for row in zip(*columns.values(), strict=True)]
