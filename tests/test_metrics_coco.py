@@ -17,7 +17,6 @@ import io
 import json
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -214,13 +213,23 @@ def reference(
         printed.seek(0)
         evaluator.summarize()
     stats = dict(zip(STAT_NAMES, evaluator.stats.tolist(), strict=True))
+    text = printed.getvalue()
     if use_cats:
         for k, cat in enumerate(CATEGORIES):
             p = evaluator.eval["precision"][:, :, k, 0, -1]
             stats[f"AP/cat{cat}"] = float(np.mean(p[p > -1])) if (p > -1).any() else -1.0
             r = evaluator.eval["recall"][:, k, 0, -1]
             stats[f"AR/cat{cat}"] = float(np.mean(r[r > -1])) if (r > -1).any() else -1.0
-    return stats, printed.getvalue()
+    else:  # torchmetrics' class_metrics with average="micro": useCats=1, catIds=[class] each
+        evaluator.params.useCats = 1
+        for cat in CATEGORIES:
+            evaluator.params.catIds = [cat]
+            with contextlib.redirect_stdout(io.StringIO()):
+                evaluator.evaluate()
+                evaluator.accumulate()
+                evaluator.summarize()
+            stats[f"AP/cat{cat}"], stats[f"AR/cat{cat}"] = evaluator.stats[[0, 8]].tolist()
+    return stats, text
 
 
 def evaluate(
@@ -233,7 +242,7 @@ def evaluate(
     evaluator = COCOEvaluator(coco_from(gt), backend=backend, **kwargs)  # type: ignore[arg-type]
     for start in range(0, len(outputs), 4):  # batches of 4 images
         evaluator.update(outputs[start : start + 4], targets[start : start + 4])
-    return evaluator.compute(per_category=kwargs.get("use_cats", True))
+    return evaluator.compute(per_category=True)
 
 
 def with_stray_annotations(gt: dict[str, Any], not_evaluated: list[int]) -> dict[str, Any]:
@@ -276,7 +285,7 @@ def test_segm_equals_pycocotools(backend: str, seed: int, use_cats: bool, as_rle
     if as_rle:  # COCO results with RLEs instead of tensor masks
         evaluator = COCOEvaluator(coco_from(gt), "segm", backend=backend, use_cats=use_cats)  # type: ignore[arg-type]
         evaluator.update_results(results, image_ids)
-        result = evaluator.compute(per_category=use_cats)
+        result = evaluator.compute(per_category=True)
     else:
         result = evaluate(gt, outputs, targets, backend, iou_type="segm", use_cats=use_cats)
     assert result == expected
@@ -630,10 +639,6 @@ def test_constructor_rejects() -> None:
         COCOEvaluator("/nonexistent/instances.json")
     with pytest.raises(TypeError, match="gt must be a path"):
         COCOEvaluator({"images": []})
-    with pytest.raises(ValueError, match="per_category=True needs use_cats=True"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            COCOEvaluator(coco_from(GT), use_cats=False).compute(per_category=True)
 
 
 # ------------------------------------------------------------------- inputs pycocotools accepts
@@ -977,7 +982,7 @@ def test_segm_results_with_boxes_one_image_per_update(backend: str, use_cats: bo
     evaluator = COCOEvaluator(coco_from(gt), "segm", backend=backend, use_cats=use_cats)  # type: ignore[arg-type]
     for image in image_ids:
         evaluator.update_results([r for r in results if r["image_id"] == image], [image])
-    assert evaluator.compute(per_category=use_cats) == expected
+    assert evaluator.compute(per_category=True) == expected
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -647,11 +647,11 @@ class COCOEvaluator(Metric):
         truth counts (pycocotools' convention); all are -1.0 when no image was evaluated.
         ``per_category=True`` adds ``"AP/<key>"`` and ``"AR/<key>"`` (over all IoU thresholds,
         area all, the last maxDets) for each category of the ground truth, keyed as
-        :meth:`category_keys` says (unique even where names repeat or are missing).
+        :meth:`category_keys` says (unique even where names repeat or are missing). With
+        ``use_cats=False`` these come from a second, per-category evaluation (torchmetrics'
+        ``class_metrics`` with ``average="micro"``).
         Also sets :attr:`eval`, pycocotools' ``COCOeval.eval`` arrays of this evaluation.
         """
-        if per_category and not self.use_cats:
-            raise ValueError("per_category=True needs use_cats=True")
         state = self._synced_state()
         self.ignored_detections = int(state["ignored"])
         return self._compute(state, per_category, keep_arrays=True)
@@ -666,21 +666,24 @@ class COCOEvaluator(Metric):
         prefix = len(self.iou_types) > 1
         for iou_type in self.iou_types:
             pre = f"{iou_type}/" if prefix else ""
-            evaluated = self._arrays(merged, iou_type)
+            evaluated = self._arrays(merged, iou_type, self.use_cats)
             arrays |= {pre + k: v for k, v in evaluated.items()}
-            stats |= {pre + k: v for k, v in self._stats(evaluated, per_category).items()}
+            stats |= {pre + k: v for k, v in self._stats(evaluated).items()}
+            if per_category:
+                by_category = evaluated if self.use_cats else self._arrays(merged, iou_type, True)
+                stats |= {pre + k: v for k, v in self._per_category(by_category).items()}
         if keep_arrays:
             self.eval = arrays
         return stats
 
     def _arrays(
-        self, merged: tuple[np.ndarray, Annotations] | None, iou_type: IouType
+        self, merged: tuple[np.ndarray, Annotations] | None, iou_type: IouType, use_cats: bool
     ) -> dict[str, np.ndarray]:
         """``COCOeval.eval``'s arrays for the evaluated images and detections (-1 where none)."""
         p = self.params
         shape = (
             len(p.iou_thrs),
-            len(self._cat_ids) if self.use_cats else 1,
+            len(self._cat_ids) if use_cats else 1,
             len(p.area_rng),
             len(p.max_dets),
         )
@@ -691,17 +694,19 @@ class COCOEvaluator(Metric):
             if iou_type == "bbox" and len(self.iou_types) > 1:
                 assert dets.bbox is not None  # its area is its box's, whatever the masks' are
                 dets = dataclasses.replace(dets, area=dets.bbox[:, 2] * dets.bbox[:, 3])
-            precision, recall, scores = self._evaluate(image_ids, dets, iou_type)
+            precision, recall, scores = self._evaluate(image_ids, dets, iou_type, use_cats)
         return {"precision": precision, "recall": recall, "scores": scores}
 
-    def _stats(self, arrays: Mapping[str, np.ndarray], per_category: bool) -> dict[str, float]:
-        """The stats (and per-category AP / AR) of ``arrays``."""
-        precision, recall, p = arrays["precision"], arrays["recall"], self.params
-        stats = _cocoeval.summarize(precision, recall, p)
-        if per_category:
-            aps, ars = _cocoeval.per_category(precision, recall, p)
-            for key, ap, ar in zip(self.category_keys(), aps, ars, strict=True):
-                stats[f"AP/{key}"], stats[f"AR/{key}"] = float(ap), float(ar)
+    def _stats(self, arrays: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """The stats of ``arrays``."""
+        return _cocoeval.summarize(arrays["precision"], arrays["recall"], self.params)
+
+    def _per_category(self, arrays: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """``AP/<key>`` and ``AR/<key>`` of each category, from a per-category evaluation."""
+        aps, ars = _cocoeval.per_category(arrays["precision"], arrays["recall"], self.params)
+        stats = {}
+        for key, ap, ar in zip(self.category_keys(), aps, ars, strict=True):
+            stats[f"AP/{key}"], stats[f"AR/{key}"] = float(ap), float(ar)
         return stats
 
     def category_keys(self) -> list[str]:
@@ -738,7 +743,7 @@ class COCOEvaluator(Metric):
         return "\n".join(lines)
 
     def _evaluate(
-        self, image_ids: np.ndarray, dets: Annotations, iou_type: IouType
+        self, image_ids: np.ndarray, dets: Annotations, iou_type: IouType, use_cats: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from tqdm.auto import tqdm
 
@@ -753,7 +758,7 @@ class COCOEvaluator(Metric):
             leave=False,
         ) as bar:
             if self.backend == "pycocotools":
-                return self._evaluate_pycocotools(image_ids, dets, iou_type, bar.update)
+                return self._evaluate_pycocotools(image_ids, dets, iou_type, use_cats, bar.update)
             if iou_type not in self._gt:
                 width = 0 if self.sigmas is None else 3 * len(self.sigmas)
                 self._gt[iou_type] = _gt_annotations(self.coco_gt, iou_type, width)
@@ -762,7 +767,7 @@ class COCOEvaluator(Metric):
                 dets,
                 image_ids,
                 self._cat_ids,
-                use_cats=self.use_cats,
+                use_cats=use_cats,
                 iou_type=iou_type,
                 params=p,
                 progress=bar.update,
@@ -791,6 +796,7 @@ class COCOEvaluator(Metric):
         image_ids: np.ndarray,
         dets: Annotations,
         iou_type: IouType,
+        use_cats: bool,
         progress: Callable[[int], Any],
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from pycocotools.coco import COCO
@@ -813,7 +819,7 @@ class COCOEvaluator(Metric):
                 coco_dt.createIndex()
             evaluator = COCOeval(coco_gt, coco_dt, iou_type)
             evaluator.params.imgIds = image_ids.tolist()
-            evaluator.params.useCats = int(self.use_cats)
+            evaluator.params.useCats = int(use_cats)
             evaluator.params.iouThrs = p.iou_thrs
             evaluator.params.maxDets = list(p.max_dets)
             evaluator.params.areaRng = p.area_rng.tolist()
