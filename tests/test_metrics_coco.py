@@ -1367,3 +1367,50 @@ def test_bbox_and_segm_in_one_evaluator(backend: str, as_results: bool) -> None:
     for bad in ((), ("bbox", "bbox"), ("bbox", "keypoints"), ("box",)):
         with pytest.raises(ValueError, match="`iou_type`"):
             COCOEvaluator(coco_from(gt), bad)  # type: ignore[arg-type]
+
+
+def reference_ious(
+    gt: dict[str, Any],
+    results: list[dict[str, Any]],
+    img_ids: list[int],
+    iou_type: str,
+    use_cats: bool,
+) -> dict[tuple[int, int], np.ndarray]:
+    """pycocotools' ``COCOeval.ious`` of the pairs that have both detections and ground truth."""
+    coco_gt = reference_gt(gt)
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), iou_type)
+        evaluator.params.imgIds = img_ids
+        evaluator.params.useCats = int(use_cats)
+        evaluator.evaluate()
+    return {key: np.asarray(m) for key, m in evaluator.ious.items() if len(m)}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    ("iou_type", "use_cats"),
+    [("bbox", True), ("bbox", False), ("segm", True), ("segm", False), ("keypoints", True)],
+)
+def test_per_image_ious_equal_pycocotools(backend: str, iou_type: str, use_cats: bool) -> None:
+    if iou_type == "keypoints":
+        gt, outputs, targets = make_keypoint_case(5)
+        results = keypoint_results(outputs, targets)
+    else:  # bbox seed 4: 108 detections on an image, of which the matrix keeps the best 100
+        seed = 4 if iou_type == "bbox" else 2
+        gt, outputs, targets = make_case(seed, iou_type=iou_type, n_images=6)
+        results = result_dicts(outputs, targets, iou_type)
+    image_ids = [t["image_id"] for t in targets]
+    expected = reference_ious(gt, results, image_ids, iou_type, use_cats)
+    evaluator = COCOEvaluator(
+        coco_from(gt),
+        iou_type,  # type: ignore[arg-type]
+        backend=backend,  # type: ignore[arg-type]
+        use_cats=use_cats,
+        per_image_ious=True,
+    )
+    evaluator.update_results(results, image_ids)
+    evaluator.compute()
+    ours = evaluator.eval["ious"]
+    assert sorted(ours) == sorted(expected) and len(expected) >= 3
+    for key, matrix in expected.items():
+        assert ours[key].shape == matrix.shape and np.array_equal(ours[key], matrix), key

@@ -322,9 +322,12 @@ def evaluate(
     params: Params = DEFAULT_PARAMS,
     progress: Progress | None = None,
     sigmas: np.ndarray | None = None,
+    ious: dict[tuple[int, int], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``COCOeval.evaluate(); accumulate()`` -> ``eval``'s precision (T,R,K,A,M), recall
-    (T,K,A,M) and scores (T,R,K,A,M).
+    (T,K,A,M) and scores (T,R,K,A,M). ``ious``, when given, receives ``COCOeval.ious``: the
+    (detections by score, ground truths) IoU matrix of each (image id, category id or -1) that
+    has both.
 
     ``img_ids`` and ``cat_ids`` are sorted unique ids; ``progress(n)`` is told of finished steps:
     one per detection rank (maxDets[-1]), one per maxDets and area range.
@@ -399,6 +402,8 @@ def evaluate(
             n_cats,
         )
 
+    if ious is not None:
+        ious.update(_iou_matrices(pair_iou, d_group, np.diff(g_start), img_ids, cat_ids, use_cats))
     dtm, dt_ignore = _match(
         pair_det, pair_gt, pair_iou, rank, g_ignore, g_crowd, g_nonzero_id, n_det, params, progress
     )
@@ -418,6 +423,29 @@ def evaluate(
         params,
         progress,
     )
+
+
+def _iou_matrices(
+    pair_iou: np.ndarray,
+    d_group: np.ndarray,
+    n_gt: np.ndarray,
+    img_ids: np.ndarray,
+    cat_ids: np.ndarray,
+    use_cats: bool,
+) -> dict[tuple[int, int], np.ndarray]:
+    """Each group's pairs (detection-major, groups ascending) as its (D, G) matrix."""
+    groups, n_det = np.unique(d_group, return_counts=True)
+    keep = n_gt[groups] > 0
+    groups, n_det = groups[keep], n_det[keep]
+    sizes = n_det * n_gt[groups]
+    blocks = np.split(pair_iou, np.cumsum(sizes)[:-1]) if len(sizes) else []
+    n_cats = len(cat_ids) if use_cats else 1
+    return {
+        (int(img_ids[g // n_cats]), int(cat_ids[g % n_cats]) if use_cats else -1): block.reshape(
+            d, int(n_gt[g])
+        )
+        for g, d, block in zip(groups.tolist(), n_det.tolist(), blocks, strict=True)
+    }
 
 
 def _match(

@@ -279,6 +279,8 @@ class COCOEvaluator(Metric):
             medium / large).
         keypoint_sigmas: ``Params.kpt_oks_sigmas``, one per keypoint, for ``"keypoints"``;
             ``None``: COCO's 17 person keypoints' (other keypoint counts must give theirs).
+        per_image_ious: ``compute`` also keeps ``eval["ious"]``, pycocotools' ``COCOeval.ious``
+            (costs memory: one matrix per image and category).
         process_group, sync_on_compute: see :class:`~perfkit.metrics.Metric`.
         recall_thresholds: ``Params.recThrs``, ascending in [0, 1]; ``None``: 0:0.01:1.
         box_format: how ``update``'s ``boxes`` are given: ``"xyxy"`` (torchvision), ``"xywh"``
@@ -305,10 +307,12 @@ class COCOEvaluator(Metric):
         box_format: BoxFormat = "xyxy",
         recall_thresholds: Sequence[float] | None = None,
         keypoint_sigmas: Sequence[float] | None = None,
+        per_image_ious: bool = False,
         process_group: Any = None,
         sync_on_compute: bool = True,
     ) -> None:
         super().__init__(process_group=process_group, sync_on_compute=sync_on_compute)
+        self.per_image_ious = bool(per_image_ious)
         types = (iou_type,) if isinstance(iou_type, str) else tuple(iou_type)
         if (
             not types
@@ -356,8 +360,10 @@ class COCOEvaluator(Metric):
         #: The last ``compute``'s arrays, as pycocotools' ``COCOeval.eval``: ``precision`` and
         #: ``scores`` (T, R, K, A, M), ``recall`` (T, K, A, M) - IoU thresholds, recall
         #: thresholds, categories (ascending id; one with ``use_cats=False``), area ranges,
-        #: max_detections; -1 where no ground truth counts.
-        self.eval: dict[str, np.ndarray] = {}
+        #: max_detections; -1 where no ground truth counts. With ``per_image_ious``, also
+        #: ``ious``: {(image id, category id, -1 with ``use_cats=False``): (D, G) IoU matrix},
+        #: detections by score, for each pair of an image and category that has both.
+        self.eval: dict[str, Any] = {}
         self.add_state("chunks", list, "cat")
         self.add_state("ignored", int, "sum")
 
@@ -662,7 +668,7 @@ class COCOEvaluator(Metric):
         """Stats of every IoU type (prefixed ``"<type>/"`` when there are several)."""
         merged = _merge(state["chunks"]) if state["chunks"] else None
         stats: dict[str, float] = {}
-        arrays: dict[str, np.ndarray] = {}
+        arrays: dict[str, Any] = {}
         prefix = len(self.iou_types) > 1
         for iou_type in self.iou_types:
             pre = f"{iou_type}/" if prefix else ""
@@ -678,8 +684,9 @@ class COCOEvaluator(Metric):
 
     def _arrays(
         self, merged: tuple[np.ndarray, Annotations] | None, iou_type: IouType, use_cats: bool
-    ) -> dict[str, np.ndarray]:
-        """``COCOeval.eval``'s arrays for the evaluated images and detections (-1 where none)."""
+    ) -> dict[str, Any]:
+        """``COCOeval.eval``'s arrays for the evaluated images and detections (-1 where none),
+        and ``ious`` with ``per_image_ious``."""
         p = self.params
         shape = (
             len(p.iou_thrs),
@@ -689,13 +696,15 @@ class COCOEvaluator(Metric):
         )
         precision = -np.ones((shape[0], len(p.rec_thrs), *shape[1:]))
         recall, scores = -np.ones(shape), precision.copy()
+        ious: dict[tuple[int, int], np.ndarray] = {}
         if merged is not None:
             image_ids, dets = merged
             if iou_type == "bbox" and len(self.iou_types) > 1:
                 assert dets.bbox is not None  # its area is its box's, whatever the masks' are
                 dets = dataclasses.replace(dets, area=dets.bbox[:, 2] * dets.bbox[:, 3])
-            precision, recall, scores = self._evaluate(image_ids, dets, iou_type, use_cats)
-        return {"precision": precision, "recall": recall, "scores": scores}
+            precision, recall, scores = self._evaluate(image_ids, dets, iou_type, use_cats, ious)
+        out = {"precision": precision, "recall": recall, "scores": scores}
+        return out | {"ious": ious} if self.per_image_ious else out
 
     def _stats(self, arrays: Mapping[str, np.ndarray]) -> dict[str, float]:
         """The stats of ``arrays``."""
@@ -743,7 +752,12 @@ class COCOEvaluator(Metric):
         return "\n".join(lines)
 
     def _evaluate(
-        self, image_ids: np.ndarray, dets: Annotations, iou_type: IouType, use_cats: bool
+        self,
+        image_ids: np.ndarray,
+        dets: Annotations,
+        iou_type: IouType,
+        use_cats: bool,
+        ious: dict[tuple[int, int], np.ndarray],
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from tqdm.auto import tqdm
 
@@ -758,7 +772,9 @@ class COCOEvaluator(Metric):
             leave=False,
         ) as bar:
             if self.backend == "pycocotools":
-                return self._evaluate_pycocotools(image_ids, dets, iou_type, use_cats, bar.update)
+                return self._evaluate_pycocotools(
+                    image_ids, dets, iou_type, use_cats, ious, bar.update
+                )
             if iou_type not in self._gt:
                 width = 0 if self.sigmas is None else 3 * len(self.sigmas)
                 self._gt[iou_type] = _gt_annotations(self.coco_gt, iou_type, width)
@@ -772,6 +788,7 @@ class COCOEvaluator(Metric):
                 params=p,
                 progress=bar.update,
                 sigmas=self.sigmas,
+                ious=ious if self.per_image_ious else None,
             )
 
     def _check_complete(self, image_ids: np.ndarray, iou_type: IouType) -> None:
@@ -797,6 +814,7 @@ class COCOEvaluator(Metric):
         dets: Annotations,
         iou_type: IouType,
         use_cats: bool,
+        ious: dict[tuple[int, int], np.ndarray],
         progress: Callable[[int], Any],
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from pycocotools.coco import COCO
@@ -828,6 +846,7 @@ class COCOEvaluator(Metric):
             if self.sigmas is not None:
                 evaluator.params.kpt_oks_sigmas = self.sigmas
             evaluator.evaluate()
+            ious.update({key: m for key, m in evaluator.ious.items() if len(m)})
             progress(1)
             evaluator.accumulate()
             progress(1)
