@@ -327,6 +327,7 @@ class COCOEvaluator(Metric):
         #: The evaluated IoU types; with several, stats and ``eval`` keys are prefixed
         #: ``"<type>/"``.
         self.iou_types: tuple[IouType, ...] = types
+        self.iou_type = iou_type  # as given
         if iou_type == "keypoints" and not use_cats:
             raise ValueError(
                 "use_cats=False with iou_type='keypoints': pycocotools' computeOks compares "
@@ -457,8 +458,12 @@ class COCOEvaluator(Metric):
             dets = Annotations(
                 image, category, _keypoint_area(points), keypoints=points, score=scores
             )
-        else:  # the area of the masks where there are masks (a box's area is w * h)
-            area = _rle_area(rles) if rles is not None else bbox[:, 2] * bbox[:, 3]  # type: ignore[index]
+        else:  # the area of the masks where there are masks, else the boxes' (w * h)
+            if rles is not None:
+                area = _rle_area(rles)
+            else:
+                assert bbox is not None
+                area = bbox[:, 2] * bbox[:, 3]
             dets = Annotations(image, category, area, bbox=bbox, rles=rles, score=scores)
         self._store(images, self._known(dets))
 
