@@ -1048,7 +1048,12 @@ def reference_eval(
     """pycocotools' ``COCOeval.eval`` arrays (precision, recall, scores)."""
     coco_gt = reference_gt(gt)
     with contextlib.redirect_stdout(io.StringIO()):
-        evaluator = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), iou_type)
+        coco_dt = (
+            coco_gt.loadRes(copy.deepcopy(results))
+            if results
+            else coco_from({"images": gt["images"], "annotations": []})  # loadRes refuses []
+        )
+        evaluator = COCOeval(coco_gt, coco_dt, iou_type)
         evaluator.params.imgIds = img_ids
         evaluator.params.useCats = int(use_cats)
         for key, value in (params or {}).items():

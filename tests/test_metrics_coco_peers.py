@@ -11,6 +11,8 @@ test on the same inputs.
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -312,3 +314,97 @@ def test_mmdetection_proposal_recall_and_empty_results(backend: str) -> None:
     empty = COCOEvaluator(coco_from(mmdet_gt()), backend=backend)  # type: ignore[arg-type]
     empty.update([{k: v[:0] for k, v in outputs[0].items()}], [{"image_id": 0}])
     assert empty.compute()["AP"] == 0.0
+
+
+# detectron2's test_fast_eval: three detections of COCO val image 139 (boxes with RLE masks) and
+# its two person annotations (polygons), plus image 285 without any; the experiments compare the
+# precision / recall arrays with pycocotools'.
+D2_DETECTIONS = [
+    {"image_id": 139, "category_id": 1, "bbox": [417.3332824707031, 159.27003479003906, 47.66064453125, 143.00193786621094], "score": 0.9949821829795837, "segmentation": {"size": [426, 640], "counts": "Tc`52W=3N0N4aNN^E7]:4XE1g:8kDMT;U100000001O1gE[Nk8h1dFiNY9Z1aFkN]9g2J3NdN`FlN`9S1cFRN07]9g1bFoM6;X9c1cFoM=8R9g1bFQN>3U9Y30O01OO1O001N2O1N1O4L4L5UNoE3V:CVF6Q:@YF9l9@ZF<k9[O`F=];HYnX2"}},  # noqa: E501
+    {"image_id": 139, "category_id": 1, "bbox": [383.5909118652344, 172.0777587890625, 17.959075927734375, 36.94813537597656], "score": 0.7685421705245972, "segmentation": {"size": [426, 640], "counts": "lZP5m0Z<300O100O100000001O00]OlC0T<OnCOT<OnCNX<JnC2bQT3"}},  # noqa: E501
+    {"image_id": 139, "category_id": 1, "bbox": [457.8359069824219, 158.88027954101562, 9.89764404296875, 8.771820068359375], "score": 0.07092753797769547, "segmentation": {"size": [426, 640], "counts": "bSo54T=2N2O1001O006ImiW2"}},  # noqa: E501
+]  # fmt: skip
+D2_GT = {
+    "categories": [{"id": 1, "name": "person"}, {"id": 65, "name": "bed"}],
+    "images": [{"id": 285, "height": 640, "width": 586}, {"id": 139, "height": 426, "width": 640}],
+    "annotations": [
+        {"segmentation": [[428.19, 219.47, 430.94, 209.57, 430.39, 210.12, 421.32, 216.17, 412.8, 217.27, 413.9, 214.24, 422.42, 211.22, 429.29, 201.6, 430.67, 181.8, 430.12, 175.2, 427.09, 168.06, 426.27, 164.21, 430.94, 159.26, 440.29, 157.61, 446.06, 163.93, 448.53, 168.06, 448.53, 173.01, 449.08, 174.93, 454.03, 185.1, 455.41, 188.4, 458.43, 195.0, 460.08, 210.94, 462.28, 226.61, 460.91, 233.76, 454.31, 234.04, 460.08, 256.85, 462.56, 268.13, 465.58, 290.67, 465.85, 293.14, 463.38, 295.62, 452.66, 295.34, 448.26, 294.52, 443.59, 282.7, 446.06, 235.14, 446.34, 230.19, 438.09, 232.39, 438.09, 221.67, 434.24, 221.12, 427.09, 219.74]], "area": 2913.1103999999987, "iscrowd": 0, "image_id": 139, "bbox": [412.8, 157.61, 53.05, 138.01], "category_id": 1, "id": 230831},  # noqa: E501
+        {"segmentation": [[384.98, 206.58, 384.43, 199.98, 385.25, 193.66, 385.25, 190.08, 387.18, 185.13, 387.18, 182.93, 386.08, 181.01, 385.25, 178.81, 385.25, 175.79, 388.0, 172.76, 394.88, 172.21, 398.72, 173.31, 399.27, 176.06, 399.55, 183.48, 397.9, 185.68, 395.15, 188.98, 396.8, 193.38, 398.45, 194.48, 399.0, 205.75, 395.43, 207.95, 388.83, 206.03]], "area": 435.1449499999997, "iscrowd": 0, "image_id": 139, "bbox": [384.43, 172.21, 15.12, 35.74], "category_id": 1, "id": 233201},  # noqa: E501
+    ],
+}  # fmt: skip
+
+D2_EXPERIMENTS: dict[str, tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]] = {
+    "full": (D2_DETECTIONS, D2_GT, {}),
+    "empty_dt": ([], D2_GT, {}),
+    "empty_gt": (D2_DETECTIONS, {**D2_GT, "annotations": []}, {}),
+    "no_categories": (D2_DETECTIONS, D2_GT, {"use_cats": False}),
+    "one_max_det": (D2_DETECTIONS, D2_GT, {"max_detections": [1]}),
+    "omit_gt_ignore": (D2_DETECTIONS, D2_GT, {}),  # neither has "ignore": the same as full
+    "omit_gt_iscrowd": (
+        D2_DETECTIONS,
+        {**D2_GT, "annotations": [{k: v for k, v in a.items() if k != "iscrowd"} for a in D2_GT["annotations"]]},  # noqa: E501
+        {},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+@pytest.mark.parametrize("experiment", list(D2_EXPERIMENTS))
+def test_detectron2_fast_eval_experiments(backend: str, iou_type: str, experiment: str) -> None:
+    dt, gt, kwargs = D2_EXPERIMENTS[experiment]
+    params = {
+        "use_cats": {"useCats": int(kwargs.get("use_cats", True))},
+        "max_detections": {"maxDets": kwargs.get("max_detections")},
+    }
+    reference_params = {k: v for key, p in params.items() if key in kwargs for k, v in p.items()}
+    results = [
+        {k: v for k, v in d.items() if iou_type == "segm" or k != "segmentation"} for d in dt
+    ]
+    image_ids = [285, 139]
+    expected = reference_eval(gt, results, image_ids, iou_type, params=reference_params)
+    evaluator = COCOEvaluator(coco_from(gt), iou_type, backend=backend, **kwargs)  # type: ignore[arg-type]
+    evaluator.update_results(results, image_ids)
+    evaluator.compute()
+    for key, array in expected.items():
+        assert np.array_equal(evaluator.eval[key], array), key
+
+
+def test_detectron2_empty_parameters_and_omitted_fields_are_refused(tmp_path: Path) -> None:
+    # detectron2 checks that its evaluator fails as pycocotools does; perfkit refuses these
+    # inputs with a ValueError naming them instead.
+    for kwargs in ({"iou_thresholds": []}, {"recall_thresholds": []}, {"max_detections": []}):
+        with pytest.raises(ValueError, match="Expected argument"):
+            COCOEvaluator(coco_from(D2_GT), **kwargs)  # type: ignore[arg-type]
+    for field in ("id", "image_id", "category_id"):
+        gt = {
+            **D2_GT,
+            "annotations": [
+                {k: v for k, v in a.items() if k != field} for a in D2_GT["annotations"]
+            ],
+        }
+        path = tmp_path / f"without_{field}.json"
+        path.write_text(json.dumps(gt))  # pycocotools' own loader raises KeyError on it
+        with pytest.raises(ValueError, match=rf"lacks \['{field}'\]"):
+            COCOEvaluator(path)
+    for field in ("area", "bbox", "segmentation"):
+        gt = {
+            **D2_GT,
+            "annotations": [
+                {k: v for k, v in a.items() if k != field} for a in D2_GT["annotations"]
+            ],
+        }
+        evaluator = COCOEvaluator(coco_from(gt), "segm" if field == "segmentation" else "bbox")
+        evaluator.update_results(
+            [{k: v for k, v in d.items() if k != "segmentation"} for d in D2_DETECTIONS]
+            if field != "segmentation"
+            else D2_DETECTIONS,
+            [285, 139],
+        )
+        with pytest.raises(ValueError, match="of evaluated images lack one of"):
+            evaluator.compute()
+    for field in ("score", "image_id", "category_id"):
+        with pytest.raises(ValueError, match=rf"results\[0\] lacks \['{field}'\]"):
+            COCOEvaluator(coco_from(D2_GT)).update_results(
+                [{k: v for k, v in d.items() if k != field} for d in D2_DETECTIONS]
+            )
