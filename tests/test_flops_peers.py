@@ -1,4 +1,5 @@
-"""perfkit.flops.count on the cases PyTorch's own ``test/test_flop_counter.py`` checks, with the
+"""perfkit.flops.count on the cases PyTorch's own ``test/test_flop_counter.py`` and fvcore's
+``tests/test_flop_count.py`` check, with the
 inline expected counts written there (FLOPs, 2 per multiply-add; scope "torchvision" counts the
 same multiply-add operators as PyTorch's counter).
 
@@ -142,3 +143,40 @@ def test_pytorch_attention_counts_and_causal_conventions(
     inputs = tuple(t.requires_grad_(True) for t in (q, k, v))
     report = count(Attention(), inputs, backward=True, scope="torchvision", causal=causal)  # type: ignore[arg-type]
     assert report.flops == share * training
+
+
+# fvcore's tests/test_flop_count.py: its convolution cases (dims, batch, C_in, C_out, spatial,
+# kernel, padding, stride, groups, transposed) and its rule, in multiply-adds:
+# batch * C_in * C_out * k^d * out_spatial^d / groups (a transposed convolution: the input's
+# spatial size).
+FVCORE_CONVS = [
+    (2, 5, 10, 3, 15, 3, 1, 1, 1, False),
+    (2, 2, 10, 6, 20, 3, 1, 2, 1, False),
+    (2, 5, 16, 8, 15, 5, 2, 1, 4, False),
+    (2, 5, 16, 8, 15, 3, 1, 1, 8, False),  # depthwise-like: groups = C_out
+    (1, 5, 10, 3, 15, 3, 1, 1, 1, False),
+    (3, 5, 10, 3, 15, 3, 1, 1, 1, False),
+    (2, 5, 10, 3, 15, 3, 1, 1, 1, True),
+]
+
+
+@pytest.mark.parametrize("case", FVCORE_CONVS)
+def test_fvcore_convolution_cases(case: tuple[int, ...]) -> None:
+    dims, batch, c_in, c_out, spatial, kernel, padding, stride, groups, transposed = case
+    layers = (
+        (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+        if transposed
+        else (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    )
+    conv = layers[dims - 1](c_in, c_out, kernel, stride, padding, groups=groups)
+    x = T(batch, c_in, *[spatial] * dims)
+    out_spatial = spatial if transposed else (spatial + 2 * padding - kernel) // stride + 1
+    expected = batch * c_in * c_out * kernel**dims * out_spatial**dims // groups
+    assert count(conv.eval(), x, scope="torchvision").macs == expected
+
+
+def test_fvcore_linear_cases() -> None:
+    # test_linear: batch 5, 10 -> 20: 5*10*20 multiply-adds; with an extra dimension of 5, x5
+    linear = nn.Linear(10, 20).eval()
+    assert count(linear, T(5, 10), scope="torchvision").macs == 5 * 10 * 20
+    assert count(linear, T(5, 5, 10), scope="torchvision").macs == 5 * 5 * 10 * 20
