@@ -1,7 +1,7 @@
 """perfkit.flops.count on the cases PyTorch's own ``test/test_flop_counter.py`` and fvcore's
-``tests/test_flop_count.py`` check, with the
-inline expected counts written there (FLOPs, 2 per multiply-add; scope "torchvision" counts the
-same multiply-add operators as PyTorch's counter).
+``tests/test_flop_count.py`` check, with the expected counts written there (PyTorch: FLOPs, 2 per
+multiply-add, scope "torchvision" counting the same multiply-add operators as PyTorch's counter;
+fvcore: multiply-adds, ``report.macs``).
 
 The attention case is PyTorch's CUDA ``test_sdpa`` (causal, its flash / efficient kernels), which
 perfkit's CPU attention formula reproduces; the causal conventions are then applied to it.
