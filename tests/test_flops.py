@@ -5,13 +5,16 @@ Every expected number is hand arithmetic written next to it (MAC = one multiply-
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from perfkit.flops import FlopCountError, count, register_formula
 from perfkit.flops import _formulas as f
@@ -144,7 +147,42 @@ def test_attention_on_cpu_counts_and_causal_convention() -> None:
     q.requires_grad_(True)
     report = count(Attention(True), (q,), backward=True, scope="torchvision")
     assert report.flops == 65536 + 163840  # forward + backward
-    assert report.backward
+    assert report.backward and report.causal == "full"
+
+
+@pytest.mark.parametrize(("causal", "share"), [("full", 1.0), ("half", 0.5), ("none", 0.0)])
+def test_causal_attention_conventions(causal: str, share: float) -> None:
+    class Attention(nn.Module):
+        def __init__(self, is_causal: bool) -> None:
+            super().__init__()
+            self.proj = nn.Linear(8, 8, bias=False)
+            self.is_causal = is_causal
+
+        def forward(self, q: torch.Tensor) -> torch.Tensor:
+            return F.scaled_dot_product_attention(q, q, q, is_causal=self.is_causal).sum(
+                -1
+            ) + self.proj(q).sum(-1)
+
+    q = torch.rand(2, 4, 16, 8)
+    projection = 2 * 2 * 4 * 16 * 8 * 8  # 4096 MACs of the linear layer, never scaled
+    # attention: 65536 FLOPs forward, 163840 backward (test_multiply_add_formulas)
+    for is_causal in (True, False):
+        kept = share if is_causal else 1.0  # only calls with is_causal=True follow the convention
+        model = Attention(is_causal).eval()
+        report = count(model, q, scope="torchvision", causal=causal)  # type: ignore[arg-type]
+        assert report.flops == projection + kept * 65536
+        assert report.causal == causal and (causal == "full") != (f"'{causal}'" in str(report))
+        training = count(
+            model.train(),
+            (q.clone().requires_grad_(True),),
+            backward=True,
+            scope="torchvision",
+            causal=causal,  # type: ignore[arg-type]
+        )
+        # projection forward, input and weight gradients; attention forward and backward
+        assert training.flops == 3 * projection + kept * (65536 + 163840)
+    with pytest.raises(ValueError, match="`causal`"):
+        count(model, q, causal="quarter")  # type: ignore[arg-type]
 
 
 def test_backward_measures_forward_and_backward() -> None:
@@ -157,6 +195,97 @@ def test_backward_measures_forward_and_backward() -> None:
     assert model.weight.grad is None  # the count leaves .grad alone
     with pytest.raises(ValueError, match="requires grad"):
         count(model.requires_grad_(False), x, backward=True)
+
+
+def _torch_counts(run: Callable[[], object]) -> dict[str, dict[str, int]]:
+    """PyTorch's own FlopCounterMode around ``run`` (its formulas: matmul, convolution)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        run()
+    return {
+        module: {str(op): n for op, n in ops.items() if n}
+        for module, ops in counter.get_flop_counts().items()
+    }
+
+
+def test_training_counts_per_module_include_the_output_module() -> None:
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.resnet18(num_classes=10).train()
+    x = torch.rand(2, 3, 32, 32)
+    report = count(model, x, backward=True, scope="torchvision")
+    # PyTorch's counter on the same training step (the loss sum is no matmul or convolution)
+    expected = _torch_counts(lambda: model(x).sum().backward())
+    model.zero_grad(set_to_none=True)
+    ours = report.by_module().set_index("module")["flops"].to_dict()
+    # "fc" (the output module): forward, input gradient and weight gradient, 2*512*10 MACs each
+    assert ours["fc"] == 3 * 2 * 2 * 512 * 10
+    assert ours[""] == sum(expected["Global"].values())
+    if "ResNet" not in expected:
+        return  # torch < 2.4's counter tracks no modules unless told which: totals only
+    theirs = {m.removeprefix("ResNet."): sum(ops.values()) for m, ops in expected.items()}
+    theirs[""] = theirs.pop("Global")
+    del theirs["ResNet"]  # the root module: perfkit reports it as ""
+    assert ours == theirs
+
+
+def test_inference_of_a_model_that_expands_a_parameter() -> None:
+    # CaiT / PiT: a class token parameter expanded to the batch and fed to a submodule.
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+            return self.proj(torch.cat([cls, x], dim=1))
+
+    class ClassToken(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cls = nn.Parameter(torch.zeros(1, 1, 8))
+            self.block = Block()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.block(x, self.cls.expand(x.shape[0], -1, -1))
+
+    model = ClassToken().eval()
+    x = torch.rand(2, 3, 8)
+    report = count(model, x, scope="torchvision")
+    # 2 * 4 tokens x 8 x 8 MACs = 512 MACs, as PyTorch's counter with gradients on says
+    expected = _torch_counts(lambda: model(x))
+    assert report.flops == sum(expected["Global"].values()) == 2 * 512
+    assert report.by_module().set_index("module")["flops"].to_dict() == {
+        "": 1024,
+        "block": 1024,
+        "block.proj": 1024,
+    }
+    assert model.cls.requires_grad  # left as it was
+
+
+def test_dataclass_outputs_count_forward_and_backward() -> None:
+    @dataclasses.dataclass
+    class Output:
+        logits: torch.Tensor
+        extra: list[torch.Tensor]
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 6), nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> Output:
+            return Output(self.a(x), [self.b(x)])
+
+    model, x = Model().train(), torch.rand(5, 4)
+    report = count(model, x, backward=True, scope="torchvision")
+
+    def step() -> None:
+        out = model(x)
+        (out.logits.sum() + out.extra[0].sum()).backward()
+
+    expected = _torch_counts(step)
+    model.zero_grad(set_to_none=True)
+    # forward 5*4*(6+3) = 180 MACs, weight gradients the same again (x needs no gradient)
+    assert report.flops == sum(expected["Global"].values()) == 2 * 2 * 180
 
 
 def test_unsupported_operators_are_reported() -> None:

@@ -17,7 +17,6 @@ import io
 import json
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -214,11 +213,23 @@ def reference(
         printed.seek(0)
         evaluator.summarize()
     stats = dict(zip(STAT_NAMES, evaluator.stats.tolist(), strict=True))
+    text = printed.getvalue()
     if use_cats:
         for k, cat in enumerate(CATEGORIES):
             p = evaluator.eval["precision"][:, :, k, 0, -1]
             stats[f"AP/cat{cat}"] = float(np.mean(p[p > -1])) if (p > -1).any() else -1.0
-    return stats, printed.getvalue()
+            r = evaluator.eval["recall"][:, k, 0, -1]
+            stats[f"AR/cat{cat}"] = float(np.mean(r[r > -1])) if (r > -1).any() else -1.0
+    else:  # torchmetrics' class_metrics with average="micro": useCats=1, catIds=[class] each
+        evaluator.params.useCats = 1
+        for cat in CATEGORIES:
+            evaluator.params.catIds = [cat]
+            with contextlib.redirect_stdout(io.StringIO()):
+                evaluator.evaluate()
+                evaluator.accumulate()
+                evaluator.summarize()
+            stats[f"AP/cat{cat}"], stats[f"AR/cat{cat}"] = evaluator.stats[[0, 8]].tolist()
+    return stats, text
 
 
 def evaluate(
@@ -231,7 +242,7 @@ def evaluate(
     evaluator = COCOEvaluator(coco_from(gt), backend=backend, **kwargs)  # type: ignore[arg-type]
     for start in range(0, len(outputs), 4):  # batches of 4 images
         evaluator.update(outputs[start : start + 4], targets[start : start + 4])
-    return evaluator.compute(per_category=kwargs.get("use_cats", True))
+    return evaluator.compute(per_category=True)
 
 
 def with_stray_annotations(gt: dict[str, Any], not_evaluated: list[int]) -> dict[str, Any]:
@@ -274,7 +285,7 @@ def test_segm_equals_pycocotools(backend: str, seed: int, use_cats: bool, as_rle
     if as_rle:  # COCO results with RLEs instead of tensor masks
         evaluator = COCOEvaluator(coco_from(gt), "segm", backend=backend, use_cats=use_cats)  # type: ignore[arg-type]
         evaluator.update_results(results, image_ids)
-        result = evaluator.compute(per_category=use_cats)
+        result = evaluator.compute(per_category=True)
     else:
         result = evaluate(gt, outputs, targets, backend, iou_type="segm", use_cats=use_cats)
     assert result == expected
@@ -460,7 +471,7 @@ def test_duplicate_images_from_ranks_are_dropped(monkeypatch: pytest.MonkeyPatch
     rank0.update(outputs[0::2], targets[0::2])
     rank1.update([*outputs[1::2], outputs[1]], [*targets[1::2], targets[0]])
     states = [{"chunks": r.chunks, "ignored": r.ignored} for r in (rank0, rank1)]
-    monkeypatch.setattr("perfkit.distributed.all_gather_object", lambda obj: states)
+    monkeypatch.setattr("perfkit.distributed.all_gather_object", lambda obj, group: states)
     alone = evaluate(gt, outputs, targets, "fast")
     assert rank0.compute(per_category=True) == rank1.compute(per_category=True) == alone
 
@@ -620,18 +631,14 @@ def test_segm_rejects_masks_of_the_wrong_size() -> None:
 
 
 def test_constructor_rejects() -> None:
-    with pytest.raises(ValueError, match="iou_type must be"):
-        COCOEvaluator(coco_from(GT), "keypoints")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="`iou_type`"):
+        COCOEvaluator(coco_from(GT), "keypoint")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="backend must be"):
         COCOEvaluator(coco_from(GT), backend="gpu")  # type: ignore[arg-type]
     with pytest.raises(FileNotFoundError, match="gt: no COCO instances json"):
         COCOEvaluator("/nonexistent/instances.json")
     with pytest.raises(TypeError, match="gt must be a path"):
         COCOEvaluator({"images": []})
-    with pytest.raises(ValueError, match="per_category=True needs use_cats=True"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            COCOEvaluator(coco_from(GT), use_cats=False).compute(per_category=True)
 
 
 # ------------------------------------------------------------------- inputs pycocotools accepts
@@ -808,13 +815,44 @@ def test_mini_val_by_filtering_images(backend: str) -> None:
     assert evaluate(mini, outputs[:3], targets[:3], backend) == expected
 
 
-def test_ground_truth_an_evaluation_reads_must_be_complete() -> None:
-    gt, outputs, targets = make_case(12)
-    gt = with_stray_annotations(gt, [targets[0]["image_id"]])
-    evaluator = COCOEvaluator(coco_from(gt))
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+@pytest.mark.parametrize("key", ["area", "geometry"])
+def test_ground_truth_an_evaluation_reads_must_be_complete(
+    backend: str, iou_type: str, key: str
+) -> None:
+    gt, outputs, targets = make_case(12, iou_type=iou_type, n_images=3)
+    geometry = "bbox" if iou_type == "bbox" else "segmentation"
+    victim = gt["annotations"][0]
+    with pytest.raises(KeyError):  # what pycocotools itself says
+        reference(
+            {**gt, "annotations": [{k: v for k, v in victim.items() if k != "area"}]},
+            result_dicts(outputs, targets, iou_type)[:1],
+            [victim["image_id"]],
+            iou_type,
+        )
+    del victim[geometry if key == "geometry" else key]
+    evaluator = COCOEvaluator(coco_from(gt), iou_type, backend=backend)  # type: ignore[arg-type]
     evaluator.update(outputs, targets)
-    with pytest.raises(ValueError, match=r"gt: annotations \[10001\] of evaluated images lack"):
+    with pytest.raises(ValueError, match=rf"gt: annotations \[{victim['id']}\] of evaluated im"):
         evaluator.compute()
+
+
+@pytest.mark.parametrize("key", ["id", "image_id", "category_id"])
+def test_ground_truth_without_ids_is_refused(tmp_path: Path, key: str) -> None:
+    gt = make_case(12, n_images=2)[0]
+    del gt["annotations"][1][key]
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(gt))
+    with pytest.raises(KeyError), contextlib.redirect_stdout(io.StringIO()):
+        COCO(str(path))  # pycocotools' own loader
+    for source in (str(path), path):
+        with pytest.raises(ValueError, match=rf"gt: annotations\[1\] lacks \['{key}'\]"):
+            COCOEvaluator(source)
+    categories = {**gt, "annotations": [], "categories": [{"name": "no id"}]}
+    path.write_text(json.dumps(categories))
+    with pytest.raises(ValueError, match=r"gt: categories\[0\] lacks \['id'\]"):
+        COCOEvaluator(path)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -911,3 +949,473 @@ def test_parameters_are_checked() -> None:
     ]:
         with pytest.raises(ValueError, match=match):
             COCOEvaluator(coco, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("order", [(100, 1, 10), (10, 1, 100), (1, 100, 10)])
+def test_max_detections_in_any_order(backend: str, order: tuple[int, ...]) -> None:
+    # COCOeval.evaluate sorts maxDets; summarize then reads AR1 / AR10 / AR100 by position.
+    gt, outputs, targets = make_case(17, max_dt=60)
+    expected = reference(
+        gt,
+        result_dicts(outputs, targets, "bbox"),
+        [t["image_id"] for t in targets],
+        params={"maxDets": list(order)},
+    )[0]
+    assert expected["AR1"] < expected["AR10"]  # the labels cannot be swapped unnoticed
+    stats = evaluate(gt, outputs, targets, backend, max_detections=order)
+    assert stats == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("use_cats", [True, False])
+def test_segm_results_with_boxes_one_image_per_update(backend: str, use_cats: bool) -> None:
+    # detectron2 / mmdet style: segm results carry the detector's box, added image by image;
+    # an image without results (an update of no rows, so no box either) mixed with the others
+    # crashed the concatenation (seed 1 has one).
+    gt, outputs, targets = make_case(1, iou_type="segm", n_images=4)
+    results = result_dicts(outputs, targets, "segm")
+    for r, b in zip(results, result_dicts(outputs, targets, "bbox"), strict=True):
+        r["bbox"] = b["bbox"]
+    image_ids = [t["image_id"] for t in targets]
+    expected = reference(gt, results, image_ids, "segm", use_cats)[0]
+    evaluator = COCOEvaluator(coco_from(gt), "segm", backend=backend, use_cats=use_cats)  # type: ignore[arg-type]
+    for image in image_ids:
+        evaluator.update_results([r for r in results if r["image_id"] == image], [image])
+    assert evaluator.compute(per_category=True) == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_per_category_keys_are_unique(backend: str) -> None:
+    # Categories 1 and 3 share a name, 7 has none: each keeps its own AP / AR (pycocotools'
+    # arrays by category index), none is dropped.
+    gt, outputs, targets = make_case(3)
+    expected = reference(
+        gt, result_dicts(outputs, targets, "bbox"), [t["image_id"] for t in targets]
+    )[0]
+    gt["categories"] = [
+        {"id": 1, "name": "person"},
+        {"id": 3, "name": "person"},
+        {"id": 7},
+        {"id": 9, "name": "cat9"},
+    ]
+    stats = evaluate(gt, outputs, targets, backend)
+    renamed = {"cat1": "person#1", "cat3": "person#3", "cat7": "#7"}
+    for key, value in expected.items():
+        kind, _, name = key.partition("/")
+        assert stats[f"{kind}/{renamed.get(name, name)}" if name else key] == value
+    assert len(stats) == len(expected)
+    assert expected["AP/cat1"] != expected["AP/cat3"]  # a collapse would lose one of them
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("box_format", ["xywh", "cxcywh"])
+def test_box_formats(backend: str, box_format: str) -> None:
+    # Boxes on a 1/8 pixel grid in float64: every conversion below is exact, so the three
+    # formats describe the same boxes, and pycocotools evaluates them from the xyxy results.
+    gt, outputs, targets = make_case(8)
+    for out in outputs:
+        out["boxes"] = (out["boxes"].double() * 8).round() / 8
+    expected = reference(
+        gt, result_dicts(outputs, targets, "bbox"), [t["image_id"] for t in targets]
+    )[0]
+    converted = []
+    for out in outputs:
+        x1, y1, x2, y2 = out["boxes"].unbind(1)
+        w, h = x2 - x1, y2 - y1
+        boxes = (x1, y1, w, h) if box_format == "xywh" else (x1 + w / 2, y1 + h / 2, w, h)
+        converted.append({**out, "boxes": torch.stack(boxes, dim=1)})
+    stats = evaluate(gt, converted, targets, backend, box_format=box_format)
+    assert stats == expected
+    with pytest.raises(ValueError, match=r"outputs\[0\]\['boxes'\] row 0 has a negative width"):
+        bad = [{**converted[0], "boxes": converted[0]["boxes"] * torch.tensor([1, 1, -1, 1])}]
+        COCOEvaluator(coco_from(gt), box_format=box_format).update(bad, targets[:1])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="`box_format`"):
+        COCOEvaluator(coco_from(gt), box_format="yxyx")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- eval arrays
+
+
+def reference_eval(
+    gt: dict[str, Any],
+    results: list[dict[str, Any]],
+    img_ids: list[int],
+    iou_type: str = "bbox",
+    use_cats: bool = True,
+    params: dict[str, Any] | None = None,
+) -> dict[str, np.ndarray]:
+    """pycocotools' ``COCOeval.eval`` arrays (precision, recall, scores)."""
+    coco_gt = reference_gt(gt)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = (
+            coco_gt.loadRes(copy.deepcopy(results))
+            if results
+            else coco_from({"images": gt["images"], "annotations": []})  # loadRes refuses []
+        )
+        evaluator = COCOeval(coco_gt, coco_dt, iou_type)
+        evaluator.params.imgIds = img_ids
+        evaluator.params.useCats = int(use_cats)
+        for key, value in (params or {}).items():
+            setattr(evaluator.params, key, value)
+        evaluator.evaluate()
+        evaluator.accumulate()
+    return {key: evaluator.eval[key] for key in ("precision", "recall", "scores")}
+
+
+def assert_same_arrays(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> None:
+    assert set(ours) == set(theirs)
+    for key, expected in theirs.items():
+        assert ours[key].shape == expected.shape, key
+        assert np.array_equal(ours[key], expected), key  # element by element, bit for bit
+
+
+REC_THRS = [None, [0.0, 0.3, 0.55, 1.0], [0.25, 0.5], [0.0]]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    use_cats=st.booleans(),
+    rec=st.sampled_from(REC_THRS),
+)
+def test_eval_arrays_equal_pycocotools(
+    backend: str, seed: int, use_cats: bool, rec: list[float] | None
+) -> None:
+    gt, outputs, targets = make_case(seed)
+    params = {} if rec is None else {"recThrs": np.array(rec)}
+    expected = reference_eval(
+        gt,
+        result_dicts(outputs, targets, "bbox"),
+        [t["image_id"] for t in targets],
+        use_cats=use_cats,
+        params=params,
+    )
+    evaluator = COCOEvaluator(
+        coco_from(gt),
+        backend=backend,  # type: ignore[arg-type]
+        use_cats=use_cats,
+        recall_thresholds=rec,
+    )
+    evaluator.update(outputs, targets)
+    stats = evaluator.compute()
+    assert_same_arrays(evaluator.eval, expected)
+    if rec is not None:  # the stats are the means of those arrays
+        p = expected["precision"][:, :, :, 0, -1]
+        assert stats["AP"] == (float(np.mean(p[p > -1])) if (p > -1).any() else -1.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_eval_arrays_segm_and_parameters(backend: str) -> None:
+    gt, outputs, targets = make_case(4, iou_type="segm", n_images=4)
+    results = result_dicts(outputs, targets, "segm")
+    image_ids = [t["image_id"] for t in targets]
+    params = {**PARAMS[3], "recThrs": np.array([0.0, 0.1, 0.9])}
+    expected = reference_eval(gt, results, image_ids, "segm", params=params)
+    evaluator = COCOEvaluator(
+        coco_from(gt),
+        "segm",
+        backend=backend,  # type: ignore[arg-type]
+        max_detections=params["maxDets"],
+        area_ranges=dict(zip(params["areaRngLbl"], params["areaRng"], strict=True)),
+        recall_thresholds=[0.0, 0.1, 0.9],
+    )
+    evaluator.update_results(results, image_ids)
+    evaluator.compute()
+    assert_same_arrays(evaluator.eval, expected)
+
+
+def test_recall_thresholds_are_checked() -> None:
+    for bad in ([], [0.5, 0.2], [1.5], [[0.1]]):
+        with pytest.raises(ValueError, match="`recall_thresholds`"):
+            COCOEvaluator(coco_from(GT), recall_thresholds=bad)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- keypoints
+
+KP_STATS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+
+
+def make_keypoint_case(
+    seed: int, n_images: int = 5, n_points: int = 17
+) -> tuple[dict[str, Any], list[dict[str, torch.Tensor]], list[dict[str, int]]]:
+    """People with ``n_points`` keypoints (COCO's layout: v = 0 unlabeled at (0, 0), 1 hidden,
+    2 visible), crowds and people without labelled keypoints (ignored by COCOeval), two
+    categories, and Keypoint R-CNN style outputs: noisy copies, strays, score ties, sometimes
+    more than 20 detections."""
+    rng = np.random.default_rng(seed)
+    images, anns, outputs, targets = [], [], [], []
+    ann_id = 1
+    for i in range(n_images):
+        image_id = 10 + i
+        images.append({"id": image_id, "width": 640, "height": 480})
+        people = []
+        for _ in range(int(rng.integers(0, 6))):
+            w, h = rng.uniform(8, 200, 2)
+            x, y = rng.uniform(0, 640 - w), rng.uniform(0, 480 - h)
+            px, py = rng.uniform(x, x + w, n_points), rng.uniform(y, y + h, n_points)
+            v = rng.choice([0, 1, 2], n_points, p=[0.3, 0.2, 0.5])
+            if rng.random() < 0.15:
+                v[:] = 0  # no labelled keypoint: ignored, but its box still bounds OKS
+            crowd = int(rng.random() < 0.1)
+            if crowd:
+                v[:] = 0
+            points = np.stack([np.where(v > 0, px, 0), np.where(v > 0, py, 0), v], 1)
+            category = int(rng.choice([1, 2], p=[0.8, 0.2]))
+            anns.append(
+                {
+                    "id": ann_id,
+                    "image_id": image_id,
+                    "category_id": category,
+                    "bbox": [float(x), float(y), float(w), float(h)],
+                    "area": float(w * h * rng.uniform(0.5, 1.0)),
+                    "iscrowd": crowd,
+                    "keypoints": [
+                        float(c) if j % 3 < 2 else int(c) for j, c in enumerate(points.ravel())
+                    ],
+                    "num_keypoints": int((v > 0).sum()),
+                }
+            )
+            people.append((px, py, w * h, category))
+            ann_id += 1
+        dets = []
+        for px, py, area, category in people:
+            for _ in range(int(rng.integers(0, 3))):
+                noise = rng.normal(0, np.sqrt(area) * rng.uniform(0.01, 0.2), (2, n_points))
+                dets.append((px + noise[0], py + noise[1], category))
+        n_stray = int(rng.integers(0, 4)) if rng.random() < 0.8 else 25
+        for _ in range(n_stray):
+            cx, cy = rng.uniform(0, 640), rng.uniform(0, 480)
+            dets.append((cx + rng.normal(0, 20, n_points), cy + rng.normal(0, 20, n_points), 1))
+        n = len(dets)
+        keypoints = torch.zeros(n, n_points, 3)
+        for j, (x, y, _) in enumerate(dets):
+            keypoints[j, :, 0], keypoints[j, :, 1] = torch.tensor(x), torch.tensor(y)
+        keypoints[:, :, 2] = 1  # torchvision's visibility
+        outputs.append(
+            {
+                "boxes": torch.zeros(n, 4),
+                "keypoints": keypoints,
+                "scores": torch.tensor(rng.integers(1, 12, n) / 12, dtype=torch.float32),
+                "labels": torch.tensor([c for _, _, c in dets], dtype=torch.int64),
+            }
+        )
+        targets.append({"image_id": image_id})
+    categories = [{"id": 1, "name": "person"}, {"id": 2, "name": "robot"}]
+    return {"images": images, "annotations": anns, "categories": categories}, outputs, targets
+
+
+def keypoint_results(
+    outputs: list[dict[str, torch.Tensor]], targets: list[dict[str, int]]
+) -> list[dict[str, Any]]:
+    """torchvision's reference ``prepare_for_coco_keypoint``: flattened keypoints, tolist."""
+    return [
+        {"image_id": t["image_id"], "category_id": c, "keypoints": k, "score": s}
+        for out, t in zip(outputs, targets, strict=True)
+        for k, s, c in zip(
+            out["keypoints"].flatten(start_dim=1).tolist(),
+            out["scores"].tolist(),
+            out["labels"].tolist(),
+            strict=True,
+        )
+    ]
+
+
+def reference_keypoints(
+    gt: dict[str, Any],
+    results: list[dict[str, Any]],
+    img_ids: list[int],
+    sigmas: np.ndarray | None = None,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """pycocotools' keypoint stats (summarize's ten) and eval arrays."""
+    coco_gt = reference_gt(gt)
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), "keypoints")
+        evaluator.params.imgIds = img_ids
+        if sigmas is not None:
+            evaluator.params.kpt_oks_sigmas = sigmas
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = dict(zip(KP_STATS, evaluator.stats.tolist(), strict=True))
+    return stats, {key: evaluator.eval[key] for key in ("precision", "recall", "scores")}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), as_results=st.booleans())
+def test_keypoints_equal_pycocotools(backend: str, seed: int, as_results: bool) -> None:
+    gt, outputs, targets = make_keypoint_case(seed)
+    image_ids = [t["image_id"] for t in targets]
+    results = keypoint_results(outputs, targets)
+    expected, arrays = reference_keypoints(gt, results, image_ids)
+    evaluator = COCOEvaluator(coco_from(gt), "keypoints", backend=backend)  # type: ignore[arg-type]
+    if as_results:
+        evaluator.update_results(results, image_ids)
+    else:
+        for start in range(0, len(outputs), 2):
+            evaluator.update(outputs[start : start + 2], targets[start : start + 2])
+    stats = evaluator.compute()
+    assert stats == expected
+    assert_same_arrays(evaluator.eval, arrays)
+    assert len(evaluator.summary(stats).splitlines()) == len(KP_STATS)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_keypoints_with_other_sigmas(backend: str) -> None:
+    # 5 keypoints of another skeleton, each with its own sigma.
+    gt, outputs, targets = make_keypoint_case(3, n_points=5)
+    sigmas = np.array([0.3, 0.5, 0.7, 0.9, 1.1]) / 10
+    image_ids = [t["image_id"] for t in targets]
+    expected, arrays = reference_keypoints(
+        gt, keypoint_results(outputs, targets), image_ids, sigmas
+    )
+    evaluator = COCOEvaluator(
+        coco_from(gt),
+        "keypoints",
+        backend=backend,  # type: ignore[arg-type]
+        keypoint_sigmas=sigmas.tolist(),
+    )
+    evaluator.update(outputs, targets)
+    assert evaluator.compute() == expected
+    assert_same_arrays(evaluator.eval, arrays)
+    with pytest.raises(
+        ValueError, match=r"gt: annotation 1 has 15 keypoint values; expected 3 x 17"
+    ):
+        COCOEvaluator(coco_from(gt), "keypoints")
+    with pytest.raises(ValueError, match=r"outputs\[0\]\['keypoints'\] must have shape"):
+        wrong = COCOEvaluator(coco_from(gt), "keypoints", keypoint_sigmas=[0.1] * 5)
+        wrong.update([{**outputs[0], "keypoints": outputs[0]["keypoints"][:, :4]}], targets[:1])
+
+
+def test_keypoints_bad_input() -> None:
+    gt, outputs, targets = make_keypoint_case(1)
+    with pytest.raises(ValueError, match="use_cats=False"):
+        COCOEvaluator(coco_from(gt), "keypoints", use_cats=False)
+    with pytest.raises(ValueError, match="`keypoint_sigmas`"):
+        COCOEvaluator(coco_from(gt), "keypoints", keypoint_sigmas=[0.0] * 17)
+    results = keypoint_results(outputs, targets)
+    evaluator = COCOEvaluator(coco_from(gt), "keypoints")
+    with pytest.raises(ValueError, match=r"results\[0\]\['keypoints'\] must be 51 numbers"):
+        evaluator.update_results(
+            [{**results[0], "keypoints": [1.0, 2.0]}], [targets[0]["image_id"]]
+        )
+    no_count = copy.deepcopy(gt)
+    victim = no_count["annotations"][0]
+    del victim["num_keypoints"]
+    evaluator = COCOEvaluator(coco_from(no_count), "keypoints", backend="pycocotools")
+    evaluator.update(outputs, targets)
+    with pytest.raises(ValueError, match=rf"gt: annotations \[{victim['id']}\] of evaluated"):
+        evaluator.compute()
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_oks_is_pycocotools_bit_for_bit(seed: int) -> None:
+    # Every (detection, ground truth) OKS of COCOeval.computeOks, through 0..17 visible points.
+    gt, outputs, targets = make_keypoint_case(seed, n_images=3)
+    results = keypoint_results(outputs, targets)
+    coco_gt = reference_gt(gt)
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), "keypoints")
+        evaluator.evaluate()
+    for (image, cat), ious in evaluator.ious.items():
+        if not len(ious):
+            continue
+        gts, dts = evaluator._gts[image, cat], evaluator._dts[image, cat]
+        dts = [dts[i] for i in np.argsort([-d["score"] for d in dts], kind="mergesort")][:20]
+        pair_det, pair_gt = (a.ravel() for a in np.indices((len(dts), len(gts))))
+        ours = _cocoeval._oks(
+            np.array([d["keypoints"] for d in dts], float),
+            np.array([g["keypoints"] for g in gts], float),
+            np.array([g["bbox"] for g in gts], float),
+            np.array([g["area"] for g in gts], float),
+            pair_det,
+            pair_gt,
+            _cocoeval.KP_SIGMAS,
+        )
+        assert np.array_equal(ours.reshape(ious.shape), ious)
+
+
+# ---------------------------------------------------------------------- bbox and segm together
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("as_results", [False, True])
+def test_bbox_and_segm_in_one_evaluator(backend: str, as_results: bool) -> None:
+    # One update with boxes and masks (Mask R-CNN's outputs), both results; as COCO results,
+    # each record holds both, and the segm evaluation takes the box's area (loadRes' rule).
+    gt, outputs, targets = make_case(6, iou_type="segm", n_images=4)
+    image_ids = [t["image_id"] for t in targets]
+    boxes, masks = result_dicts(outputs, targets, "bbox"), result_dicts(outputs, targets, "segm")
+    both = [{**m, "bbox": b["bbox"]} for b, m in zip(boxes, masks, strict=True)]
+    expected = {f"bbox/{k}": v for k, v in reference(gt, boxes, image_ids, "bbox")[0].items()}
+    segm = reference(gt, both if as_results else masks, image_ids, "segm")[0]
+    expected |= {f"segm/{k}": v for k, v in segm.items()}
+    arrays = {
+        f"{t}/{k}": v
+        for t, results in (("bbox", boxes), ("segm", both if as_results else masks))
+        for k, v in reference_eval(gt, results, image_ids, t).items()
+    }
+    evaluator = COCOEvaluator(coco_from(gt), ("bbox", "segm"), backend=backend)  # type: ignore[arg-type]
+    if as_results:
+        evaluator.update_results(both, image_ids)
+    else:
+        evaluator.update(outputs[:2], targets[:2])
+        evaluator.update(outputs[2:], targets[2:])
+    stats = evaluator.compute(per_category=True)
+    assert stats == expected
+    assert_same_arrays(evaluator.eval, arrays)
+    text = evaluator.summary(stats).splitlines()
+    assert text[0] == "IoU metric: bbox" and text[13] == "IoU metric: segm" and len(text) == 26
+    for bad in ((), ("bbox", "bbox"), ("bbox", "keypoints"), ("box",)):
+        with pytest.raises(ValueError, match="`iou_type`"):
+            COCOEvaluator(coco_from(gt), bad)  # type: ignore[arg-type]
+
+
+def reference_ious(
+    gt: dict[str, Any],
+    results: list[dict[str, Any]],
+    img_ids: list[int],
+    iou_type: str,
+    use_cats: bool,
+) -> dict[tuple[int, int], np.ndarray]:
+    """pycocotools' ``COCOeval.ious`` of the pairs that have both detections and ground truth."""
+    coco_gt = reference_gt(gt)
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), iou_type)
+        evaluator.params.imgIds = img_ids
+        evaluator.params.useCats = int(use_cats)
+        evaluator.evaluate()
+    return {key: np.asarray(m) for key, m in evaluator.ious.items() if len(m)}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    ("iou_type", "use_cats"),
+    [("bbox", True), ("bbox", False), ("segm", True), ("segm", False), ("keypoints", True)],
+)
+def test_per_image_ious_equal_pycocotools(backend: str, iou_type: str, use_cats: bool) -> None:
+    if iou_type == "keypoints":
+        gt, outputs, targets = make_keypoint_case(5)
+        results = keypoint_results(outputs, targets)
+    else:  # bbox seed 4: 108 detections on an image, of which the matrix keeps the best 100
+        seed = 4 if iou_type == "bbox" else 2
+        gt, outputs, targets = make_case(seed, iou_type=iou_type, n_images=6)
+        results = result_dicts(outputs, targets, iou_type)
+    image_ids = [t["image_id"] for t in targets]
+    expected = reference_ious(gt, results, image_ids, iou_type, use_cats)
+    evaluator = COCOEvaluator(
+        coco_from(gt),
+        iou_type,  # type: ignore[arg-type]
+        backend=backend,  # type: ignore[arg-type]
+        use_cats=use_cats,
+        per_image_ious=True,
+    )
+    evaluator.update_results(results, image_ids)
+    evaluator.compute()
+    ours = evaluator.eval["ious"]
+    assert sorted(ours) == sorted(expected) and len(expected) >= 3
+    for key, matrix in expected.items():
+        assert ours[key].shape == matrix.shape and np.array_equal(ours[key], matrix), key

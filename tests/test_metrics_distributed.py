@@ -7,6 +7,8 @@ import socket
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -93,3 +95,34 @@ def test_destroy_right_after_a_gather_never_hangs() -> None:
     ports = [_free_port() for _ in range(4)]
     workers = mp.spawn(_gather_and_destroy, args=(ports,), nprocs=WORLD, join=False)
     _join(workers, 120)
+
+
+def _own_group_worker(rank: int, init_method: str, out_dir: str) -> None:
+    dist.init_process_group(
+        "gloo", init_method=init_method, rank=rank, world_size=WORLD, timeout=timedelta(seconds=60)
+    )
+    try:
+        # one group per rank (every rank creates every group); each metric gathers over its own
+        own = [dist.new_group([r]) for r in range(WORLD)][rank]
+        alone = TopK((1, 2), process_group=own)
+        alone.update(LOGITS[2 * rank : 2 * rank + 2], LABELS[2 * rank : 2 * rank + 2])
+        result = alone.compute()
+        Path(out_dir, f"{rank}.json").write_text(json.dumps(result))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(
+    tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 8),
+    reason="torch <= 2.7's destroy_process_group can hang after gathers on gloo subgroups "
+    "(pytorch#154976; 2 of 10 runs on torch 2.1.2)",
+)
+def test_process_group_gathers_over_that_group(tmp_path: Path) -> None:
+    init = f"tcp://127.0.0.1:{_free_port()}"
+    workers = mp.spawn(_own_group_worker, args=(init, str(tmp_path)), nprocs=WORLD, join=False)
+    _join(workers, 120)
+    # each rank's own two samples of test_metrics_topk: rank 0 (samples 0, 1): top1 1/2, top2
+    # 2/2; rank 1 (samples 2, 3): top1 1/2, top2 1/2 - not the 2/4, 3/4 of both ranks
+    expected = [{"top1": 1 / 2, "top2": 2 / 2}, {"top1": 1 / 2, "top2": 1 / 2}]
+    for rank in range(WORLD):
+        assert json.loads((tmp_path / f"{rank}.json").read_text()) == expected[rank]

@@ -1,9 +1,11 @@
-"""TopK against hand-computed counts and against torch.topk (torchvision's reference accuracy)."""
+"""TopK against hand-computed counts, torch.topk (torchvision's reference accuracy) where no
+class ties, and numpy's stable sort / torch's argmax (torchmetrics' top-1) where classes tie."""
 
 from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -66,6 +68,16 @@ def test_agrees_with_torch_topk_without_ties() -> None:
     assert top.compute() == reference(logits, labels, (1, 5))
 
 
+def stable_reference(
+    logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]
+) -> dict[str, float]:
+    """Classes sorted by logit, largest first, ties by class index: numpy's stable argsort of
+    the negated logits (float64 holds every float16 / bfloat16 / float32 value exactly)."""
+    order = np.argsort(-logits.double().numpy(), axis=1, kind="stable")
+    rank = (order == labels.long().numpy()[:, None]).argmax(axis=1)
+    return {f"top{k}": float((rank < k).sum()) / len(labels) for k in ks}
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
@@ -74,7 +86,7 @@ def test_agrees_with_torch_topk_without_ties() -> None:
     dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.float64]),
     label_dtype=st.sampled_from([torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8]),
 )
-def test_ties_follow_torch_topk(
+def test_ties_are_ordered_by_class_index(
     seed: int, classes: int, levels: int, dtype: torch.dtype, label_dtype: torch.dtype
 ) -> None:
     generator = torch.Generator().manual_seed(seed)
@@ -83,7 +95,26 @@ def test_ties_follow_torch_topk(
     ks = tuple(sorted({1, min(5, classes), classes}))
     top = TopK(ks)
     top.update(logits, labels)
-    assert top.compute() == reference(logits, labels, ks)
+    result = top.compute()
+    assert result == stable_reference(logits, labels, ks)
+    # top-1 is torchmetrics' argmax (the first maximum), whichever other k are requested
+    argmax = (logits.float().argmax(dim=1) == labels.long()).sum().item() / len(labels)
+    assert result["top1"] == argmax
+    alone = TopK(1)
+    alone.update(logits, labels)
+    assert alone.compute() == {"top1": argmax}
+
+
+def test_top1_does_not_depend_on_the_other_k() -> None:
+    # 8 samples x 10 classes of constant logits, labels 0..7: only label 0 is the first maximum,
+    # so top-1 is 1 / 8 with or without top-5 (torch.topk orders such ties differently by k).
+    logits, labels = torch.zeros(8, 10), torch.arange(8)
+    results = []
+    for ks in ((1,), (1, 5), (5, 1), (1, 10)):
+        top = TopK(ks)
+        top.update(logits, labels)
+        results.append(top.compute()["top1"])
+    assert results == [1 / 8] * 4
 
 
 def test_constant_and_overflowing_logits_are_not_all_correct() -> None:
@@ -93,7 +124,7 @@ def test_constant_and_overflowing_logits_are_not_all_correct() -> None:
         top = TopK((1, 5))
         top.update(logits, labels)
         result = top.compute()
-        assert result == reference(logits, labels, (1, 5))
+        assert result == stable_reference(logits, labels, (1, 5))
         assert result["top1"] == 1 / 1000 and result["top5"] == 5 / 1000  # one / five classes
 
 
@@ -153,7 +184,7 @@ def test_sum_over_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
         {name: r._host_state(name) for name in ("correct", "total", "bad_labels", "nan_rows")}
         for r in (rank0, rank1)
     ]
-    monkeypatch.setattr("perfkit.distributed.all_gather_object", lambda obj: states)
+    monkeypatch.setattr("perfkit.distributed.all_gather_object", lambda obj, group: states)
     assert rank0.compute() == rank1.compute() == {"top1": 2 / 4}
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 
 from perfkit._messages import warn
 
@@ -24,10 +26,15 @@ if TYPE_CHECKING:
 
 Scope = Literal["full", "torchvision"]
 Backend = Literal["torch", "fvcore"]
+Causal = Literal["full", "half", "none"]
 Inputs = torch.Tensor | tuple[Any, ...] | dict[str, Any] | list[Any]
 
 SCOPES: tuple[Scope, ...] = ("full", "torchvision")
 BACKENDS: tuple[Backend, ...] = ("torch", "fvcore")
+#: Conventions for the Q·Kᵀ and P·V products of causal attention (``is_causal=True``): counted
+#: dense ("full": PyTorch's counter, PaLM / torchtitan), halved ("half": Megatron-LM), or not at
+#: all ("none": FlagPerf's 6N-style model FLOPs leave attention out).
+CAUSAL: tuple[Causal, ...] = ("full", "half", "none")
 
 # Operators that move, create, convert or select data (their backward included): no arithmetic,
 # so neither counted nor reported as unsupported. Views and in-place writes that are not
@@ -126,10 +133,40 @@ def _pointwise_flop(*args: Any, out_val: Any = None, **kwargs: Any) -> int:
     return 0
 
 
-class _Counter(FlopCounterMode):
-    """FlopCounterMode that also counts pointwise operators and records unsupported ones."""
+@cache
+def _causal_position(packet: Any) -> int | None:
+    """Position of the ``is_causal`` argument of an attention operator, None if it has none."""
+    if "attention" not in str(packet) or not hasattr(packet, "overloads"):
+        return None  # (higher-order operators such as flex attention have no schema)
+    for op in _overloads(packet):
+        names = [arg.name for arg in op._schema.arguments]
+        if "is_causal" in names:
+            return names.index("is_causal")
+    return None
 
-    def __init__(self, scope: Scope) -> None:
+
+def _causal_formula(formula: Any, position: int, causal: Causal) -> Any:
+    """``formula`` with the ``causal`` convention applied to calls with ``is_causal`` set."""
+
+    def counted(*args: Any, **kwargs: Any) -> int:
+        flops = formula(*args, **kwargs)
+        is_causal = (
+            kwargs["is_causal"]
+            if "is_causal" in kwargs
+            else (position < len(args) and args[position])
+        )
+        if not is_causal:
+            return flops
+        return flops // 2 if causal == "half" else 0
+
+    return counted
+
+
+class _Counter(FlopCounterMode):
+    """FlopCounterMode that also counts pointwise operators and records unsupported ones, and
+    applies the causal-attention convention."""
+
+    def __init__(self, scope: Scope, causal: Causal = "full") -> None:
         in_scope = {
             packet: entry.formula
             for packet, entry in REGISTRY.items()
@@ -141,6 +178,11 @@ class _Counter(FlopCounterMode):
         self.unsupported: Counter[str] = Counter()
         self._no_formula: dict[Any, bool] = {}  # packet -> whether it is reported as unsupported
         self.in_place: dict[Any, Any] = {}  # in-place packet counted -> its out-of-place packet
+        if causal != "full":
+            for packet, formula in list(self.flop_registry.items()):
+                position = _causal_position(packet)
+                if position is not None:
+                    self.flop_registry[packet] = _causal_formula(formula, position, causal)
 
     def _count_flops(self, func_packet: Any, out: Any, args: Any, kwargs: Any) -> Any:
         if func_packet not in self.flop_registry:
@@ -178,7 +220,8 @@ class FlopReport:
 
     ``counts`` maps module name (``""`` is the whole call) to operator to FLOPs, two FLOPs per
     multiply-add. ``unsupported`` maps operators met that have no formula to their call counts:
-    their work is not in the total.
+    their work is not in the total. ``causal`` is the convention the attention products of
+    causal attention were counted by (:data:`CAUSAL`).
     """
 
     model: str
@@ -188,6 +231,7 @@ class FlopReport:
     counts: Mapping[str, Mapping[str, int]]
     multiply_add_ops: frozenset[str]
     unsupported: dict[str, int] = field(default_factory=dict)
+    causal: Causal = "full"
 
     @property
     def flops(self) -> int:
@@ -228,8 +272,9 @@ class FlopReport:
 
     def __str__(self) -> str:
         what = "forward + backward" if self.backward else "forward"
+        causal = "" if self.causal == "full" else f", causal attention {self.causal!r}"
         text = (
-            f"{self.model} {what} (scope {self.scope!r}, backend {self.backend!r}): "
+            f"{self.model} {what} (scope {self.scope!r}, backend {self.backend!r}{causal}): "
             f"{self.flops / 1e9:.3f} GFLOP [{_UNIT}], {self.macs / 1e9:.3f} GMAC [multiply-adds]"
         )
         if self.int8_macs:
@@ -278,19 +323,54 @@ def _requires_grad(value: Any) -> bool:
     return isinstance(value, torch.Tensor) and value.requires_grad
 
 
+def _leaves(value: Any) -> list[Any]:
+    """``tree_flatten``'s leaves, looking inside dataclass instances (a model's own output
+    class) as well as tuples, lists and dicts."""
+    out = []
+    for leaf in tree_flatten(value)[0]:
+        if dataclasses.is_dataclass(leaf) and not isinstance(leaf, type):
+            out.extend(_leaves([getattr(leaf, f.name) for f in dataclasses.fields(leaf)]))
+        else:
+            out.append(leaf)
+    return out
+
+
 def _backward(out: Any) -> None:
-    """Backpropagate ones from every output that requires grad (``.grad`` is restored after).
+    """Backpropagate ones from every output tensor that requires grad (``.grad`` is restored
+    after).
 
     ``torch.autograd.grad`` would not touch ``.grad``, but the module tracker's backward hooks
-    do not support it, so this runs ``backward`` and ``untouched`` puts the gradients back.
+    do not support it, so this runs ``backward`` and ``untouched`` puts the gradients back. The
+    gradient enters through a view of each output (no arithmetic), so that the output's own
+    gradient hook runs and the module that produced it is tracked in the backward too.
     """
-    roots = [t for t in tree_flatten(out)[0] if _requires_grad(t)]
+    roots = [t for t in _leaves(out) if _requires_grad(t)]
     if not roots:
         raise ValueError(
-            "backward=True needs an output that requires grad (is the model frozen, or its "
-            "output detached?)"
+            "backward=True needs an output tensor that requires grad (is the model frozen, its "
+            f"output detached, or none of it a tensor? got {type(out).__name__})"
         )
-    torch.autograd.backward(roots, grad_tensors=[torch.ones_like(t) for t in roots])
+    views = [t.view_as(t) for t in roots]
+    torch.autograd.backward(views, grad_tensors=[torch.ones_like(t) for t in views])
+
+
+@contextmanager
+def _inference(model: torch.nn.Module, inputs: Inputs) -> Iterator[Inputs]:
+    """Gradients off, and no parameter or input requiring grad for the body (restored after).
+
+    Under ``no_grad`` a view of a parameter that requires grad (``cls_token.expand(B, -1, -1)``
+    in CaiT / PiT) still requires grad but has no grad function, which the module tracker
+    refuses when the view enters a module; with nothing requiring grad the same operators run.
+    """
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        with torch.no_grad():
+            yield tree_map(lambda v: v.detach() if _requires_grad(v) else v, inputs)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 def _module_counts(counter: FlopCounterMode, root: str) -> dict[str, dict[str, int]]:
@@ -317,17 +397,19 @@ def _warn_compute_not_counted(model: str, unsupported: Mapping[str, int]) -> Non
 
 
 def _count_torch(
-    model: torch.nn.Module, inputs: Inputs, backward: bool, scope: Scope
+    model: torch.nn.Module, inputs: Inputs, backward: bool, scope: Scope, causal: Causal
 ) -> FlopReport:
-    counter = _Counter(scope)
+    counter = _Counter(scope, causal)
     # The fused inference paths of nn.MultiheadAttention / nn.TransformerEncoderLayer are off
     # while counting: the same operators run as in training, so the forward and the forward
     # share of forward + backward agree (``untouched`` restores the flag).
     with untouched(model, inputs), fast_path_off():
-        with torch.set_grad_enabled(backward), counter:
-            out = _call(model, inputs)
-            if backward:
-                _backward(out)
+        if backward:
+            with torch.enable_grad(), counter:
+                _backward(_call(model, inputs))
+        else:
+            with _inference(model, inputs) as detached, counter:
+                _call(model, detached)
     counts = _module_counts(counter, type(model).__name__)
     multiply_add = {
         str(p) for p in counter.flop_registry if is_multiply_add(counter.in_place.get(p, p))
@@ -342,6 +424,7 @@ def _count_torch(
         counts=counts,
         multiply_add_ops=frozenset(multiply_add),
         unsupported=unsupported,
+        causal=causal,
     )
 
 
@@ -360,13 +443,13 @@ _FVCORE_NOT_MULTIPLY_ADD = (
 
 
 def _count_fvcore(
-    model: torch.nn.Module, inputs: Inputs, backward: bool, scope: Scope
+    model: torch.nn.Module, inputs: Inputs, backward: bool, scope: Scope, causal: Causal
 ) -> FlopReport:
-    if backward or scope != "torchvision" or isinstance(inputs, dict):
+    if backward or scope != "torchvision" or isinstance(inputs, dict) or causal != "full":
         raise ValueError(
             "backend='fvcore' traces the forward with torch.jit and counts multiply-adds of "
-            "positional inputs only: use scope='torchvision', backward=False and a tensor, "
-            "tuple or list as inputs"
+            "positional inputs only: use scope='torchvision', backward=False, causal='full' "
+            "and a tensor, tuple or list as inputs"
         )
     from fvcore.nn import FlopCountAnalysis
     from fvcore.nn import jit_handles as fv
@@ -422,6 +505,7 @@ def count(
     backward: bool = False,
     scope: Scope = "full",
     backend: Backend = "torch",
+    causal: Causal = "full",
 ) -> FlopReport:
     """Count the FLOPs of one call of ``model`` on ``inputs`` (run for real, once).
 
@@ -437,6 +521,10 @@ def count(
             torchvision's published ``weights.meta["_ops"]`` as ``report.macs``.
         backend: ``"torch"`` (torch.utils.flop_counter plus perfkit's formulas) or
             ``"fvcore"`` (fvcore's FlopCountAnalysis, forward and scope ``"torchvision"`` only).
+        causal: how the Q·Kᵀ and P·V products of fused attention called with
+            ``is_causal=True`` are counted, forward and backward: ``"full"`` (dense, as PyTorch
+            counts them; PaLM, torchtitan), ``"half"`` (Megatron-LM) or ``"none"`` (FlagPerf);
+            recorded in the report. Attention masked by an explicit mask is counted dense.
 
     Returns:
         A FlopReport: ``.flops`` (2 per multiply-add), ``.macs``, ``.by_module()``,
@@ -451,6 +539,8 @@ def count(
         raise ValueError(f"scope must be one of {SCOPES}, not {scope!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if causal not in CAUSAL:
+        raise ValueError(f"Expected argument `causal` to be one of {CAUSAL}, but got {causal!r}")
     _check_inputs(inputs)
     if model.training and not backward:
         warn(
@@ -459,4 +549,4 @@ def count(
             "to count inference"
         )
     run = _count_fvcore if backend == "fvcore" else _count_torch
-    return run(model, inputs, backward, scope)
+    return run(model, inputs, backward, scope, causal)

@@ -57,8 +57,8 @@ def sdpa_flop(
 ) -> int:
     """Attention on CPU (and out-of-tree accelerators): Q @ K^T and P @ V, dense.
 
-    Causal convention: a causal mask does not reduce the count (the dense S_q x S_k products are
-    counted, as PyTorch counts its CUDA attention kernels), so CPU and GPU counts agree.
+    Dense: the S_q x S_k products are counted, as PyTorch counts its CUDA attention kernels, so
+    CPU and GPU counts agree; ``count(..., causal=...)`` applies a causal convention on top.
     """
     return int(sdpa_flop_count(query_shape, key_shape, value_shape))
 

@@ -7,8 +7,8 @@ groups, area ranges and thresholds at once, with the same tie rules (the last gr
 highest IoU wins; regular ground truth before ignored; crowds can match many times). The arithmetic
 (bbox IoU, cumulative sums, precision envelope, recall search) repeats pycocotools' operations in
 the same order on float64, so precision, recall and the twelve stats come out identical.
-The IoU thresholds, maxDets and area ranges are pycocotools' ``Params`` (:class:`Params`; the
-defaults are COCO's); the 101 recall points are fixed.
+The IoU thresholds, recall thresholds, maxDets and area ranges are pycocotools' ``Params``
+(:class:`Params`; the defaults are COCO's).
 """
 
 from __future__ import annotations
@@ -25,6 +25,35 @@ REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoi
 MAX_DETS = (1, 10, 100)
 AREA_RNG = np.array([[0**2, 1e5**2], [0**2, 32**2], [32**2, 96**2], [96**2, 1e5**2]], dtype=float)
 AREA_LBL = ("all", "small", "medium", "large")
+#: pycocotools' ``setKpParams``: maxDets and area ranges of keypoint evaluation.
+KP_MAX_DETS = (20,)
+KP_AREA_RNG = AREA_RNG[[0, 2, 3]]
+KP_AREA_LBL = ("all", "medium", "large")
+#: COCO's 17 person keypoints' OKS sigmas (pycocotools' ``Params.kpt_oks_sigmas``).
+KP_SIGMAS = (
+    np.array(
+        [
+            0.26,
+            0.25,
+            0.25,
+            0.35,
+            0.35,
+            0.79,
+            0.79,
+            0.72,
+            0.72,
+            0.62,
+            0.62,
+            1.07,
+            1.07,
+            0.87,
+            0.87,
+            0.89,
+            0.89,
+        ]
+    )
+    / 10.0
+)
 _AREA_SUFFIX = {"small": "s", "medium": "m", "large": "l"}
 
 Progress = Callable[[int], object]
@@ -35,12 +64,14 @@ StatSpec = tuple[bool, float | None, str, int]
 @dataclass(frozen=True)
 class Params:
     """pycocotools' ``Params`` that evaluation depends on: ``iouThrs``, ``maxDets``,
-    ``areaRng`` (pixels², [lo, hi] inclusive) and ``areaRngLbl``."""
+    ``areaRng`` (pixels², [lo, hi] inclusive), ``areaRngLbl`` and ``recThrs``."""
 
     iou_thrs: np.ndarray = field(default_factory=lambda: IOU_THRS)
     max_dets: tuple[int, ...] = MAX_DETS
     area_rng: np.ndarray = field(default_factory=lambda: AREA_RNG)  # (A, 2) float64
     area_lbl: tuple[str, ...] = AREA_LBL
+    rec_thrs: np.ndarray = field(default_factory=lambda: REC_THRS)  # (R,) ascending in [0, 1]
+    keypoints: bool = False  # iouType "keypoints": summarize's keypoint stats
 
     def stats(self) -> dict[str, StatSpec]:
         """The stats of ``COCOeval.summarize`` for these parameters, by name.
@@ -49,32 +80,41 @@ class Params:
         ARl). AP50 / AP75 exist when 0.5 / 0.75 is a threshold; area stats are named by the area
         label (``s`` / ``m`` / ``l`` for COCO's, else ``_<label>``); AP and area stats use the
         last maxDets (pycocotools hard-codes 100 there and reports -1 for other values), AR one
-        stat per maxDets.
+        stat per maxDets. For keypoints, as ``_summarizeKps``: AR (the last maxDets), AR50 and
+        AR75 instead (its ten with the defaults: AP, AP50, AP75, APm, APl, AR, AR50, AR75, ARm,
+        ARl), and ``AR<m>`` for any other maxDets.
         """
         last = self.max_dets[-1]
         areas = [lbl for lbl in self.area_lbl if lbl != "all"]
+        at = [
+            (thr, name) for thr, name in ((0.5, "50"), (0.75, "75")) if (self.iou_thrs == thr).any()
+        ]
         out: dict[str, StatSpec] = {"AP": (True, None, "all", last)}
-        for thr, name in ((0.5, "AP50"), (0.75, "AP75")):
-            if (self.iou_thrs == thr).any():
-                out[name] = (True, thr, "all", last)
+        out |= {f"AP{name}": (True, thr, "all", last) for thr, name in at}
         for lbl in areas:
             out["AP" + _AREA_SUFFIX.get(lbl, f"_{lbl}")] = (True, None, lbl, last)
-        for max_det in self.max_dets:
-            out[f"AR{max_det}"] = (False, None, "all", max_det)
+        if self.keypoints:
+            out |= {f"AR{m}": (False, None, "all", m) for m in self.max_dets[:-1]}
+            out["AR"] = (False, None, "all", last)
+            out |= {f"AR{name}": (False, thr, "all", last) for thr, name in at}
+        else:
+            out |= {f"AR{m}": (False, None, "all", m) for m in self.max_dets}
         for lbl in areas:
             out["AR" + _AREA_SUFFIX.get(lbl, f"_{lbl}")] = (False, None, lbl, last)
         return out
 
 
 DEFAULT_PARAMS = Params()
+KP_PARAMS = Params(max_dets=KP_MAX_DETS, area_rng=KP_AREA_RNG, area_lbl=KP_AREA_LBL, keypoints=True)
 #: The twelve stats of ``COCOeval.summarize`` with COCO's parameters.
 STATS = DEFAULT_PARAMS.stats()
 
 
 @dataclass(frozen=True)
 class Annotations:
-    """Columnar annotations, one row each: ground truth (``crowd``, ``ann_id``) or detections
-    (``score``). ``bbox`` is xywh (bbox evaluation), ``rles`` the masks (segm evaluation)."""
+    """Columnar annotations, one row each: ground truth (``crowd``, ``ann_id``, ``ignore``) or
+    detections (``score``). ``bbox`` is xywh (bbox evaluation; the ground truth's for keypoints
+    too), ``rles`` the masks (segm evaluation), ``keypoints`` (N, 3K) x, y, v (keypoints)."""
 
     image: np.ndarray  # int64 image ids
     category: np.ndarray  # int64 category ids
@@ -84,6 +124,8 @@ class Annotations:
     score: np.ndarray | None = None  # float64, detections
     crowd: np.ndarray | None = None  # bool, ground truth
     ann_id: np.ndarray | None = None  # int64, ground truth
+    keypoints: np.ndarray | None = None  # (N, 3K) float64
+    ignore: np.ndarray | None = None  # bool, ground truth ignored besides crowds (no keypoints)
 
     def __len__(self) -> int:
         return len(self.image)
@@ -203,6 +245,56 @@ def _segm_iou(
     return np.concatenate(blocks)[flat]
 
 
+#: Pairs whose OKS are computed at once (bounds the temporaries to about 100 MB for 17 points).
+_OKS_CHUNK = 1 << 16
+
+
+def _oks(
+    dt_kp: np.ndarray,
+    gt_kp: np.ndarray,
+    gt_bbox: np.ndarray,
+    gt_area: np.ndarray,
+    pair_det: np.ndarray,
+    pair_gt: np.ndarray,
+    sigmas: np.ndarray,
+) -> np.ndarray:
+    """pycocotools' ``computeOks`` of each (detection, ground truth) pair, the same float64
+    operations in order.
+
+    Over the ground truth's visible keypoints (v > 0), or, for a ground truth with none, over
+    every keypoint's distance outside the box enlarged by its size on each side. The mean of
+    ``exp(-e)`` is summed as numpy sums a 1-D array of that length (one row-wise sum per count
+    of visible keypoints, on rows compacted to the front), so each OKS is bit for bit
+    pycocotools'.
+    """
+    out = np.empty(len(pair_det))
+    variances = (sigmas * 2) ** 2
+    for lo in range(0, len(pair_det), _OKS_CHUNK):
+        d, g = pair_det[lo : lo + _OKS_CHUNK], pair_gt[lo : lo + _OKS_CHUNK]
+        xd, yd = dt_kp[d, 0::3], dt_kp[d, 1::3]
+        xg, yg, vg = gt_kp[g, 0::3], gt_kp[g, 1::3], gt_kp[g, 2::3]
+        visible = vg > 0
+        n_visible = visible.sum(axis=1)
+        bb = gt_bbox[g]
+        x0, x1 = (bb[:, 0] - bb[:, 2])[:, None], (bb[:, 0] + bb[:, 2] * 2)[:, None]
+        y0, y1 = (bb[:, 1] - bb[:, 3])[:, None], (bb[:, 1] + bb[:, 3] * 2)[:, None]
+        some = (n_visible > 0)[:, None]
+        dx = np.where(some, xd - xg, np.maximum(0, x0 - xd) + np.maximum(0, xd - x1))
+        dy = np.where(some, yd - yg, np.maximum(0, y0 - yd) + np.maximum(0, yd - y1))
+        e = (dx**2 + dy**2) / variances / (gt_area[g] + np.spacing(1))[:, None] / 2
+        terms = np.exp(-e)
+        counted = np.where(some, visible, True)
+        # counted terms first, in keypoint order (a stable sort of "not counted")
+        compact = np.take_along_axis(terms, np.argsort(~counted, axis=1, kind="stable"), axis=1)
+        n = counted.sum(axis=1)
+        oks = np.empty(len(d))
+        for k in np.unique(n).tolist():
+            rows = np.flatnonzero(n == k)
+            oks[rows] = np.ascontiguousarray(compact[rows, :k]).sum(axis=1) / k
+        out[lo : lo + len(d)] = oks
+    return out
+
+
 def _widened(rles: list[list[Any]], category: list[np.ndarray]) -> list[list[dict[str, Any]]]:
     """Each list of ``rles`` with the width of a mask of category index k increased by
     ``k * (widest + 1)`` (the same counts; index 0 keeps the mask as it is)."""
@@ -229,12 +321,18 @@ def evaluate(
     iou_type: str = "bbox",
     params: Params = DEFAULT_PARAMS,
     progress: Progress | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``COCOeval.evaluate(); accumulate()`` -> (precision (T,R,K,A,M), recall (T,K,A,M)).
+    sigmas: np.ndarray | None = None,
+    ious: dict[tuple[int, int], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``COCOeval.evaluate(); accumulate()`` -> ``eval``'s precision (T,R,K,A,M), recall
+    (T,K,A,M) and scores (T,R,K,A,M). ``ious``, when given, receives ``COCOeval.ious``: the
+    (detections by score, ground truths) IoU matrix of each (image id, category id or -1) that
+    has both.
 
     ``img_ids`` and ``cat_ids`` are sorted unique ids; ``progress(n)`` is told of finished steps:
     one per detection rank (maxDets[-1]), one per maxDets and area range.
-    Ground-truth rows outside ``img_ids`` and ``cat_ids`` are not read.
+    Ground-truth rows outside ``img_ids`` and ``cat_ids`` are not read. ``sigmas``: the
+    keypoints' OKS sigmas (``iou_type="keypoints"``).
     """
     assert dt.score is not None and gt.crowd is not None and gt.ann_id is not None
     n_cats = len(cat_ids) if use_cats else 1
@@ -250,6 +348,8 @@ def evaluate(
     g_area, g_crowd = gt.area[g_order], gt.crowd[g_order]
     area_lo, area_hi = params.area_rng[:, :1], params.area_rng[:, 1:]
     g_ignore = g_crowd | (g_area < area_lo) | (g_area > area_hi)  # (A, G)
+    if gt.ignore is not None:  # keypoints: pycocotools ignores ground truth without any
+        g_ignore |= gt.ignore[g_order]
     g_nonzero_id = gt.ann_id[g_order] != 0  # pycocotools tests a match by the gt id's truth
     g_start = _starts(g_group, n_groups)
 
@@ -276,6 +376,18 @@ def evaluate(
         pair_iou = _bbox_iou(
             dt.bbox[d_order][pair_det], gt.bbox[g_order][pair_gt], g_crowd[pair_gt]
         )
+    elif iou_type == "keypoints":
+        assert dt.keypoints is not None and gt.keypoints is not None and gt.bbox is not None
+        assert sigmas is not None
+        pair_iou = _oks(
+            dt.keypoints[d_order],
+            gt.keypoints[g_order],
+            gt.bbox[g_order],
+            g_area,
+            pair_det,
+            pair_gt,
+            sigmas,
+        )
     else:
         assert dt.rles is not None and gt.rles is not None
         pair_iou = _segm_iou(
@@ -290,6 +402,8 @@ def evaluate(
             n_cats,
         )
 
+    if ious is not None:
+        ious.update(_iou_matrices(pair_iou, d_group, np.diff(g_start), img_ids, cat_ids, use_cats))
     dtm, dt_ignore = _match(
         pair_det, pair_gt, pair_iou, rank, g_ignore, g_crowd, g_nonzero_id, n_det, params, progress
     )
@@ -306,9 +420,32 @@ def evaluate(
         d_group % n_cats,
         rank,
         npig,
-        params.max_dets,
+        params,
         progress,
     )
+
+
+def _iou_matrices(
+    pair_iou: np.ndarray,
+    d_group: np.ndarray,
+    n_gt: np.ndarray,
+    img_ids: np.ndarray,
+    cat_ids: np.ndarray,
+    use_cats: bool,
+) -> dict[tuple[int, int], np.ndarray]:
+    """Each group's pairs (detection-major, groups ascending) as its (D, G) matrix."""
+    groups, n_det = np.unique(d_group, return_counts=True)
+    keep = n_gt[groups] > 0
+    groups, n_det = groups[keep], n_det[keep]
+    sizes = n_det * n_gt[groups]
+    blocks = np.split(pair_iou, np.cumsum(sizes)[:-1]) if len(sizes) else []
+    n_cats = len(cat_ids) if use_cats else 1
+    return {
+        (int(img_ids[g // n_cats]), int(cat_ids[g % n_cats]) if use_cats else -1): block.reshape(
+            d, int(n_gt[g])
+        )
+        for g, d, block in zip(groups.tolist(), n_det.tolist(), blocks, strict=True)
+    }
 
 
 def _match(
@@ -370,33 +507,41 @@ def _accumulate(
     cat: np.ndarray,
     rank: np.ndarray,
     npig: np.ndarray,
-    max_dets: Sequence[int],
+    params: Params,
     progress: Progress | None,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``COCOeval.accumulate`` on matched detections, vectorised over categories and thresholds.
 
-    pycocotools reads precision at the first detection reaching each recall threshold, after
-    taking the running maximum of tp / (tp + fp + eps) from the right. Precision only rises at a
-    true positive, so that maximum is the maximum over the true positives from there on: only
-    true positives are visited, with the same float operations.
+    pycocotools reads precision and score at the first detection reaching each recall threshold,
+    after taking the running maximum of tp / (tp + fp + eps) from the right. Precision only rises
+    at a true positive, so that maximum is the maximum over the true positives from there on:
+    only true positives are visited, with the same float operations. A recall threshold of 0 is
+    reached at the first detection, whatever it is: its score is the best one.
     """
-    n_thr, n_rec, n_area, n_cats = dtm.shape[1], len(REC_THRS), dtm.shape[0], len(npig)
+    max_dets = params.max_dets
+    n_thr, n_rec, n_area, n_cats = dtm.shape[1], len(params.rec_thrs), dtm.shape[0], len(npig)
     # filled as (M, A, T, K, R) / (M, A, T, K), contiguous per (maxDets, area) step
     precision = np.empty((len(max_dets), n_area, n_thr, n_cats, n_rec))
+    scores = np.empty_like(precision)
     recall = np.empty((len(max_dets), n_area, n_thr, n_cats))
     # pycocotools concatenates detections image by image in rank order, then sorts by score
     # stably: the same order as sorting by (score, image, rank).
     order = np.lexsort((rank, img, -score, cat))
     counted_all = ~dt_ignore[:, :, order]  # (A, T, D) in that order
     tp_all = dtm[:, :, order] & counted_all
-    rank, cat = rank[order], cat[order]
-    needed = _tp_needed(npig)  # (K, A, R)
+    rank, cat, score = rank[order], cat[order], score[order]
+    needed = _tp_needed(npig, params.rec_thrs)  # (K, A, R)
     segments = np.arange(n_thr * n_cats)
     for m, max_det in enumerate(max_dets):
         keep = rank < max_det
         every = bool(keep.all())
         cat_sel = cat if every else cat[keep]
+        score_sel = score if every else score[keep]
         bounds = _starts(cat_sel, n_cats)
+        # each category's best score (its first detection), 0 without detections
+        top = np.zeros(n_cats)
+        has_det = np.diff(bounds) > 0
+        top[has_det] = score_sel[bounds[:-1][has_det]]
         for a in range(n_area):
             if progress is not None:
                 progress(1)
@@ -419,12 +564,19 @@ def _accumulate(
             found = nth <= n_tp[..., None]
             at = np.where(found, first[..., None] + nth - 1, 0)
             precision[m, a] = np.where(found, best[at] if len(best) else 0.0, 0.0)
+            scores[m, a] = np.where(found, score_sel[p][at] if len(p) else 0.0, 0.0)
+            scores[m, a] = np.where(needed[:, a] == 0, top[:, None], scores[m, a])
             recall[m, a] = n_tp / np.maximum(npig[:, a], 1)
     # -1 for categories without regular ground truth in the area, as pycocotools leaves them
     no_gt = (npig == 0).T[None, :, None, :]  # (1, A, 1, K)
     precision[np.broadcast_to(no_gt, recall.shape)] = -1
+    scores[np.broadcast_to(no_gt, recall.shape)] = -1
     recall[np.broadcast_to(no_gt, recall.shape)] = -1
-    return precision.transpose(2, 4, 3, 1, 0), recall.transpose(2, 3, 1, 0)
+    return (
+        precision.transpose(2, 4, 3, 1, 0),
+        recall.transpose(2, 3, 1, 0),
+        scores.transpose(2, 4, 3, 1, 0),
+    )
 
 
 def _cumsum0(flags: np.ndarray) -> np.ndarray:
@@ -434,14 +586,14 @@ def _cumsum0(flags: np.ndarray) -> np.ndarray:
     return out
 
 
-def _tp_needed(npig: np.ndarray) -> np.ndarray:
+def _tp_needed(npig: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
     """Smallest true-positive count j with ``j / npig >= r`` in float64, per recall threshold r:
     the count at which pycocotools' ``searchsorted(rc, recThrs, "left")`` lands."""
     n = np.maximum(npig, 1)[..., None].astype(float)
-    low = np.maximum(np.ceil(REC_THRS * n) - 2, 0)
+    low = np.maximum(np.ceil(rec_thrs * n) - 2, 0)
     needed = low.copy()
     for step in range(4):  # the float answer is within 2 of the real one
-        needed += (low + step) / n < REC_THRS
+        needed += (low + step) / n < rec_thrs
     return needed.astype(np.int64)
 
 
@@ -468,15 +620,22 @@ def summarize(
     out = {}
     for name, (is_ap, iou_thr, area, max_det) in params.stats().items():
         a, m = params.area_lbl.index(area), params.max_dets.index(max_det)
+        at = slice(None) if iou_thr is None else np.where(iou_thr == params.iou_thrs)[0]
         if is_ap:
-            s = precision if iou_thr is None else precision[np.where(iou_thr == params.iou_thrs)[0]]
-            out[name] = _mean_valid(s[:, :, :, a, m])
+            out[name] = _mean_valid(precision[at][:, :, :, a, m])
         else:
-            out[name] = _mean_valid(recall[:, :, a, m])
+            out[name] = _mean_valid(recall[at][:, :, a, m])
     return out
 
 
-def per_category_ap(precision: np.ndarray, params: Params = DEFAULT_PARAMS) -> np.ndarray:
-    """AP over all thresholds per category (area all, last maxDets), -1 where no GT counts."""
+def per_category(
+    precision: np.ndarray, recall: np.ndarray, params: Params = DEFAULT_PARAMS
+) -> tuple[np.ndarray, np.ndarray]:
+    """(AP, AR) per category over all thresholds (area all, last maxDets), -1 where no ground
+    truth counts: ``summarize``'s means restricted to one category."""
     a = params.area_lbl.index("all")
-    return np.array([_mean_valid(precision[:, :, k, a, -1]) for k in range(precision.shape[2])])
+    ks = range(precision.shape[2])
+    return (
+        np.array([_mean_valid(precision[:, :, k, a, -1]) for k in ks]),
+        np.array([_mean_valid(recall[:, k, a, -1]) for k in ks]),
+    )

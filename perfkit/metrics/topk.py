@@ -1,9 +1,10 @@
-"""Top-k classification accuracy from exact integer counts, as ``torch.topk`` ranks classes."""
+"""Top-k classification accuracy from exact integer counts, ties ordered by class index."""
 
 from __future__ import annotations
 
+import functools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,23 +18,32 @@ if TYPE_CHECKING:
 class TopK(Metric):
     """Micro-averaged top-k accuracy: correct / counted over every sample of every rank.
 
-    A sample is top-k correct when its label is among ``logits.topk(k).indices`` - torchvision's
-    reference ``accuracy`` and torchmetrics' rule, so classes tied with the label are ordered as
-    ``torch.topk`` orders them (constant logits are not all correct). Samples whose label is
+    A sample is top-k correct when fewer than k classes rank before its label: classes with a
+    higher logit, and classes tied with it that have a lower index (a stable descending sort;
+    top-1 is ``argmax``, the first maximum, as torchmetrics' top-1). The rule does not depend
+    on which k are requested, and constant logits are not all correct. Samples whose label is
     ``ignore_index`` are left out of both counts (torchmetrics' convention). Counts stay on the
     logits' device between updates, so ``update`` never synchronises the device; ``compute`` does
     once. Other labels outside ``[0, C)`` and rows of logits containing NaN are counted and make
     ``compute`` raise, rather than being dropped. With no counted sample, ``compute`` warns and
-    returns NaN fractions.
+    returns NaN fractions. ``process_group`` / ``sync_on_compute``: see :class:`Metric`.
     """
 
+    higher_is_better = True
     correct: Any  # int64 counts per k: numpy, or a tensor on the logits' device
     total: Any
     bad_labels: Any
     nan_rows: Any
 
-    def __init__(self, k: int | Sequence[int] = (1, 5), *, ignore_index: int | None = None) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        k: int | Sequence[int] = (1, 5),
+        *,
+        ignore_index: int | None = None,
+        process_group: Any = None,
+        sync_on_compute: bool = True,
+    ) -> None:
+        super().__init__(process_group=process_group, sync_on_compute=sync_on_compute)
         ks = (k,) if isinstance(k, int) else tuple(k)
         if not ks or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in ks):
             raise ValueError(f"k must be a positive int or a sequence of them, got {k!r}")
@@ -48,7 +58,7 @@ class TopK(Metric):
         self.k = ks
         self.ignore_index = ignore_index
         # correct / total / bad_labels / nan_rows become device tensors on the first update.
-        self.add_state("correct", lambda: np.zeros(len(ks), dtype=np.int64), "sum")
+        self.add_state("correct", functools.partial(np.zeros, len(ks), dtype=np.int64), "sum")
         self.add_state("total", int, "sum")
         self.add_state("bad_labels", int, "sum")
         self.add_state("nan_rows", int, "sum")
@@ -83,11 +93,10 @@ class TopK(Metric):
         )
         valid = (labels >= 0) & (labels < classes)
         nan = logits.isnan().any(dim=1) & counted
-        top = top_indices(logits, max(self.k)) == labels.unsqueeze(1)  # (N, max k)
         ks = torch.tensor(self.k, device=logits.device)
-        hits = (top.cumsum(dim=1).index_select(1, ks - 1) > 0) & (counted & valid & ~nan).unsqueeze(
-            1
-        )
+        hits = (label_rank(logits, labels.clamp(0, classes - 1)).unsqueeze(1) < ks) & (
+            counted & valid & ~nan
+        ).unsqueeze(1)
         self.correct = torch.as_tensor(self.correct, device=logits.device) + hits.sum(dim=0)
         self.bad_labels = self.bad_labels + (counted & ~valid).sum()
         self.nan_rows = self.nan_rows + nan.sum()
@@ -102,7 +111,9 @@ class TopK(Metric):
 
     def compute(self) -> dict[str, float]:
         """``{"top1": ..., "top5": ...}``: fractions of samples top-k correct, over all ranks."""
-        state = self._synced_state()
+        return self._compute(self._synced_state())
+
+    def _compute(self, state: Mapping[str, Any]) -> dict[str, float]:
         total = int(state["total"])
         for name, what in (("bad_labels", "labels outside [0, C)"), ("nan_rows", "NaN logits")):
             if state[name]:
@@ -115,7 +126,7 @@ class TopK(Metric):
                 "TopK.compute(): the updates held no counted sample (empty batches, or every "
                 "label ignore_index); the fractions are NaN",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         correct = state["correct"]
         return {
@@ -124,15 +135,11 @@ class TopK(Metric):
         }
 
 
-def top_indices(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the ``k`` largest logits of each row, in order (``torch.topk``). On torch 2.1
-    the CPU has no float16 topk: those logits are ranked as float32, which holds every float16
-    value exactly, so the ranking is the same."""
+def label_rank(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Position of each row's label in its classes sorted by logit, largest first, ties by
+    ascending class index (0: the label is the first maximum). ``labels`` (N,) in [0, C)."""
     import torch
 
-    try:
-        return logits.topk(k, dim=1).indices
-    except RuntimeError:
-        if logits.dtype != torch.float16:
-            raise
-        return logits.float().topk(k, dim=1).indices
+    own = logits.gather(1, labels.unsqueeze(1))  # (N, 1)
+    before = torch.arange(logits.shape[1], device=logits.device) < labels.unsqueeze(1)
+    return ((logits > own) | ((logits == own) & before)).sum(dim=1)
