@@ -67,3 +67,24 @@ class EntryRuns:
 
             guarded("stopping the run", stop)
         self.owned = False
+
+
+class RunsOf:
+    """A trainer callback's ``run``, ``runs`` and ``summary``, those of its ``_runs``."""
+
+    _runs: EntryRuns
+
+    @property
+    def run(self) -> Run:
+        """The latest run (before any entry point: a new one the user may start)."""
+        return self._runs.run
+
+    @property
+    def runs(self) -> list[Run]:
+        """Every run the callback recorded, in order."""
+        return self._runs.runs
+
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        """The latest stopped run's summary."""
+        return self._runs.summary
