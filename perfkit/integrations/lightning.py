@@ -248,18 +248,16 @@ class PerfkitCallback(RunsOf, pl.Callback):
         self._log(trainer)
 
     # -- validation, test, predict -------------------------------------------------------
-    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
             self._open("val")  # inside a train phase, it pauses it
 
     on_validation_batch_start, on_validation_batch_end = _batch_hooks("val")
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after the validation's own end of epoch: its metrics and the loggers' writes
         if not trainer.sanity_checking:
             self._close_kind("val")
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking:
             self._log(trainer)
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
