@@ -260,7 +260,9 @@ def test_fit_validate_test_predict_on_one_callback(tmp_path):
     assert row["acc_val"] == pytest.approx(tested[0]["val_acc"])
 
 
-def test_a_step_is_an_optimizer_step_and_settings_fill_the_config(tmp_path):
+def test_a_step_is_an_optimizer_step_and_settings_fill_the_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")  # restored after the test
+    pl.seed_everything(7)
     callback = PerfkitCallback(
         name="tiny", out_dir=tmp_path, config={"lr": 0.5}, device="cpu", probes=None
     )
@@ -284,6 +286,7 @@ def test_a_step_is_an_optimizer_step_and_settings_fill_the_config(tmp_path):
     assert config["lr"] == 0.5  # the user's config wins over the optimizer's 0.1
     assert config["max_epochs"] == 2 and config["model"] == "Tiny"
     assert config["params"] == 4 * 2 + 2
+    assert config["seed"] == 7  # seed_everything's
 
 
 def test_the_example_runs_as_written(tmp_path, capsys):
