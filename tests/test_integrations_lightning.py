@@ -306,28 +306,39 @@ def test_the_example_runs_as_written(tmp_path, capsys):
     assert "cnn-small-test" in capsys.readouterr().out
 
 
-def test_figures_reach_the_trainers_csv_and_tensorboard_loggers(tmp_path):
-    pytest.importorskip("tensorboard")
-    import csv
-
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
+def fit_with_loggers(tmp_path: Path, loggers: list) -> dict:
+    """2 epochs of 8 samples, each with a validation, logged to ``loggers``: the summary."""
     callback = PerfkitCallback(name="tiny", out_dir=tmp_path / "runs", device="cpu", probes=None)
-    loggers = [CSVLogger(tmp_path / "csv"), TensorBoardLogger(tmp_path / "tb")]
     trainer = quiet_trainer([callback], logger=loggers)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer.fit(Tiny(), DataLoader(Slow(8), batch_size=4), DataLoader(Slow(4), batch_size=4))
     (run,) = callback.runs
     final = json.loads((run.run_dir / "summary.json").read_text())
+    assert final["p_train"] == pytest.approx(16 / final["train_wall_s"])
+    return final
+
+
+def test_figures_reach_the_trainers_csv_logger(tmp_path):
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    final = fit_with_loggers(tmp_path, [CSVLogger(tmp_path / "csv")])
     # CSV: a row per phase end; the last p_train is the run's (2 epochs x 8 samples)
     (metrics_csv,) = (tmp_path / "csv").rglob("metrics.csv")
     rows = list(csv.DictReader(metrics_csv.open()))
     p_train = [float(r["perfkit/p_train"]) for r in rows if r.get("perfkit/p_train")]
     assert len(p_train) == 4  # after each epoch's validation and after each epoch
     assert p_train[-1] == pytest.approx(final["p_train"])
-    assert final["p_train"] == pytest.approx(16 / final["train_wall_s"])
+
+
+def test_figures_reach_the_trainers_tensorboard_logger(tmp_path):
+    pytest.importorskip("tensorboard")
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    final = fit_with_loggers(tmp_path, [TensorBoardLogger(tmp_path / "tb")])
     # TensorBoard: the same scalars, read back from its event file
     (events,) = (tmp_path / "tb").rglob("events.out.tfevents.*")
     accumulator = EventAccumulator(str(events))
