@@ -367,3 +367,23 @@ def test_figures_during_a_phase_at_most_every_n_seconds(tmp_path):
     assert len(rows) == 3 + 1  # after each of the 3 batches (1e-9 s apart), and the epoch's end
     with pytest.raises(ValueError, match="Expected argument `figures_every_s`"):
         PerfkitCallback(name="tiny", out_dir=tmp_path, figures_every_s=-1)
+
+
+def test_mfus_dtype_is_the_trainers_precision(tmp_path):
+    """flops_per_sample given to the callback: MFU's peak is taken for the Trainer's precision
+    (the config's, as for a Run), not fp32 - unless the user's config names one."""
+    runs = []
+    for config in ({}, {"precision": "fp16"}):
+        callback = PerfkitCallback(
+            name="tiny", out_dir=tmp_path, config=config, device="cpu", probes=None,
+            flops_per_sample=1e6, peak_flops=1e12,
+        )  # fmt: skip
+        trainer = quiet_trainer([callback], max_epochs=1, precision="bf16-mixed")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            trainer.fit(Tiny(), DataLoader(Slow(8), batch_size=4))
+        (run,) = callback.runs
+        runs.append(json.loads((run.run_dir / "meta.json").read_text()))
+    trainers, users = runs
+    assert trainers["config"]["precision"] == trainers["flops"]["dtype"] == "bf16"
+    assert users["config"]["precision"] == users["flops"]["dtype"] == "fp16"
