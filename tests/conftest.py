@@ -101,16 +101,17 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def assert_rebuilt_equals_live(run_dir: Path) -> dict[str, Any]:
-    """The summary rebuilt from ``run_dir``'s records equals its summary.json key for key,
-    e2e_time (the rebuilt one is the last record's time) and status ("partial") aside.
-    Returns the live summary."""
+def assert_rebuilt_equals_live(run_dir: Path, live: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The summary rebuilt from ``run_dir``'s records equals its summary.json (or ``live``,
+    the summary a killed run took before the kill) key for key, e2e_time (the rebuilt one is
+    the last record's time) and status ("partial") aside. Returns the live summary."""
     from perfkit.analysis._read import read_run
     from perfkit.analysis._rebuild import rebuild_summary
 
     run = read_run(run_dir)
-    live = run.summary
-    assert live is not None and live["status"] == "ok"
+    if live is None:
+        live = run.summary
+        assert live is not None and live["status"] == "ok"
     rebuilt = json.loads(json.dumps(rebuild_summary(run), default=str))
     assert rebuilt["status"] == "partial"
     assert rebuilt["e2e_time"] <= live["e2e_time"]

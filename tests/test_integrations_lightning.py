@@ -260,7 +260,9 @@ def test_fit_validate_test_predict_on_one_callback(tmp_path):
     assert row["acc_val"] == pytest.approx(tested[0]["val_acc"])
 
 
-def test_a_step_is_an_optimizer_step_and_settings_fill_the_config(tmp_path):
+def test_a_step_is_an_optimizer_step_and_settings_fill_the_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")  # restored after the test
+    pl.seed_everything(7)
     callback = PerfkitCallback(
         name="tiny", out_dir=tmp_path, config={"lr": 0.5}, device="cpu", probes=None
     )
@@ -284,6 +286,7 @@ def test_a_step_is_an_optimizer_step_and_settings_fill_the_config(tmp_path):
     assert config["lr"] == 0.5  # the user's config wins over the optimizer's 0.1
     assert config["max_epochs"] == 2 and config["model"] == "Tiny"
     assert config["params"] == 4 * 2 + 2
+    assert config["seed"] == 7  # seed_everything's
 
 
 def test_the_example_runs_as_written(tmp_path, capsys):
@@ -303,28 +306,39 @@ def test_the_example_runs_as_written(tmp_path, capsys):
     assert "cnn-small-test" in capsys.readouterr().out
 
 
-def test_figures_reach_the_trainers_csv_and_tensorboard_loggers(tmp_path):
-    pytest.importorskip("tensorboard")
-    import csv
-
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
+def fit_with_loggers(tmp_path: Path, loggers: list) -> dict:
+    """2 epochs of 8 samples, each with a validation, logged to ``loggers``: the summary."""
     callback = PerfkitCallback(name="tiny", out_dir=tmp_path / "runs", device="cpu", probes=None)
-    loggers = [CSVLogger(tmp_path / "csv"), TensorBoardLogger(tmp_path / "tb")]
     trainer = quiet_trainer([callback], logger=loggers)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer.fit(Tiny(), DataLoader(Slow(8), batch_size=4), DataLoader(Slow(4), batch_size=4))
     (run,) = callback.runs
     final = json.loads((run.run_dir / "summary.json").read_text())
+    assert final["p_train"] == pytest.approx(16 / final["train_wall_s"])
+    return final
+
+
+def test_figures_reach_the_trainers_csv_logger(tmp_path):
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    final = fit_with_loggers(tmp_path, [CSVLogger(tmp_path / "csv")])
     # CSV: a row per phase end; the last p_train is the run's (2 epochs x 8 samples)
     (metrics_csv,) = (tmp_path / "csv").rglob("metrics.csv")
     rows = list(csv.DictReader(metrics_csv.open()))
     p_train = [float(r["perfkit/p_train"]) for r in rows if r.get("perfkit/p_train")]
     assert len(p_train) == 4  # after each epoch's validation and after each epoch
     assert p_train[-1] == pytest.approx(final["p_train"])
-    assert final["p_train"] == pytest.approx(16 / final["train_wall_s"])
+
+
+def test_figures_reach_the_trainers_tensorboard_logger(tmp_path):
+    pytest.importorskip("tensorboard")
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    final = fit_with_loggers(tmp_path, [TensorBoardLogger(tmp_path / "tb")])
     # TensorBoard: the same scalars, read back from its event file
     (events,) = (tmp_path / "tb").rglob("events.out.tfevents.*")
     accumulator = EventAccumulator(str(events))
@@ -353,3 +367,23 @@ def test_figures_during_a_phase_at_most_every_n_seconds(tmp_path):
     assert len(rows) == 3 + 1  # after each of the 3 batches (1e-9 s apart), and the epoch's end
     with pytest.raises(ValueError, match="Expected argument `figures_every_s`"):
         PerfkitCallback(name="tiny", out_dir=tmp_path, figures_every_s=-1)
+
+
+def test_mfus_dtype_is_the_trainers_precision(tmp_path):
+    """flops_per_sample given to the callback: MFU's peak is taken for the Trainer's precision
+    (the config's, as for a Run), not fp32 - unless the user's config names one."""
+    runs = []
+    for config in ({}, {"precision": "fp16"}):
+        callback = PerfkitCallback(
+            name="tiny", out_dir=tmp_path, config=config, device="cpu", probes=None,
+            flops_per_sample=1e6, peak_flops=1e12,
+        )  # fmt: skip
+        trainer = quiet_trainer([callback], max_epochs=1, precision="bf16-mixed")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            trainer.fit(Tiny(), DataLoader(Slow(8), batch_size=4))
+        (run,) = callback.runs
+        runs.append(json.loads((run.run_dir / "meta.json").read_text()))
+    trainers, users = runs
+    assert trainers["config"]["precision"] == trainers["flops"]["dtype"] == "bf16"
+    assert users["config"]["precision"] == users["flops"]["dtype"] == "fp16"

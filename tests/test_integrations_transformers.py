@@ -104,6 +104,8 @@ def test_train_records_a_phase_per_epoch(tmp_path):
     assert config["lr"] == args.learning_rate and config["max_steps"] == trainer.state.max_steps
     assert config["params"] == sum(p.numel() for p in model.parameters())
     assert config["model"] == "BertForSequenceClassification"
+    assert (config["seed"], config["epochs"]) == (args.seed, 2)
+    assert config["eval_bs"] == 4
 
 
 def test_a_run_the_user_started_is_marked_failed(tmp_path):

@@ -109,3 +109,43 @@ def test_a_validation_inside_each_epoch_passes_the_checker(tmp_path):
     assert keys.index("eval_start") < keys.index("epoch_stop")  # inside the first epoch
     passed, output = check(lines, tmp_path)
     assert passed, output
+
+
+def test_the_names_trainers_log_and_a_runs_own_metric_names(tmp_path):
+    """The report's acc / mAP and mllog's eval_accuracy read a trainer's names (eval_map as
+    mAP, val_acc as acc_val), a run's config ``metric_names`` first (docs/analysis.md)."""
+    import numpy as np
+
+    import perfkit
+    from perfkit.analysis import summaries
+    from tests.conftest import FakeClock
+
+    def run_logging(name: str, config: dict, **logged: float) -> Path:
+        clock = FakeClock()
+        with perfkit.Run(name, out_dir=tmp_path / name, clock=clock, device="cpu",
+                         probes=None, config=config) as run:  # fmt: skip
+            with run.phase("train") as train:
+                for _ in train.iterate([np.zeros((4, 3))] * 2):
+                    clock.advance(1.0)
+            with run.phase("val") as val:
+                for _ in val.iterate([np.zeros((4, 3))]):
+                    clock.advance(0.5)
+                run.log(**logged)
+        assert run.run_dir is not None
+        return run.run_dir
+
+    def eval_accuracy(run_dir: Path) -> set[tuple[str, float]]:  # (logged name, value)
+        entries = [json.loads(line.split(" ", 1)[1]) for line in mllog_lines(run_dir)]
+        return {
+            (e["metadata"]["metric"], e["value"]) for e in entries if e["key"] == "eval_accuracy"
+        }
+
+    trainer = run_logging("trainer", {}, val_acc=0.9, eval_map=0.42)
+    (row,) = summaries(trainer).to_dict("records")
+    assert (row["acc_val"], row["mAP"]) == (0.9, 0.42)
+    assert eval_accuracy(trainer) == {("val_acc", 0.9), ("eval_map", 0.42)}
+    own = {"metric_names": {"acc_val": "my_top1", "mAP": ["bbox_ap"]}}
+    renamed = run_logging("own", own, val_acc=0.9, my_top1=0.5, bbox_ap=0.3, eval_map=0.42)
+    (row,) = summaries(renamed).to_dict("records")
+    assert (row["acc_val"], row["mAP"]) == (0.5, 0.3)  # the config's names before the table's
+    assert eval_accuracy(renamed) == {("my_top1", 0.5), ("bbox_ap", 0.3)}

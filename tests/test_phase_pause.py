@@ -4,7 +4,13 @@ fake clock), kept in p_whole, and rebuilt from the records the same."""
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +19,8 @@ import perfkit
 from perfkit.analysis._read import read_run
 from perfkit.records import read_records
 from tests.conftest import FakeClock, FakeEventTimer, assert_rebuilt_equals_live, timed_batches
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def batch(n: int) -> np.ndarray:
@@ -160,3 +168,42 @@ def test_energy_and_power_of_a_paused_phase(tmp_path):
     power = [r["t"] for r in read_records(run.run_dir / "records.jsonl") if r["name"] == "power_w"]
     inside = [t for t in power if train["start_t"] <= t <= train["end_t"]]
     assert train["devices"][0]["samples"] == len(inside) > val["devices"][0]["samples"]
+
+
+def test_a_run_killed_in_a_paused_phase_is_rebuilt_as_the_live_summary(tmp_path):
+    """SIGKILL in the train phase after an evaluation inside it: the summary rebuilt from the
+    records (the train phase left open) equals the live one taken just before the kill."""
+    script = textwrap.dedent(
+        f"""
+        import json, os, signal
+        from pathlib import Path
+        import numpy as np
+        import perfkit
+        from tests.conftest import FakeClock
+        clock = FakeClock()
+        out = Path({str(tmp_path)!r})
+        with perfkit.Run("killed", out_dir=out, clock=clock, device="cpu", probes=None) as run:
+            with run.phase("train") as train:
+                for i, _ in enumerate(train.iterate([np.zeros((4, 3))] * 4)):
+                    if i == 2:  # steps 0 and 1 ended, the clock at step 1's end
+                        live = json.dumps(run.summary(), default=str)
+                        (out / "live.json").write_text(live)
+                        run.flush()
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    clock.advance(1.0)
+                    if i == 1:
+                        with run.phase("val") as val:
+                            for _ in val.iterate([np.zeros((2, 3))] * 2):
+                                clock.advance(0.75)
+                        clock.advance(0.5)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    (run_dir,) = tmp_path.glob("killed-*")
+    assert not (run_dir / "summary.json").exists()
+    live = json.loads((tmp_path / "live.json").read_text())
+    # train: step 0 1.0 s, step 1 1.0 + 0.5 s; the 1.5 s evaluation in step 1 left out
+    assert live["train_wall_s"] == pytest.approx(2.5) and live["train_samples"] == 8
+    assert live["val_wall_s"] == pytest.approx(1.5)
+    assert_rebuilt_equals_live(run_dir, live)

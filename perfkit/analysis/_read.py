@@ -380,7 +380,7 @@ def phase_table(run: RunData) -> pd.DataFrame:
     table["wall_s"] = (
         table["end_t"] - table["start_t"]
         if "wall_s" not in table
-        else (table["wall_s"].fillna(table["end_t"] - table["start_t"]))
+        else (table["wall_s"].fillna(table["end_t"] - table["start_t"] - _paused_s(table)))
     )
     if "energy_j" not in table:
         table["energy_j"] = float("nan")
@@ -411,6 +411,28 @@ def phase_table(run: RunData) -> pd.DataFrame:
             *warmup,
         ]
     ].reset_index(drop=True)
+
+
+def _paused_s(table: pd.DataFrame) -> pd.Series:
+    """Seconds (s) each open phase (no wall_s: a killed process left it open) was paused by
+    the ended phases run inside it - a phase of another kind pauses it, and the live run
+    leaves that time out of its wall time (Phase.paused_s). Nested inner phases count once."""
+    import pandas as pd
+
+    done = table[table["complete"]]
+    paused = pd.Series(0.0, index=table.index)
+    for row in table[table["wall_s"].isna()].itertuples():
+        inside = done[
+            (done["rank"] == row.rank)
+            & (done["ordinal"] > row.ordinal)
+            & (done["start_t"] >= row.start_t)
+            & (done["end_t"] <= row.end_t)
+        ]
+        reached = row.start_t
+        for start, end in sorted(zip(inside["start_t"], inside["end_t"], strict=True)):
+            paused[row.Index] += max(end - max(start, reached), 0.0)
+            reached = max(reached, end)
+    return paused
 
 
 #: The phase_* records written when a phase ends.

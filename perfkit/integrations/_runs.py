@@ -55,8 +55,19 @@ class EntryRuns:
             self.runs.append(self.run)
 
     def apply(self, settings: Mapping[str, Any]) -> None:
-        """Add the trainer's ``settings`` to the run's config (the user's config wins)."""
+        """Add the trainer's ``settings`` to the run's config (the user's config wins); with
+        ``flops_per_sample`` given, MFU's peak is then that of the config's precision (the
+        Run took it from the config it was made with)."""
         apply_settings(self.run, settings, self.user_config)
+        flops, precision = self.run.meta.get("flops"), self.run.config.get("precision")
+        if "flops_per_sample" in self._run_kwargs and flops and precision != flops["dtype"]:
+            self.run.set_flops(
+                flops["flops_per_sample"],
+                dtype=str(precision or "fp32"),
+                mfu_convention=flops["convention"],
+                peak_flops=flops["peak_flops"],
+                tf32=flops["tf32"],
+            )
 
     def stop(self, exc: BaseException | None = None) -> None:
         """The entry point ended: stop the run it started (failed when ``exc`` is given)."""
@@ -67,3 +78,24 @@ class EntryRuns:
 
             guarded("stopping the run", stop)
         self.owned = False
+
+
+class RunsOf:
+    """A trainer callback's ``run``, ``runs`` and ``summary``, those of its ``_runs``."""
+
+    _runs: EntryRuns
+
+    @property
+    def run(self) -> Run:
+        """The latest run (before any entry point: a new one the user may start)."""
+        return self._runs.run
+
+    @property
+    def runs(self) -> list[Run]:
+        """Every run the callback recorded, in order."""
+        return self._runs.runs
+
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        """The latest stopped run's summary."""
+        return self._runs.summary

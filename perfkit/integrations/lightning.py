@@ -30,7 +30,7 @@ from typing import Any
 import lightning.pytorch as pl
 
 from perfkit.integrations._figures import FigureSender
-from perfkit.integrations._runs import EntryRuns
+from perfkit.integrations._runs import EntryRuns, RunsOf
 from perfkit.integrations._settings import (
     PRECISIONS,
     global_batch,
@@ -38,7 +38,7 @@ from perfkit.integrations._settings import (
     read_settings,
 )
 from perfkit.integrations._steps import CallbackSteps, guarded, log_metrics
-from perfkit.run import Run, count_samples
+from perfkit.run import count_samples
 
 _SUFFIXES = {"fit": "", "validate": "-validate", "test": "-test", "predict": "-predict"}
 _TRAINING_SETTINGS = (
@@ -99,7 +99,7 @@ def _batch_hooks(kind: str) -> tuple[Callable[..., None], Callable[..., None]]:
     return on_batch_start, on_batch_end
 
 
-class PerfkitCallback(pl.Callback):
+class PerfkitCallback(RunsOf, pl.Callback):
     """Records perfkit runs from a Lightning Trainer (see the module's docstring).
 
     Args:
@@ -137,21 +137,6 @@ class PerfkitCallback(pl.Callback):
         self._phases: list[CallbackSteps] = []  # open phases, outermost first
         self._group = 1  # micro-batches in the running optimizer step
         self._logged: dict[str, Any] = {}
-
-    @property
-    def run(self) -> Run:
-        """The latest run (before any entry point: a new one the user may start)."""
-        return self._runs.run
-
-    @property
-    def runs(self) -> list[Run]:
-        """Every run the callback recorded, in order."""
-        return self._runs.runs
-
-    @property
-    def summary(self) -> dict[str, Any] | None:
-        """The latest stopped run's summary."""
-        return self._runs.summary
 
     # -- runs ----------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -263,18 +248,16 @@ class PerfkitCallback(pl.Callback):
         self._log(trainer)
 
     # -- validation, test, predict -------------------------------------------------------
-    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
             self._open("val")  # inside a train phase, it pauses it
 
     on_validation_batch_start, on_validation_batch_end = _batch_hooks("val")
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after the validation's own end of epoch: its metrics and the loggers' writes
         if not trainer.sanity_checking:
             self._close_kind("val")
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking:
             self._log(trainer)
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

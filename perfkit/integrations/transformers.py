@@ -40,7 +40,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from perfkit._messages import warn
 from perfkit.integrations._figures import PREFIX, FigureSender
-from perfkit.integrations._runs import EntryRuns
+from perfkit.integrations._runs import EntryRuns, RunsOf
 from perfkit.integrations._settings import global_batch, parameter_count, read_settings
 from perfkit.integrations._steps import (
     BatchSizes,
@@ -49,7 +49,6 @@ from perfkit.integrations._steps import (
     guarded,
     log_metrics,
 )
-from perfkit.run import Run
 
 _SUFFIXES = {"train": "", "val": "-evaluate", "infer": "-predict"}
 
@@ -81,7 +80,7 @@ def _size(dataset: Any) -> int | None:
     return len(dataset) if isinstance(dataset, Sized) and not isinstance(dataset, Mapping) else None
 
 
-class PerfkitCallback(TrainerCallback):
+class PerfkitCallback(RunsOf, TrainerCallback):
     """Records perfkit runs from a Hugging Face Trainer (see the module's docstring).
 
     Args:
@@ -123,21 +122,6 @@ class PerfkitCallback(TrainerCallback):
         self._evals_left = 0  # evaluations still to come in this one (several eval datasets)
         self._in_train = False
         self._warned = False
-
-    @property
-    def run(self) -> Run:
-        """The latest run (before any entry point: a new one the user may start)."""
-        return self._runs.run
-
-    @property
-    def runs(self) -> list[Run]:
-        """Every run the callback recorded, in order."""
-        return self._runs.runs
-
-    @property
-    def summary(self) -> dict[str, Any] | None:
-        """The latest stopped run's summary."""
-        return self._runs.summary
 
     def _start(self, kind: str, args: TrainingArguments, state: Any, model: Any) -> None:
         settings = read_settings(lambda: trainer_settings(args, state, model))
