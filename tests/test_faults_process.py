@@ -176,6 +176,43 @@ with run:
 )
 
 
+FORK_WHILE_SAMPLER_HOLDS_LOCKS = """
+import threading
+run = perfkit.Run("held", out_dir=sys.argv[1], device="cpu", probes=None)
+with run:
+    # What the sampler thread holds while it folds a sample in: the memory tracker's and the
+    # power log's locks (held here by a thread that keeps them over the fork).
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with run._memory._lock, run._power._lock:
+            held.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:
+        with run.phase("val") as val:
+            for _ in val.iterate(range(3), samples=1):
+                pass
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    release.set()
+    holder.join()
+    print(json.dumps({"child": status}))
+"""
+
+
+def test_a_forked_child_never_waits_on_the_samplers_locks(tmp_path):
+    # Before: the child's phase waited forever on the tracker's lock (child 9 of 20 hung in
+    # test_forked_children_never_block... in one full-suite run, where the sampler held it).
+    done = run_script(tmp_path, FORK_WHILE_SAMPLER_HOLDS_LOCKS, timeout_s=30)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert last_json(done) == {"child": 0}
+
+
 def test_forked_children_never_block_and_never_write_the_parent_files(tmp_path):
     # Before issue 23: 1 child in 13-22 hung on the writer's lock, and a child leaving the
     # with block wrote the parent's summary.json (status failed) while the parent still ran.

@@ -610,6 +610,10 @@ class Run:
         never wait on a lock a parent's thread held at the fork."""
         self._detached = True
         self.flush_lock = threading.Lock()
+        # Fresh copies of what the sampler thread shares under a lock (it may have held one at
+        # the fork): the child's phases take no memory or power figures of the parent's.
+        self._memory = None
+        self._power = PowerLog()
         for log in (self._writer, self._steps, self._dir):
             if log is not None:
                 log.detach()
