@@ -186,6 +186,32 @@ def reference_gt(gt: dict[str, Any]) -> COCO:
     return coco_gt
 
 
+def reference_cocoeval(
+    gt: dict[str, Any],
+    results: list[dict[str, Any]],
+    img_ids: list[int],
+    iou_type: str = "bbox",
+    use_cats: bool = True,
+    params: dict[str, Any] | None = None,
+) -> COCOeval:
+    """pycocotools' COCOeval on ``results``, evaluated and accumulated (its prints hidden)."""
+    coco_gt = reference_gt(gt)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = (
+            coco_gt.loadRes(copy.deepcopy(results))
+            if results
+            else coco_from({"images": gt["images"], "annotations": []})  # loadRes refuses []
+        )
+        evaluator = COCOeval(coco_gt, coco_dt, iou_type)
+        evaluator.params.imgIds = img_ids
+        evaluator.params.useCats = int(use_cats)
+        for key, value in (params or {}).items():
+            setattr(evaluator.params, key, value)
+        evaluator.evaluate()
+        evaluator.accumulate()
+    return evaluator
+
+
 def reference(
     gt: dict[str, Any],
     results: list[dict[str, Any]],
@@ -195,22 +221,8 @@ def reference(
     params: dict[str, Any] | None = None,
 ) -> tuple[dict[str, float], str]:
     """pycocotools' stats (with per-category AP) and summary text."""
-    coco_gt = reference_gt(gt)
+    evaluator = reference_cocoeval(gt, results, img_ids, iou_type, use_cats, params)
     with contextlib.redirect_stdout(io.StringIO()) as printed:
-        coco_dt = (
-            coco_gt.loadRes(copy.deepcopy(results))
-            if results
-            else coco_from({"images": gt["images"], "annotations": []})
-        )
-        evaluator = COCOeval(coco_gt, coco_dt, iou_type)
-        evaluator.params.imgIds = img_ids
-        evaluator.params.useCats = int(use_cats)
-        for key, value in (params or {}).items():
-            setattr(evaluator.params, key, value)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        printed.truncate(0)
-        printed.seek(0)
         evaluator.summarize()
     stats = dict(zip(STAT_NAMES, evaluator.stats.tolist(), strict=True))
     text = printed.getvalue()
@@ -1046,20 +1058,7 @@ def reference_eval(
     params: dict[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """pycocotools' ``COCOeval.eval`` arrays (precision, recall, scores)."""
-    coco_gt = reference_gt(gt)
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = (
-            coco_gt.loadRes(copy.deepcopy(results))
-            if results
-            else coco_from({"images": gt["images"], "annotations": []})  # loadRes refuses []
-        )
-        evaluator = COCOeval(coco_gt, coco_dt, iou_type)
-        evaluator.params.imgIds = img_ids
-        evaluator.params.useCats = int(use_cats)
-        for key, value in (params or {}).items():
-            setattr(evaluator.params, key, value)
-        evaluator.evaluate()
-        evaluator.accumulate()
+    evaluator = reference_cocoeval(gt, results, img_ids, iou_type, use_cats, params)
     return {key: evaluator.eval[key] for key in ("precision", "recall", "scores")}
 
 
