@@ -12,18 +12,17 @@ it new pieces are dropped and counted, so a disk that stays full cannot exhaust 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from perfkit._messages import logger
 from perfkit.rundir import NOFOLLOW
 
 if TYPE_CHECKING:
     from perfkit.rundir import RunDirectory
 
-_log = logging.getLogger("perfkit")
 
 #: Most bytes kept in memory while the disk refuses them (then pieces are dropped and counted).
 MAX_UNWRITTEN_BYTES = 64 * 2**20
@@ -92,7 +91,7 @@ class AppendLog:
                 self.error += f"; written later, but {self._dropped_bytes} bytes were dropped"
             else:
                 self.error += "; written later: no record was lost"
-            _log.warning("writing to %s works again", self.path)
+            logger.warning("writing to %s works again", self.path)
         return True
 
     def _append(self, data: bytes) -> None:
@@ -135,7 +134,7 @@ class AppendLog:
     def _fail(self, err: OSError) -> None:
         if self.error is None:
             self.error = f"{type(err).__name__}: {err} (writing {self.path})"
-            _log.warning("not written, kept to retry: %s", self.error)
+            logger.warning("not written, kept to retry: %s", self.error)
         self._failed = True
 
     def detach(self) -> None:

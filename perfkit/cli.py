@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from perfkit import __version__, analysis
+from perfkit._messages import logger
 from perfkit.analysis._export import TARGETS as EXPORT_TARGETS
 from perfkit.analysis._format import significant
 from perfkit.analysis._mllog import DIVISIONS
@@ -27,7 +28,6 @@ EXIT_CODES = {
     EXIT_BAD_INPUT: "bad input: a missing or malformed run, a bad argument, an unwritable\n"
     "     output (the message on stderr names the path; --debug adds the traceback)",
 }
-log = logging.getLogger("perfkit")
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -55,14 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: sys.argv[1:]); returns the exit status.
     Its messages go to stderr through the "perfkit" logger while it runs (the handler is
     removed again, so calling it in-process leaves the library's logging as it was)."""
-    handler, level = _StderrHandler(), log.level
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    handler, level = _StderrHandler(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
         return _main(argv)
     finally:
-        log.removeHandler(handler)
-        log.setLevel(level)
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -73,11 +73,11 @@ def _main(argv: Sequence[str] | None) -> int:
         output = args.handler(args)
         slower = _gate(args)
     except (OSError, RecordError, ValueError, ImportError) as err:
-        log.error("error: %s", _naming_paths(str(err), args), exc_info=args.debug)
+        logger.error("error: %s", _naming_paths(str(err), args), exc_info=args.debug)
         return EXIT_BAD_INPUT
     except Exception as err:  # a malformed run no check above caught: no traceback but --debug
         message = _naming_paths(f"{type(err).__name__}: {err}", args)
-        log.error("error: %s", message, exc_info=args.debug)
+        logger.error("error: %s", message, exc_info=args.debug)
         return EXIT_BAD_INPUT
     if output:
         try:
@@ -118,7 +118,7 @@ def _gate(args: argparse.Namespace) -> bool:
         )
         for metric, v in slower.items():
             test = "one run: no test" if v.p != v.p else f"Welch t = {v.t:.3g}, p = {v.p:.3g}"
-            log.error(
+            logger.error(
                 "%s is slower than %s by more than %g%% (%s, alpha %g): %s %s -> %s (%+.1f%%)",
                 other, args.baseline, pct, test, args.alpha, metric,
                 significant(v.base_mean, 6, 0), significant(v.new_mean, 6, 0),

@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import functools
 import json
-import logging
 import math
 import os
 import secrets
@@ -36,6 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from perfkit._messages import logger
 from perfkit.appendlog import AppendLog
 from perfkit.rundir import NOFOLLOW
 
@@ -148,8 +148,6 @@ def rank_file(name: str, rank: int) -> str:
 
 
 Record = dict[str, Any]
-
-_log = logging.getLogger("perfkit")
 
 
 class RecordError(ValueError):
@@ -414,7 +412,7 @@ def read_records(path: Path, bad_lines: list[str] | None = None) -> Iterator[Rec
     if bad and not good:
         raise RecordError(bad[0])
     if bad:
-        _log.warning("skipped %d bad line(s) of %s; the first: %s", bad_count, path, bad[0])
+        logger.warning("skipped %d bad line(s) of %s; the first: %s", bad_count, path, bad[0])
         if bad_lines is not None:
             bad_lines.extend(bad)
 

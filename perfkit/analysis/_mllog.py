@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from perfkit import _messages
 from perfkit.analysis._names import logged_as
 from perfkit.analysis._read import (
     PathArg,
@@ -109,7 +110,7 @@ class _Collect(logging.Handler):
         if message.startswith(":::MLLOG"):
             self.lines.append(message)
         else:
-            logging.getLogger("perfkit").warning("mllog: %s", message.strip())
+            _messages.logger.warning("mllog: %s", message.strip())
 
 
 def _submission(

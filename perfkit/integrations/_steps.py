@@ -12,14 +12,12 @@ the step before it rather than the step after it.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from perfkit._messages import logger
 from perfkit.run import Phase, Run
-
-log = logging.getLogger("perfkit")
 
 
 class _Feed:
@@ -167,8 +165,8 @@ def guarded(what: str, action: Callable[[], object]) -> bool:
     try:
         action()
     except Exception as err:
-        log.warning("perfkit callback: %s failed (%s: %s); the run's records so far are kept",
-                    what, type(err).__name__, err, stack_info=False)  # fmt: skip
+        logger.warning("perfkit callback: %s failed (%s: %s); the run's records so far are kept",
+                       what, type(err).__name__, err, stack_info=False)  # fmt: skip
         return False
     return True
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -10,14 +9,12 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
+from perfkit._messages import logger
 from perfkit.probes._base import Probe
 from perfkit.probes._sample import DeviceSample
 
 SAMPLER = "sampler"  # the name on_error gets for failures that are not one probe's
 _MAX_MESSAGE = 500  # characters of a failure's text kept in a report
-
-logger = logging.getLogger("perfkit")
-logger.addHandler(logging.NullHandler())  # a library: the application decides what is shown
 
 
 def check_interval(sample_interval: Any) -> float:

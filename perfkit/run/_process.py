@@ -16,16 +16,15 @@
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 from typing import TYPE_CHECKING
 
+from perfkit._messages import logger
 from perfkit.run._active import set_active_run
 
 if TYPE_CHECKING:
     from perfkit.run._run import Run
 
-_log = logging.getLogger("perfkit")
 
 #: Runs started in this process and not completely stopped yet.
 _live: set[Run] = set()
@@ -53,7 +52,7 @@ def _at_exit() -> None:
         try:
             run._close_at_exit()
         except BaseException:  # never raise at exit; the records flushed so far stay
-            _log.exception("perfkit: run %s could not be closed at exit", run.name)
+            logger.exception("perfkit: run %s could not be closed at exit", run.name)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

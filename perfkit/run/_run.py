@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 import signal
@@ -69,9 +68,6 @@ SYNC_MODES = ("phase", "step")
 E2E_FROM = ("run", "process")
 #: The shortest flush interval a Run accepts, seconds (shorter would keep a core busy).
 MIN_FLUSH_INTERVAL_S = 0.01
-
-
-_log = logging.getLogger("perfkit")
 
 
 def _exit_on_signal(signum: int, _frame: Any) -> None:
@@ -423,7 +419,7 @@ class Run:
         and through the logging module (logger "perfkit"); the run goes on."""
         if message not in self.faults:
             self.faults.append(message)
-            _log.warning("%s", message)
+            logger.warning("%s", message)
 
     def _on_recreated(self, message: str) -> None:
         """A record file was deleted under its writer, which recreated it: say so once for the
@@ -632,7 +628,7 @@ class Run:
         if self._teardown:
             self._finish_stop()
         if said:  # after the summary is written: a warnings filter "error" cannot stop it
-            _log.warning("%s", said)
+            logger.warning("%s", said)
             with contextlib.suppress(Warning):
                 warnings.warn(said, RuntimeWarning, stacklevel=1)
 
