@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 SDIST_NEEDS = (
     "tests/conftest.py", "tests/fixtures_probes", "tests/fixtures_schema1", "examples/common.py",
     "docs/analysis.md", "perfkit/record.schema.json", "MANIFEST.in", "Makefile",
+    "benchmarks/torchvision_cases.py",
 )  # fmt: skip
 _BUILD = "from setuptools import build_meta as b; print(b.build_{}({!r}))"
 

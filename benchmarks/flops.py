@@ -7,7 +7,7 @@
    mostly measures the neighbours - with the wall-time ratio beside it. Target: perfkit's count
    costs at most FlopCounterMode's.
 2. Every torchvision weights entry with a published ``_ops``, counted under the conventions of
-   ``perfkit.flops._torchvision`` (docs/flops.md); entries with the same builder, figure and
+   benchmarks/torchvision_cases.py (docs/flops.md); entries with the same builder, figure and
    input are counted once. Target: within 0.5 % (to the published digits under 0.1 GMAC).
 
 Run: ``python -m benchmarks.flops`` (``--cost-only`` or ``--models-only`` for one part; each
@@ -28,8 +28,8 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.results import machine, write_section
+from benchmarks.torchvision_cases import case, distinct_weights
 from perfkit.flops import count
-from perfkit.flops._torchvision import case, distinct_weights
 
 COST_HEADING = "FLOP counting cost (issues 4, 14)"
 MODELS_HEADING = "FLOP counts against torchvision's published figures (issue 14)"

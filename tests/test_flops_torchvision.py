@@ -2,7 +2,7 @@
 
 The references are torchvision's own metadata (available offline; the models are built with
 random weights since no weights can be downloaded here), under the conventions of
-``perfkit.flops._torchvision`` (docs/flops.md). Classification, segmentation and video models
+benchmarks/torchvision_cases.py (docs/flops.md). Classification, segmentation and video models
 run on the meta device (same counts, no arithmetic); a representative subset runs here, all of
 them and a representative of each detection convention in the slow test, and every weights
 entry in ``python -m benchmarks.flops`` (benchmarks/RESULTS.md).
@@ -18,7 +18,7 @@ import torch
 from perfkit.flops import count
 
 torchvision = pytest.importorskip("torchvision")
-from perfkit.flops._torchvision import all_weights, case, distinct_weights, family_of  # noqa: E402
+from benchmarks.torchvision_cases import all_weights, case, distinct_weights, family_of  # noqa: E402
 
 WEIGHTS = dict(((name, w.name), w) for name, w in all_weights())
 
