@@ -327,102 +327,104 @@ def evaluate(
     """``COCOeval.evaluate(); accumulate()`` -> ``eval``'s precision (T,R,K,A,M), recall
     (T,K,A,M) and scores (T,R,K,A,M). ``ious``, when given, receives ``COCOeval.ious``: the
     (detections by score, ground truths) IoU matrix of each (image id, category id or -1) that
-    has both.
-
-    ``img_ids`` and ``cat_ids`` are sorted unique ids; ``progress(n)`` is told of finished steps:
-    one per detection rank (maxDets[-1]), one per maxDets and area range.
-    Ground-truth rows outside ``img_ids`` and ``cat_ids`` are not read. ``sigmas``: the
-    keypoints' OKS sigmas (``iou_type="keypoints"``).
+    has both. ``img_ids`` and ``cat_ids`` are sorted unique ids (ground truth of others is not
+    read); ``progress(n)`` is told of finished steps: one per detection rank (maxDets[-1]), one
+    per maxDets and area range. ``sigmas``: the keypoints' OKS sigmas (``iou_type="keypoints"``).
     """
     assert dt.score is not None and gt.crowd is not None and gt.ann_id is not None
     n_cats = len(cat_ids) if use_cats else 1
-    n_groups = len(img_ids) * n_cats
 
-    # Ground truth of the evaluated images and categories, ordered as pycocotools lists it per
-    # group: by category (when use_cats=False all categories share a group) then dataset order.
-    g_img, g_cat = _index_in(img_ids, gt.image), _index_in(cat_ids, gt.category)
-    g_key = g_img * n_cats + (g_cat if use_cats else 0)
-    g_sel = np.flatnonzero((g_img >= 0) & (g_cat >= 0))
-    g_order = g_sel[np.lexsort((g_sel, g_cat[g_sel], g_key[g_sel]))]
-    g_group = g_key[g_order]
+    # Ground truth of the evaluated images and categories, as pycocotools lists it per group.
+    g_order, g_group, _ = _grouped(gt, img_ids, cat_ids, use_cats)
     g_area, g_crowd = gt.area[g_order], gt.crowd[g_order]
     area_lo, area_hi = params.area_rng[:, :1], params.area_rng[:, 1:]
     g_ignore = g_crowd | (g_area < area_lo) | (g_area > area_hi)  # (A, G)
     if gt.ignore is not None:  # keypoints: pycocotools ignores ground truth without any
         g_ignore |= gt.ignore[g_order]
     g_nonzero_id = gt.ann_id[g_order] != 0  # pycocotools tests a match by the gt id's truth
-    g_start = _starts(g_group, n_groups)
+    g_start = _starts(g_group, len(img_ids) * n_cats)
 
-    # Detections: stable score order within the group (ties keep category then input order),
-    # truncated to maxDets[-1] per group.
-    d_img, d_cat = _index_in(img_ids, dt.image), _index_in(cat_ids, dt.category)
-    d_key = d_img * n_cats + (d_cat if use_cats else 0)
-    d_sel = np.flatnonzero((d_img >= 0) & (d_cat >= 0))
-    d_order = d_sel[np.lexsort((d_sel, d_cat[d_sel], -dt.score[d_sel], d_key[d_sel]))]
-    d_group = d_key[d_order]
+    # Detections by score within their group, truncated to maxDets[-1] per group.
+    d_order, d_group, d_img = _grouped(dt, img_ids, cat_ids, use_cats, dt.score)
     rank = np.arange(len(d_order)) - np.searchsorted(d_group, d_group)
     keep = rank < params.max_dets[-1]
-    d_order, d_group, rank = d_order[keep], d_group[keep], rank[keep]
-    d_area = dt.area[d_order]
-    n_det = len(d_order)
+    d_order, d_group, d_img, rank = d_order[keep], d_group[keep], d_img[keep], rank[keep]
 
-    # Every (detection, ground truth) pair of a group, detection-major.
-    n_pairs_of = np.diff(g_start)[d_group]
-    pair_det = np.repeat(np.arange(n_det), n_pairs_of)
-    offset = np.arange(len(pair_det)) - np.repeat(np.cumsum(n_pairs_of) - n_pairs_of, n_pairs_of)
-    pair_gt = g_start[d_group][pair_det] + offset
-    if iou_type == "bbox":
-        assert dt.bbox is not None and gt.bbox is not None
-        pair_iou = _bbox_iou(
-            dt.bbox[d_order][pair_det], gt.bbox[g_order][pair_gt], g_crowd[pair_gt]
-        )
-    elif iou_type == "keypoints":
-        assert dt.keypoints is not None and gt.keypoints is not None and gt.bbox is not None
-        assert sigmas is not None
-        pair_iou = _oks(
-            dt.keypoints[d_order],
-            gt.keypoints[g_order],
-            gt.bbox[g_order],
-            g_area,
-            pair_det,
-            pair_gt,
-            sigmas,
-        )
-    else:
-        assert dt.rles is not None and gt.rles is not None
-        pair_iou = _segm_iou(
-            dt.rles,
-            d_order,
-            gt.rles,
-            g_order,
-            g_crowd,
-            pair_det,
-            pair_gt,
-            d_group[pair_det],
-            n_cats,
-        )
-
+    pair_det, pair_gt, pair_iou = _pair_ious(
+        dt, gt, d_order, d_group, g_order, g_start, iou_type, sigmas, n_cats
+    )
     if ious is not None:
         ious.update(_iou_matrices(pair_iou, d_group, np.diff(g_start), img_ids, cat_ids, use_cats))
     dtm, dt_ignore = _match(
-        pair_det, pair_gt, pair_iou, rank, g_ignore, g_crowd, g_nonzero_id, n_det, params, progress
-    )
+        pair_det, pair_gt, pair_iou, rank, g_ignore, g_crowd, g_nonzero_id, len(d_order), params,
+        progress,
+    )  # fmt: skip
+    d_area = dt.area[d_order]
     d_out = (d_area < area_lo) | (d_area > area_hi)  # (A, D)
     dt_ignore |= ~dtm & d_out[:, None, :]
 
     # (K, A) regular ground truth per category (group % n_cats is the category index, or 0)
     npig = np.stack([np.bincount(g_group[~ig] % n_cats, minlength=n_cats) for ig in g_ignore], 1)
     return _accumulate(
-        dtm,
-        dt_ignore,
-        dt.score[d_order],
-        d_img[d_order],
-        d_group % n_cats,
-        rank,
-        npig,
-        params,
-        progress,
+        dtm, dt_ignore, dt.score[d_order], d_img, d_group % n_cats, rank, npig, params, progress
     )
+
+
+def _grouped(
+    rows: Annotations,
+    img_ids: np.ndarray,
+    cat_ids: np.ndarray,
+    use_cats: bool,
+    score: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The positions of the ``rows`` of evaluated images and categories in pycocotools' order,
+    their group (image index x categories + category index; with ``use_cats=False`` all
+    categories share a group) and image index. Within a group: by descending ``score`` when
+    given (a stable sort), then category, then input order."""
+    img, cat = _index_in(img_ids, rows.image), _index_in(cat_ids, rows.category)
+    key = img * len(cat_ids) + cat if use_cats else img
+    sel = np.flatnonzero((img >= 0) & (cat >= 0))
+    by_score = () if score is None else (-score[sel],)
+    order = sel[np.lexsort((sel, cat[sel], *by_score, key[sel]))]
+    return order, key[order], img[order]
+
+
+def _pair_ious(
+    dt: Annotations,
+    gt: Annotations,
+    d_order: np.ndarray,
+    d_group: np.ndarray,
+    g_order: np.ndarray,
+    g_start: np.ndarray,
+    iou_type: str,
+    sigmas: np.ndarray | None,
+    n_cats: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (detection, ground truth) pair of a group, detection-major: the positions of each
+    in ``d_order`` and ``g_order``, and their IoU (OKS for keypoints)."""
+    assert gt.crowd is not None
+    n_pairs_of = np.diff(g_start)[d_group]
+    pair_det = np.repeat(np.arange(len(d_order)), n_pairs_of)
+    offset = np.arange(len(pair_det)) - np.repeat(np.cumsum(n_pairs_of) - n_pairs_of, n_pairs_of)
+    pair_gt = g_start[d_group][pair_det] + offset
+    g_crowd = gt.crowd[g_order]
+    if iou_type == "bbox":
+        assert dt.bbox is not None and gt.bbox is not None
+        dt_box, gt_box = dt.bbox[d_order][pair_det], gt.bbox[g_order][pair_gt]
+        return pair_det, pair_gt, _bbox_iou(dt_box, gt_box, g_crowd[pair_gt])
+    if iou_type == "keypoints":
+        assert dt.keypoints is not None and gt.keypoints is not None and gt.bbox is not None
+        assert sigmas is not None
+        oks = _oks(
+            dt.keypoints[d_order], gt.keypoints[g_order], gt.bbox[g_order], gt.area[g_order],
+            pair_det, pair_gt, sigmas,
+        )  # fmt: skip
+        return pair_det, pair_gt, oks
+    assert dt.rles is not None and gt.rles is not None
+    segm = _segm_iou(
+        dt.rles, d_order, gt.rles, g_order, g_crowd, pair_det, pair_gt, d_group[pair_det], n_cats
+    )
+    return pair_det, pair_gt, segm
 
 
 def _iou_matrices(
