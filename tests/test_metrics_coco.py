@@ -541,39 +541,58 @@ def _with(**changes: Any) -> dict[str, Any]:
         (
             [_with(boxes=torch.zeros(2, 5))],
             [100],
-            r"outputs\[0\]\['boxes'\] must have shape \(N, 4\)",
+            r"`outputs\[0\]\['boxes'\]` to have shape \(N, 4\) with N = 2 as in scores but got "
+            r"shape \(2, 5\)",
         ),
         (
             [_with(labels=torch.tensor([1]))],
             [100],
-            r"outputs\[0\]\['labels'\] must have shape \(N,\)",
+            r"`outputs\[0\]\['labels'\]` to have shape \(N,\) with N = 2 as in scores but got",
         ),
         (
             [_with(scores=torch.zeros(2, 1))],
             [100],
-            r"outputs\[0\]\['scores'\] must have shape \(N,\)",
+            r"`outputs\[0\]\['scores'\]` to have shape \(N,\) but got shape \(2, 1\)",
         ),
         (
             [_with(labels=torch.tensor([1.0, 3.0]))],
             [100],
-            r"outputs\[0\]\['labels'\] must hold integer",
+            r"`outputs\[0\]\['labels'\]` to hold integer labels but got dtype torch.float32",
         ),
         (
             [{"boxes": GOOD["boxes"], "scores": GOOD["scores"]}],
             [100],
             r"outputs\[0\] lacks \['labels'\]",
         ),
-        ([GOOD], [100, 107], "one entry per image, got 1 outputs and 2 targets"),
+        ([GOOD], [100, 107], "one entry per image but got 1 outputs and 2 targets"),
         ([GOOD], [5], r"targets: image ids \[5\] are not in the ground truth"),
         ([GOOD, GOOD], [100, 100], r"targets: image ids \[100\] were already updated"),
-        ([GOOD], [1.5], r"targets\[0\]\['image_id'\] must be an integer"),
-        ([GOOD], [torch.tensor([100, 107])], r"targets\[0\]\['image_id'\] must hold one id"),
+        ([GOOD], [torch.tensor([100, 107])], r"`targets\[0\]\['image_id'\]` to hold one id"),
     ],
 )
 def test_update_rejects(outputs: list[Any], targets: list[Any], match: str) -> None:
     evaluator = COCOEvaluator(coco_from(GT))
     with pytest.raises(ValueError, match=match):
         evaluator.update(outputs, [{"image_id": t} for t in targets])
+    assert evaluator.update_count == 0 and evaluator.chunks == []
+
+
+@pytest.mark.parametrize(
+    ("outputs", "targets", "match"),
+    [
+        (
+            [GOOD],
+            [{"image_id": 1.5}],
+            r"`targets\[0\]\['image_id'\]` to be an integer id but got 1.5",
+        ),
+        ([GOOD], [[100]], r"`targets\[0\]` to be a dict with an 'image_id' but got \[100\]"),
+        ([GOOD["boxes"]], [{"image_id": 100}], r"`outputs\[0\]` to be a dict of tensors but got"),
+    ],
+)
+def test_update_rejects_wrong_types(outputs: list[Any], targets: list[Any], match: str) -> None:
+    evaluator = COCOEvaluator(coco_from(GT))
+    with pytest.raises(TypeError, match=match):
+        evaluator.update(outputs, targets)
     assert evaluator.update_count == 0 and evaluator.chunks == []
 
 
@@ -598,29 +617,34 @@ def test_update_results_rejects() -> None:
     cases: list[tuple[Any, list[int] | None, str]] = [
         ([{**good, "bbox": [1, 2, -3, 4]}], None, r"results\[0\]\['bbox'\] has a negative width"),
         ([good, {**good, "score": float("nan")}], None, r"results\[1\]\['score'\] is NaN"),
-        ([{**good, "image_id": 100.0}], None, r"results\[0\]\['image_id'\] must be an integer"),
-        ([good, {**good, "category_id": 1.7}], None, r"results\[1\]\['category_id'\] must be an"),
         (
             [{**good, "bbox": [1, 2, 3, 4] * 2}],
             None,
-            r"results\[0\]\['bbox'\] must be \[x, y, w, h\]",
+            r"`results\[0\]\['bbox'\]` to be \[x, y, w, h\] \(four numbers\) but got",
         ),
         (
             [good, {**good, "bbox": [1, 2, 3]}],
             None,
-            r"results\[1\]\['bbox'\] must be \[x, y, w, h\]",
+            r"`results\[1\]\['bbox'\]` to be \[x, y, w, h\]",
         ),
         ([{**good, "image_id": 3}], None, r"results: image ids \[3\] are not in the ground truth"),
         ([good], [107], r"results name images \[100\] missing from image_ids"),
         ([{"image_id": 100, "score": 0.5}], None, r"results\[0\] lacks \['category_id', 'bbox'\]"),
         ("missing.json", None, "results: no results json at 'missing.json'"),
-        ({"image_id": 100}, None, "results must be a list of COCO result dicts"),
     ]
     for results, image_ids, match in cases:
         with pytest.raises((ValueError, FileNotFoundError), match=match):
             evaluator.update_results(results, image_ids)
+    wrong_types: list[tuple[Any, str]] = [
+        ([{**good, "image_id": 100.0}], r"`results\[0\]\['image_id'\]` to be an integer id"),
+        ([good, {**good, "category_id": 1.7}], r"`results\[1\]\['category_id'\]` to be an"),
+        ({"image_id": 100}, "`results` to be a list of COCO result dicts or a path to one but got"),
+    ]
+    for results, match in wrong_types:
+        with pytest.raises(TypeError, match=match):
+            evaluator.update_results(results)
     segm = COCOEvaluator(coco_from(make_case(0, iou_type="segm", n_images=1)[0]), "segm")
-    with pytest.raises(ValueError, match=r"results\[0\]\['segmentation'\] must be an RLE dict"):
+    with pytest.raises(ValueError, match=r"`results\[0\]\['segmentation'\]` to be an RLE dict"):
         segm.update_results([{**good, "segmentation": {"size": [1, 1], "counts": "1"}}])
     image = segm.coco_gt.imgs[good["image_id"]]
     right = {"size": [image["height"], image["width"]], "counts": "1"}
@@ -630,7 +654,7 @@ def test_update_results_rejects() -> None:
         {"counts": "1"},  # no size
         [[0.0, 0.0, 4.0, 0.0, 4.0, 4.0]],  # a polygon, not an RLE
     ):
-        with pytest.raises(ValueError, match=r"results\[1\]\['segmentation'\] must be an RLE"):
+        with pytest.raises(ValueError, match=r"`results\[1\]\['segmentation'\]` to be an RLE"):
             segm.update_results([{**good, "segmentation": right}, {**good, "segmentation": bad}])
 
 
@@ -638,18 +662,18 @@ def test_segm_rejects_masks_of_the_wrong_size() -> None:
     gt, outputs, targets = make_case(1, iou_type="segm", n_images=1, max_dt=3)
     evaluator = COCOEvaluator(coco_from(gt), "segm")
     outputs[0]["masks"] = torch.zeros(len(outputs[0]["scores"]), 1, 3, 3)
-    with pytest.raises(ValueError, match=r"outputs\[0\]\['masks'\] must have shape"):
+    with pytest.raises(ValueError, match=r"`outputs\[0\]\['masks'\]` to have shape"):
         evaluator.update(outputs, targets)
 
 
 def test_constructor_rejects() -> None:
     with pytest.raises(ValueError, match="`iou_type`"):
         COCOEvaluator(coco_from(GT), "keypoint")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="backend must be"):
+    with pytest.raises(ValueError, match="`backend` to be one of"):
         COCOEvaluator(coco_from(GT), backend="gpu")  # type: ignore[arg-type]
     with pytest.raises(FileNotFoundError, match="gt: no COCO instances json"):
         COCOEvaluator("/nonexistent/instances.json")
-    with pytest.raises(TypeError, match="gt must be a path"):
+    with pytest.raises(TypeError, match="`gt` to be a path"):
         COCOEvaluator({"images": []})
 
 
@@ -956,11 +980,13 @@ def test_parameters_are_checked() -> None:
     for kwargs, match in [
         ({"iou_thresholds": [1.5]}, "`iou_thresholds`"),
         ({"max_detections": [0, 10]}, "`max_detections`"),
-        ({"max_detections": [10, 10]}, "`max_detections` without repeats"),
+        ({"max_detections": [10, 10]}, "`max_detections` to be without repeats"),
         ({"area_ranges": {"small": (0, 10)}}, "`area_ranges`.*'all'"),
     ]:
         with pytest.raises(ValueError, match=match):
             COCOEvaluator(coco, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"`max_detections` to be a non-empty sequence of posi"):
+        COCOEvaluator(coco, max_detections=[1.5, 10])  # type: ignore[list-item]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -1283,7 +1309,7 @@ def test_keypoints_with_other_sigmas(backend: str) -> None:
         ValueError, match=r"gt: annotation 1 has 15 keypoint values; expected 3 x 17"
     ):
         COCOEvaluator(coco_from(gt), "keypoints")
-    with pytest.raises(ValueError, match=r"outputs\[0\]\['keypoints'\] must have shape"):
+    with pytest.raises(ValueError, match=r"`outputs\[0\]\['keypoints'\]` to have shape"):
         wrong = COCOEvaluator(coco_from(gt), "keypoints", keypoint_sigmas=[0.1] * 5)
         wrong.update([{**outputs[0], "keypoints": outputs[0]["keypoints"][:, :4]}], targets[:1])
 
@@ -1296,7 +1322,7 @@ def test_keypoints_bad_input() -> None:
         COCOEvaluator(coco_from(gt), "keypoints", keypoint_sigmas=[0.0] * 17)
     results = keypoint_results(outputs, targets)
     evaluator = COCOEvaluator(coco_from(gt), "keypoints")
-    with pytest.raises(ValueError, match=r"results\[0\]\['keypoints'\] must be 51 numbers"):
+    with pytest.raises(ValueError, match=r"`results\[0\]\['keypoints'\]` to be 51 numbers"):
         evaluator.update_results(
             [{**results[0], "keypoints": [1.0, 2.0]}], [targets[0]["image_id"]]
         )

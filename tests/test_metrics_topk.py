@@ -189,22 +189,28 @@ def test_sum_over_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    ("k", "match"),
-    [(0, "k must be a positive int"), ((1, 1), "must not repeat"), ((), "positive int")],
+    ("k", "error", "match"),
+    [
+        (0, ValueError, "Expected argument `k` to be a positive int or a sequence of them"),
+        ((1, 1), ValueError, "without repeats but got \\(1, 1\\)"),
+        ((), ValueError, "positive int"),
+        (1.5, TypeError, "`k` to be a positive int .* but got 1.5 \\(float\\)"),
+        ((1, "5"), TypeError, "`k` to be a positive int"),
+    ],
 )
-def test_rejects_bad_k(k: object, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+def test_rejects_bad_k(k: object, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
         TopK(k)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
     ("logits", "labels", "match"),
     [
-        (LOGITS[0], LABELS, r"logits must have shape \(N, C\)"),
-        (LOGITS, LABELS[:3], r"labels must have shape \(N,\) = \(4,\)"),
-        (LOGITS, LABELS.float(), "labels must be class indices of an integer dtype"),
+        (LOGITS[0], LABELS, r"`logits` to have shape \(N, C\) but got shape \(5,\)"),
+        (LOGITS, LABELS[:3], r"`labels` to have shape \(N,\) = \(4,\) to match logits but"),
+        (LOGITS, LABELS.float(), "`labels` to be class indices of an integer dtype but got"),
         (LOGITS[:, :4], LABELS, r"k=5 exceeds the number of classes in logits \(4\)"),
-        (LOGITS > 0, LABELS, "logits must be real scores"),
+        (LOGITS > 0, LABELS, "`logits` to be real scores but got dtype torch.bool"),
     ],
 )
 def test_update_rejects(logits: torch.Tensor, labels: torch.Tensor, match: str) -> None:

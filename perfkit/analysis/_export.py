@@ -14,6 +14,7 @@ from typing import Any
 from perfkit.analysis._parquet import export_parquet
 from perfkit.analysis._read import PathArg, RunData, phase_table, read_runs, reading
 from perfkit.analysis._rebuild import rebuild_summary
+from perfkit.checks import check_type, wrong_value
 from perfkit.sinks import MLflow, Sink, TensorBoard, phase_figures
 
 #: Where ``export`` sends runs: the value of ``to``.
@@ -28,8 +29,9 @@ def export(paths: PathArg | Iterable[PathArg], to: str, dest: str) -> list[Path]
     loop alive for here)."""
     if to not in TARGETS:
         raise ValueError(f"Expected argument `to` to be one of {TARGETS} but got {to!r}")
-    if not isinstance(dest, str) or not dest:
-        raise ValueError(f"Expected argument `dest` to be a non-empty path or URI but got {dest!r}")
+    check_type("dest", dest, str, "a non-empty path or URI")
+    if not dest:
+        raise wrong_value("dest", "a non-empty path or URI", dest)
     if to == "parquet":
         return export_parquet(paths, dest)
     runs = read_runs(paths)

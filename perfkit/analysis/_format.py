@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import math
 
+from perfkit.checks import check_type, wrong_value
+
 
 def significant(value: float, digits: int = 3, min_decimals: int = 1) -> str:
     """``value`` with at least ``digits`` significant digits and at least ``min_decimals``
     decimals, trailing zeros beyond those dropped: 455.63 -> "455.6", 4.0 -> "4.0",
     0.15 -> "0.15", 0.04 -> "0.04", 0.123456 -> "0.123". NaN and infinities as Python writes
     them."""
-    if isinstance(digits, bool) or not isinstance(digits, int) or digits < 1:
-        raise ValueError(f"Expected argument `digits` to be an int >= 1 but got {digits!r}")
+    check_type("digits", digits, int, "an int >= 1")
+    if digits < 1:
+        raise wrong_value("digits", "an int >= 1", digits)
     if not math.isfinite(value):
         return str(value)
     exponent = math.floor(math.log10(abs(value))) if value != 0 else 0

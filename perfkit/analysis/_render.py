@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from perfkit.analysis._read import PathArg, find_runs
 from perfkit.analysis._repeats import ALPHA, compare_groups
 from perfkit.analysis._tables import MISSING, compare, seed_rows
+from perfkit.checks import one_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,8 +26,7 @@ _TITLES = {
 
 
 def _check_format(fmt: str) -> None:
-    if fmt not in FORMATS:
-        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    one_of("fmt", fmt, FORMATS)
 
 
 def report_text(paths: PathArg | Iterable[PathArg], fmt: str = "md") -> str:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from perfkit.analysis._read import PathArg, find_runs
 from perfkit.analysis._student import t_ppf, welch
 from perfkit.analysis._tables import summaries
+from perfkit.checks import check_type, wrong_value
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -172,10 +173,12 @@ def slower_test(
 
 
 def _check_gate(pct: float, alpha: float) -> None:
-    if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not pct >= 0:
-        raise ValueError(f"Expected argument `pct` to be a number >= 0 but got {pct!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-        raise ValueError(f"Expected argument `alpha` to be a number in (0, 1) but got {alpha!r}")
+    check_type("pct", pct, (int, float), "a number >= 0")
+    if not pct >= 0:
+        raise wrong_value("pct", "a number >= 0", pct)
+    check_type("alpha", alpha, (int, float), "a number in (0, 1)")
+    if not 0 < alpha < 1:
+        raise wrong_value("alpha", "a number in (0, 1)", alpha)
 
 
 def compare_groups(baseline: PathArg, *others: PathArg, alpha: float = ALPHA) -> pd.DataFrame:

@@ -8,19 +8,23 @@ import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from perfkit.checks import check_type, wrong_value
+
 _EPS = 1e-16
 _TINY = 1e-300
 
 
 def _check_df(df: float) -> float:
-    if isinstance(df, bool) or not isinstance(df, (int, float)) or not df > 0:
-        raise ValueError(f"Expected argument `df` to be a number > 0 but got {df!r}")
+    check_type("df", df, (int, float), "a number > 0")
+    if not df > 0:
+        raise wrong_value("df", "a number > 0", df)
     return float(df)
 
 
 def _check_p(p: float) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p < 1.0:
-        raise ValueError(f"Expected argument `p` to be a number in (0, 1) but got {p!r}")
+    check_type("p", p, (int, float), "a number in (0, 1)")
+    if not 0.0 < p < 1.0:
+        raise wrong_value("p", "a number in (0, 1)", p)
     return float(p)
 
 

@@ -14,6 +14,7 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_map
 
 from perfkit._messages import warn
+from perfkit.checks import one_of, wrong_type
 
 # Importing the formula modules registers perfkit's formulas.
 from perfkit.flops import _formulas, _formulas_quantized, _formulas_recurrent  # noqa: F401
@@ -313,10 +314,11 @@ def _call(model: torch.nn.Module, inputs: Inputs) -> Any:
 
 def _check_inputs(inputs: Any) -> None:
     if not isinstance(inputs, (torch.Tensor, tuple, dict, list)):
-        raise TypeError(
-            "inputs must be a tensor, a tuple (positional arguments), a dict (keyword "
-            f"arguments) or a list (e.g. of images), not {type(inputs).__name__}"
+        expected = (
+            "a tensor, a tuple (positional arguments), a dict (keyword arguments) or a list "
+            "(e.g. of images)"
         )
+        raise wrong_type("inputs", expected, inputs)
 
 
 def _requires_grad(value: Any) -> bool:
@@ -535,10 +537,8 @@ def count(
         TypeError: inputs of another type.
         FlopCountError: the model raised on the inputs (its error is the cause).
     """
-    if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {SCOPES}, not {scope!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    one_of("scope", scope, SCOPES)
+    one_of("backend", backend, BACKENDS)
     if causal not in CAUSAL:
         raise ValueError(f"Expected argument `causal` to be one of {CAUSAL}, but got {causal!r}")
     _check_inputs(inputs)

@@ -238,11 +238,11 @@ def measure_peak(
     repeats = int(checks.positive_number("repeats", repeats))
     checks.positive_number("block_s", block_s, "seconds")
     checks.positive_number("time_limit_s", time_limit_s, "seconds")
-    if sizes is not None and (
-        not sizes
-        or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes)
-    ):
-        raise ValueError(f"Expected argument `sizes` to be positive ints but got {sizes!r}")
+    if sizes is not None:
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in sizes):
+            raise checks.wrong_type("sizes", "positive ints", sizes)
+        if not sizes or min(sizes) < 1:
+            raise checks.wrong_value("sizes", "positive ints", sizes)
     from perfkit.run._environment import resolve_device
 
     resolved = resolve_device("auto" if device is None else device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from perfkit.checks import check_finite, positive_number
+from perfkit.checks import check_finite, one_of, positive_number
 from perfkit.flops.peaks import normalize_dtype, resolve
 
 Convention = Literal["perfkit", "flagperf"]
@@ -37,8 +37,7 @@ def mfu(
     """
     if (flops_per_sample is None) == (macs_per_sample is None):
         raise ValueError("give exactly one of flops_per_sample (FLOPs) and macs_per_sample")
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {tuple(CONVENTIONS)}, not {convention!r}")
+    one_of("convention", convention, tuple(CONVENTIONS))
     if macs_per_sample is not None:
         macs = positive_number("macs_per_sample", macs_per_sample, "multiply-adds")
     else:

@@ -224,7 +224,9 @@ def register_peak(
     normalised = {normalize_dtype(dtype): float(value) for dtype, value in flops.items()}
     bad = {dtype: value for dtype, value in normalised.items() if not value > 0}
     if bad:
-        raise ValueError(f"flops: peak FLOP/s must be positive, got {bad}")
+        raise ValueError(
+            f"Expected argument `flops` to be positive peak FLOP/s per dtype but got {bad}"
+        )
     row = PeakRow(name, pattern or re.escape(name), normalised, source)
     _USER.insert(0, row)
     return row

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from perfkit.checks import wrong_type, wrong_value
 from perfkit.metrics._coco_gt import image_size
 
 if TYPE_CHECKING:
@@ -19,19 +20,23 @@ if TYPE_CHECKING:
 
 
 def target_image_id(target: Any, where: str) -> int:
-    if not isinstance(target, Mapping) or "image_id" not in target:
-        raise ValueError(f"{where} must be a dict with an 'image_id', got {type(target).__name__}")
+    """``target["image_id"]`` (``target`` named ``where``) as an int."""
+    if not isinstance(target, Mapping):
+        raise wrong_type(where, "a dict with an 'image_id'", target)
+    if "image_id" not in target:
+        raise wrong_value(where, "a dict with an 'image_id'", target)
     value = target["image_id"]
     if hasattr(value, "numel"):  # a tensor: 0-d or one element, as torchvision's references
         if value.numel() != 1:
             raise ValueError(
-                f"{where}['image_id'] must hold one id, got shape {tuple(value.shape)}"
+                f"Expected argument `{where}['image_id']` to hold one id but got shape "
+                f"{tuple(value.shape)}"
             )
         value = value.reshape(-1)[0].item()
     try:
         return operator.index(value)
     except TypeError:
-        raise ValueError(f"{where}['image_id'] must be an integer id, got {value!r}") from None
+        raise wrong_type(f"{where}['image_id']", "an integer id", value) from None
 
 
 def locator(counts: Sequence[int], arg: str) -> Callable[[int], str]:
@@ -51,7 +56,7 @@ def check_output(out: Any, i: int, geometry: Sequence[str]) -> int:
     import torch
 
     if not isinstance(out, Mapping):
-        raise ValueError(f"outputs[{i}] must be a dict of tensors, got {type(out).__name__}")
+        raise wrong_type(f"outputs[{i}]", "a dict of tensors", out)
     missing = [k for k in (*geometry, "scores", "labels") if k not in out]
     if missing:
         raise ValueError(
@@ -60,17 +65,23 @@ def check_output(out: Any, i: int, geometry: Sequence[str]) -> int:
         )
     scores = torch.as_tensor(out["scores"])
     if scores.ndim != 1:
-        raise ValueError(f"outputs[{i}]['scores'] must have shape (N,), got {tuple(scores.shape)}")
+        raise ValueError(
+            f"Expected argument `outputs[{i}]['scores']` to have shape (N,) but got shape "
+            f"{tuple(scores.shape)}"
+        )
     n = len(scores)
     for key, shape, text in (("labels", (n,), "(N,)"), ("boxes", (n, 4), "(N, 4)")):
         if key in (*geometry, "labels") and tuple(torch.as_tensor(out[key]).shape) != shape:
             raise ValueError(
-                f"outputs[{i}]['{key}'] must have shape {text} with N = {n} as in scores, "
-                f"got {tuple(torch.as_tensor(out[key]).shape)}"
+                f"Expected argument `outputs[{i}]['{key}']` to have shape {text} with N = {n} as "
+                f"in scores but got shape {tuple(torch.as_tensor(out[key]).shape)}"
             )
     labels = torch.as_tensor(out["labels"])
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise ValueError(f"outputs[{i}]['labels'] must hold integer labels, got {labels.dtype}")
+        raise ValueError(
+            f"Expected argument `outputs[{i}]['labels']` to hold integer labels but got dtype "
+            f"{labels.dtype}"
+        )
     return n
 
 
@@ -133,9 +144,9 @@ def encode_masks(
             masks = masks[:, 0]
         if tuple(masks.shape) != (n, *size):
             raise ValueError(
-                f"outputs[{i}]['masks'] must have shape (N, 1, H, W) or (N, H, W) = "
-                f"({n}, {size[0]}, {size[1]}) for image {image}, "
-                f"got {tuple(out['masks'].shape)}"
+                f"Expected argument `outputs[{i}]['masks']` to have shape (N, 1, H, W) or "
+                f"(N, H, W) = ({n}, {size[0]}, {size[1]}) for image {image} but got shape "
+                f"{tuple(out['masks'].shape)}"
             )
         if masks.is_floating_point():
             if not bool(torch.isfinite(masks).all()):
@@ -176,7 +187,7 @@ def int_column(values: list[Any], key: str) -> np.ndarray:
         return column.astype(np.int64)
     for i, value in enumerate(values):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"results[{i}]['{key}'] must be an integer id, got {value!r}")
+            raise wrong_type(f"results[{i}]['{key}']", "an integer id", value)
     return np.array(values, np.int64)
 
 
@@ -196,9 +207,7 @@ def bbox_column(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
                 and len(box) == 4
                 and all(isinstance(v, (int, float, np.number)) for v in box)
             ):
-                raise ValueError(
-                    f"results[{i}]['bbox'] must be [x, y, w, h] (four numbers), got {box!r}"
-                )
+                raise wrong_value(f"results[{i}]['bbox']", "[x, y, w, h] (four numbers)", box)
     check_boxes(bbox, lambda i: f"results[{i}]['bbox']", "[x, y, w, h] with w, h >= 0")
     return bbox
 
@@ -213,10 +222,8 @@ def keypoint_column(values: list[Any], n_points: int) -> np.ndarray:
     if points.shape[1] != width:
         for i, value in enumerate(values):
             if not (isinstance(value, (list, tuple)) and len(value) == width):
-                raise ValueError(
-                    f"results[{i}]['keypoints'] must be {width} numbers (x, y, v for each of "
-                    f"{n_points} keypoints), got {value!r}"[:300]
-                )
+                expected = f"{width} numbers (x, y, v for each of {n_points} keypoints)"
+                raise wrong_value(f"results[{i}]['keypoints']", expected, value)
     check_finite_rows(points, lambda i: f"results[{i}]['keypoints']", "finite keypoints")
     return points
 
@@ -241,10 +248,8 @@ def check_rle_sizes(rles: Sequence[Any], image: np.ndarray, coco: COCO) -> None:
         if not (type(rle) is dict or isinstance(rle, Mapping)) or (
             rle.get("size") != size and list(rle.get("size") or ()) != size
         ):
-            raise ValueError(
-                f"results[{i}]['segmentation'] must be an RLE dict whose size is the "
-                f"image's [height, width] = {size}"
-            )
+            want = f"an RLE dict whose size is the image's [height, width] = {size}"
+            raise wrong_value(f"results[{i}]['segmentation']", want, rle)
 
 
 #: pycocotools 2.0.11's ``area`` counts its input in a uint8 under numpy 2: at most 255 per call.

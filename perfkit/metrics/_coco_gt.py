@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from perfkit.checks import short_repr, wrong_type
 from perfkit.metrics._cocoeval import Annotations
 
 if TYPE_CHECKING:
@@ -42,7 +43,10 @@ def load_gt(gt: str | os.PathLike[str] | COCO) -> COCO:
         with open(gt, encoding="utf-8") as f:
             dataset = json.load(f)
         if not isinstance(dataset, dict):
-            raise ValueError(f"gt: {str(gt)!r} must hold a COCO dict, got {type(dataset).__name__}")
+            raise ValueError(
+                f"Expected argument `gt` to be a path to a COCO instances json (an object) but "
+                f"got {str(gt)!r}, which holds {short_repr(dataset, 60)}"
+            )
         _check_keys(dataset)  # before pycocotools indexes it (a KeyError there)
         coco = COCO()
         coco.dataset = dataset
@@ -50,7 +54,7 @@ def load_gt(gt: str | os.PathLike[str] | COCO) -> COCO:
             coco.createIndex()
         return coco
     if not (hasattr(gt, "dataset") and hasattr(gt, "imgs") and hasattr(gt, "loadRes")):
-        raise TypeError(f"gt must be a path to an instances json or a pycocotools COCO, got {gt!r}")
+        raise wrong_type("gt", "a path to an instances json or a pycocotools COCO", gt)
     _check_keys(gt.dataset)
     return gt
 

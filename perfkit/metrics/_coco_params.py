@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from perfkit.checks import wrong_type, wrong_value
 from perfkit.metrics import _cocoeval
 from perfkit.metrics._cocoeval import Params
 
@@ -27,7 +28,7 @@ def evaluation_params(
     thrs = default.iou_thrs if iou_thresholds is None else np.asarray(iou_thresholds, float)
     if thrs.ndim != 1 or not len(thrs) or not ((thrs >= 0) & (thrs <= 1)).all():
         raise ValueError(
-            f"Expected argument `iou_thresholds` to be a non-empty sequence of floats in [0, 1], "
+            f"Expected argument `iou_thresholds` to be a non-empty sequence of floats in [0, 1] "
             f"but got {iou_thresholds!r}"
         )
     rec = default.rec_thrs if recall_thresholds is None else np.asarray(recall_thresholds, float)
@@ -39,16 +40,18 @@ def evaluation_params(
     ):
         raise ValueError(
             "Expected argument `recall_thresholds` to be a non-empty ascending sequence of floats "
-            f"in [0, 1], but got {recall_thresholds!r}"
+            f"in [0, 1] but got {recall_thresholds!r}"
         )
     dets = default.max_dets if max_detections is None else tuple(max_detections)
-    if not dets or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in dets):
-        raise ValueError(
-            "Expected argument `max_detections` to be a non-empty sequence of positive ints, "
-            f"but got {max_detections!r}"
-        )
+    expected = "a non-empty sequence of positive ints"
+    if any(isinstance(m, bool) or not isinstance(m, int) for m in dets):
+        raise wrong_type("max_detections", expected, max_detections)
+    if not dets or min(dets) < 1:
+        raise wrong_value("max_detections", expected, max_detections)
     if len(set(dets)) != len(dets):
-        raise ValueError(f"Expected argument `max_detections` without repeats, but got {dets!r}")
+        raise ValueError(
+            f"Expected argument `max_detections` to be without repeats but got {max_detections!r}"
+        )
     dets = tuple(sorted(dets))  # COCOeval.evaluate sorts maxDets: stats follow the sorted order
     if area_ranges is None:
         return Params(thrs, dets, default.area_rng, default.area_lbl, rec, keypoints)
@@ -56,7 +59,7 @@ def evaluation_params(
     if "all" not in area_ranges or not (rng[:, 0] <= rng[:, 1]).all():
         raise ValueError(
             "Expected argument `area_ranges` to map labels, including 'all', to (lo, hi) "
-            f"with lo <= hi, but got {area_ranges!r}"
+            f"with lo <= hi but got {area_ranges!r}"
         )
     return Params(thrs, dets, rng, tuple(area_ranges), rec, keypoints)
 
@@ -66,7 +69,7 @@ def oks_sigmas(coco: COCO, sigmas: Sequence[float] | None) -> np.ndarray:
     values = _cocoeval.KP_SIGMAS if sigmas is None else np.asarray(sigmas, float)
     if values.ndim != 1 or not len(values) or not (values > 0).all():
         raise ValueError(
-            "Expected argument `keypoint_sigmas` to be a non-empty sequence of positive floats, "
+            "Expected argument `keypoint_sigmas` to be a non-empty sequence of positive floats "
             f"but got {sigmas!r}"
         )
     for a in coco.dataset.get("annotations", []):

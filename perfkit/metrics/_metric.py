@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 
 from perfkit import distributed
 from perfkit._messages import warn
+from perfkit.checks import one_of
 
 Reduction = Literal["sum", "cat"]
 
@@ -55,8 +56,7 @@ class Metric:
         callable, so that the metric pickles)."""
         if name in self._states:
             raise ValueError(f"state {name!r} is already declared")
-        if reduction not in ("sum", "cat"):
-            raise ValueError(f"reduction must be 'sum' or 'cat', got {reduction!r}")
+        one_of("reduction", reduction, ("sum", "cat"))
         self._states[name] = (default, reduction)
         setattr(self, name, default())
 
@@ -113,7 +113,7 @@ class Metric:
         if missing:
             raise ValueError(
                 f"Expected argument `state_dict` to hold the states {sorted(missing)} of "
-                f"{type(self).__name__}, but they are missing"
+                f"{type(self).__name__} but got one without them"
             )
         for name in self._states:
             setattr(self, name, copy.deepcopy(state_dict[name]))

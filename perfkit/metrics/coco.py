@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
+from perfkit.checks import one_of, wrong_type, wrong_value
 from perfkit.metrics import _coco_pycocotools, _cocoeval
 from perfkit.metrics._coco_detections import (
     EXPECTED_BOXES,
@@ -156,7 +157,7 @@ class COCOEvaluator(Metric):
         ):
             raise ValueError(
                 f"Expected argument `iou_type` to be one of {IOU_TYPES} or a sequence of "
-                f"'bbox' and 'segm', but got {iou_type!r}"
+                f"'bbox' and 'segm' but got {iou_type!r}"
             )
         #: The evaluated IoU types; with several, stats and ``eval`` keys are prefixed
         #: ``"<type>/"``.
@@ -167,12 +168,8 @@ class COCOEvaluator(Metric):
                 "use_cats=False with iou_type='keypoints': pycocotools' computeOks compares "
                 "each category's own keypoints only; expected use_cats=True"
             )
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if box_format not in BOX_FORMATS:
-            raise ValueError(
-                f"Expected argument `box_format` to be one of {BOX_FORMATS}, but got {box_format!r}"
-            )
+        one_of("backend", backend, BACKENDS)
+        one_of("box_format", box_format, BOX_FORMATS)
         self.box_format: BoxFormat = box_format
         self.params = evaluation_params(
             iou_thresholds, max_detections, area_ranges, recall_thresholds, iou_type == "keypoints"
@@ -210,7 +207,10 @@ class COCOEvaluator(Metric):
         pairs = np.array([(operator.index(k), operator.index(v)) for k, v in items], np.int64)
         pairs = pairs.reshape(-1, 2)
         if len(pairs) and pairs[:, 0].min() < 0:
-            raise ValueError("label_to_category: labels must be >= 0")
+            raise ValueError(
+                "Expected argument `label_to_category` to map labels >= 0 but got label "
+                f"{int(pairs[:, 0].min())}"
+            )
         unknown = np.setdiff1d(pairs[:, 1], self._cat_ids)
         if len(unknown):
             raise ValueError(
@@ -250,8 +250,8 @@ class COCOEvaluator(Metric):
 
         if len(outputs) != len(targets):
             raise ValueError(
-                f"outputs and targets must have one entry per image, got {len(outputs)} outputs "
-                f"and {len(targets)} targets"
+                "Expected arguments `outputs` and `targets` to have one entry per image but got "
+                f"{len(outputs)} outputs and {len(targets)} targets"
             )
         images = np.array(
             [target_image_id(t, f"targets[{i}]") for i, t in enumerate(targets)], np.int64
@@ -286,8 +286,8 @@ class COCOEvaluator(Metric):
                 shape = tuple(torch.as_tensor(out["keypoints"]).shape)
                 if shape != (n, n_points, 3):
                     raise ValueError(
-                        f"outputs[{i}]['keypoints'] must have shape (N, K, 3) = ({n}, {n_points}, "
-                        f"3) (K: one per keypoint sigma), got {shape}"
+                        f"Expected argument `outputs[{i}]['keypoints']` to have shape (N, K, 3) = "
+                        f"({n}, {n_points}, 3) (K: one per keypoint sigma) but got shape {shape}"
                     )
             points = column("keypoints", 3 * n_points).to(torch.float64).numpy()
             check_finite_rows(points, locator(counts, "keypoints"), "finite keypoints")
@@ -328,7 +328,8 @@ class COCOEvaluator(Metric):
         if not isinstance(loaded, (list, tuple)) or not all(
             kind is dict or issubclass(kind, Mapping) for kind in set(map(type, loaded))
         ):
-            raise ValueError("results must be a list of COCO result dicts or a path to one")
+            error = wrong_type if loaded is results else wrong_value  # else a json of another kind
+            raise error("results", "a list of COCO result dicts or a path to one", results)
         records: Sequence[Mapping[str, Any]] = loaded
         geometry = [
             {"bbox": "bbox", "segm": "segmentation", "keypoints": "keypoints"}[t]

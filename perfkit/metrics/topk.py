@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from perfkit.checks import check_type, wrong_type, wrong_value
 from perfkit.metrics._metric import Metric
 
 if TYPE_CHECKING:
@@ -44,17 +45,14 @@ class TopK(Metric):
         sync_on_compute: bool = True,
     ) -> None:
         super().__init__(process_group=process_group, sync_on_compute=sync_on_compute)
-        ks = (k,) if isinstance(k, int) else tuple(k)
-        if not ks or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in ks):
-            raise ValueError(f"k must be a positive int or a sequence of them, got {k!r}")
-        if len(set(ks)) != len(ks):
-            raise ValueError(f"k must not repeat a value, got {k!r}")
-        if ignore_index is not None and (
-            not isinstance(ignore_index, int) or isinstance(ignore_index, bool)
-        ):
-            raise TypeError(
-                f"Expected argument `ignore_index` to be an int or None, got {ignore_index!r}"
-            )
+        expected = "a positive int or a sequence of them without repeats"
+        ks = (k,) if isinstance(k, int) else tuple(k) if isinstance(k, Sequence) else (None,)
+        if any(not isinstance(v, int) or isinstance(v, bool) for v in ks):
+            raise wrong_type("k", expected, k)
+        if not ks or min(ks) < 1 or len(set(ks)) != len(ks):
+            raise wrong_value("k", expected, k)
+        if ignore_index is not None:
+            check_type("ignore_index", ignore_index, int, "an int or None")
         self.k = ks
         self.ignore_index = ignore_index
         # correct / total / bad_labels / nan_rows become device tensors on the first update.
@@ -71,17 +69,24 @@ class TopK(Metric):
         logits = torch.as_tensor(logits)
         labels = torch.as_tensor(labels, device=logits.device)
         if logits.ndim != 2:
-            raise ValueError(f"logits must have shape (N, C), got shape {tuple(logits.shape)}")
+            raise ValueError(
+                f"Expected argument `logits` to have shape (N, C) but got shape "
+                f"{tuple(logits.shape)}"
+            )
         if logits.dtype == torch.bool or logits.is_complex():
-            raise ValueError(f"logits must be real scores, got dtype {logits.dtype}")
+            raise ValueError(
+                f"Expected argument `logits` to be real scores but got dtype {logits.dtype}"
+            )
         n, classes = logits.shape
         if labels.shape != (n,):
             raise ValueError(
-                f"labels must have shape (N,) = ({n},) to match logits, got {tuple(labels.shape)}"
+                f"Expected argument `labels` to have shape (N,) = ({n},) to match logits but got "
+                f"shape {tuple(labels.shape)}"
             )
         if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
             raise ValueError(
-                f"labels must be class indices of an integer dtype, got {labels.dtype}"
+                "Expected argument `labels` to be class indices of an integer dtype but got "
+                f"dtype {labels.dtype}"
             )
         if max(self.k) > classes:
             raise ValueError(f"k={max(self.k)} exceeds the number of classes in logits ({classes})")

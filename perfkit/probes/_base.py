@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar, TypeVar
 
+from perfkit.checks import wrong_type
 from perfkit.probes._sample import DeviceSample
 
 
@@ -95,7 +96,9 @@ def resolve_probes(spec: str | Sequence[str | Probe] | None) -> list[Probe]:
         if isinstance(item, Probe):
             probes.append(item)
             continue
-        if not isinstance(item, str) or item not in _REGISTRY:
+        if not isinstance(item, str):
+            raise wrong_type("probes", "probe names, Probe instances, 'auto' or 'none'", item)
+        if item not in _REGISTRY:
             raise ValueError(
                 f"probes: unknown probe {item!r}; known probes: {', '.join(_REGISTRY)} "
                 "(or 'auto' / 'none')"

@@ -49,7 +49,9 @@ def integrate_power_j(times_s: Sequence[float], power_w: Sequence[float]) -> flo
     for i in range(len(times_s) - 1):
         t0, t1, p0, p1 = times_s[i], times_s[i + 1], power_w[i], power_w[i + 1]
         if t1 < t0:
-            raise ValueError(f"Expected argument `times_s` in time order but got {t0} then {t1}")
+            raise ValueError(
+                f"Expected argument `times_s` to be in time order but got {t0} then {t1}"
+            )
         if math.isnan(p0) or math.isnan(p1):
             continue
         total += (t1 - t0) * (p0 + p1) / 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -10,6 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from perfkit._messages import logger
+from perfkit.checks import positive_number
 from perfkit.probes._base import Probe
 from perfkit.probes._sample import DeviceSample
 
@@ -20,15 +20,7 @@ _MAX_MESSAGE = 500  # characters of a failure's text kept in a report
 def check_interval(sample_interval: Any) -> float:
     """``sample_interval`` as seconds: a positive finite number (TypeError / ValueError, naming
     ``sample_interval``, otherwise)."""
-    if isinstance(sample_interval, bool) or not isinstance(sample_interval, (int, float)):
-        raise TypeError(
-            f"sample_interval must be a number of seconds, got {type(sample_interval).__name__}"
-        )
-    if not math.isfinite(sample_interval) or sample_interval <= 0:
-        raise ValueError(
-            f"sample_interval must be a positive finite number of seconds, got {sample_interval!r}"
-        )
-    return float(sample_interval)
+    return positive_number("sample_interval", sample_interval)
 
 
 class Sampler:
