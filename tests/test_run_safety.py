@@ -316,8 +316,8 @@ def test_the_remembering_counter_agrees_with_count_samples() -> None:
 
 
 def test_a_backlog_wakes_the_flusher_and_its_bound_says_so_once(tmp_path, monkeypatch) -> None:
-    """A flusher that would wait 1000 s: a quarter of the bound wakes it; a disk that never keeps up
-    (a flusher woken but stalled) makes the loop write the steps itself, said once."""
+    """A flusher that would wait 1000 s and, woken at the bound, stalls (as on a disk that never
+    keeps up): after a second's wait the loop writes the steps itself, and says so once."""
     import perfkit.run._phase as phase_module
 
     monkeypatch.setattr(phase_module, "BACKLOG_STEPS", 64)
@@ -393,19 +393,32 @@ def test_the_flusher_keeps_up_with_a_million_empty_steps(tmp_path) -> None:
     assert run.summary()["phases"][0]["steps"] == n
 
 
-def test_a_quarter_of_the_backlog_wakes_the_flusher(tmp_path, monkeypatch) -> None:
+def test_a_full_backlog_hands_its_steps_to_the_flusher(tmp_path, monkeypatch) -> None:
+    """A flusher that would wait 1000 s: the steps that fill the 64 slots are written by the
+    flusher's thread, woken and waited for at the bound, before the loop writes the next."""
+    import threading
+
     import perfkit.run._phase as phase_module
 
     monkeypatch.setattr(phase_module, "BACKLOG_STEPS", 64)
+    writers: set[str] = set()
     with perfkit.Run("woken", out_dir=tmp_path, device="cpu", probes=None,
                      flush_interval_s=1000) as run:  # fmt: skip
+        assert run._steps is not None and run.run_dir is not None
+        write = run._steps.write
+
+        def noted_write(rows: bytes) -> None:
+            if rows:
+                writers.add(threading.current_thread().name)
+            write(rows)
+
+        monkeypatch.setattr(run._steps, "write", noted_write)
         with run.phase("train") as train:
-            for i in train.iterate(range(40), samples=1):
-                if i == 33:  # woken at 16 and 32 waiting steps, the flusher writes them
-                    deadline = time.monotonic() + 10
-                    while train._backlog.drained < 32 and time.monotonic() < deadline:
-                        time.sleep(0.01)
-                    assert len(step_records(run.run_dir)) >= 32
+            for i in train.iterate(range(100), samples=1):
+                if i == 65:  # step 64 found the ring full: steps 0..63 went to disk first
+                    assert train._backlog is not None and train._backlog.drained == 64
+                    assert len(step_records(run.run_dir)) == 64
+                    assert writers == {"perfkit-flush"}
 
 
 @pytest.mark.parametrize(

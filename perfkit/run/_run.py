@@ -935,17 +935,14 @@ class Run:
         columns, self._spare_columns = self._spare_columns, None
         return columns
 
-    def _backlog(self, steps: int, full: bool) -> None:
-        """``steps`` finished steps wait for the disk: wake the flusher; when they fill the
-        phase's backlog (``full``) wait for the flusher to write them (it only lagged, outrun
-        for the GIL); if it does not within :data:`CATCH_UP_S` (the disk cannot keep up),
-        write them from the loop's thread, so memory stays bounded, and say so once (a warning
-        and a step_backlog_full record) - the loop then writes them itself at every fill."""
+    def _backlog(self, steps: int) -> None:
+        """``steps`` finished steps fill the phase's backlog: wait for the flusher to write
+        them (a tight loop outruns it only for the GIL, which the wait hands over); if it does
+        not within :data:`CATCH_UP_S` (the disk cannot keep up), write them from the loop's
+        thread, so memory stays bounded, and say so once (a warning and a step_backlog_full
+        record) - the loop then writes them itself at every fill."""
         assert self._flusher is not None
         if self._detached:
-            return
-        if not full:
-            self._flusher.wake()
             return
         if not self._backlog_said and self._flusher.catch_up(CATCH_UP_S):
             return
