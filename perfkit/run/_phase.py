@@ -21,7 +21,7 @@ from perfkit.run._backlog import StepBacklog
 from perfkit.run._errors import RunError
 from perfkit.run._io import IOWindow
 from perfkit.run._loop import SizedSteps, length_of, progress_bar
-from perfkit.run._samples import as_sample_count, sample_counter
+from perfkit.run._samples import SampleCounter, as_sample_count, sample_counter
 from perfkit.summary import PhaseFigures, PhaseResult, percentiles, phase_stats
 from perfkit.timing import Clock, HostTimer, WindowTimer
 from perfkit.timing.window import ComputeWindow
@@ -331,7 +331,7 @@ class Phase:
             )
         length = length_of(iterable)
         bar = progress_bar(self.name, length) if self.progress else None
-        loop = self._steps(iterator, sample_counter(samples), bar)
+        loop = self._steps(self._backlog, iterator, sample_counter(samples), bar)
         self._loop = weakref.ref(loop)
         return loop if length is None else SizedSteps(loop, length)
 
@@ -348,16 +348,13 @@ class Phase:
 
     # -- step loop -----------------------------------------------------------------------
     def _steps(
-        self, iterator: Iterator[Any], samples: int | Callable[[Any], int], bar: Any = None
+        self, backlog: StepBacklog, iterator: Iterator[Any], samples: SampleCounter, bar: Any
     ) -> Generator[Any, None, None]:
-        # Step k spans from the end of step k-1 (t0) to the end of its body (t2): the wait in
-        # next() until t1 is IO, so steps tile the loop's time (a progress bar's update falls
-        # between them). Per step: locals, slot stores, two flags of the window; no call but the
-        # clock, the sample count and the user's iterator (benchmarks/loop_cost.py).
+        # Step k spans from the end of step k-1 (t0) to the end of its body (t2); the wait in
+        # next() until t1 is IO. Per step: locals, slot stores, two flags of the window; no call
+        # but the clock, the sample count and the user's iterator (benchmarks/loop_cost.py).
         clock, host, window = self._clock, self._host, self._compute
-        backlog = self._backlog
-        assert backlog is not None
-        ends, ios, counts = backlog.end, backlog.io, backlog.samples
+        ends, ios, computes, counts = backlog.end, backlog.io, backlog.compute, backlog.samples
         n, count = (samples, None) if isinstance(samples, int) else (0, samples)
         step = limit = self._step_count  # the first step's slot is checked like any at a limit
         slot = 0
@@ -386,8 +383,15 @@ class Phase:
                 counts[slot] = n
             except OverflowError:  # a callable's int beyond a float: 0, and a fault
                 counts[slot] = self._as_count(n)
-            ios[slot] = t1 - t0
-            explicit = window.marked and self._take_windows(slot)
+            explicit = False
+            if window.marked:  # io() or compute() windows closed in this step: take, reset
+                ios[slot] = t1 - t0 + window.io_s
+                explicit, window.marked, window.io_s = window.count > 0, False, 0.0
+                if explicit and host:
+                    computes[slot], window.seconds = window.seconds, 0.0
+                window.count = 0
+            else:
+                ios[slot] = t1 - t0
             if not host:
                 self._end_device_step(step, explicit)
             if left:  # the step counts only if the phase then ends normally
@@ -396,33 +400,20 @@ class Phase:
             step += 1
             slot += 1
             self._step_count = step
-            if bar is None:
-                t0 = t2
-            else:
-                bar.update()
-                t0 = backlog.starts[step] = clock()
+            t0 = t2 if bar is None else self._bar_step(bar, step)
         else:  # the last wait for data is IO too (less a pause in it: that row never came)
             backlog.paused.pop(step, None)
             self._io_s += clock() - t0 - backlog.paused_io.pop(step, 0.0)
         if bar is not None:
             bar.close()
 
-    def _take_windows(self, slot: int) -> bool:
-        """The running step's io() and compute() windows (it marked some) into its slot, the
-        window's sums reset for the next step; True when it marked compute windows (they then
-        count alone)."""
-        window, backlog = self._compute, self._backlog
-        assert backlog is not None
-        window.marked = False
-        backlog.io[slot] += window.io_s
-        window.io_s = 0.0
-        if window.count == 0:
-            return False
-        window.count = 0
-        if self._host:
-            backlog.compute[slot] = window.seconds
-            window.seconds = 0.0
-        return True
+    def _bar_step(self, bar: Any, step: int) -> float:
+        """Count a step on the progress bar; returns the next step's start (after the bar's
+        update, which falls in no step)."""
+        bar.update()
+        assert self._backlog is not None
+        t0 = self._backlog.starts[step] = self._clock()
+        return t0
 
     def _as_count(self, value: Any) -> int:
         """A samples callable's result as an int (a numpy int, a 0-d tensor, an integral
