@@ -523,12 +523,12 @@ class Phase:
                 if step != _NO_STEP:
                     by_step[step] = by_step.get(step, 0.0) + seconds
 
-    def _drain_rows(self) -> bytes:
+    def _drain_rows(self) -> memoryview:
         """steps.bin rows of the finished steps whose compute time is known; the caller holds
         the run's flush lock (any thread). Once the phase ended, its backlog's memory goes."""
         backlog = self._backlog
         if backlog is None:
-            return b""
+            return memoryview(b"")
         upto = self._step_count  # rows finished from here on wait for the next flush
         if not self._host:
             steps = [step for step, _, _ in self._pending if step != _NO_STEP]
