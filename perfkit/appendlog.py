@@ -63,7 +63,7 @@ class AppendLog:
         self._failed = False
         self._dropped_bytes = 0
 
-    def add(self, piece: bytes) -> None:
+    def add(self, piece: bytes | memoryview) -> None:
         """Queue ``piece`` (whole records or rows) for the next :meth:`flush`."""
         if self._fd is None or not piece:
             return
@@ -71,6 +71,22 @@ class AppendLog:
             self._dropped_bytes += len(piece)
             return
         self._unwritten += piece
+
+    def write(self, piece: bytes | memoryview) -> bool:
+        """:meth:`add` then :meth:`flush`, but written straight from ``piece`` (not copied into
+        the queue) when nothing waits to be retried. False when the write failed (``piece``
+        stays queued)."""
+        if self._fd is None or self._unwritten or self._failed or not piece:
+            self.add(piece)
+            return self.flush()
+        try:
+            self._reopen_if_deleted()
+            self._append(piece)
+        except OSError as err:
+            self._fail(err)
+            self.add(piece)
+            return False
+        return True
 
     def flush(self) -> bool:
         """Write what is queued (the OS has it then: a killed process keeps it). False when a
@@ -94,7 +110,7 @@ class AppendLog:
             logger.warning("writing to %s works again", self.path)
         return True
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes | memoryview) -> None:
         """Append ``data`` whole or, on failure, leave the file at its last whole piece."""
         assert self._fd is not None
         fd = self._fd

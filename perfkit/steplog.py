@@ -71,10 +71,9 @@ class StepLogWriter:
         """The first write failure, None when every write worked."""
         return self._file.error
 
-    def write(self, rows: bytes) -> None:
+    def write(self, rows: bytes | memoryview) -> None:
         """Append whole rows (kept to retry when the write fails; ``b""`` only retries)."""
-        self._file.add(rows)
-        self._file.flush()
+        self._file.write(rows)
 
     def detach(self) -> None:
         """In a forked child: close the file without writing to it (the parent writes it)."""

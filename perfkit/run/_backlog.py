@@ -147,14 +147,15 @@ class StepBacklog:
             return array("d")
         return array("d", self._columns(self.drained, upto)[1][start - self.drained :].tobytes())
 
-    def drain(self, upto: int, ordinal: int, t0: float) -> bytes:
+    def drain(self, upto: int, ordinal: int, t0: float) -> memoryview:
         """steps.bin rows of the rows [drained, upto) - ``ordinal``: the phase's, ``t0``: the
-        run's start on the host clock - folded into the totals; their slots are free again."""
+        run's start on the host clock - folded into the totals; their slots are free again.
+        The rows' bytes are a view of the array built here (written without a copy)."""
         import numpy as np
 
         start = self.drained
         if upto <= start:
-            return b""
+            return memoryview(b"")
         (end, wall, io, compute, samples), totals = self._totals(start, upto)
         rows = np.empty((upto - start, _WIDTH))
         rows[:, 0] = ordinal
@@ -177,7 +178,7 @@ class StepBacklog:
                 del by_row[row]
         self._last_end = float(end[-1])
         self.drained = upto
-        return rows.tobytes()
+        return rows.data.cast("B")
 
     def release(self) -> Columns:
         """Hand the columns over, for the next phase to reuse (this phase ended and everything

@@ -21,7 +21,7 @@ from perfkit.run._backlog import StepBacklog
 from perfkit.run._errors import RunError
 from perfkit.run._io import IOWindow
 from perfkit.run._loop import SizedSteps, length_of, progress_bar
-from perfkit.run._samples import as_sample_count, sample_counter
+from perfkit.run._samples import SampleCounter, as_sample_count, sample_counter
 from perfkit.summary import PhaseFigures, PhaseResult, percentiles, phase_stats
 from perfkit.timing import Clock, HostTimer, WindowTimer
 from perfkit.timing.window import ComputeWindow
@@ -32,9 +32,8 @@ if TYPE_CHECKING:
 
 _NO_STEP = -1  # compute windows outside iterate() belong to the phase, not to a step
 
-#: Finished steps that may wait for the flusher (the StepBacklog's capacity, 32 bytes each):
-#: from a quarter of it the flusher is woken; at the bound the loop's thread writes them itself
-#: (Run._backlog).
+#: Finished steps that may wait for the flusher (the StepBacklog's capacity, 32 bytes each): at
+#: the bound the loop waits for the flusher to write them (Run._backlog).
 BACKLOG_STEPS = 1 << 16
 
 
@@ -332,7 +331,7 @@ class Phase:
             )
         length = length_of(iterable)
         bar = progress_bar(self.name, length) if self.progress else None
-        loop = self._steps(iterator, sample_counter(samples), bar)
+        loop = self._steps(self._backlog, iterator, sample_counter(samples), bar)
         self._loop = weakref.ref(loop)
         return loop if length is None else SizedSteps(loop, length)
 
@@ -349,33 +348,23 @@ class Phase:
 
     # -- step loop -----------------------------------------------------------------------
     def _steps(
-        self, iterator: Iterator[Any], samples: int | Callable[[Any], int], bar: Any = None
+        self, backlog: StepBacklog, iterator: Iterator[Any], samples: SampleCounter, bar: Any
     ) -> Generator[Any, None, None]:
-        # Step k spans from the end of step k-1 (t0) to the end of its body (t2): the wait in
-        # next() until t1 is IO, so consecutive steps tile the loop's time. The per-step path
-        # is kept to locals, slot stores and two flags of the window: no call but the clock,
-        # the sample count and the user's iterator, nothing allocated (benchmarks/loop_cost.py).
-        # A progress bar's update falls between steps: the next step starts after it.
-        clock = self._clock
-        host = self._host
-        window = self._compute
-        backlog = self._backlog
-        assert backlog is not None
+        # Step k spans from the end of step k-1 (t0) to the end of its body (t2); the wait in
+        # next() until t1 is IO. Per step: locals, slot stores, two flags of the window; no call
+        # but the clock, the sample count and the user's iterator (benchmarks/loop_cost.py).
+        clock, host, window = self._clock, self._host, self._compute
         ends, ios, computes, counts = backlog.end, backlog.io, backlog.compute, backlog.samples
-        fixed, count = (samples, None) if isinstance(samples, int) else (0, samples)
-        step = self._step_count
-        limit = step  # the first step's slot is checked like any at a limit
+        n, count = (samples, None) if isinstance(samples, int) else (0, samples)
+        step = limit = self._step_count  # the first step's slot is checked like any at a limit
         slot = 0
-        t0 = clock()
-        backlog.starts[step] = t0
+        t0 = backlog.starts[step] = clock()
         for batch in iterator:
             t1 = clock()
             window.in_step = True
             if not host:
                 self._implicit_start = self._timer.mark()
-            if count is None:
-                n = fixed
-            else:
+            if count is not None:
                 n = count(batch)
                 if type(n) is not int or n < 0:
                     n = self._as_count(n)
@@ -394,42 +383,37 @@ class Phase:
                 counts[slot] = n
             except OverflowError:  # a callable's int beyond a float: 0, and a fault
                 counts[slot] = self._as_count(n)
+            explicit = False
             if window.marked:  # io() or compute() windows closed in this step: take, reset
-                window.marked = False
                 ios[slot] = t1 - t0 + window.io_s
-                window.io_s = 0.0
-                explicit = window.count > 0
-                if explicit:
-                    window.count = 0
-                    if host:
-                        computes[slot] = window.seconds
-                        window.seconds = 0.0
+                explicit, window.marked, window.io_s = window.count > 0, False, 0.0
+                if explicit and host:
+                    computes[slot], window.seconds = window.seconds, 0.0
+                window.count = 0
             else:
-                explicit = False
                 ios[slot] = t1 - t0
             if not host:
-                self._close_device_windows(step, explicit=explicit)
+                self._end_device_step(step, explicit)
             if left:  # the step counts only if the phase then ends normally
                 self._tentative = True
-                if bar is not None:
-                    bar.close()
-                return
+                break
             step += 1
             slot += 1
             self._step_count = step
-            if not host and self._pending:
-                self._resolve()
-            if bar is None:
-                t0 = t2
-            else:
-                bar.update()
-                t0 = clock()
-                backlog.starts[step] = t0
-        # The last wait for data is IO too (less a pause in it: that row never came)
-        backlog.paused.pop(step, None)
-        self._io_s += clock() - t0 - backlog.paused_io.pop(step, 0.0)
+            t0 = t2 if bar is None else self._bar_step(bar, step)
+        else:  # the last wait for data is IO too (less a pause in it: that row never came)
+            backlog.paused.pop(step, None)
+            self._io_s += clock() - t0 - backlog.paused_io.pop(step, 0.0)
         if bar is not None:
             bar.close()
+
+    def _bar_step(self, bar: Any, step: int) -> float:
+        """Count a step on the progress bar; returns the next step's start (after the bar's
+        update, which falls in no step)."""
+        bar.update()
+        assert self._backlog is not None
+        t0 = self._backlog.starts[step] = self._clock()
+        return t0
 
     def _as_count(self, value: Any) -> int:
         """A samples callable's result as an int (a numpy int, a 0-d tensor, an integral
@@ -445,24 +429,26 @@ class Phase:
         return 0
 
     def _make_room(self, step: int) -> int:
-        """Before writing ``step``'s row: make sure its slot holds no undrained row - from a
-        quarter of the capacity waiting the flusher is woken (again every quarter, so a
-        thread the OS schedules late still gets its turn), at the capacity the rows are
-        written from this thread (Run._backlog) - and return the next step to check at (a
-        quarter on, no later than the ring's wrap and the first slot still undrained)."""
+        """Before writing ``step``'s row: make sure its slot holds no undrained row - a full
+        ring waits for the flusher to write it (Run._backlog) - and return the next step to
+        check at (the ring's wrap, or its first slot still undrained, whichever comes first)."""
         backlog = self._backlog
         assert backlog is not None
         capacity = backlog.capacity
-        quarter = max(capacity // 4, 1)
-        waiting = step - backlog.drained
-        if waiting >= quarter:
-            self.run._backlog(waiting, full=waiting >= capacity)
+        if step - backlog.drained >= capacity:
+            self.run._backlog(step - backlog.drained)
             if step - backlog.drained >= capacity and self._pending:
                 self._timer.synchronize()  # a device 'capacity' steps behind: resolve them
                 self._resolve()
-                self.run._backlog(step - backlog.drained, full=True)
-        limit = min(backlog.drained + capacity, (step // capacity + 1) * capacity, step + quarter)
-        return max(limit, step + 1)
+                self.run._backlog(step - backlog.drained)
+        return max(min(backlog.drained + capacity, (step // capacity + 1) * capacity), step + 1)
+
+    def _end_device_step(self, step: int, explicit: bool) -> None:
+        """On a device, a step's end: queue its implicit windows (or drop them, when it marked
+        explicit ones) and resolve the windows the device has reached."""
+        self._close_device_windows(step, explicit)
+        if self._pending:
+            self._resolve()
 
     def _close_device_windows(self, step: int, explicit: bool) -> None:
         """Queue the step's implicit windows for resolution, or drop them when the step marked
@@ -537,12 +523,12 @@ class Phase:
                 if step != _NO_STEP:
                     by_step[step] = by_step.get(step, 0.0) + seconds
 
-    def _drain_rows(self) -> bytes:
+    def _drain_rows(self) -> memoryview:
         """steps.bin rows of the finished steps whose compute time is known; the caller holds
         the run's flush lock (any thread). Once the phase ended, its backlog's memory goes."""
         backlog = self._backlog
         if backlog is None:
-            return b""
+            return memoryview(b"")
         upto = self._step_count  # rows finished from here on wait for the next flush
         if not self._host:
             steps = [step for step, _, _ in self._pending if step != _NO_STEP]

@@ -66,6 +66,9 @@ from perfkit.timing import Clock, HostTimer, WindowTimer, host_clock
 
 SYNC_MODES = ("phase", "step")
 E2E_FROM = ("run", "process")
+#: How long a loop whose steps fill the backlog waits for the flusher before it writes them
+#: itself, seconds.
+CATCH_UP_S = 1.0
 #: The shortest flush interval a Run accepts, seconds (shorter would keep a core busy).
 MIN_FLUSH_INTERVAL_S = 0.01
 
@@ -928,22 +931,23 @@ class Run:
         columns, self._spare_columns = self._spare_columns, None
         return columns
 
-    def _backlog(self, steps: int, full: bool) -> None:
-        """``steps`` finished steps wait for the disk: wake the flusher; when they fill the
-        phase's backlog (``full``: the disk cannot keep up) write them from the loop's thread,
-        so memory stays bounded, and say so once (a warning and a step_backlog_full record)."""
+    def _backlog(self, steps: int) -> None:
+        """``steps`` finished steps fill the phase's backlog: wait for the flusher to write
+        them (a tight loop outruns it only for the GIL, which the wait hands over); if it does
+        not within :data:`CATCH_UP_S` (the disk cannot keep up), write them from the loop's
+        thread, so memory stays bounded, and say so once (a warning and a step_backlog_full
+        record) - the loop then writes them itself at every fill."""
         assert self._flusher is not None
         if self._detached:
             return
-        if not full:
-            self._flusher.wake()
+        if not self._backlog_said and self._flusher.catch_up(CATCH_UP_S):
             return
         if not self._backlog_said:
             self._backlog_said = True
             message = (
-                f"run {self.name!r}: {steps} steps waited to be written (the disk, or the "
-                "flusher thread on a busy machine, does not keep up); the loop's thread writes "
-                "them itself when that happens"
+                f"run {self.name!r}: {steps} steps waited to be written and the flusher did "
+                f"not write them within {CATCH_UP_S:g} s (the disk does not keep up); the loop's "
+                "thread writes them itself from now on"
             )
             warnings.warn(message, RuntimeWarning, stacklevel=4)
             self._write("step_backlog_full", None, "", self.elapsed(), note=message)

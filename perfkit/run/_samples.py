@@ -73,8 +73,11 @@ def _int_rows(value: Any) -> bool:
 #: The most samples one batch may count (a float64 holds every int up to it exactly).
 MAX_SAMPLES = 2**53
 
+#: The samples of every batch (an int), or the callable that counts them per batch.
+SampleCounter = int | Callable[[Any], int]
 
-def sample_counter(samples: int | Callable[[Any], int] | None) -> int | Callable[[Any], int]:
+
+def sample_counter(samples: SampleCounter | None) -> SampleCounter:
     """The samples of every batch (an int), or the callable that counts them per batch."""
     if samples is None:
         return remembering_counter()
