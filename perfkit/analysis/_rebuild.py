@@ -8,6 +8,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from perfkit.analysis._read import RunData, phase_table, row_dicts, step_table
+from perfkit.figures import PHASE_TOTALS
 from perfkit.records import RECORD_NAMES
 from perfkit.run._power import DEVICE_RECORDS, from_records
 from perfkit.summary import PhaseFigures, PhaseResult, build_summary
@@ -96,20 +97,13 @@ def _device_rows(run: RunData) -> dict[tuple[str, float], list[dict[str, Any]]]:
 
 
 def _figures(row: dict[str, Any]) -> PhaseFigures:
-    energy = float(row["energy_j"])
+    """One rank's figures of one phase from its phase-table row (NaN: not measured, None)."""
+    totals: dict[str, Any] = {}
+    for total in PHASE_TOTALS:
+        value = total.type(row[total.name])
+        totals[total.name] = None if math.isnan(value) else value
     return PhaseFigures(
-        kind=str(row["kind"]),
-        samples=int(row["samples"]),
-        steps=int(row["steps"]),
-        wall_s=float(row["wall_s"]),
-        io_s=float(row["io_s"]),
-        compute_s=float(row["compute_s"]),
-        start_t=float(row["start_t"]),
-        end_t=float(row["end_t"]),
-        energy_j=None if math.isnan(energy) else energy,
-        warmup_steps=int(row["warmup_steps"]),
-        warmup_samples=int(row["warmup_samples"]),
-        warmup_s=float(row["warmup_s"]),
+        kind=str(row["kind"]), start_t=float(row["start_t"]), end_t=float(row["end_t"]), **totals
     )
 
 

@@ -157,18 +157,18 @@ class Phase:
 
     def _figures(self) -> PhaseFigures:
         return PhaseFigures(
-            self.kind,
-            self.samples,
-            self.steps,
-            self.wall_s,
-            self.io_s,
-            self.compute_s,
-            self.start_t,
-            self.end_t if self._state == "ended" else self.run.elapsed(),
-            self.energy_j,
-            min(self._step_count, self.warmup_steps),
-            self.warmup_samples,
-            self.warmup_s,
+            kind=self.kind,
+            samples=self.samples,
+            steps=self.steps,
+            wall_s=self.wall_s,
+            io_s=self.io_s,
+            compute_s=self.compute_s,
+            start_t=self.start_t,
+            end_t=self.end_t if self._state == "ended" else self.run.elapsed(),
+            energy_j=self.energy_j,
+            warmup_steps=min(self._step_count, self.warmup_steps),
+            warmup_samples=self.warmup_samples,
+            warmup_s=self.warmup_s,
         )
 
     def figures_by_rank(self) -> dict[int, PhaseFigures]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from perfkit import checks, distributed, steplog
 from perfkit._messages import logger
+from perfkit.figures import MFU_THROUGHPUTS, PHASE_KINDS, PHASE_TOTALS, RESERVED_KEYS
 from perfkit.records import (
     META_FILE,
     RECORDS_FILE,
@@ -54,10 +55,7 @@ from perfkit.sinks._base import Sink, phase_figures
 from perfkit.sinks._dispatch import SinkSet, check_sinks
 from perfkit.steplog import StepLogWriter
 from perfkit.summary import (
-    MFU_THROUGHPUTS,
     PEAK_MODES,
-    PHASE_KINDS,
-    RESERVED_KEYS,
     PhaseFigures,
     build_summary,
     needs_measured_peak,
@@ -751,21 +749,12 @@ class Run:
             self._active_phase = self._paused.pop() if self._paused else None
         self.phases.append(phase)
         f = phase.figures_by_rank()[self.rank]
-        fields: list[tuple[str, float, str]] = [
-            ("phase_wall", f.wall_s, "s"),
-            ("phase_io", f.io_s, "s"),
-            ("phase_compute", f.compute_s, "s"),
-            ("phase_samples", f.samples, "samples"),
-            ("phase_steps", f.steps, "steps"),
-        ]
-        if f.energy_j is not None:
-            fields.append(("phase_energy", f.energy_j, "J"))
-        if f.warmup_steps:
-            fields.append(("phase_warmup_steps", f.warmup_steps, "steps"))
-            fields.append(("phase_warmup_samples", f.warmup_samples, "samples"))
-            fields.append(("phase_warmup", f.warmup_s, "s"))
-        for name, value, unit in fields:
-            self._write(name, value, unit, f.end_t, phase=phase.name, kind=phase.kind)
+        for total in PHASE_TOTALS:  # the records the figure table says a phase writes
+            value = getattr(f, total.name)
+            if total.is_written(value, f.warmup_steps):
+                self._write(
+                    total.record, value, total.unit, f.end_t, phase=phase.name, kind=phase.kind
+                )
         phase.devices = self._power.phase_end(
             f.start_t, f.end_t, keep=self._active_phase is not None
         )
