@@ -150,7 +150,6 @@ class Run:
         mfu_convention: str = "perfkit",
         probes: Any = "auto",
         sample_interval_s: float = 0.5,
-        sample_interval: float | None = None,
         warmup_steps: int | Mapping[str, int] = 0,
         sinks: Sequence[Sink] | None = None,
     ) -> None:
@@ -182,9 +181,6 @@ class Run:
             "flush_interval_s", flush_interval_s, minimum=MIN_FLUSH_INTERVAL_S
         )
         self.dist_timeout_s = checks.positive_number("dist_timeout_s", dist_timeout_s)
-        sample_interval_s = checks.renamed(
-            "sample_interval", "sample_interval_s", sample_interval, sample_interval_s, 0.5
-        )
         self.sample_interval_s = checks.positive_number("sample_interval_s", sample_interval_s)
         self._group: Any = None
         self._probe_spec: Any = [probes] if isinstance(probes, Probe) else probes
@@ -793,7 +789,6 @@ class Run:
         mfu_convention: str = "perfkit",
         peak_flops: float | str | None = None,
         tf32: bool | None = None,
-        convention: str | None = None,
     ) -> None:
         """Give the model's work per sample, so the summary reports MFU.
 
@@ -811,9 +806,6 @@ class Run:
         """
         from perfkit.flops import CONVENTIONS, normalize_dtype
 
-        mfu_convention = checks.renamed(
-            "convention", "mfu_convention", convention, mfu_convention, "perfkit"
-        )
         flops_per_sample = checks.positive_number("flops_per_sample", flops_per_sample, "FLOPs")
         checks.one_of("mfu_convention", mfu_convention, tuple(CONVENTIONS))
         mode = "auto" if peak_flops is None else peak_flops
