@@ -9,13 +9,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from perfkit.analysis._read import (
-    META_COLUMNS,
-    PathArg,
-    RunData,
-    read_runs,
-    reading,
-)
+from perfkit.analysis._discover import PathArg
+from perfkit.analysis._read import RunData, read_runs
+from perfkit.analysis._validate import reading
 from perfkit.records import RECORD_FIELDS, STEP_NAMES, read_records
 from perfkit.steplog import read_step_log
 
@@ -23,6 +19,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+#: Metadata fields copied onto every record row by :func:`load`.
+META_COLUMNS = ("name", "device", "device_name", "layout", "world_size", "host")
 #: The ``name`` of load()'s step rows (one row per step, its quantities in the STEP_NAMES
 #: columns).
 STEP_ROW_NAME = "step"

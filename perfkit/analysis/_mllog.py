@@ -8,15 +8,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from perfkit.analysis._discover import PathArg, find_run
+from perfkit.analysis._frames import phase_table, row_dicts
 from perfkit.analysis._names import logged_as
-from perfkit.analysis._read import (
-    PathArg,
-    RunData,
-    find_run,
-    phase_table,
-    read_run,
-    row_dicts,
-)
+from perfkit.analysis._read import RunData, read_run
 from perfkit.figures import PHASE_TOTALS
 
 #: Logged values (run.log) written as eval_accuracy events (and the names trainers log for

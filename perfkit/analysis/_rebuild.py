@@ -7,7 +7,8 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
-from perfkit.analysis._read import RunData, phase_table, row_dicts, step_table
+from perfkit.analysis._frames import phase_table, row_dicts, step_table
+from perfkit.analysis._read import RunData
 from perfkit.figures import PHASE_TOTALS
 from perfkit.records import RECORD_NAMES
 from perfkit.run._power import DEVICE_RECORDS, from_records

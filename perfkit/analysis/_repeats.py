@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from perfkit.analysis._read import PathArg, find_runs
+from perfkit.analysis._discover import PathArg, find_runs
 from perfkit.analysis._student import t_ppf, welch
 from perfkit.analysis._tables import summaries
 from perfkit.figures import FIGURE_OF

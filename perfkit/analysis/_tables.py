@@ -10,20 +10,13 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from perfkit.analysis._discover import PathArg, find_run, find_runs
 from perfkit.analysis._format import significant
+from perfkit.analysis._frames import phase_table, step_table
 from perfkit.analysis._names import named_metrics
-from perfkit.analysis._read import (
-    PathArg,
-    RunData,
-    find_run,
-    find_runs,
-    phase_table,
-    read_run,
-    read_runs,
-    reading,
-    step_table,
-)
+from perfkit.analysis._read import RunData, read_run, read_runs
 from perfkit.analysis._rebuild import rebuild_summary
+from perfkit.analysis._validate import reading
 from perfkit.figures import FIGURE_OF, report_columns
 
 if TYPE_CHECKING:

@@ -12,14 +12,9 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from perfkit.analysis._read import (
-    PathArg,
-    find_run,
-    phase_table,
-    read_run,
-    row_dicts,
-    step_table,
-)
+from perfkit.analysis._discover import PathArg, find_run
+from perfkit.analysis._frames import phase_table, row_dicts, step_table
+from perfkit.analysis._read import read_run
 from perfkit.figures import PHASE_RECORDS
 from perfkit.records import STEP_NAMES
 

@@ -93,6 +93,22 @@ def _logged_number(key: str, raw: Any) -> float:
         ) from None
 
 
+def _probe_spec(probes: Any) -> Any:
+    """``Run(probes=...)`` checked: "auto", None, a probe name, a Probe or a list of them (a
+    lone Probe as a list)."""
+    from perfkit.probes._base import Probe
+
+    if not (
+        probes is None
+        or isinstance(probes, (str, Probe))
+        or (isinstance(probes, (list, tuple)) and all(isinstance(p, (str, Probe)) for p in probes))
+    ):
+        raise checks.wrong_type(
+            "probes", "'auto', None, a probe name, a Probe, or a list of them", probes
+        )
+    return [probes] if isinstance(probes, Probe) else probes
+
+
 class Run:
     """One benchmark run: a context manager (or ``start()`` / ``stop()``) that owns the records.
 
@@ -155,25 +171,11 @@ class Run:
     ) -> None:
         self.name = check_name(name)
         self._sink_list = check_sinks(sinks)
-        self._sinks = SinkSet([], self._fault)
-        out_path = check_out_dir(out_dir)
+        self.out_dir = check_out_dir(out_dir)
         if clock is not None:
             checks.check_callable("clock", clock, "a callable returning seconds (float), or None")
-        from perfkit.probes._base import Probe
-
-        if not (
-            probes is None
-            or isinstance(probes, (str, Probe))
-            or (
-                isinstance(probes, (list, tuple))
-                and all(isinstance(p, (str, Probe)) for p in probes)
-            )
-        ):
-            raise checks.wrong_type(
-                "probes", "'auto', None, a probe name, a Probe, or a list of them", probes
-            )
+        self._probe_spec = _probe_spec(probes)
         self._warmup_steps = warmup_by_kind(warmup_steps)
-        self.out_dir = out_path
         self.config = check_config(config)
         self.e2e_from = checks.one_of("e2e_from", e2e_from, E2E_FROM)
         self.sync = checks.one_of("sync", sync, SYNC_MODES)
@@ -182,20 +184,27 @@ class Run:
         )
         self.dist_timeout_s = checks.positive_number("dist_timeout_s", dist_timeout_s)
         self.sample_interval_s = checks.positive_number("sample_interval_s", sample_interval_s)
-        self._group: Any = None
-        self._probe_spec: Any = [probes] if isinstance(probes, Probe) else probes
-        self._sampler: Any = None
-        self._memory: Any = None
-        self.probe_errors: list[str] = []
-        #: What went wrong with the run's own IO and collectives, each once (summary "faults").
-        self.faults: list[str] = []
-        self._sigterm_installed = False
         self._device_arg = device
         #: The host clock (seconds) every time of this run is read from.
         self.clock: Clock = clock or host_clock
         self._injected_timer = device_timer
         #: The window timer of compute windows (device events on an accelerator).
         self.timer: WindowTimer = device_timer or HostTimer(self.clock)
+        self._init_lifetime()
+        self._init_measuring()
+        self._init_records()
+        self._init_phases()
+        self._flops: dict[str, Any] | None = None
+        if flops_per_sample is not None:
+            self.set_flops(
+                flops_per_sample,
+                dtype=str(self.config.get("precision", "fp32")),
+                mfu_convention=mfu_convention,
+                peak_flops=peak_flops,
+            )
+
+    def _init_lifetime(self) -> None:
+        """The run's identity and state before start(): ranks, status, run directory, stop()."""
         self.rank = distributed.rank()
         self.world_size = distributed.world_size()
         self.run_id = ""
@@ -203,14 +212,60 @@ class Run:
         self.device = "cpu"
         self.status = "new"
         self.error: str | None = None
-        self.logged: dict[str, float] = {}
-        self.phases: list[Phase] = []
         self.meta: dict[str, Any] = {}
+        #: The host clock's reading at the run's start, seconds.
+        self.t0 = 0.0
+        self._end_elapsed: float | None = None
+        self._e2e_offset = 0.0
+        self._group: Any = None  # the gloo group of perfkit's own collectives
+        self._sigterm_installed = False
+        self._final_summary: dict[str, Any] | None = None
+        # stop()'s parts not done yet (None before stop): a stop cut short resumes them.
+        self._teardown: list[Callable[[], None]] | None = None
+        self._stop_error: BaseException | None = None
+        self._end_status: str | None = None
+        #: True in a forked child: this Run is the parent's and records nothing here.
+        self._detached = False
+
+    def _init_measuring(self) -> None:
+        """What the run measures besides its phases: probes, memory, power, logged values,
+        faults, sinks."""
+        self._sampler: Any = None
+        self._memory: Any = None
+        self._end_memory: dict[str, Any] | None = None  # memory figures gathered at the end
+        self._power = PowerLog()
+        self.probe_errors: list[str] = []
+        #: What went wrong with the run's own IO and collectives, each once (summary "faults").
+        self.faults: list[str] = []
+        self.logged: dict[str, float] = {}
+        self._sinks = SinkSet([], self._fault)
+
+    def _init_records(self) -> None:
+        """The record files (opened at start) and the flusher that writes them."""
+        self._writer: RecordWriter | None = None
+        # The run directory held open: its files are written through it (never a symlink).
+        self._dir: RunDirectory | None = None
+        self._steps: StepLogWriter | None = None
+        self._dir_recreated = False
+        self._backlog_said = False
+        #: Held while finished steps move to the writer (a flush sees each step whole).
+        self.flush_lock = threading.Lock()
+        self._flusher: Flusher | None = None
+        # A phase's step columns (2 MiB), allocated at start and handed from phase to phase,
+        # so no phase pays for them inside its wall time.
+        self._spare_columns: Columns | None = None
+
+    def _init_phases(self) -> None:
+        """The phases: ended ones, the active one and those it paused, and the Run's side of
+        the Run <-> Phase interface (perfkit.run._host) handed to each."""
+        self.phases: list[Phase] = []
         # The active phase and those paused by the ones inside them (outermost first), through
-        # the phase's side of the Run <-> Phase interface (perfkit.run._host).
+        # the phase's side of the interface.
         self._active_phase: PhaseControl | None = None
         self._paused: list[PhaseControl] = []
-        self._host = PhaseHost(  # the Run's side, handed to each phase
+        self._phase_counts: dict[str, int] = {}
+        self._phase_ordinal = -1
+        self._host = PhaseHost(
             self,
             self._begin_phase,
             self._phase_energy_j,
@@ -221,41 +276,6 @@ class Run:
             self._take_columns,
             self._keep_columns,
         )
-        self._writer: RecordWriter | None = None
-        # The run directory held open: its files are written through it (never a symlink).
-        self._dir: RunDirectory | None = None
-        self._steps: StepLogWriter | None = None
-        self._dir_recreated = False
-        self._backlog_said = False
-        #: The host clock's reading at the run's start, seconds.
-        self.t0 = 0.0
-        self._end_elapsed: float | None = None
-        self._e2e_offset = 0.0
-        #: Held while finished steps move to the writer (a flush sees each step whole).
-        self.flush_lock = threading.Lock()
-        self._flusher: Flusher | None = None
-        self._phase_counts: dict[str, int] = {}
-        self._phase_ordinal = -1
-        self._final_summary: dict[str, Any] | None = None
-        # stop()'s parts not done yet (None before stop): a stop cut short resumes them.
-        self._teardown: list[Callable[[], None]] | None = None
-        self._stop_error: BaseException | None = None
-        self._end_status: str | None = None
-        #: True in a forked child: this Run is the parent's and records nothing here.
-        self._detached = False
-        self._end_memory: dict[str, Any] | None = None  # memory figures gathered at the end
-        self._power = PowerLog()
-        # A phase's step columns (2 MiB), allocated at start and handed from phase to phase,
-        # so no phase pays for them inside its wall time.
-        self._spare_columns: Columns | None = None
-        self._flops: dict[str, Any] | None = None
-        if flops_per_sample is not None:
-            self.set_flops(
-                flops_per_sample,
-                dtype=str(self.config.get("precision", "fp32")),
-                mfu_convention=mfu_convention,
-                peak_flops=peak_flops,
-            )
 
     # -- lifetime ------------------------------------------------------------------------
     def __enter__(self) -> Run:
@@ -279,13 +299,7 @@ class Run:
                 f"run {self.name!r} started while run {other.name!r} is active: runs do "
                 "not nest; stop the first run, or use phases inside one run"
             )
-        self.rank = distributed.rank()
-        self.world_size = distributed.world_size()
-        if self.world_size > 1 and not distributed.is_distributed():
-            raise RunError(
-                f"WORLD_SIZE={self.world_size} but torch.distributed is not initialised: call "
-                "torch.distributed.init_process_group(...) before starting the Run"
-            )
+        self._check_world()
         self.device = resolve_device(self._device_arg)
         probes = self._resolve_probes()
         if self._injected_timer is None:
@@ -311,41 +325,61 @@ class Run:
         if self._flops is not None:
             self.meta["flops"] = self._flops
         try:
-            self._make_run_dir(started)
-            assert self.run_dir is not None
-            self.meta["run_id"] = self.run_id
-            self._dir = RunDirectory(self.run_dir)
-            self._writer = RecordWriter(
-                self.run_dir / rank_file(RECORDS_FILE, self.rank), self._on_recreated, self._dir
-            )
-            self._steps = StepLogWriter(
-                self.run_dir / rank_file(STEPS_FILE, self.rank),
-                steplog.header(self.run_id, self.rank),
-                self._on_recreated,
-                self._dir,
-            )
-            self.t0 = self.clock()
-            if self.e2e_from == "process":
-                import psutil
-
-                self._e2e_offset = max(0.0, time.time() - psutil.Process().create_time())
-            self._flusher = Flusher(self.flush, self.flush_interval_s)
-            self._write_meta()
-            if self.rank == 0:
-                self._sinks = SinkSet(self._sink_list, self._fault)
-                self._sinks.start(self.run_id, self.name, self.config)
-            self.status = "running"
-            set_active_run(self)
-            add_live(self)
-            self._flusher.start()
-            self._install_sigterm()
-            if probes:
-                self._sampler.start()
+            self._open_records(started)
+            self._go_live(probes)
         except BaseException as err:  # an interrupt, a failed thread start: close what is open
             self._abort_start(err)
             raise
         logger.info("run %s started on %s; records in %s", self.run_id, self.device, self.run_dir)
         return self
+
+    def _check_world(self) -> None:
+        """This process's rank and world size; a multi-rank launch needs a process group."""
+        self.rank = distributed.rank()
+        self.world_size = distributed.world_size()
+        if self.world_size > 1 and not distributed.is_distributed():
+            raise RunError(
+                f"WORLD_SIZE={self.world_size} but torch.distributed is not initialised: call "
+                "torch.distributed.init_process_group(...) before starting the Run"
+            )
+
+    def _open_records(self, started: datetime) -> None:
+        """Create (rank 0) or join the run directory and open this rank's record files; the
+        run's clock starts here."""
+        self._make_run_dir(started)
+        assert self.run_dir is not None
+        self.meta["run_id"] = self.run_id
+        self._dir = RunDirectory(self.run_dir)
+        self._writer = RecordWriter(
+            self.run_dir / rank_file(RECORDS_FILE, self.rank), self._on_recreated, self._dir
+        )
+        self._steps = StepLogWriter(
+            self.run_dir / rank_file(STEPS_FILE, self.rank),
+            steplog.header(self.run_id, self.rank),
+            self._on_recreated,
+            self._dir,
+        )
+        self.t0 = self.clock()
+        if self.e2e_from == "process":
+            import psutil
+
+            self._e2e_offset = max(0.0, time.time() - psutil.Process().create_time())
+
+    def _go_live(self, probes: list[Any]) -> None:
+        """Write meta.json, start the sinks (rank 0), the flusher, the SIGTERM handler and the
+        probes: the run is running and active."""
+        self._flusher = Flusher(self.flush, self.flush_interval_s)
+        self._write_meta()
+        if self.rank == 0:
+            self._sinks = SinkSet(self._sink_list, self._fault)
+            self._sinks.start(self.run_id, self.name, self.config)
+        self.status = "running"
+        set_active_run(self)
+        add_live(self)
+        self._flusher.start()
+        self._install_sigterm()
+        if probes:
+            self._sampler.start()
 
     def _check_clock(self) -> None:
         """The clock must return finite seconds: checked once here, not at stop()."""
