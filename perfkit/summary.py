@@ -30,6 +30,12 @@ Over ranks: global samples over the slowest rank's seconds (FlagPerf uses rank 0
 rank bounds the job); steps per rank (the most any rank took: the ranks step together, so a
 sum would count each step once per rank). Step-time percentiles are the reporting rank's
 (rank 0's) steps.
+
+Names: :class:`PhaseFigures` is one rank's totals of one phase (a field per
+:data:`perfkit.figures.PHASE_TOTALS` entry); :class:`PhaseResult` one phase as the summary
+takes it (every rank's PhaseFigures, the reporting rank's step times); :func:`phase_entry` its
+entry of the summary's ``phases``. Analysis's ``phase_table`` is the phases of a run read back
+as a DataFrame, and its ``rebuilt_phases`` the PhaseResults made from it.
 """
 
 from __future__ import annotations
@@ -120,7 +126,7 @@ def rate_fields(
     return fields
 
 
-def phase_stats(phase: PhaseResult) -> dict[str, Any]:
+def phase_entry(phase: PhaseResult) -> dict[str, Any]:
     """One phase's entry of the summary's ``phases``: the reporting rank's samples, steps, wall /
     io / compute seconds, throughputs, energy and step-time percentiles."""
     f = phase.figures
@@ -328,7 +334,7 @@ def build_summary(
 ) -> dict[str, Any]:
     """The summary dict, keys in this order: run_id, name, status, e2e_time (when known), error and
     flush_error (when set), the phase metrics, the memory fields (``memory``), probe_errors
-    (when any), MFU fields, the logged values, ``phases`` (:func:`phase_stats` of each) and
+    (when any), MFU fields, the logged values, ``phases`` (:func:`phase_entry` of each) and
     ``meta``, then ``nonfinite`` (when any): the paths of NaN / inf values written as null
     (a diverged loss, a tool's unparseable number). ``faults``: what went wrong with the run's
     own IO (a deleted run directory, a failed gather), each once. A metric without data is
@@ -350,7 +356,7 @@ def build_summary(
         mfu_fields(summary, flops, int(meta.get("world_size", 1)), meta.get("device_name", ""))
     )
     summary.update(logged or {})
-    summary["phases"] = [phase_stats(p) for p in phases]
+    summary["phases"] = [phase_entry(p) for p in phases]
     summary["meta"] = dict(meta)
     nulled = null_nonfinite(summary)
     if nulled:

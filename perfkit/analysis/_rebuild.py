@@ -35,7 +35,7 @@ def rebuild_summary(run: RunData) -> dict[str, Any]:
         name=str(meta.get("name", run.label)),
         status="partial",
         e2e_time=_last_t(mine, run.steps[run.steps["rank"] == REPORTING_RANK]),
-        phases=phase_results(run),
+        phases=rebuilt_phases(run),
         meta=meta,
         memory=_memory(records, meta),
         flops=meta.get("flops"),
@@ -49,7 +49,7 @@ def _last_t(events: pd.DataFrame, steps: pd.DataFrame) -> float | None:
     return max(times, default=None)
 
 
-def phase_results(run: RunData) -> list[PhaseResult]:
+def rebuilt_phases(run: RunData) -> list[PhaseResult]:
     """The reporting rank's phases in start order, each with every rank's figures (the n-th phase of
     each rank: every rank runs the same phases) and the reporting rank's step wall times
     (its warm-up steps, the first ``warmup_steps`` of the phase, aside)."""

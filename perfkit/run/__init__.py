@@ -10,7 +10,7 @@ One job per module: ``_run`` (lifetime, probes, summary), ``_phase`` (a phase an
 loop), ``_host`` (the Run <-> Phase interface), ``_backlog`` (finished steps waiting for the
 flusher), ``_io`` (the IO window; the
 compute window is :mod:`perfkit.timing.window`), ``_samples`` (sample counting), ``_timed``
-(regions), ``_flusher`` (the writer thread), ``_environment`` (device, timer, run directory,
+(regions), ``_flusher`` (the writer thread), ``_setup`` (device, timer, run directory,
 metadata), ``_active`` (the active run), ``_process`` (forked children, interpreter exit).
 """
 

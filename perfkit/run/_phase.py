@@ -14,7 +14,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from perfkit._messages import warn
 from perfkit.run._backlog import StepBacklog
@@ -23,7 +23,7 @@ from perfkit.run._host import PhaseControl, PhaseHost
 from perfkit.run._io import IOWindow
 from perfkit.run._loop import SizedSteps, length_of, progress_bar
 from perfkit.run._samples import as_sample_count, sample_counter
-from perfkit.summary import PhaseFigures, PhaseResult, percentiles, phase_stats
+from perfkit.summary import PhaseFigures, PhaseResult, percentiles, phase_entry
 from perfkit.timing import Clock, HostTimer, WindowTimer
 from perfkit.timing.window import ComputeWindow
 
@@ -36,6 +36,17 @@ _NO_STEP = -1  # compute windows outside iterate() belong to the phase, not to a
 #: from a quarter of it the flusher is woken; at the bound the loop's thread writes them itself
 #: (PhaseHost.steps_waiting).
 BACKLOG_STEPS = 1 << 16
+
+
+class StepTotals(NamedTuple):
+    """Sums over a phase's finished steps: samples, IO and compute seconds (on the host clock)
+    of its steady-state steps, samples and wall seconds of its warm-up steps."""
+
+    samples: int
+    io_s: float
+    compute_s: float
+    warmup_samples: int
+    warmup_s: float
 
 
 class Phase:
@@ -207,42 +218,41 @@ class Phase:
     @property
     def samples(self) -> int:
         """Samples of the finished steps, warm-up steps aside."""
-        return self._totals()[0]
+        return self._totals().samples
 
     @property
     def warmup_samples(self) -> int:
         """Samples of the finished warm-up steps."""
-        return self._totals()[3]
+        return self._totals().warmup_samples
 
     @property
     def warmup_s(self) -> float:
         """Wall seconds of the finished warm-up steps."""
-        return self._totals()[4]
+        return self._totals().warmup_s
 
     @property
     def io_s(self) -> float:
         """IO seconds: waits for data and io() windows, in steps and outside them."""
-        return self._io_s + self._totals()[1]
+        return self._io_s + self._totals().io_s
 
     @property
     def compute_s(self) -> float:
         """Compute seconds (on a device, of the windows resolved so far)."""
-        return self._compute_s + (self._totals()[2] if self._host else 0.0)
+        return self._compute_s + (self._totals().compute_s if self._host else 0.0)
 
-    def _totals(self) -> tuple[int, float, float, int, float]:
-        """(samples, io s, compute s) of every finished steady-state step's row, then
-        (samples, wall s) of the finished warm-up steps'."""
+    def _totals(self) -> StepTotals:
+        """The sums over the rows of every finished step (see :class:`StepTotals`)."""
         backlog = self._backlog
         if backlog is None:
-            return 0, 0.0, 0.0, 0, 0.0
+            return StepTotals(0, 0.0, 0.0, 0, 0.0)
         with self.run.flush_lock:
             samples, io, compute, warm_samples, warm_s = backlog.pending_totals(self._step_count)
-            return (
-                backlog.samples_total + samples,
-                backlog.io_total + io,
-                backlog.compute_total + compute,
-                backlog.warmup_samples_total + warm_samples,
-                backlog.warmup_wall_total + warm_s,
+            return StepTotals(
+                samples=backlog.samples_total + samples,
+                io_s=backlog.io_total + io,
+                compute_s=backlog.compute_total + compute,
+                warmup_samples=backlog.warmup_samples_total + warm_samples,
+                warmup_s=backlog.warmup_wall_total + warm_s,
             )
 
     def _walls(self) -> array[float]:
@@ -589,7 +599,7 @@ class Phase:
 
     def stats(self) -> dict[str, Any]:
         """This phase's figures: samples, steps, wall / io / compute seconds, throughputs."""
-        return phase_stats(self.result())
+        return phase_entry(self.result())
 
 
 def _add_energy(before: float | None, since: float | None) -> float | None:

@@ -34,7 +34,14 @@ from perfkit.records import (
 )
 from perfkit.run._active import active_run, set_active_run
 from perfkit.run._backlog import Columns, new_columns
-from perfkit.run._environment import (
+from perfkit.run._errors import RunError
+from perfkit.run._flusher import Flusher
+from perfkit.run._host import PhaseControl, PhaseHost
+from perfkit.run._loop import check_warmup_steps, wants_progress, warmup_by_kind
+from perfkit.run._phase import BACKLOG_STEPS, Phase
+from perfkit.run._power import PowerLog, device_records
+from perfkit.run._process import add_live, discard_live
+from perfkit.run._setup import (
     check_config,
     check_name,
     check_out_dir,
@@ -44,13 +51,6 @@ from perfkit.run._environment import (
     metadata,
     resolve_device,
 )
-from perfkit.run._errors import RunError
-from perfkit.run._flusher import Flusher
-from perfkit.run._host import PhaseControl, PhaseHost
-from perfkit.run._loop import check_warmup_steps, wants_progress, warmup_by_kind
-from perfkit.run._phase import BACKLOG_STEPS, Phase
-from perfkit.run._power import PowerLog, device_records
-from perfkit.run._process import add_live, discard_live
 from perfkit.rundir import RunDirectory
 from perfkit.sinks._base import Sink, phase_figures
 from perfkit.sinks._dispatch import SinkSet, check_sinks
