@@ -131,17 +131,11 @@ def _spreads() -> Iterator[Figure]:
 #: Every figure. The per-phase totals (those with a record) come in the order a phase writes
 #: their records; the seed tables show theirs in this order (:func:`report_columns`).
 FIGURES: tuple[Figure, ...] = (
-    Figure("run_id", "text", "run", "run", "the run directory's name"),
-    Figure("name", "text", "run", "run", "the run's name"),
-    Figure("status", "text", "run", "run", "ok, failed, unfinished (or partial: rebuilt)"),
     Figure(
         "e2e_time", "s", "run", "rank 0",
         "run start (or process start, e2e_from='process') to run end", better=-1,
         report=("train", "infer", "none"),
     ),
-    Figure("error", "text", "run", "run", "the exception that failed the run"),
-    Figure("flush_error", "text", "run", "run", "the first failure writing the records"),
-    Figure("faults", "list", "run", "run", "what went wrong with the run's own IO, each once"),
     Figure(
         "p_whole", "1/s", "window", "ratio",
         "train samples, warm-up included / first train start to last train or val end",
@@ -204,35 +198,39 @@ FIGURES: tuple[Figure, ...] = (
         "flops_per_sample x core throughput per device / peak_flops", better=1,
         report=("train", "infer"),
     ),
-    Figure("mfu_note", "text", "run", "run", "why MFU is missing"),
-    Figure("mfu_convention", "text", "run", "run", "FLOPs per multiply-add MFU counts"),
-    Figure("peak_flops", "FLOP/s", "run", "run", "the peak MFU divides by"),
-    Figure("peak_dtype", "text", "run", "run", "the dtype of peak_flops"),
-    Figure("peak_source", "text", "run", "run", "where peak_flops comes from, in words"),
-    Figure(
-        "mfu_peak_source", "text", "run", "run", "datasheet, flagperf-config, measured or user",
-    ),
-    Figure("flops_per_sample", "FLOP", "run", "run", "set_flops' work per sample"),
     Figure(
         "mem", "text", "run", "device max", "peak used / total memory, GiB ('18.7/32.0')",
         report=("train", "infer", "none"),
     ),
     Figure("mem_source", "text", "run", "device max", "what mem measures", reserved=False),
-    Figure("mem_per_device", "object", "run", "device max", "mem of each device"),
-    Figure("mem_peak_bytes", "B", "run", "device max", "peak used memory of mem's device"),
-    Figure("mem_total_bytes", "B", "run", "device max", "the memory of mem's device"),
-    Figure(
-        "allocator_peak_allocated_bytes", "B", "run", "device max",
-        "the torch allocator's peak allocated bytes",
+    # the run's own values, not from phases: (key, unit, over ranks, meaning)
+    *(
+        Figure(key, unit, "run", ranks, about)
+        for key, unit, ranks, about in (
+            ("run_id", "text", "run", "the run directory's name"),
+            ("name", "text", "run", "the run's name"),
+            ("status", "text", "run", "ok, failed, unfinished (or partial: rebuilt)"),
+            ("error", "text", "run", "the exception that failed the run"),
+            ("flush_error", "text", "run", "the first failure writing the records"),
+            ("faults", "list", "run", "what went wrong with the run's own IO, each once"),
+            ("mfu_note", "text", "run", "why MFU is missing"),
+            ("mfu_convention", "text", "run", "FLOPs per multiply-add MFU counts"),
+            ("peak_flops", "FLOP/s", "run", "the peak MFU divides by"),
+            ("peak_dtype", "text", "run", "the dtype of peak_flops"),
+            ("peak_source", "text", "run", "where peak_flops comes from, in words"),
+            ("mfu_peak_source", "text", "run", "datasheet, flagperf-config, measured or user"),
+            ("flops_per_sample", "FLOP", "run", "set_flops' work per sample"),
+            ("mem_per_device", "object", "device max", "mem of each device"),
+            ("mem_peak_bytes", "B", "device max", "peak used memory of mem's device"),
+            ("mem_total_bytes", "B", "device max", "the memory of mem's device"),
+            ("allocator_peak_allocated_bytes", "B", "device max", "torch allocator peak allocated"),
+            ("allocator_peak_reserved_bytes", "B", "device max", "torch allocator peak reserved"),
+            ("probe_errors", "list", "run", "probes that failed and were disabled"),
+            ("phases", "list", "rank 0", "each phase's totals and rates"),
+            ("meta", "object", "run", "the run's metadata (meta.json)"),
+            ("nonfinite", "list", "run", "paths of NaN / inf values written as null"),
+        )
     ),
-    Figure(
-        "allocator_peak_reserved_bytes", "B", "run", "device max",
-        "the torch allocator's peak reserved bytes",
-    ),
-    Figure("probe_errors", "list", "run", "run", "probes that failed and were disabled"),
-    Figure("phases", "list", "run", "rank 0", "each phase's totals and rates"),
-    Figure("meta", "object", "run", "run", "the run's metadata (meta.json)"),
-    Figure("nonfinite", "list", "run", "run", "paths of NaN / inf values written as null"),
 )
 # fmt: on
 
