@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 #: What an unpacked sdist must hold for its tests to run.
 SDIST_NEEDS = (
-    "tests/conftest.py", "tests/fixtures_probes", "tests/fixtures_schema1", "examples/common.py",
+    "tests/conftest.py", "tests/fixtures_probes", "examples/common.py",
     "docs/analysis.md", "perfkit/record.schema.json", "MANIFEST.in", "Makefile",
     "benchmarks/torchvision_cases.py",
 )  # fmt: skip

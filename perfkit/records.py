@@ -8,8 +8,7 @@ A run directory holds:
   and ends, logged values, probe samples and errors, timed regions (``records-rank<N>.jsonl``
   for rank N > 0);
 - ``steps.bin``     one fixed-width binary row per finished step (:mod:`perfkit.steplog`,
-  columns :data:`STEP_COLUMNS`; ``steps-rank<N>.bin``) - schema 2; schema 1 wrote four JSON
-  records per step (:data:`STEP_NAMES`) into records.jsonl instead;
+  columns :data:`STEP_COLUMNS`; ``steps-rank<N>.bin``);
 - ``summary.json``  the summary, written atomically when the run ends (also when it fails).
 
 Every event has the fields of :data:`RECORD_FIELDS`; :func:`json_schema` (the package's
@@ -37,15 +36,15 @@ from typing import TYPE_CHECKING, Any
 
 from perfkit._messages import logger
 from perfkit.appendlog import AppendLog
+from perfkit.figures import PHASE_TOTALS
 from perfkit.rundir import NOFOLLOW
 
 if TYPE_CHECKING:
     from perfkit.rundir import RunDirectory
 
-#: Version of the files a run writes; readers read every version of READABLE_SCHEMA_VERSIONS.
-#: 2: steps in steps.bin, phase_start at the phase's start, kind on phase records.
+#: Version of the files a run writes, and the one the readers read: steps in steps.bin,
+#: phase_start at the phase's start, kind on phase records.
 SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)
 RECORDS_FILE = "records.jsonl"
 STEPS_FILE = "steps.bin"
 SUMMARY_FILE = "summary.json"
@@ -71,23 +70,9 @@ STEP_COLUMNS = (
     ("compute_time", "s"),
     ("samples", "samples"),
 )
-#: The per-step quantities (schema 1: one JSON record each, per step).
+#: The per-step quantities of a steps.bin row (analysis's step columns; load(long=True) names
+#: its step rows after them, so run.log refuses them too).
 STEP_NAMES = ("step_time", "io_time", "compute_time", "samples")
-#: Names of the records a phase writes: phase_start when it starts (t = value = its start),
-#: the others when it ends (t = its end); phase_energy only when a probe measured energy,
-#: phase_warmup_* (steps, samples, seconds) only after warm-up steps.
-PHASE_NAMES = (
-    "phase_start",
-    "phase_wall",
-    "phase_io",
-    "phase_compute",
-    "phase_samples",
-    "phase_steps",
-    "phase_energy",
-    "phase_warmup_steps",
-    "phase_warmup_samples",
-    "phase_warmup",
-)
 #: Prefix of the records ``perfkit.timed`` writes (``region/<label>``, seconds).
 REGION_PREFIX = "region/"
 
@@ -96,12 +81,8 @@ REGION_PREFIX = "region/"
 #: :class:`perfkit.probes.DeviceSample`) and the values given to ``run.log`` (unit "").
 RECORD_NAMES: dict[str, tuple[str, str]] = {
     "phase_start": ("s", "a phase started; value = t = its start"),
-    "phase_wall": ("s", "the phase's wall time"),
-    "phase_io": ("s", "the phase's IO time"),
-    "phase_compute": ("s", "the phase's compute time"),
-    "phase_samples": ("samples", "samples the phase processed"),
-    "phase_steps": ("steps", "steps the phase finished"),
-    "phase_energy": ("J", "device energy over the phase"),
+    # when a phase ends (t = its end), as the figure table says
+    **{total.record: (total.unit, total.about) for total in PHASE_TOTALS},
     "phase_device_samples": ("samples", "one device's power samples in the phase (device)"),
     "phase_device_power_avg": ("W", "one device's average power over the phase"),
     "phase_device_power_max": ("W", "one device's maximum power over the phase"),
@@ -113,23 +94,20 @@ RECORD_NAMES: dict[str, tuple[str, str]] = {
     ),
     "probe_error": ("", "a probe failed and was disabled; the text is in note"),
     "step_backlog_full": ("", "steps outran the disk; the loop's thread wrote them (note)"),
-    "step_time": ("s", "schema 1 only: a step's wall time"),
-    "io_time": ("s", "schema 1 only: a step's IO time"),
-    "compute_time": ("s", "schema 1 only: a step's compute time"),
-    "samples": ("samples", "schema 1 only: a step's samples"),
 }
 
 
 @functools.cache
 def reserved_names() -> frozenset[str]:
-    """Every record name perfkit writes itself: :data:`RECORD_NAMES` and the probe quantities
-    (with ``region/<label>``, :data:`REGION_PREFIX`). :meth:`perfkit.Run.log` refuses them, and
-    the summary's own keys (:data:`perfkit.summary.RESERVED_KEYS`): analysis would take a
+    """Every record name perfkit writes itself: :data:`RECORD_NAMES`, the step quantities
+    (:data:`STEP_NAMES`) and the probe quantities (with ``region/<label>``,
+    :data:`REGION_PREFIX`). :meth:`perfkit.Run.log` refuses them, and
+    the summary's own keys (:data:`perfkit.figures.RESERVED_KEYS`): analysis would take a
     logged value of one of these names for perfkit's own."""
     from perfkit.probes._sample import DeviceSample
 
     probe = {f.name for f in dataclasses.fields(DeviceSample) if f.type == "float"}
-    return frozenset(RECORD_NAMES) | frozenset(PHASE_NAMES) | frozenset(probe)
+    return frozenset(RECORD_NAMES) | frozenset(STEP_NAMES) | frozenset(probe)
 
 
 def json_schema() -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The summary: per-phase figures -> the summary dict (pure; no clock, no files, no devices).
 
-This is the one place the seed metrics are defined. :class:`perfkit.Run` calls
+This is the one place the seed metrics' formulas are; every figure's name, unit, rules over
+phases and ranks and reports are declared in :mod:`perfkit.figures`. :class:`perfkit.Run` calls
 :func:`build_summary` with its live figures when it ends; the analysis layer's
 ``rebuild_summary`` calls it with the same figures read back from a run's records.
 Units: seconds, samples, samples/s, joules, bytes. The metric names and formulas are FlagPerf's:
@@ -29,6 +30,12 @@ Over ranks: global samples over the slowest rank's seconds (FlagPerf uses rank 0
 rank bounds the job); steps per rank (the most any rank took: the ranks step together, so a
 sum would count each step once per rank). Step-time percentiles are the reporting rank's
 (rank 0's) steps.
+
+Names: :class:`PhaseFigures` is one rank's totals of one phase (a field per
+:data:`perfkit.figures.PHASE_TOTALS` entry); :class:`PhaseResult` one phase as the summary
+takes it (every rank's PhaseFigures, the reporting rank's step times); :func:`phase_entry` its
+entry of the summary's ``phases``. Analysis's ``phase_table`` is the phases of a run read back
+as a DataFrame, and its ``rebuilt_phases`` the PhaseResults made from it.
 """
 
 from __future__ import annotations
@@ -40,25 +47,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from perfkit.figures import (
+    MFU_THROUGHPUTS,
+    PERCENTILES,
+    PHASE_KINDS,
+    PHASE_TOTALS,
+    THROUGHPUT_NAMES,
+    Figure,
+)
+
 if TYPE_CHECKING:
     from perfkit.probes.power import DevicePower
-
-PHASE_KINDS = ("train", "val", "infer")
-#: Summary names of each phase kind's (whole, core) throughput, as the seeds name them.
-THROUGHPUT_NAMES = {
-    "train": ("p_train", "p_core"),
-    "val": ("p_val_whole", "p_val_core"),
-    "infer": ("p_infer_whole", "p_infer_core"),
-}
-#: Step wall-time percentiles reported per phase and per kind.
-PERCENTILES = (50, 90, 99)
-#: Core throughputs MFU is taken from, first present wins.
-MFU_THROUGHPUTS = ("p_core", "p_infer_core", "p_val_core")
 
 
 class PhaseFigures(NamedTuple):
     """One rank's totals for one phase (seconds on that rank's clock since its run start,
-    samples, steps)."""
+    samples, steps): its kind, start and end, then one field per
+    :data:`perfkit.figures.PHASE_TOTALS` entry (a test holds the two together)."""
 
     kind: str
     samples: int
@@ -121,7 +126,7 @@ def rate_fields(
     return fields
 
 
-def phase_stats(phase: PhaseResult) -> dict[str, Any]:
+def phase_entry(phase: PhaseResult) -> dict[str, Any]:
     """One phase's entry of the summary's ``phases``: the reporting rank's samples, steps, wall /
     io / compute seconds, throughputs, energy and step-time percentiles."""
     f = phase.figures
@@ -161,30 +166,31 @@ def _by_rank(phases: Sequence[PhaseResult]) -> dict[int, list[PhaseFigures]]:
     return ranks
 
 
+def _combined(total: Figure, ranks: Mapping[int, Sequence[PhaseFigures]]) -> Any:
+    """``total`` of a kind's phases: summed over each rank's phases, then over the ranks as
+    the table says (every rank's, or the largest rank's); None when no phase measured it."""
+    add: Any = math.fsum if total.type is float else sum
+    per_rank = [
+        [v for f in figures if (v := getattr(f, total.name)) is not None]
+        for figures in ranks.values()
+    ]
+    if not any(per_rank):
+        return None if total.written == "measured" else add([])
+    if total.over_ranks == "sum":
+        return add(v for values in per_rank for v in values)
+    return max(add(values) for values in per_rank)
+
+
 def kind_metrics(kind: str, phases: Sequence[PhaseResult]) -> dict[str, Any]:
     """Totals, throughputs, energy, spread over ranks and step-time percentiles of the phases
     of one kind; {} when there are none."""
     if not phases:
         return {}
     ranks = _by_rank(phases)
-    samples = sum(f.samples for figures in ranks.values() for f in figures)
-    per_rank = {
-        rank: (
-            math.fsum(f.wall_s for f in figures),
-            math.fsum(f.io_s for f in figures),
-            math.fsum(f.compute_s for f in figures),
-        )
-        for rank, figures in ranks.items()
-    }
-    wall, io, compute = (max(values) for values in zip(*per_rank.values(), strict=True))
-    out: dict[str, Any] = {
-        f"{kind}_samples": samples,
-        # steps are per rank (every rank steps together): the most any rank took, not a sum
-        f"{kind}_steps": max(sum(f.steps for f in figures) for figures in ranks.values()),
-        f"{kind}_wall_s": wall,
-        f"{kind}_io_s": io,
-        f"{kind}_compute_s": compute,
-    }
+    totals = {total.name: _combined(total, ranks) for total in PHASE_TOTALS}
+    names = ("samples", "steps", "wall_s", "io_s", "compute_s")
+    out: dict[str, Any] = {f"{kind}_{name}": totals[name] for name in names}
+    samples, wall, io, compute = (totals[n] for n in ("samples", "wall_s", "io_s", "compute_s"))
     rates = rate_fields(f"{kind}_", samples, wall, io, compute)
     for rate, name in zip(("whole", "core"), THROUGHPUT_NAMES[kind], strict=True):
         value = rates.pop(f"{kind}_throughput_{rate}", None)
@@ -193,34 +199,23 @@ def kind_metrics(kind: str, phases: Sequence[PhaseResult]) -> dict[str, Any]:
             if len(ranks) > 1:
                 out[f"{name}_per_device"] = value / len(ranks)
     out.update(rates)
-    out.update(_warmup_fields(kind, ranks))
-    energies = [f.energy_j for figures in ranks.values() for f in figures if f.energy_j is not None]
-    if energies and samples:
-        out[f"{kind}_energy_j"] = math.fsum(energies)
-        out[f"{kind}_energy_per_sample_j"] = math.fsum(energies) / samples
+    if totals["warmup_steps"]:  # the totals a phase writes only after warm-up steps
+        out.update(
+            {f"{kind}_{t.name}": totals[t.name] for t in PHASE_TOTALS if t.written == "warmup"}
+        )
+    if totals["energy_j"] is not None and samples:
+        out[f"{kind}_energy_j"] = totals["energy_j"]
+        out[f"{kind}_energy_per_sample_j"] = totals["energy_j"] / samples
     if len(ranks) > 1:
-        for index, label in ((0, "wall_s"), (2, "compute_s")):
-            values = [v[index] for v in per_rank.values()]
-            out[f"{kind}_{label}_min"] = min(values)
-            out[f"{kind}_{label}_max"] = max(values)
-            out[f"{kind}_{label}_std"] = statistics.pstdev(values)
+        for name in ("wall_s", "compute_s"):
+            values = [math.fsum(getattr(f, name) for f in figures) for figures in ranks.values()]
+            out[f"{kind}_{name}_min"] = min(values)
+            out[f"{kind}_{name}_max"] = max(values)
+            out[f"{kind}_{name}_std"] = statistics.pstdev(values)
     walls = [wall for phase in phases for wall in phase.step_walls]
     for q, value in percentiles(walls).items():
         out[f"{kind}_step_time_p{q}_s"] = value
     return out
-
-
-def _warmup_fields(kind: str, ranks: Mapping[int, Sequence[PhaseFigures]]) -> dict[str, Any]:
-    """<kind>_warmup_steps (per rank, as <kind>_steps: the most any rank took), _samples
-    (every rank's), _warmup_s (the slowest rank's sum); {} without warm-up steps."""
-    steps = max(sum(f.warmup_steps for f in figures) for figures in ranks.values())
-    if not steps:
-        return {}
-    return {
-        f"{kind}_warmup_steps": steps,
-        f"{kind}_warmup_samples": sum(f.warmup_samples for fs in ranks.values() for f in fs),
-        f"{kind}_warmup_s": max(math.fsum(f.warmup_s for f in fs) for fs in ranks.values()),
-    }
 
 
 def whole_window_s(phases: Sequence[PhaseResult]) -> float | None:
@@ -339,7 +334,7 @@ def build_summary(
 ) -> dict[str, Any]:
     """The summary dict, keys in this order: run_id, name, status, e2e_time (when known), error and
     flush_error (when set), the phase metrics, the memory fields (``memory``), probe_errors
-    (when any), MFU fields, the logged values, ``phases`` (:func:`phase_stats` of each) and
+    (when any), MFU fields, the logged values, ``phases`` (:func:`phase_entry` of each) and
     ``meta``, then ``nonfinite`` (when any): the paths of NaN / inf values written as null
     (a diverged loss, a tool's unparseable number). ``faults``: what went wrong with the run's
     own IO (a deleted run directory, a failed gather), each once. A metric without data is
@@ -361,7 +356,7 @@ def build_summary(
         mfu_fields(summary, flops, int(meta.get("world_size", 1)), meta.get("device_name", ""))
     )
     summary.update(logged or {})
-    summary["phases"] = [phase_stats(p) for p in phases]
+    summary["phases"] = [phase_entry(p) for p in phases]
     summary["meta"] = dict(meta)
     nulled = null_nonfinite(summary)
     if nulled:
@@ -383,59 +378,3 @@ def null_nonfinite(obj: Any, path: str = "") -> list[str]:
         elif isinstance(value, (dict, list)):
             found.extend(null_nonfinite(value, where))
     return found
-
-
-#: Names that the summary's own fields use: :meth:`perfkit.Run.log` refuses them.
-RESERVED_KEYS = frozenset(
-    {
-        "run_id",
-        "name",
-        "status",
-        "e2e_time",
-        "error",
-        "flush_error",
-        "faults",
-        "nonfinite",
-        "probe_errors",
-        "phases",
-        "meta",
-        "p_whole",
-        "mem",
-        "mem_per_device",
-        "mem_peak_bytes",
-        "mem_total_bytes",
-        "allocator_peak_allocated_bytes",
-        "allocator_peak_reserved_bytes",
-        "MFU",
-        "mfu_note",
-        "mfu_convention",
-        "peak_flops",
-        "peak_dtype",
-        "peak_source",
-        "mfu_peak_source",
-        "flops_per_sample",
-    }
-    | {name for names in THROUGHPUT_NAMES.values() for name in names}
-    | {f"{name}_per_device" for names in THROUGHPUT_NAMES.values() for name in names}
-    | {
-        f"{kind}_{field}"
-        for kind in PHASE_KINDS
-        for field in (
-            "samples",
-            "steps",
-            "wall_s",
-            "io_s",
-            "compute_s",
-            "io_fraction",
-            "energy_j",
-            "energy_per_sample_j",
-            "wall_s_min",
-            "wall_s_max",
-            "wall_s_std",
-            "compute_s_min",
-            "compute_s_max",
-            "compute_s_std",
-            *(f"step_time_p{q}_s" for q in PERCENTILES),
-        )
-    }
-)

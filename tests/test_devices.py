@@ -12,7 +12,7 @@ import pytest
 
 from perfkit.devices import cuda_vendor, current_accelerator
 from perfkit.probes.allocator import TorchAllocatorProbe
-from perfkit.run._environment import auto_device
+from perfkit.run._setup import auto_device
 from perfkit.timing import EventTimer, device_synchronizer, event_factory
 
 

@@ -16,7 +16,7 @@ import pytest
 
 import perfkit
 from perfkit.records import read_records
-from perfkit.run._environment import make_run_dir
+from perfkit.run._setup import make_run_dir
 from tests.conftest import FakeClock, FakeEventTimer, read_step_rows, timed_batches
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import perfkit
 from perfkit.analysis import plot_run, save_plot
-from perfkit.analysis._read import read_summary
+from perfkit.analysis._validate import read_summary
 from perfkit.probes import HOST_DEVICE, DeviceSample, Probe
 from tests.conftest import FakeClock, timed_batches
 

@@ -9,15 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from perfkit import _messages
+from perfkit.analysis._discover import PathArg, find_run
+from perfkit.analysis._frames import phase_table, row_dicts
 from perfkit.analysis._names import logged_as
-from perfkit.analysis._read import (
-    PathArg,
-    RunData,
-    find_run,
-    phase_table,
-    read_run,
-    row_dicts,
-)
+from perfkit.analysis._read import RunData, read_run
+from perfkit.figures import PHASE_TOTALS
 
 #: Logged values (run.log) written as eval_accuracy events (and the names trainers log for
 #: them, perfkit.analysis._names.METRIC_NAMES, where perfkit's own is absent).
@@ -163,10 +159,11 @@ def _events(run: RunData, points: list[tuple[str, Any]]) -> list[Event]:
 
     for key, value in points:
         point(0.0, key, value)
-    for kind, key in (("train", "train_samples"), ("val", "eval_samples")):
-        of_kind = phases[phases["kind"] == kind]
-        if not of_kind.empty:
-            point(0.0, key, int(of_kind["samples"].iloc[0]))
+    for total in PHASE_TOTALS:  # the MLPerf keys the figure table names: the first phase's
+        for kind, key in total.mllog.items():
+            of_kind = phases[phases["kind"] == kind]
+            if not of_kind.empty:
+                point(0.0, key, total.type(of_kind[total.name].iloc[0]))
     first = float(phases["start_t"].min()) if not phases.empty else 0.0
     events.append((first, "INTERVAL_END", "init_stop", None, {}))
     events.append((first, "INTERVAL_START", "run_start", None, {}))

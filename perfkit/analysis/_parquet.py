@@ -10,9 +10,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from perfkit.analysis._discover import PathArg
+from perfkit.analysis._frames import phase_table
 from perfkit.analysis._load import events_and_steps
-from perfkit.analysis._read import PathArg, RunData, phase_table, read_runs, reading
+from perfkit.analysis._read import RunData, read_runs
 from perfkit.analysis._tables import summary_rows
+from perfkit.analysis._validate import reading
 from perfkit.records import RECORD_NAMES
 
 if TYPE_CHECKING:

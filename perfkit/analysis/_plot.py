@@ -9,15 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from perfkit.analysis._read import (
-    PathArg,
-    RunData,
-    find_run,
-    phase_table,
-    read_run,
-    row_dicts,
-    step_table,
-)
+from perfkit.analysis._discover import PathArg, find_run
+from perfkit.analysis._frames import phase_table, row_dicts, step_table
+from perfkit.analysis._read import RunData, read_run
 
 if TYPE_CHECKING:
     import numpy as np

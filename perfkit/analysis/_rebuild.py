@@ -7,7 +7,9 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
-from perfkit.analysis._read import RunData, phase_table, row_dicts, step_table
+from perfkit.analysis._frames import phase_table, row_dicts, step_table
+from perfkit.analysis._read import RunData
+from perfkit.figures import PHASE_TOTALS
 from perfkit.records import RECORD_NAMES
 from perfkit.run._power import DEVICE_RECORDS, from_records
 from perfkit.summary import PhaseFigures, PhaseResult, build_summary
@@ -33,7 +35,7 @@ def rebuild_summary(run: RunData) -> dict[str, Any]:
         name=str(meta.get("name", run.label)),
         status="partial",
         e2e_time=_last_t(mine, run.steps[run.steps["rank"] == REPORTING_RANK]),
-        phases=phase_results(run),
+        phases=rebuilt_phases(run),
         meta=meta,
         memory=_memory(records, meta),
         flops=meta.get("flops"),
@@ -47,7 +49,7 @@ def _last_t(events: pd.DataFrame, steps: pd.DataFrame) -> float | None:
     return max(times, default=None)
 
 
-def phase_results(run: RunData) -> list[PhaseResult]:
+def rebuilt_phases(run: RunData) -> list[PhaseResult]:
     """The reporting rank's phases in start order, each with every rank's figures (the n-th phase of
     each rank: every rank runs the same phases) and the reporting rank's step wall times
     (its warm-up steps, the first ``warmup_steps`` of the phase, aside)."""
@@ -96,20 +98,13 @@ def _device_rows(run: RunData) -> dict[tuple[str, float], list[dict[str, Any]]]:
 
 
 def _figures(row: dict[str, Any]) -> PhaseFigures:
-    energy = float(row["energy_j"])
+    """One rank's figures of one phase from its phase-table row (NaN: not measured, None)."""
+    totals: dict[str, Any] = {}
+    for total in PHASE_TOTALS:
+        value = total.type(row[total.name])
+        totals[total.name] = None if math.isnan(value) else value
     return PhaseFigures(
-        kind=str(row["kind"]),
-        samples=int(row["samples"]),
-        steps=int(row["steps"]),
-        wall_s=float(row["wall_s"]),
-        io_s=float(row["io_s"]),
-        compute_s=float(row["compute_s"]),
-        start_t=float(row["start_t"]),
-        end_t=float(row["end_t"]),
-        energy_j=None if math.isnan(energy) else energy,
-        warmup_steps=int(row["warmup_steps"]),
-        warmup_samples=int(row["warmup_samples"]),
-        warmup_s=float(row["warmup_s"]),
+        kind=str(row["kind"]), start_t=float(row["start_t"]), end_t=float(row["end_t"]), **totals
     )
 
 

@@ -9,7 +9,7 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from perfkit.analysis._read import PathArg, find_runs
+from perfkit.analysis._discover import PathArg, find_runs
 from perfkit.analysis._repeats import ALPHA, compare_groups
 from perfkit.analysis._tables import MISSING, compare, seed_rows
 from perfkit.checks import one_of

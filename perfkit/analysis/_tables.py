@@ -10,36 +10,30 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from perfkit.analysis._discover import PathArg, find_run, find_runs
 from perfkit.analysis._format import significant
+from perfkit.analysis._frames import phase_table, step_table
 from perfkit.analysis._names import named_metrics
-from perfkit.analysis._read import (
-    PathArg,
-    RunData,
-    find_run,
-    find_runs,
-    phase_table,
-    read_run,
-    read_runs,
-    reading,
-    step_table,
-)
+from perfkit.analysis._read import RunData, read_run, read_runs
 from perfkit.analysis._rebuild import rebuild_summary
+from perfkit.analysis._validate import reading
+from perfkit.figures import FIGURE_OF, report_columns
 
 if TYPE_CHECKING:
     import pandas as pd
 
+#: The logged accuracies each seed table shows, before its memory column.
+SEED_ACCURACIES = {"train": ("mAP", "acc"), "infer": ("acc", "mAP"), "none": ()}
 #: Columns of the seed tables ("performance metrics" of the FlagPerf case READMEs), per kind of
-#: run: "train" for runs with a training phase, "infer" for the others.
+#: run ("train" for runs with a training phase, "infer" for the others): the run's identity,
+#: the figures the figure table puts in that report, the accuracies before ``mem``, status.
 SEED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "train": (
-        "run", "config", "precision", "fix_hp", "e2e_time", "p_whole", "p_train", "p_core",
-        "MFU", "mAP", "acc", "mem", "status",
-    ),
-    "infer": (
-        "run", "config", "precision", "fix_hp", "e2e_time", "p_val_whole", "p_val_core",
-        "p_infer_whole", "p_infer_core", "MFU", "acc", "mAP", "mem", "status",
-    ),
-    "none": ("run", "config", "precision", "fix_hp", "e2e_time", "mem", "status"),
+    report: (
+        "run", "config", "precision", "fix_hp",
+        *(c for c in report_columns(report) if c != "mem"),
+        *accuracies, "mem", "status",
+    )
+    for report, accuracies in SEED_ACCURACIES.items()
 }  # fmt: skip
 #: Seed-table columns left out when no run in the table has a value for them.
 OPTIONAL_COLUMNS = ("MFU", "mAP", "acc")
@@ -48,13 +42,14 @@ OPTIONAL_COLUMNS = ("MFU", "mAP", "acc")
 PEAK_LABELS = {"measured": " (measured peak)", "flagperf-config": " (FlagPerf's peak)"}
 #: How a missing value prints (the seeds leave the cell blank).
 MISSING = "/"
-#: Metrics listed first by :func:`compare`, in this order; the rest follow in summary order.
-LEADING_METRICS = (
-    "e2e_time", "p_whole", "p_train", "p_core", "p_val_whole", "p_val_core", "p_infer_whole",
-    "p_infer_core", "MFU", "mAP", "acc", "acc_val", "acc_infer",
-)  # fmt: skip
 #: Descriptive (text) rows at the top of :func:`compare`.
 DESCRIPTIVE_ROWS = ("status", "layout", "device_name", "precision", "fix_hp", "mem")
+#: Metrics listed first by :func:`compare`, in this order (the seed tables' numeric figures,
+#: then the accuracies); the rest follow in summary order.
+LEADING_METRICS = (
+    *(key for key, figure in FIGURE_OF.items() if figure.report and figure.unit != "text"),
+    "mAP", "acc", "acc_val", "acc_infer",
+)  # fmt: skip
 #: Metadata fields that :func:`summaries` copies into each row.
 _META_FIELDS = ("layout", "world_size", "device", "device_name", "host", "started_at")
 #: Columns of :func:`summaries` that identify a run rather than measure it.

@@ -12,15 +12,11 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from perfkit.analysis._read import (
-    PathArg,
-    find_run,
-    phase_table,
-    read_run,
-    row_dicts,
-    step_table,
-)
-from perfkit.records import PHASE_NAMES, STEP_NAMES
+from perfkit.analysis._discover import PathArg, find_run
+from perfkit.analysis._frames import phase_table, row_dicts, step_table
+from perfkit.analysis._read import read_run
+from perfkit.figures import PHASE_RECORDS
+from perfkit.records import STEP_NAMES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -137,7 +133,7 @@ def _meta(name: str, pid: int, tid: int, value: Any, key: str = "name") -> dict[
 def _record_events(records: pd.DataFrame) -> list[dict[str, Any]]:
     """Regions, logged values, probe errors and probe counters from the records."""
     events: list[dict[str, Any]] = []
-    timing = set(STEP_NAMES) | set(PHASE_NAMES)
+    timing = set(STEP_NAMES) | set(PHASE_RECORDS)
     for r in row_dicts(records[~records["name"].isin(timing)]):
         pid, name, value, t = int(r["rank"]) + 1, str(r["name"]), r["value"], r["t"]
         if name.startswith(_REGION) and not math.isnan(value):

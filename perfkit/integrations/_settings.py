@@ -7,7 +7,7 @@ from typing import Any
 
 from perfkit.integrations._steps import guarded
 from perfkit.run import Run
-from perfkit.run._environment import check_config
+from perfkit.run._setup import check_config
 
 #: Trainer precision names -> perfkit's (``config["precision"]``, the dtype of MFU's peak).
 PRECISIONS = {

@@ -14,27 +14,38 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from perfkit._messages import warn
 from perfkit.run._backlog import StepBacklog
 from perfkit.run._errors import RunError
+from perfkit.run._host import PhaseControl, PhaseHost
 from perfkit.run._io import IOWindow
 from perfkit.run._loop import SizedSteps, length_of, progress_bar
 from perfkit.run._samples import SampleCounter, as_sample_count, sample_counter
-from perfkit.summary import PhaseFigures, PhaseResult, percentiles, phase_stats
+from perfkit.summary import PhaseFigures, PhaseResult, percentiles, phase_entry
 from perfkit.timing import Clock, HostTimer, WindowTimer
 from perfkit.timing.window import ComputeWindow
 
 if TYPE_CHECKING:
     from perfkit.probes.power import DevicePower
-    from perfkit.run._run import Run
 
 _NO_STEP = -1  # compute windows outside iterate() belong to the phase, not to a step
 
 #: Finished steps that may wait for the flusher (the StepBacklog's capacity, 32 bytes each): at
-#: the bound the loop waits for the flusher to write them (Run._backlog).
+#: the bound the loop waits for the flusher to write them (PhaseHost.steps_waiting).
 BACKLOG_STEPS = 1 << 16
+
+
+class StepTotals(NamedTuple):
+    """Sums over a phase's finished steps: samples, IO and compute seconds (on the host clock)
+    of its steady-state steps, samples and wall seconds of its warm-up steps."""
+
+    samples: int
+    io_s: float
+    compute_s: float
+    warmup_samples: int
+    warmup_s: float
 
 
 class Phase:
@@ -48,14 +59,25 @@ class Phase:
 
     def __init__(
         self,
-        run: Run,
+        host: PhaseHost,
         kind: str,
         name: str,
         index: int,
         warmup_steps: int = 0,
         progress: bool = False,
     ) -> None:
-        self.run = run
+        self._owner = host  # the Run's side of the Run <-> Phase interface (perfkit.run._host)
+        self._control = PhaseControl(
+            self,
+            self._finish,
+            self._drain_rows,
+            self._resolve,
+            self._pause,
+            self._resume,
+            self._running_step,
+        )
+        #: The Run this phase belongs to.
+        self.run = host.run
         self.kind = kind
         self.name = name
         self.index = index
@@ -72,8 +94,8 @@ class Phase:
         self.end_t = math.nan
         self.energy_j: float | None = None
         self.devices: list[DevicePower] = []  # per device, set by the run when the phase ends
-        self._clock: Clock = run.clock
-        self._timer: WindowTimer = run.timer
+        self._clock: Clock = self.run.clock
+        self._timer: WindowTimer = self.run.timer
         self._state = "new"
         # Per-step state: the implicit window's start; the step's index is self._step_count, the
         # compute() window knows whether a step runs and sums its IO and compute windows.
@@ -91,8 +113,10 @@ class Phase:
         self.ordinal = -1  # position among the run's phases on this rank, set when entered
         self._loop: weakref.ReferenceType[Generator[Any, None, None]] | None = None
         self._rank_figures: dict[int, PhaseFigures] | None = None
-        self._io = IOWindow(self, self._clock)
-        self._compute = ComputeWindow(self, self._timer.mark, self._host)
+        self._io = IOWindow(self._begin_io, self._end_io, self._clock)
+        self._compute = ComputeWindow(
+            self._refuse_compute, self._add_window, self._timer.mark, self._host
+        )
         # Pauses while phases of other kinds run inside this one: their seconds so far, the
         # running pause's start, the windows to reopen when it ends, the energy before it.
         self._paused_s = 0.0
@@ -105,7 +129,7 @@ class Phase:
         if self._state != "new":
             raise RunError(f"phase {self.name!r} was already used; start a new run.phase(...)")
         self.start_t = self.run.elapsed()
-        self.ordinal = self.run._begin_phase(self)
+        self.ordinal = self._owner.begin_phase(self._control)
         self._state = "active"
         self._compute.active = True
         return self
@@ -138,14 +162,14 @@ class Phase:
             if self._step_count >= self.warmup_steps:
                 self._compute_s -= seconds
         self.end_t = self.run.elapsed()
-        self.energy_j = _add_energy(self._energy_before, self.run._phase_energy_j())
+        self.energy_j = _add_energy(self._energy_before, self._owner.phase_energy_j())
         self._state = "ended"
         self._compute.active = False
         try:
             if not failed:
-                self._rank_figures = self.run._gather_figures(self._figures())
+                self._rank_figures = self._owner.gather_figures(self._figures())
         finally:
-            self.run._end_phase(self)
+            self._owner.end_phase(self._control)
         # Last: under a warnings filter "error" this raises, once the phase has ended whole.
         if not failed and 0 < self._step_count <= self.warmup_steps:
             warn(
@@ -193,42 +217,41 @@ class Phase:
     @property
     def samples(self) -> int:
         """Samples of the finished steps, warm-up steps aside."""
-        return self._totals()[0]
+        return self._totals().samples
 
     @property
     def warmup_samples(self) -> int:
         """Samples of the finished warm-up steps."""
-        return self._totals()[3]
+        return self._totals().warmup_samples
 
     @property
     def warmup_s(self) -> float:
         """Wall seconds of the finished warm-up steps."""
-        return self._totals()[4]
+        return self._totals().warmup_s
 
     @property
     def io_s(self) -> float:
         """IO seconds: waits for data and io() windows, in steps and outside them."""
-        return self._io_s + self._totals()[1]
+        return self._io_s + self._totals().io_s
 
     @property
     def compute_s(self) -> float:
         """Compute seconds (on a device, of the windows resolved so far)."""
-        return self._compute_s + (self._totals()[2] if self._host else 0.0)
+        return self._compute_s + (self._totals().compute_s if self._host else 0.0)
 
-    def _totals(self) -> tuple[int, float, float, int, float]:
-        """(samples, io s, compute s) of every finished steady-state step's row, then
-        (samples, wall s) of the finished warm-up steps'."""
+    def _totals(self) -> StepTotals:
+        """The sums over the rows of every finished step (see :class:`StepTotals`)."""
         backlog = self._backlog
         if backlog is None:
-            return 0, 0.0, 0.0, 0, 0.0
+            return StepTotals(0, 0.0, 0.0, 0, 0.0)
         with self.run.flush_lock:
             samples, io, compute, warm_samples, warm_s = backlog.pending_totals(self._step_count)
-            return (
-                backlog.samples_total + samples,
-                backlog.io_total + io,
-                backlog.compute_total + compute,
-                backlog.warmup_samples_total + warm_samples,
-                backlog.warmup_wall_total + warm_s,
+            return StepTotals(
+                samples=backlog.samples_total + samples,
+                io_s=backlog.io_total + io,
+                compute_s=backlog.compute_total + compute,
+                warmup_samples=backlog.warmup_samples_total + warm_samples,
+                warmup_s=backlog.warmup_wall_total + warm_s,
             )
 
     def _walls(self) -> array[float]:
@@ -255,7 +278,7 @@ class Phase:
         return self._paused_s + running
 
     def _pause(self) -> None:
-        """A phase of another kind starts inside this one (Run._begin_phase): stop this phase's
+        """A phase of another kind starts inside this one (PhaseHost.begin_phase): stop this phase's
         clock. Its open io() and compute() windows are cut here and go on at _resume."""
         t = self._clock()
         window, io = self._compute, self._io
@@ -267,7 +290,7 @@ class Phase:
         elif not self._host and window.in_step:
             self._end_implicit_window()
         self._reopen = (reopen_io, reopen_compute)
-        self._energy_before = _add_energy(self._energy_before, self.run._phase_energy_j())
+        self._energy_before = _add_energy(self._energy_before, self._owner.phase_energy_j())
         self._pause_t = t
 
     def _resume(self) -> None:
@@ -327,7 +350,7 @@ class Phase:
             self._tentative = False
         if self._backlog is None:
             self._backlog = StepBacklog(
-                BACKLOG_STEPS, self._host, self.warmup_steps, self.run._take_columns()
+                BACKLOG_STEPS, self._host, self.warmup_steps, self._owner.take_columns()
             )
         length = length_of(iterable)
         bar = progress_bar(self.name, length) if self.progress else None
@@ -422,7 +445,7 @@ class Phase:
         count = as_sample_count(value)
         if count is not None:
             return count
-        self.run._fault(
+        self._owner.fault(
             f"phase {self.name!r}: the samples callable returned {value!r:.40} (expected a "
             "non-negative int); counted as 0 samples"
         )
@@ -430,17 +453,17 @@ class Phase:
 
     def _make_room(self, step: int) -> int:
         """Before writing ``step``'s row: make sure its slot holds no undrained row - a full
-        ring waits for the flusher to write it (Run._backlog) - and return the next step to
+        ring waits for the flusher to write it (PhaseHost.steps_waiting) - and return the next step to
         check at (the ring's wrap, or its first slot still undrained, whichever comes first)."""
         backlog = self._backlog
         assert backlog is not None
         capacity = backlog.capacity
         if step - backlog.drained >= capacity:
-            self.run._backlog(step - backlog.drained)
+            self._owner.steps_waiting(step - backlog.drained)
             if step - backlog.drained >= capacity and self._pending:
                 self._timer.synchronize()  # a device 'capacity' steps behind: resolve them
                 self._resolve()
-                self.run._backlog(step - backlog.drained)
+                self._owner.steps_waiting(step - backlog.drained)
         return max(min(backlog.drained + capacity, (step // capacity + 1) * capacity), step + 1)
 
     def _end_device_step(self, step: int, explicit: bool) -> None:
@@ -468,6 +491,9 @@ class Phase:
     def in_step(self) -> bool:
         """True while a step of iterate() runs (its loop body)."""
         return self._compute.in_step
+
+    def _running_step(self) -> int | None:
+        return self._step_count if self.in_step else None
 
     def _end_implicit_window(self) -> None:
         if self._implicit_start is not None:
@@ -538,7 +564,7 @@ class Phase:
                 backlog.compute[step % backlog.capacity] = by_step.pop(step, 0.0)
         data = backlog.drain(upto, self.ordinal, self.run.t0)
         if self._state == "ended" and backlog.drained == self._step_count and backlog.capacity:
-            self.run._spare_columns = backlog.release()
+            self._owner.keep_columns(backlog.release())
         return data
 
     # -- results -------------------------------------------------------------------------
@@ -559,7 +585,7 @@ class Phase:
 
     def stats(self) -> dict[str, Any]:
         """This phase's figures: samples, steps, wall / io / compute seconds, throughputs."""
-        return phase_stats(self.result())
+        return phase_entry(self.result())
 
 
 def _add_energy(before: float | None, since: float | None) -> float | None:

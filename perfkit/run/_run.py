@@ -18,6 +18,7 @@ from typing import Any
 
 from perfkit import checks, distributed, steplog
 from perfkit._messages import logger
+from perfkit.figures import MFU_THROUGHPUTS, PHASE_KINDS, PHASE_TOTALS, RESERVED_KEYS
 from perfkit.records import (
     META_FILE,
     RECORDS_FILE,
@@ -32,7 +33,14 @@ from perfkit.records import (
 )
 from perfkit.run._active import active_run, set_active_run
 from perfkit.run._backlog import Columns, new_columns
-from perfkit.run._environment import (
+from perfkit.run._errors import RunError
+from perfkit.run._flusher import Flusher
+from perfkit.run._host import PhaseControl, PhaseHost
+from perfkit.run._loop import check_warmup_steps, wants_progress, warmup_by_kind
+from perfkit.run._phase import BACKLOG_STEPS, Phase
+from perfkit.run._power import PowerLog, device_records
+from perfkit.run._process import add_live, discard_live
+from perfkit.run._setup import (
     check_config,
     check_name,
     check_out_dir,
@@ -42,21 +50,12 @@ from perfkit.run._environment import (
     metadata,
     resolve_device,
 )
-from perfkit.run._errors import RunError
-from perfkit.run._flusher import Flusher
-from perfkit.run._loop import check_warmup_steps, wants_progress, warmup_by_kind
-from perfkit.run._phase import BACKLOG_STEPS, Phase
-from perfkit.run._power import PowerLog, device_records
-from perfkit.run._process import add_live, discard_live
 from perfkit.rundir import RunDirectory
 from perfkit.sinks._base import Sink, phase_figures
 from perfkit.sinks._dispatch import SinkSet, check_sinks
 from perfkit.steplog import StepLogWriter
 from perfkit.summary import (
-    MFU_THROUGHPUTS,
     PEAK_MODES,
-    PHASE_KINDS,
-    RESERVED_KEYS,
     PhaseFigures,
     build_summary,
     needs_measured_peak,
@@ -91,6 +90,22 @@ def _logged_number(key: str, raw: Any) -> float:
             f"run.log({key}=...) needs a number (int, float or 0-d tensor), "
             f"got {type(raw).__name__}"
         ) from None
+
+
+def _probe_spec(probes: Any) -> Any:
+    """``Run(probes=...)`` checked: "auto", None, a probe name, a Probe or a list of them (a
+    lone Probe as a list)."""
+    from perfkit.probes._base import Probe
+
+    if not (
+        probes is None
+        or isinstance(probes, (str, Probe))
+        or (isinstance(probes, (list, tuple)) and all(isinstance(p, (str, Probe)) for p in probes))
+    ):
+        raise checks.wrong_type(
+            "probes", "'auto', None, a probe name, a Probe, or a list of them", probes
+        )
+    return [probes] if isinstance(probes, Probe) else probes
 
 
 class Run:
@@ -150,31 +165,16 @@ class Run:
         mfu_convention: str = "perfkit",
         probes: Any = "auto",
         sample_interval_s: float = 0.5,
-        sample_interval: float | None = None,
         warmup_steps: int | Mapping[str, int] = 0,
         sinks: Sequence[Sink] | None = None,
     ) -> None:
         self.name = check_name(name)
         self._sink_list = check_sinks(sinks)
-        self._sinks = SinkSet([], self._fault)
-        out_path = check_out_dir(out_dir)
+        self.out_dir = check_out_dir(out_dir)
         if clock is not None:
             checks.check_callable("clock", clock, "a callable returning seconds (float), or None")
-        from perfkit.probes._base import Probe
-
-        if not (
-            probes is None
-            or isinstance(probes, (str, Probe))
-            or (
-                isinstance(probes, (list, tuple))
-                and all(isinstance(p, (str, Probe)) for p in probes)
-            )
-        ):
-            raise checks.wrong_type(
-                "probes", "'auto', None, a probe name, a Probe, or a list of them", probes
-            )
+        self._probe_spec = _probe_spec(probes)
         self._warmup_steps = warmup_by_kind(warmup_steps)
-        self.out_dir = out_path
         self.config = check_config(config)
         self.e2e_from = checks.one_of("e2e_from", e2e_from, E2E_FROM)
         self.sync = checks.one_of("sync", sync, SYNC_MODES)
@@ -182,63 +182,17 @@ class Run:
             "flush_interval_s", flush_interval_s, minimum=MIN_FLUSH_INTERVAL_S
         )
         self.dist_timeout_s = checks.positive_number("dist_timeout_s", dist_timeout_s)
-        sample_interval_s = checks.renamed(
-            "sample_interval", "sample_interval_s", sample_interval, sample_interval_s, 0.5
-        )
         self.sample_interval_s = checks.positive_number("sample_interval_s", sample_interval_s)
-        self._group: Any = None
-        self._probe_spec: Any = [probes] if isinstance(probes, Probe) else probes
-        self._sampler: Any = None
-        self._memory: Any = None
-        self.probe_errors: list[str] = []
-        #: What went wrong with the run's own IO and collectives, each once (summary "faults").
-        self.faults: list[str] = []
-        self._sigterm_installed = False
         self._device_arg = device
         #: The host clock (seconds) every time of this run is read from.
         self.clock: Clock = clock or host_clock
         self._injected_timer = device_timer
         #: The window timer of compute windows (device events on an accelerator).
         self.timer: WindowTimer = device_timer or HostTimer(self.clock)
-        self.rank = distributed.rank()
-        self.world_size = distributed.world_size()
-        self.run_id = ""
-        self.run_dir: Path | None = None
-        self.device = "cpu"
-        self.status = "new"
-        self.error: str | None = None
-        self.logged: dict[str, float] = {}
-        self.phases: list[Phase] = []
-        self.meta: dict[str, Any] = {}
-        self._active_phase: Phase | None = None
-        self._paused: list[Phase] = []  # phases paused by the ones inside them, outermost first
-        self._writer: RecordWriter | None = None
-        # The run directory held open: its files are written through it (never a symlink).
-        self._dir: RunDirectory | None = None
-        self._steps: StepLogWriter | None = None
-        self._dir_recreated = False
-        self._backlog_said = False
-        #: The host clock's reading at the run's start, seconds.
-        self.t0 = 0.0
-        self._end_elapsed: float | None = None
-        self._e2e_offset = 0.0
-        #: Held while finished steps move to the writer (a flush sees each step whole).
-        self.flush_lock = threading.Lock()
-        self._flusher: Flusher | None = None
-        self._phase_counts: dict[str, int] = {}
-        self._phase_ordinal = -1
-        self._final_summary: dict[str, Any] | None = None
-        # stop()'s parts not done yet (None before stop): a stop cut short resumes them.
-        self._teardown: list[Callable[[], None]] | None = None
-        self._stop_error: BaseException | None = None
-        self._end_status: str | None = None
-        #: True in a forked child: this Run is the parent's and records nothing here.
-        self._detached = False
-        self._end_memory: dict[str, Any] | None = None  # memory figures gathered at the end
-        self._power = PowerLog()
-        # A phase's step columns (2 MiB), allocated at start and handed from phase to phase,
-        # so no phase pays for them inside its wall time.
-        self._spare_columns: Columns | None = None
+        self._init_lifetime()
+        self._init_measuring()
+        self._init_records()
+        self._init_phases()
         self._flops: dict[str, Any] | None = None
         if flops_per_sample is not None:
             self.set_flops(
@@ -247,6 +201,80 @@ class Run:
                 mfu_convention=mfu_convention,
                 peak_flops=peak_flops,
             )
+
+    def _init_lifetime(self) -> None:
+        """The run's identity and state before start(): ranks, status, run directory, stop()."""
+        self.rank = distributed.rank()
+        self.world_size = distributed.world_size()
+        self.run_id = ""
+        self.run_dir: Path | None = None
+        self.device = "cpu"
+        self.status = "new"
+        self.error: str | None = None
+        self.meta: dict[str, Any] = {}
+        #: The host clock's reading at the run's start, seconds.
+        self.t0 = 0.0
+        self._end_elapsed: float | None = None
+        self._e2e_offset = 0.0
+        self._group: Any = None  # the gloo group of perfkit's own collectives
+        self._sigterm_installed = False
+        self._final_summary: dict[str, Any] | None = None
+        # stop()'s parts not done yet (None before stop): a stop cut short resumes them.
+        self._teardown: list[Callable[[], None]] | None = None
+        self._stop_error: BaseException | None = None
+        self._end_status: str | None = None
+        #: True in a forked child: this Run is the parent's and records nothing here.
+        self._detached = False
+
+    def _init_measuring(self) -> None:
+        """What the run measures besides its phases: probes, memory, power, logged values,
+        faults, sinks."""
+        self._sampler: Any = None
+        self._memory: Any = None
+        self._end_memory: dict[str, Any] | None = None  # memory figures gathered at the end
+        self._power = PowerLog()
+        self.probe_errors: list[str] = []
+        #: What went wrong with the run's own IO and collectives, each once (summary "faults").
+        self.faults: list[str] = []
+        self.logged: dict[str, float] = {}
+        self._sinks = SinkSet([], self._fault)
+
+    def _init_records(self) -> None:
+        """The record files (opened at start) and the flusher that writes them."""
+        self._writer: RecordWriter | None = None
+        # The run directory held open: its files are written through it (never a symlink).
+        self._dir: RunDirectory | None = None
+        self._steps: StepLogWriter | None = None
+        self._dir_recreated = False
+        self._backlog_said = False
+        #: Held while finished steps move to the writer (a flush sees each step whole).
+        self.flush_lock = threading.Lock()
+        self._flusher: Flusher | None = None
+        # A phase's step columns (2 MiB), allocated at start and handed from phase to phase,
+        # so no phase pays for them inside its wall time.
+        self._spare_columns: Columns | None = None
+
+    def _init_phases(self) -> None:
+        """The phases: ended ones, the active one and those it paused, and the Run's side of
+        the Run <-> Phase interface (perfkit.run._host) handed to each."""
+        self.phases: list[Phase] = []
+        # The active phase and those paused by the ones inside them (outermost first), through
+        # the phase's side of the interface.
+        self._active_phase: PhaseControl | None = None
+        self._paused: list[PhaseControl] = []
+        self._phase_counts: dict[str, int] = {}
+        self._phase_ordinal = -1
+        self._host = PhaseHost(
+            self,
+            self._begin_phase,
+            self._phase_energy_j,
+            self._gather_figures,
+            self._end_phase,
+            self._fault,
+            self._steps_waiting,
+            self._take_columns,
+            self._keep_columns,
+        )
 
     # -- lifetime ------------------------------------------------------------------------
     def __enter__(self) -> Run:
@@ -270,13 +298,7 @@ class Run:
                 f"run {self.name!r} started while run {other.name!r} is active: runs do "
                 "not nest; stop the first run, or use phases inside one run"
             )
-        self.rank = distributed.rank()
-        self.world_size = distributed.world_size()
-        if self.world_size > 1 and not distributed.is_distributed():
-            raise RunError(
-                f"WORLD_SIZE={self.world_size} but torch.distributed is not initialised: call "
-                "torch.distributed.init_process_group(...) before starting the Run"
-            )
+        self._check_world()
         self.device = resolve_device(self._device_arg)
         probes = self._resolve_probes()
         if self._injected_timer is None:
@@ -302,41 +324,61 @@ class Run:
         if self._flops is not None:
             self.meta["flops"] = self._flops
         try:
-            self._make_run_dir(started)
-            assert self.run_dir is not None
-            self.meta["run_id"] = self.run_id
-            self._dir = RunDirectory(self.run_dir)
-            self._writer = RecordWriter(
-                self.run_dir / rank_file(RECORDS_FILE, self.rank), self._on_recreated, self._dir
-            )
-            self._steps = StepLogWriter(
-                self.run_dir / rank_file(STEPS_FILE, self.rank),
-                steplog.header(self.run_id, self.rank),
-                self._on_recreated,
-                self._dir,
-            )
-            self.t0 = self.clock()
-            if self.e2e_from == "process":
-                import psutil
-
-                self._e2e_offset = max(0.0, time.time() - psutil.Process().create_time())
-            self._flusher = Flusher(self.flush, self.flush_interval_s)
-            self._write_meta()
-            if self.rank == 0:
-                self._sinks = SinkSet(self._sink_list, self._fault)
-                self._sinks.start(self.run_id, self.name, self.config)
-            self.status = "running"
-            set_active_run(self)
-            add_live(self)
-            self._flusher.start()
-            self._install_sigterm()
-            if probes:
-                self._sampler.start()
+            self._open_records(started)
+            self._go_live(probes)
         except BaseException as err:  # an interrupt, a failed thread start: close what is open
             self._abort_start(err)
             raise
         logger.info("run %s started on %s; records in %s", self.run_id, self.device, self.run_dir)
         return self
+
+    def _check_world(self) -> None:
+        """This process's rank and world size; a multi-rank launch needs a process group."""
+        self.rank = distributed.rank()
+        self.world_size = distributed.world_size()
+        if self.world_size > 1 and not distributed.is_distributed():
+            raise RunError(
+                f"WORLD_SIZE={self.world_size} but torch.distributed is not initialised: call "
+                "torch.distributed.init_process_group(...) before starting the Run"
+            )
+
+    def _open_records(self, started: datetime) -> None:
+        """Create (rank 0) or join the run directory and open this rank's record files; the
+        run's clock starts here."""
+        self._make_run_dir(started)
+        assert self.run_dir is not None
+        self.meta["run_id"] = self.run_id
+        self._dir = RunDirectory(self.run_dir)
+        self._writer = RecordWriter(
+            self.run_dir / rank_file(RECORDS_FILE, self.rank), self._on_recreated, self._dir
+        )
+        self._steps = StepLogWriter(
+            self.run_dir / rank_file(STEPS_FILE, self.rank),
+            steplog.header(self.run_id, self.rank),
+            self._on_recreated,
+            self._dir,
+        )
+        self.t0 = self.clock()
+        if self.e2e_from == "process":
+            import psutil
+
+            self._e2e_offset = max(0.0, time.time() - psutil.Process().create_time())
+
+    def _go_live(self, probes: list[Any]) -> None:
+        """Write meta.json, start the sinks (rank 0), the flusher, the SIGTERM handler and the
+        probes: the run is running and active."""
+        self._flusher = Flusher(self.flush, self.flush_interval_s)
+        self._write_meta()
+        if self.rank == 0:
+            self._sinks = SinkSet(self._sink_list, self._fault)
+            self._sinks.start(self.run_id, self.name, self.config)
+        self.status = "running"
+        set_active_run(self)
+        add_live(self)
+        self._flusher.start()
+        self._install_sigterm()
+        if probes:
+            self._sampler.start()
 
     def _check_clock(self) -> None:
         """The clock must return finite seconds: checked once here, not at stop()."""
@@ -406,8 +448,8 @@ class Run:
     def _on_sample(self, sample: Any) -> None:
         """Sampler thread: one record per reported quantity, tagged with the active phase."""
         t = self.elapsed()
-        phase = self._active_phase
-        phase_name = phase.name if phase is not None else None
+        active = self._active_phase
+        phase_name = active.phase.name if active is not None else None
         for name, value, unit in sample.metrics():
             self._write(name, value, unit, t, phase=phase_name, device=sample.device)
         self._memory.update(sample)
@@ -543,9 +585,9 @@ class Run:
         cut short (no collective, the step under way not counted) when the run failed or was
         never stopped (other ranks may be gone at exit)."""
         cut = self._stop_error is not None or self._end_status is not None
-        while (phase := self._active_phase) is not None:  # innermost first
-            phase._finish(failed=cut)
-            if self._active_phase is phase:
+        while (active := self._active_phase) is not None:  # innermost first
+            active.finish(cut)
+            if self._active_phase is active:
                 break
 
     def _mark_ended(self) -> None:
@@ -711,26 +753,27 @@ class Run:
             raise RunError(f"run.phase({kind!r}) called on run {self.name!r}, which {state}")
         index = self._phase_counts.get(kind, 0)
         self._phase_counts[kind] = index + 1
-        return Phase(self, kind, name or kind, index, warmup, show_progress)
+        return Phase(self._host, kind, name or kind, index, warmup, show_progress)
 
-    def _begin_phase(self, phase: Phase) -> int:
-        """Make ``phase`` the active one; returns its position among this rank's phases."""
+    def _begin_phase(self, control: PhaseControl) -> int:
+        """Make the phase the active one; returns its position among this rank's phases."""
+        phase = control.phase
         if self.status != "running":
             raise RunError(f"phase {phase.name!r} entered after run {self.name!r} ended")
         outer = self._active_phase
         if outer is not None:
-            if phase.kind in {p.kind for p in (*self._paused, outer)}:
+            if phase.kind in {c.phase.kind for c in (*self._paused, outer)}:
                 raise RunError(
-                    f"phase {phase.name!r} started while phase {outer.name!r} is active: "
+                    f"phase {phase.name!r} started while phase {outer.phase.name!r} is active: "
                     f"phases do not overlap, and a {phase.kind} phase cannot pause one of its "
                     "own kind; end one before starting the next"
                 )
             assert self._steps is not None
             with self.flush_lock:  # the outer phase's finished steps go before the inner's
-                self._steps.write(outer._drain_rows())
-            outer._pause()
+                self._steps.write(outer.drain_rows())
+            outer.pause()
             self._paused.append(outer)
-        self._active_phase = phase
+        self._active_phase = control
         if self._memory is not None:
             self._memory.mark()
         self._write(
@@ -740,31 +783,22 @@ class Run:
         return self._phase_ordinal
 
     def _phase_energy_j(self) -> float | None:
-        """Device energy since the active phase began (J), None without an energy counter."""
         return self._memory.energy_delta_j() if self._memory is not None else None
 
-    def _end_phase(self, phase: Phase) -> None:
+    def _end_phase(self, control: PhaseControl) -> None:
         assert self._steps is not None
+        phase = control.phase
         with self.flush_lock:
-            self._steps.write(phase._drain_rows())
+            self._steps.write(control.drain_rows())
             self._active_phase = self._paused.pop() if self._paused else None
         self.phases.append(phase)
         f = phase.figures_by_rank()[self.rank]
-        fields: list[tuple[str, float, str]] = [
-            ("phase_wall", f.wall_s, "s"),
-            ("phase_io", f.io_s, "s"),
-            ("phase_compute", f.compute_s, "s"),
-            ("phase_samples", f.samples, "samples"),
-            ("phase_steps", f.steps, "steps"),
-        ]
-        if f.energy_j is not None:
-            fields.append(("phase_energy", f.energy_j, "J"))
-        if f.warmup_steps:
-            fields.append(("phase_warmup_steps", f.warmup_steps, "steps"))
-            fields.append(("phase_warmup_samples", f.warmup_samples, "samples"))
-            fields.append(("phase_warmup", f.warmup_s, "s"))
-        for name, value, unit in fields:
-            self._write(name, value, unit, f.end_t, phase=phase.name, kind=phase.kind)
+        for total in PHASE_TOTALS:  # the records the figure table says a phase writes
+            value = getattr(f, total.name)
+            if total.is_written(value, f.warmup_steps):
+                self._write(
+                    total.record, value, total.unit, f.end_t, phase=phase.name, kind=phase.kind
+                )
         phase.devices = self._power.phase_end(
             f.start_t, f.end_t, keep=self._active_phase is not None
         )
@@ -777,7 +811,7 @@ class Run:
         if outer is not None:  # the phase this one paused goes on
             if self._memory is not None:
                 self._memory.mark()
-            outer._resume()
+            outer.resume()
 
     # -- values --------------------------------------------------------------------------
     def set_flops(
@@ -788,7 +822,6 @@ class Run:
         mfu_convention: str = "perfkit",
         peak_flops: float | str | None = None,
         tf32: bool | None = None,
-        convention: str | None = None,
     ) -> None:
         """Give the model's work per sample, so the summary reports MFU.
 
@@ -806,9 +839,6 @@ class Run:
         """
         from perfkit.flops import CONVENTIONS, normalize_dtype
 
-        mfu_convention = checks.renamed(
-            "convention", "mfu_convention", convention, mfu_convention, "perfkit"
-        )
         flops_per_sample = checks.positive_number("flops_per_sample", flops_per_sample, "FLOPs")
         checks.one_of("mfu_convention", mfu_convention, tuple(CONVENTIONS))
         mode = "auto" if peak_flops is None else peak_flops
@@ -875,7 +905,7 @@ class Run:
                 raise checks.wrong_value("step", expected, step)
         numbers = {key: _logged_number(key, raw) for key, raw in values.items()}
         t = self.elapsed()
-        phase = self._active_phase.name if self._active_phase else None
+        phase = self._active_phase.phase.name if self._active_phase else None
         for key, value in numbers.items():
             self.logged[key] = value
             self._write(key, value, "", t, phase=phase, step=step)
@@ -917,21 +947,23 @@ class Run:
         writer = self._writer
         if writer is None or self._detached:
             return
-        phase = self._active_phase
-        if phase is not None:
-            phase._resolve()
+        active = self._active_phase
+        if active is not None:
+            active.resolve()
         writer.flush()  # events first: a phase's steps never come before its phase_start
         with self.flush_lock:
             if self._steps is not None:  # also retries rows an earlier write failed on
                 active = self._active_phase
-                self._steps.write(active._drain_rows() if active is not None else b"")
+                self._steps.write(active.drain_rows() if active is not None else b"")
 
     def _take_columns(self) -> Columns | None:
-        """The spare step columns for a phase's first loop (None: the phase allocates)."""
         columns, self._spare_columns = self._spare_columns, None
         return columns
 
-    def _backlog(self, steps: int) -> None:
+    def _keep_columns(self, columns: Columns) -> None:
+        self._spare_columns = columns
+
+    def _steps_waiting(self, steps: int) -> None:
         """``steps`` finished steps fill the phase's backlog: wait for the flusher to write
         them (a tight loop outruns it only for the GIL, which the wait hands over); if it does
         not within :data:`CATCH_UP_S` (the disk cannot keep up), write them from the loop's
@@ -970,9 +1002,9 @@ class Run:
         return self._summary(self._memory_fields())
 
     def _summary(self, memory: dict[str, Any]) -> dict[str, Any]:
-        phases = [*self.phases, *self._paused]
+        phases = [*self.phases, *(control.phase for control in self._paused)]
         if self._active_phase is not None:
-            phases.append(self._active_phase)
+            phases.append(self._active_phase.phase)
         phases.sort(key=lambda p: p.ordinal)  # in start order (an inner phase ends first)
         return build_summary(
             run_id=self.run_id,
@@ -1000,12 +1032,12 @@ class Run:
     def record_region(self, label: str, start: float, end: float) -> None:
         """Record a region ``region/<label>`` from ``start`` to ``end`` (host clock, s), tied to
         the active phase and its running step (what :class:`perfkit.timed` calls)."""
-        phase = self._active_phase
+        active = self._active_phase
         self._write(
             f"region/{label}",
             end - start,
             "s",
             end - self.t0,
-            phase=phase.name if phase else None,
-            step=phase._step_count if phase and phase.in_step else None,
+            phase=active.phase.name if active else None,
+            step=active.running_step() if active else None,
         )

@@ -1,5 +1,6 @@
-"""What a run needs from its surroundings: the device and its timer, the run directory, the
-config check and the metadata (versions, host, device name)."""
+"""What a Run sets up when it starts: the device and its timer, the run directory, the config
+check and the metadata (versions, host, device name; :mod:`perfkit.environment` gives the
+reproducibility record in it)."""
 
 from __future__ import annotations
 
