@@ -16,8 +16,8 @@ from perfkit.analysis._frames import phase_table
 from perfkit.analysis._parquet import export_parquet
 from perfkit.analysis._read import RunData, read_runs
 from perfkit.analysis._rebuild import rebuild_summary
-from perfkit.checks import check_type, wrong_value
 from perfkit.analysis._validate import reading
+from perfkit.checks import check_type, wrong_value
 from perfkit.sinks import MLflow, Sink, TensorBoard, phase_figures
 
 #: Where ``export`` sends runs: the value of ``to``.

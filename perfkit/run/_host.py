@@ -31,7 +31,7 @@ class PhaseControl(NamedTuple):
     finish: Callable[[bool], None]
     #: steps.bin rows of the finished steps whose compute time is known; the caller holds the
     #: run's ``flush_lock``.
-    drain_rows: Callable[[], bytes]
+    drain_rows: Callable[[], bytes | memoryview]
     #: Turn the device windows the device has reached into seconds (never blocks).
     resolve: Callable[[], None]
     #: A phase of another kind starts inside this one: stop this phase's clock.

@@ -453,8 +453,9 @@ class Phase:
 
     def _make_room(self, step: int) -> int:
         """Before writing ``step``'s row: make sure its slot holds no undrained row - a full
-        ring waits for the flusher to write it (PhaseHost.steps_waiting) - and return the next step to
-        check at (the ring's wrap, or its first slot still undrained, whichever comes first)."""
+        ring waits for the flusher to write it (PhaseHost.steps_waiting) - and return the next
+        step to check at (the ring's wrap, or its first slot still undrained, whichever comes
+        first)."""
         backlog = self._backlog
         assert backlog is not None
         capacity = backlog.capacity
