@@ -60,8 +60,8 @@ OPTIONAL_FIELDS = ("device", "note", "kind")
 
 #: Columns of a steps.bin row (all float64) and their units: the phase's position among this
 #: rank's phases (from 0, the order of its phase_start records), the step's index in the phase,
-#: its end (s since run start), its wall, IO and compute seconds and its samples. A step spans
-#: from ``t - step_time`` to ``t``.
+#: its end (s since run start), its wall, IO and compute seconds, its samples and its tokens
+#: (0 where none were counted). A step spans from ``t - step_time`` to ``t``.
 STEP_COLUMNS = (
     ("phase", ""),
     ("step", ""),
@@ -70,7 +70,10 @@ STEP_COLUMNS = (
     ("io_time", "s"),
     ("compute_time", "s"),
     ("samples", "samples"),
+    ("tokens", "tokens"),
 )
+#: Columns a step log may lack (written by perfkit before they existed): read as 0.
+OPTIONAL_STEP_COLUMNS = ("tokens",)
 #: The per-step quantities (schema 1: one JSON record each, per step).
 STEP_NAMES = ("step_time", "io_time", "compute_time", "samples")
 #: Names of the records a phase writes: phase_start when it starts (t = value = its start),

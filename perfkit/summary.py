@@ -74,6 +74,10 @@ class PhaseFigures(NamedTuple):
     warmup_steps: int = 0
     warmup_samples: int = 0
     warmup_s: float = 0.0
+    # Tokens of the steps (warm-up aside), and of the warm-up steps; None where the phase
+    # counted none (its batches held no token ids; no warm-up).
+    tokens: int | None = None
+    warmup_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,8 @@ class PhaseResult:
     step_walls: Sequence[float]
     #: The reporting rank's sampled devices over the phase (power, temperature, energy).
     devices: Sequence[DevicePower] = ()
+    #: How the reporting rank counted tokens (perfkit.Phase.tokens_from).
+    tokens_from: str = "none"
 
     @property
     def figures(self) -> PhaseFigures:

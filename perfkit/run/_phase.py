@@ -21,7 +21,8 @@ from perfkit.run._backlog import StepBacklog
 from perfkit.run._errors import RunError
 from perfkit.run._io import IOWindow
 from perfkit.run._loop import SizedSteps, length_of, progress_bar
-from perfkit.run._samples import as_sample_count, sample_counter
+from perfkit.run._samples import MAX_SAMPLES, as_sample_count, sample_counter
+from perfkit.run._tokens import token_counter
 from perfkit.summary import PhaseFigures, PhaseResult, percentiles, phase_stats
 from perfkit.timing import Clock, HostTimer, WindowTimer
 from perfkit.timing.window import ComputeWindow
@@ -92,6 +93,8 @@ class Phase:
         self.ordinal = -1  # position among the run's phases on this rank, set when entered
         self._loop: weakref.ReferenceType[Generator[Any, None, None]] | None = None
         self._rank_figures: dict[int, PhaseFigures] | None = None
+        self._token_counter: int | Callable[[Any], int] = 0
+        self._tokens_from = "none"
         self._io = IOWindow(self, self._clock)
         self._compute = ComputeWindow(self, self._timer.mark, self._host)
         # Pauses while phases of other kinds run inside this one: their seconds so far, the
@@ -169,6 +172,7 @@ class Phase:
             min(self._step_count, self.warmup_steps),
             self.warmup_samples,
             self.warmup_s,
+            *self._token_totals(),
         )
 
     def figures_by_rank(self) -> dict[int, PhaseFigures]:
@@ -197,6 +201,26 @@ class Phase:
         return self._totals()[0]
 
     @property
+    def tokens(self) -> int:
+        """Tokens of the finished steps, warm-up steps aside (0 where none were counted)."""
+        return self._totals()[5]
+
+    def _token_totals(self) -> tuple[int | None, int | None]:
+        """(tokens, warm-up tokens) of the finished steps; None where none were counted (the
+        batches held no token ids) or, for the warm-up's, there was no warm-up."""
+        if self.tokens_from == "none":
+            return None, None
+        totals = self._totals()
+        return totals[5], (totals[6] if self.warmup_steps and self._step_count else None)
+
+    @property
+    def tokens_from(self) -> str:
+        """How the tokens were counted: "attention_mask" (real tokens), "input_ids" (padded),
+        "given" (an int per batch), "callable" or "none" (see :meth:`iterate`)."""
+        source = getattr(self._token_counter, "source", self._tokens_from)
+        return str(source)
+
+    @property
     def warmup_samples(self) -> int:
         """Samples of the finished warm-up steps."""
         return self._totals()[3]
@@ -216,20 +240,24 @@ class Phase:
         """Compute seconds (on a device, of the windows resolved so far)."""
         return self._compute_s + (self._totals()[2] if self._host else 0.0)
 
-    def _totals(self) -> tuple[int, float, float, int, float]:
+    def _totals(self) -> tuple[int, float, float, int, float, int, int]:
         """(samples, io s, compute s) of every finished steady-state step's row, then
-        (samples, wall s) of the finished warm-up steps'."""
+        (samples, wall s) of the finished warm-up steps', then the tokens of both."""
         backlog = self._backlog
         if backlog is None:
-            return 0, 0.0, 0.0, 0, 0.0
+            return 0, 0.0, 0.0, 0, 0.0, 0, 0
         with self.run.flush_lock:
-            samples, io, compute, warm_samples, warm_s = backlog.pending_totals(self._step_count)
+            samples, io, compute, warm_samples, warm_s, tokens, warm_tokens = (
+                backlog.pending_totals(self._step_count)
+            )
             return (
                 backlog.samples_total + samples,
                 backlog.io_total + io,
                 backlog.compute_total + compute,
                 backlog.warmup_samples_total + warm_samples,
                 backlog.warmup_wall_total + warm_s,
+                backlog.tokens_total + tokens,
+                backlog.warmup_tokens_total + warm_tokens,
             )
 
     def _walls(self) -> array[float]:
@@ -297,7 +325,11 @@ class Phase:
             window.__enter__()
 
     def iterate(
-        self, iterable: Iterable[Any], *, samples: int | Callable[[Any], int] | None = None
+        self,
+        iterable: Iterable[Any],
+        *,
+        samples: int | Callable[[Any], int] | None = None,
+        tokens: int | Callable[[Any], int] | None = None,
     ) -> Iterator[Any]:
         """Yield the batches of ``iterable``, timing each step.
 
@@ -305,7 +337,10 @@ class Phase:
         rest of the loop body is compute - unless the body marks compute windows with
         :meth:`compute`, which then count alone for that step.
         ``samples``: an int per batch, or a callable batch -> int; by default counted from the
-        batch (:func:`count_samples`).
+        batch (:func:`count_samples`). ``tokens``: the same for tokens, counted when the step's
+        body ends (a callable may count what the body saw); by default from a dict batch's
+        ``attention_mask`` on the host (real tokens) or else its ``input_ids`` (padded tokens),
+        none for other batches - :attr:`tokens_from` says which.
 
         Returns a one-pass iterator; when ``iterable`` has a length, so does the iterator (for
         ``tqdm(...)`` and torchvision's ``MetricLogger.log_every``). With the phase's
@@ -332,7 +367,8 @@ class Phase:
             )
         length = length_of(iterable)
         bar = progress_bar(self.name, length) if self.progress else None
-        loop = self._steps(iterator, sample_counter(samples), bar)
+        self._token_counter, self._tokens_from = token_counter(tokens)
+        loop = self._steps(iterator, sample_counter(samples), bar, self._token_counter)
         self._loop = weakref.ref(loop)
         return loop if length is None else SizedSteps(loop, length)
 
@@ -349,7 +385,11 @@ class Phase:
 
     # -- step loop -----------------------------------------------------------------------
     def _steps(
-        self, iterator: Iterator[Any], samples: int | Callable[[Any], int], bar: Any = None
+        self,
+        iterator: Iterator[Any],
+        samples: int | Callable[[Any], int],
+        bar: Any = None,
+        tokens: int | Callable[[Any], int] = 0,
     ) -> Generator[Any, None, None]:
         # Step k spans from the end of step k-1 (t0) to the end of its body (t2): the wait in
         # next() until t1 is IO, so consecutive steps tile the loop's time. The per-step path
@@ -363,6 +403,8 @@ class Phase:
         assert backlog is not None
         ends, ios, computes, counts = backlog.end, backlog.io, backlog.compute, backlog.samples
         fixed, count = (samples, None) if isinstance(samples, int) else (0, samples)
+        token_counts = backlog.tokens
+        fixed_tokens, count_tokens = (tokens, None) if isinstance(tokens, int) else (0, tokens)
         step = self._step_count
         limit = step  # the first step's slot is checked like any at a limit
         slot = 0
@@ -384,6 +426,7 @@ class Phase:
                 yield batch
             except GeneratorExit:  # the loop was left: break, or an exception in the body
                 left = True
+            k = fixed_tokens if count_tokens is None else self._count_tokens(count_tokens, batch)
             t2 = clock()
             window.in_step = False
             if step == limit:
@@ -394,6 +437,7 @@ class Phase:
                 counts[slot] = n
             except OverflowError:  # a callable's int beyond a float: 0, and a fault
                 counts[slot] = self._as_count(n)
+            token_counts[slot] = k
             if window.marked:  # io() or compute() windows closed in this step: take, reset
                 window.marked = False
                 ios[slot] = t1 - t0 + window.io_s
@@ -431,18 +475,31 @@ class Phase:
         if bar is not None:
             bar.close()
 
-    def _as_count(self, value: Any) -> int:
-        """A samples callable's result as an int (a numpy int, a 0-d tensor, an integral
-        float); anything else (NaN, a negative number, a string) counts 0 samples and is
+    def _as_count(self, value: Any, what: str = "samples") -> int:
+        """A samples (tokens) callable's result as an int (a numpy int, a 0-d tensor, an
+        integral float); anything else (NaN, a negative number, a string) counts 0 and is
         recorded once in the summary's faults."""
         count = as_sample_count(value)
         if count is not None:
             return count
         self.run._fault(
-            f"phase {self.name!r}: the samples callable returned {value!r:.40} (expected a "
-            "non-negative int); counted as 0 samples"
+            f"phase {self.name!r}: the {what} callable returned {value!r:.40} (expected a "
+            f"non-negative int); counted as 0 {what}"
         )
         return 0
+
+    def _count_tokens(self, count: Callable[[Any], int], batch: Any) -> int:
+        """The tokens of a step's batch; a counter that raises, or returns no count, counts 0
+        (a fault in the summary), never an error in the user's loop."""
+        try:
+            k = count(batch)
+        except Exception as err:
+            self.run._fault(
+                f"phase {self.name!r}: counting tokens raised {type(err).__name__}: {err}; "
+                "counted as 0 tokens"
+            )
+            return 0
+        return k if type(k) is int and 0 <= k <= MAX_SAMPLES else self._as_count(k, "tokens")
 
     def _make_room(self, step: int) -> int:
         """Before writing ``step``'s row: make sure its slot holds no undrained row - from a
@@ -565,6 +622,7 @@ class Phase:
             self.figures_by_rank(),
             self._walls(),
             self.devices,
+            self.tokens_from,
         )
 
     def step_time_percentiles(self) -> dict[int, float]:
