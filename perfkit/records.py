@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perfkit.appendlog import AppendLog
+from perfkit.figures import PHASE_TOTALS
 from perfkit.rundir import NOFOLLOW
 
 if TYPE_CHECKING:
@@ -76,21 +77,6 @@ STEP_COLUMNS = (
 OPTIONAL_STEP_COLUMNS = ("tokens",)
 #: The per-step quantities (schema 1: one JSON record each, per step).
 STEP_NAMES = ("step_time", "io_time", "compute_time", "samples")
-#: Names of the records a phase writes: phase_start when it starts (t = value = its start),
-#: the others when it ends (t = its end); phase_energy only when a probe measured energy,
-#: phase_warmup_* (steps, samples, seconds) only after warm-up steps.
-PHASE_NAMES = (
-    "phase_start",
-    "phase_wall",
-    "phase_io",
-    "phase_compute",
-    "phase_samples",
-    "phase_steps",
-    "phase_energy",
-    "phase_warmup_steps",
-    "phase_warmup_samples",
-    "phase_warmup",
-)
 #: Prefix of the records ``perfkit.timed`` writes (``region/<label>``, seconds).
 REGION_PREFIX = "region/"
 
@@ -99,12 +85,8 @@ REGION_PREFIX = "region/"
 #: :class:`perfkit.probes.DeviceSample`) and the values given to ``run.log`` (unit "").
 RECORD_NAMES: dict[str, tuple[str, str]] = {
     "phase_start": ("s", "a phase started; value = t = its start"),
-    "phase_wall": ("s", "the phase's wall time"),
-    "phase_io": ("s", "the phase's IO time"),
-    "phase_compute": ("s", "the phase's compute time"),
-    "phase_samples": ("samples", "samples the phase processed"),
-    "phase_steps": ("steps", "steps the phase finished"),
-    "phase_energy": ("J", "device energy over the phase"),
+    # when a phase ends (t = its end), as the figure table says
+    **{total.record: (total.unit, total.about) for total in PHASE_TOTALS},
     "phase_device_samples": ("samples", "one device's power samples in the phase (device)"),
     "phase_device_power_avg": ("W", "one device's average power over the phase"),
     "phase_device_power_max": ("W", "one device's maximum power over the phase"),
@@ -113,6 +95,11 @@ RECORD_NAMES: dict[str, tuple[str, str]] = {
     "phase_device_energy": (
         "J",
         "one device's energy over the phase; note: counter, or integrated (sampled power)",
+    ),
+    "phase_tokens_from": (
+        "",
+        "how the phase counts its tokens (note: attention_mask, input_ids, given, callable); "
+        "once a phase, when known",
     ),
     "probe_error": ("", "a probe failed and was disabled; the text is in note"),
     "step_backlog_full": ("", "steps outran the disk; the loop's thread wrote them (note)"),
@@ -127,12 +114,12 @@ RECORD_NAMES: dict[str, tuple[str, str]] = {
 def reserved_names() -> frozenset[str]:
     """Every record name perfkit writes itself: :data:`RECORD_NAMES` and the probe quantities
     (with ``region/<label>``, :data:`REGION_PREFIX`). :meth:`perfkit.Run.log` refuses them, and
-    the summary's own keys (:data:`perfkit.summary.RESERVED_KEYS`): analysis would take a
+    the summary's own keys (:data:`perfkit.figures.RESERVED_KEYS`): analysis would take a
     logged value of one of these names for perfkit's own."""
     from perfkit.probes._sample import DeviceSample
 
     probe = {f.name for f in dataclasses.fields(DeviceSample) if f.type == "float"}
-    return frozenset(RECORD_NAMES) | frozenset(PHASE_NAMES) | frozenset(probe)
+    return frozenset(RECORD_NAMES) | frozenset(probe)
 
 
 def json_schema() -> dict[str, Any]:

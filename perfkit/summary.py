@@ -1,6 +1,7 @@
 """The summary: per-phase figures -> the summary dict (pure; no clock, no files, no devices).
 
-This is the one place the seed metrics are defined. :class:`perfkit.Run` calls
+This is the one place the seed metrics' formulas are; every figure's name, unit, rules over
+phases and ranks and reports are declared in :mod:`perfkit.figures`. :class:`perfkit.Run` calls
 :func:`build_summary` with its live figures when it ends; the analysis layer's
 ``rebuild_summary`` calls it with the same figures read back from a run's records.
 Units: seconds, samples, samples/s, joules, bytes. The metric names and formulas are FlagPerf's:
@@ -40,25 +41,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from perfkit.figures import (
+    MFU_THROUGHPUTS,
+    PERCENTILES,
+    PHASE_KINDS,
+    PHASE_TOTALS,
+    THROUGHPUT_NAMES,
+    TOKEN_MFU_THROUGHPUTS,
+    TOKEN_THROUGHPUT_NAMES,
+    Figure,
+)
+
 if TYPE_CHECKING:
     from perfkit.probes.power import DevicePower
-
-PHASE_KINDS = ("train", "val", "infer")
-#: Summary names of each phase kind's (whole, core) throughput, as the seeds name them.
-THROUGHPUT_NAMES = {
-    "train": ("p_train", "p_core"),
-    "val": ("p_val_whole", "p_val_core"),
-    "infer": ("p_infer_whole", "p_infer_core"),
-}
-#: Step wall-time percentiles reported per phase and per kind.
-PERCENTILES = (50, 90, 99)
-#: Core throughputs MFU is taken from, first present wins.
-MFU_THROUGHPUTS = ("p_core", "p_infer_core", "p_val_core")
 
 
 class PhaseFigures(NamedTuple):
     """One rank's totals for one phase (seconds on that rank's clock since its run start,
-    samples, steps)."""
+    samples, steps): its kind, start and end, then one field per
+    :data:`perfkit.figures.PHASE_TOTALS` entry (a test holds the two together)."""
 
     kind: str
     samples: int
@@ -147,6 +148,11 @@ def phase_stats(phase: PhaseResult) -> dict[str, Any]:
         stats["warmup_steps"] = f.warmup_steps
         stats["warmup_samples"] = f.warmup_samples
         stats["warmup_s"] = f.warmup_s
+    if f.tokens is not None:
+        stats["tokens"] = f.tokens
+        stats["tokens_from"] = phase.tokens_from
+        if f.warmup_steps and f.warmup_tokens is not None:
+            stats["warmup_tokens"] = f.warmup_tokens
     stats.update(rate_fields("", f.samples, f.wall_s, f.io_s, f.compute_s))
     if f.energy_j is not None:
         stats["energy_j"] = f.energy_j
@@ -167,30 +173,31 @@ def _by_rank(phases: Sequence[PhaseResult]) -> dict[int, list[PhaseFigures]]:
     return ranks
 
 
+def _combined(total: Figure, ranks: Mapping[int, Sequence[PhaseFigures]]) -> Any:
+    """``total`` of a kind's phases: summed over each rank's phases, then over the ranks as
+    the table says (every rank's, or the largest rank's); None when no phase measured it."""
+    add: Any = math.fsum if total.type is float else sum
+    per_rank = [
+        [v for f in figures if (v := getattr(f, total.name)) is not None]
+        for figures in ranks.values()
+    ]
+    if not any(per_rank):
+        return None if total.written == "measured" else add([])
+    if total.over_ranks == "sum":
+        return add(v for values in per_rank for v in values)
+    return max(add(values) for values in per_rank)
+
+
 def kind_metrics(kind: str, phases: Sequence[PhaseResult]) -> dict[str, Any]:
     """Totals, throughputs, energy, spread over ranks and step-time percentiles of the phases
     of one kind; {} when there are none."""
     if not phases:
         return {}
     ranks = _by_rank(phases)
-    samples = sum(f.samples for figures in ranks.values() for f in figures)
-    per_rank = {
-        rank: (
-            math.fsum(f.wall_s for f in figures),
-            math.fsum(f.io_s for f in figures),
-            math.fsum(f.compute_s for f in figures),
-        )
-        for rank, figures in ranks.items()
-    }
-    wall, io, compute = (max(values) for values in zip(*per_rank.values(), strict=True))
-    out: dict[str, Any] = {
-        f"{kind}_samples": samples,
-        # steps are per rank (every rank steps together): the most any rank took, not a sum
-        f"{kind}_steps": max(sum(f.steps for f in figures) for figures in ranks.values()),
-        f"{kind}_wall_s": wall,
-        f"{kind}_io_s": io,
-        f"{kind}_compute_s": compute,
-    }
+    totals = {total.name: _combined(total, ranks) for total in PHASE_TOTALS}
+    names = ("samples", "steps", "wall_s", "io_s", "compute_s")
+    out: dict[str, Any] = {f"{kind}_{name}": totals[name] for name in names}
+    samples, wall, io, compute = (totals[n] for n in ("samples", "wall_s", "io_s", "compute_s"))
     rates = rate_fields(f"{kind}_", samples, wall, io, compute)
     for rate, name in zip(("whole", "core"), THROUGHPUT_NAMES[kind], strict=True):
         value = rates.pop(f"{kind}_throughput_{rate}", None)
@@ -199,34 +206,47 @@ def kind_metrics(kind: str, phases: Sequence[PhaseResult]) -> dict[str, Any]:
             if len(ranks) > 1:
                 out[f"{name}_per_device"] = value / len(ranks)
     out.update(rates)
-    out.update(_warmup_fields(kind, ranks))
-    energies = [f.energy_j for figures in ranks.values() for f in figures if f.energy_j is not None]
-    if energies and samples:
-        out[f"{kind}_energy_j"] = math.fsum(energies)
-        out[f"{kind}_energy_per_sample_j"] = math.fsum(energies) / samples
+    out.update(_token_fields(kind, totals, len(ranks), phases))
+    if totals["warmup_steps"]:  # the totals a phase writes only after warm-up steps
+        out.update(
+            {f"{kind}_{t.name}": totals[t.name] for t in PHASE_TOTALS if t.written == "warmup"}
+        )
+    if totals["energy_j"] is not None and samples:
+        out[f"{kind}_energy_j"] = totals["energy_j"]
+        out[f"{kind}_energy_per_sample_j"] = totals["energy_j"] / samples
     if len(ranks) > 1:
-        for index, label in ((0, "wall_s"), (2, "compute_s")):
-            values = [v[index] for v in per_rank.values()]
-            out[f"{kind}_{label}_min"] = min(values)
-            out[f"{kind}_{label}_max"] = max(values)
-            out[f"{kind}_{label}_std"] = statistics.pstdev(values)
+        for name in ("wall_s", "compute_s"):
+            values = [math.fsum(getattr(f, name) for f in figures) for figures in ranks.values()]
+            out[f"{kind}_{name}_min"] = min(values)
+            out[f"{kind}_{name}_max"] = max(values)
+            out[f"{kind}_{name}_std"] = statistics.pstdev(values)
     walls = [wall for phase in phases for wall in phase.step_walls]
     for q, value in percentiles(walls).items():
         out[f"{kind}_step_time_p{q}_s"] = value
     return out
 
 
-def _warmup_fields(kind: str, ranks: Mapping[int, Sequence[PhaseFigures]]) -> dict[str, Any]:
-    """<kind>_warmup_steps (per rank, as <kind>_steps: the most any rank took), _samples
-    (every rank's), _warmup_s (the slowest rank's sum); {} without warm-up steps."""
-    steps = max(sum(f.warmup_steps for f in figures) for figures in ranks.values())
-    if not steps:
+def _token_fields(
+    kind: str, totals: Mapping[str, Any], world: int, phases: Sequence[PhaseResult]
+) -> dict[str, Any]:
+    """<kind>_tokens, _warmup_tokens (after warm-up steps), _tokens_from (the reporting rank's
+    phases' ways, joined), and the token throughputs: tokens over the wall and compute seconds
+    (as p_*), and per device (/ the number of ranks: FlagPerf's token/p/s, also with one
+    rank); {} where no phase counted tokens."""
+    tokens = totals["tokens"]
+    if tokens is None:
         return {}
-    return {
-        f"{kind}_warmup_steps": steps,
-        f"{kind}_warmup_samples": sum(f.warmup_samples for fs in ranks.values() for f in fs),
-        f"{kind}_warmup_s": max(math.fsum(f.warmup_s for f in fs) for fs in ranks.values()),
-    }
+    out: dict[str, Any] = {f"{kind}_tokens": tokens}
+    if totals["warmup_steps"] and totals["warmup_tokens"] is not None:
+        out[f"{kind}_warmup_tokens"] = totals["warmup_tokens"]
+    ways = sorted({p.tokens_from for p in phases if p.tokens_from != "none"})
+    out[f"{kind}_tokens_from"] = ",".join(ways) or "none"
+    seconds = (totals["wall_s"], totals["compute_s"])
+    for name, s in zip(TOKEN_THROUGHPUT_NAMES[kind], seconds, strict=True):
+        if s > 0 and tokens > 0:
+            out[name] = tokens / s
+            out[f"{name}_per_device"] = tokens / s / world
+    return out
 
 
 def whole_window_s(phases: Sequence[PhaseResult]) -> float | None:
@@ -253,6 +273,9 @@ def phase_metrics(phases: Sequence[PhaseResult]) -> dict[str, Any]:
     samples = out.get("train_samples", 0) + out.get("train_warmup_samples", 0)
     if window is not None and samples:
         out["p_whole"] = samples / window
+    tokens = out.get("train_tokens", 0) + out.get("train_warmup_tokens", 0)
+    if window is not None and tokens:
+        out["tps_whole"] = tokens / window  # as p_whole, in tokens
     return out
 
 
@@ -300,6 +323,8 @@ def mfu_fields(
     MFU), with the measured peak (``measured_peak``) once the Run has measured one."""
     if flops is None:
         return {}
+    if "flops_per_token" in flops:
+        return _token_mfu_fields(metrics, flops, world_size, device_name)
     core = next((metrics[k] for k in MFU_THROUGHPUTS if k in metrics), None)
     if core is None:
         return {"mfu_note": "MFU not computed: no compute time was measured"}
@@ -325,6 +350,29 @@ def mfu_fields(
         tf32=flops["tf32"],
         measured=measured if mode != "table" else None,
     )
+
+
+def _token_mfu_fields(
+    metrics: Mapping[str, Any], flops: Mapping[str, Any], world_size: int, device_name: str
+) -> dict[str, Any]:
+    """MFU per token (``Run.set_token_flops``): flops_per_token x the first token throughput
+    of :data:`perfkit.figures.TOKEN_MFU_THROUGHPUTS` per device / the peak, with the token
+    convention named; the peak as for samples (:func:`mfu_fields`)."""
+    name = next((k for k in TOKEN_MFU_THROUGHPUTS if k in metrics), None)
+    if name is None:
+        return {"mfu_note": "MFU not computed: no tokens were counted (iterate(tokens=))"}
+    from perfkit.flops import TOKEN_CONVENTIONS
+
+    per_sample = {k: v for k, v in flops.items() if k != "flops_per_token"}
+    per_sample["flops_per_sample"] = flops["flops_per_token"]  # a token as the sample
+    fields = mfu_fields({"p_core": metrics[name]}, per_sample, world_size, device_name)
+    if "MFU" not in fields:
+        return fields
+    fields.pop("flops_per_sample")
+    fields["mfu_convention"] = TOKEN_CONVENTIONS[flops["token_convention"]]
+    fields["mfu_throughput"] = f"{name}_per_device"
+    fields["flops_per_token"] = flops["flops_per_token"]
+    return fields
 
 
 def build_summary(
@@ -389,59 +437,3 @@ def null_nonfinite(obj: Any, path: str = "") -> list[str]:
         elif isinstance(value, (dict, list)):
             found.extend(null_nonfinite(value, where))
     return found
-
-
-#: Names that the summary's own fields use: :meth:`perfkit.Run.log` refuses them.
-RESERVED_KEYS = frozenset(
-    {
-        "run_id",
-        "name",
-        "status",
-        "e2e_time",
-        "error",
-        "flush_error",
-        "faults",
-        "nonfinite",
-        "probe_errors",
-        "phases",
-        "meta",
-        "p_whole",
-        "mem",
-        "mem_per_device",
-        "mem_peak_bytes",
-        "mem_total_bytes",
-        "allocator_peak_allocated_bytes",
-        "allocator_peak_reserved_bytes",
-        "MFU",
-        "mfu_note",
-        "mfu_convention",
-        "peak_flops",
-        "peak_dtype",
-        "peak_source",
-        "mfu_peak_source",
-        "flops_per_sample",
-    }
-    | {name for names in THROUGHPUT_NAMES.values() for name in names}
-    | {f"{name}_per_device" for names in THROUGHPUT_NAMES.values() for name in names}
-    | {
-        f"{kind}_{field}"
-        for kind in PHASE_KINDS
-        for field in (
-            "samples",
-            "steps",
-            "wall_s",
-            "io_s",
-            "compute_s",
-            "io_fraction",
-            "energy_j",
-            "energy_per_sample_j",
-            "wall_s_min",
-            "wall_s_max",
-            "wall_s_std",
-            "compute_s_min",
-            "compute_s_max",
-            "compute_s_std",
-            *(f"step_time_p{q}_s" for q in PERCENTILES),
-        )
-    }
-)

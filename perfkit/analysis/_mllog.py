@@ -17,6 +17,7 @@ from perfkit.analysis._read import (
     read_run,
     row_dicts,
 )
+from perfkit.figures import PHASE_TOTALS
 
 #: Logged values (run.log) written as eval_accuracy events (and the names trainers log for
 #: them, perfkit.analysis._names.METRIC_NAMES, where perfkit's own is absent).
@@ -162,10 +163,11 @@ def _events(run: RunData, points: list[tuple[str, Any]]) -> list[Event]:
 
     for key, value in points:
         point(0.0, key, value)
-    for kind, key in (("train", "train_samples"), ("val", "eval_samples")):
-        of_kind = phases[phases["kind"] == kind]
-        if not of_kind.empty:
-            point(0.0, key, int(of_kind["samples"].iloc[0]))
+    for total in PHASE_TOTALS:  # the MLPerf keys the figure table names: the first phase's
+        for kind, key in total.mllog.items():
+            of_kind = phases[phases["kind"] == kind]
+            if not of_kind.empty:
+                point(0.0, key, total.type(of_kind[total.name].iloc[0]))
     first = float(phases["start_t"].min()) if not phases.empty else 0.0
     events.append((first, "INTERVAL_END", "init_stop", None, {}))
     events.append((first, "INTERVAL_START", "run_start", None, {}))

@@ -13,9 +13,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from perfkit.figures import PHASE_KINDS, PHASE_TOTALS
 from perfkit.records import (
     META_FILE,
-    PHASE_NAMES,
     READABLE_SCHEMA_VERSIONS,
     RECORD_FIELDS,
     STEP_NAMES,
@@ -25,7 +25,6 @@ from perfkit.records import (
     read_records,
 )
 from perfkit.steplog import read_step_log
-from perfkit.summary import PHASE_KINDS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -320,10 +319,11 @@ def read_runs(paths: PathArg | Iterable[PathArg]) -> list[RunData]:
 def phase_table(run: RunData) -> pd.DataFrame:
     """One row per phase per rank, in time order: rank, phase (name), ordinal (its position
     among the rank's phases, from 0), kind, index (the n-th phase of that name on that rank,
-    from 0), start_t, end_t (s since run start), wall_s, io_s, compute_s (s), samples, steps,
-    complete, energy_j (J, NaN without an energy counter), warmup_steps, warmup_samples,
-    warmup_s (the phase's warm-up steps, which wall_s, io_s, compute_s, samples and steps leave
-    out; 0 without warm-up).
+    from 0), start_t, end_t (s since run start), then the totals of the figure table
+    (:data:`perfkit.figures.PHASE_TOTALS`) with ``complete`` after those written for every
+    phase: wall_s, io_s, compute_s (s), samples, steps, complete, energy_j (J, NaN without
+    an energy counter), warmup_steps, warmup_samples, warmup_s (the phase's warm-up steps,
+    which wall_s, io_s, compute_s, samples and steps leave out; 0 without warm-up).
 
     Finished phases come from their phase_* records; a phase a killed process left open is
     rebuilt from its steps (end = last step's end; complete = False). ``kind`` comes from the
@@ -364,13 +364,15 @@ def phase_table(run: RunData) -> pd.DataFrame:
                 io_s=("io_time", "sum"),
                 compute_s=("compute_time", "sum"),
                 samples=("samples", "sum"),
+                tokens=("tokens", "sum"),
                 steps=("step", "count"),
             )
             .reset_index()
         )
         known = table[~table["complete"]].drop(
-            columns=["end_t", "io_s", "compute_s", "samples", "steps"], errors="ignore"
+            columns=["end_t", "io_s", "compute_s", "samples", "tokens", "steps"], errors="ignore"
         )
+        rebuilt["tokens"] = rebuilt["tokens"].where(rebuilt["tokens"] > 0)  # 0: none counted
         merged = rebuilt.merge(known.drop(columns=["phase"]), on=["rank", "ordinal"], how="left")
         merged["start_t"] = merged["start_t"].fillna(merged["first_start"])
         merged["complete"] = False
@@ -386,8 +388,6 @@ def phase_table(run: RunData) -> pd.DataFrame:
         if "wall_s" not in table
         else (table["wall_s"].fillna(table["end_t"] - table["start_t"] - _paused_s(table)))
     )
-    if "energy_j" not in table:
-        table["energy_j"] = float("nan")
     if "kind" not in table:
         table["kind"] = None
     table = table.sort_values(["rank", "ordinal"], kind="stable").reset_index(drop=True)
@@ -398,22 +398,15 @@ def phase_table(run: RunData) -> pd.DataFrame:
     table["index"] = table.groupby(["rank", "phase"]).cumcount()
     recorded = table["kind"]
     table["kind"] = recorded.where(recorded.notna(), pd.Series(_phase_kinds(run, table)))
-    warmup = ["warmup_steps", "warmup_samples", "warmup_s"]
-    for column in warmup:  # 0 without warm-up (and for a phase a killed process left open)
-        table[column] = table[column].fillna(0) if column in table else 0
-    table = table.astype({"warmup_steps": int, "warmup_samples": int, "warmup_s": float})
+    every = [t.name for t in PHASE_TOTALS if t.written == "always"]
+    sometimes = [t for t in PHASE_TOTALS if t.written != "always"]
+    for total in sometimes:  # not written: NaN (not measured) or 0 (no warm-up steps)
+        missing = float("nan") if total.written == "measured" else 0
+        table[total.name] = table[total.name].fillna(missing) if total.name in table else missing
+    table = table.astype({t.name: t.type for t in sometimes if t.written != "measured"})
     return table[
-        [
-            *columns[:3],
-            "kind",
-            "index",
-            *columns[3:],
-            "samples",
-            "steps",
-            "complete",
-            "energy_j",
-            *warmup,
-        ]
+        [*columns[:3], "kind", "index", "start_t", "end_t", *every, "complete"]
+        + [total.name for total in sometimes]
     ].reset_index(drop=True)
 
 
@@ -439,25 +432,14 @@ def _paused_s(table: pd.DataFrame) -> pd.Series:
     return paused
 
 
-#: The phase_* records written when a phase ends.
-_END_NAMES = tuple(name for name in PHASE_NAMES if name != "phase_start")
+#: The phase_* records written when a phase ends: the figure table's PHASE_TOTALS.
+_END_NAMES = tuple(total.record for total in PHASE_TOTALS)
 
 
 def _phase_ends(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per ended phase per rank (rank, phase, kind, ordinal, end_t and its figures)."""
+    """One row per ended phase per rank (rank, phase, kind, ordinal, end_t and its totals)."""
     ends = _wide(records, _END_NAMES, ["rank", "phase", "t", "kind"]).rename(
-        columns={
-            "t": "end_t",
-            "phase_wall": "wall_s",
-            "phase_io": "io_s",
-            "phase_compute": "compute_s",
-            "phase_samples": "samples",
-            "phase_steps": "steps",
-            "phase_energy": "energy_j",
-            "phase_warmup_steps": "warmup_steps",
-            "phase_warmup_samples": "warmup_samples",
-            "phase_warmup": "warmup_s",
-        }
+        columns={"t": "end_t"} | {total.record: total.name for total in PHASE_TOTALS}
     )
     ends = ends.sort_values(["rank", "end_t"], kind="stable").reset_index(drop=True)
     ends["ordinal"] = ends.groupby("rank").cumcount()

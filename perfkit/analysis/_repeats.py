@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from perfkit.analysis._read import PathArg, find_runs
 from perfkit.analysis._student import t_ppf, welch
 from perfkit.analysis._tables import summaries
+from perfkit.figures import FIGURE_OF
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,12 +52,16 @@ def metric_stats(values: Iterable[float]) -> MetricStats:
 
 
 def better(metric: str) -> int | None:
-    """+1 when a higher value of ``metric`` is better (throughputs ``p_*`` and
-    ``*throughput*``, MFU), -1 when lower is better (times: e2e_time and seconds ``*_s``),
-    None for the rest (counts, fractions, accuracies, spreads)."""
-    if metric.startswith("p_") or "throughput" in metric or metric == "MFU":
+    """+1 when a higher value of ``metric`` is better, -1 when lower is better, None for the
+    rest: as the figure table says for perfkit's figures (throughputs and MFU +1; e2e_time and
+    seconds -1; counts, fractions, spreads None); for other names (logged values), +1 for
+    ``p_*`` and ``*throughput*``, -1 for seconds ``*_s``, else None."""
+    figure = FIGURE_OF.get(metric)
+    if figure is not None:
+        return figure.better
+    if metric.startswith("p_") or "throughput" in metric:
         return 1
-    if metric == "e2e_time" or metric.endswith("_s"):
+    if metric.endswith("_s"):
         return -1
     return None
 

@@ -20,7 +20,8 @@ from perfkit.analysis._read import (
     row_dicts,
     step_table,
 )
-from perfkit.records import PHASE_NAMES, STEP_NAMES
+from perfkit.figures import PHASE_RECORDS
+from perfkit.records import STEP_NAMES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -137,7 +138,7 @@ def _meta(name: str, pid: int, tid: int, value: Any, key: str = "name") -> dict[
 def _record_events(records: pd.DataFrame) -> list[dict[str, Any]]:
     """Regions, logged values, probe errors and probe counters from the records."""
     events: list[dict[str, Any]] = []
-    timing = set(STEP_NAMES) | set(PHASE_NAMES)
+    timing = set(STEP_NAMES) | set(PHASE_RECORDS)
     for r in row_dicts(records[~records["name"].isin(timing)]):
         pid, name, value, t = int(r["rank"]) + 1, str(r["name"]), r["value"], r["t"]
         if name.startswith(_REGION) and not math.isnan(value):

@@ -15,13 +15,14 @@ metadata), ``_active`` (the active run), ``_process`` (forked children, interpre
 
 from __future__ import annotations
 
+from perfkit.figures import PHASE_KINDS, THROUGHPUT_NAMES
 from perfkit.run._active import active_run
 from perfkit.run._errors import RunError
 from perfkit.run._phase import Phase
 from perfkit.run._run import E2E_FROM, SYNC_MODES, Run
 from perfkit.run._samples import count_samples
 from perfkit.run._timed import timed
-from perfkit.summary import PHASE_KINDS, THROUGHPUT_NAMES, PhaseFigures, rate_fields
+from perfkit.summary import PhaseFigures, rate_fields
 
 __all__ = [
     "E2E_FROM",

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Generator, Iterable, Mapping, Sized
 from typing import Any
 
-from perfkit.summary import PHASE_KINDS
+from perfkit.figures import PHASE_KINDS
 
 
 def check_warmup_steps(value: Any, argument: str = "warmup_steps") -> int:

@@ -95,6 +95,7 @@ class Phase:
         self._rank_figures: dict[int, PhaseFigures] | None = None
         self._token_counter: int | Callable[[Any], int] = 0
         self._tokens_from = "none"
+        self.tokens_noted = "none"  # the tokens_from the run recorded (phase_tokens_from)
         self._io = IOWindow(self, self._clock)
         self._compute = ComputeWindow(self, self._timer.mark, self._host)
         # Pauses while phases of other kinds run inside this one: their seconds so far, the
@@ -159,20 +160,22 @@ class Phase:
             )
 
     def _figures(self) -> PhaseFigures:
+        tokens, warmup_tokens = self._token_totals()
         return PhaseFigures(
-            self.kind,
-            self.samples,
-            self.steps,
-            self.wall_s,
-            self.io_s,
-            self.compute_s,
-            self.start_t,
-            self.end_t if self._state == "ended" else self.run.elapsed(),
-            self.energy_j,
-            min(self._step_count, self.warmup_steps),
-            self.warmup_samples,
-            self.warmup_s,
-            *self._token_totals(),
+            kind=self.kind,
+            samples=self.samples,
+            steps=self.steps,
+            wall_s=self.wall_s,
+            io_s=self.io_s,
+            compute_s=self.compute_s,
+            start_t=self.start_t,
+            end_t=self.end_t if self._state == "ended" else self.run.elapsed(),
+            energy_j=self.energy_j,
+            warmup_steps=min(self._step_count, self.warmup_steps),
+            warmup_samples=self.warmup_samples,
+            warmup_s=self.warmup_s,
+            tokens=tokens,
+            warmup_tokens=warmup_tokens,
         )
 
     def figures_by_rank(self) -> dict[int, PhaseFigures]:

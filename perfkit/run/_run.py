@@ -15,10 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from perfkit import checks, distributed, steplog
 from perfkit._messages import logger
+from perfkit.figures import MFU_THROUGHPUTS, PHASE_KINDS, PHASE_TOTALS, RESERVED_KEYS
 from perfkit.records import (
     META_FILE,
     RECORDS_FILE,
@@ -54,16 +55,16 @@ from perfkit.sinks._base import Sink, phase_figures
 from perfkit.sinks._dispatch import SinkSet, check_sinks
 from perfkit.steplog import StepLogWriter
 from perfkit.summary import (
-    MFU_THROUGHPUTS,
     PEAK_MODES,
-    PHASE_KINDS,
-    RESERVED_KEYS,
     PhaseFigures,
     build_summary,
     needs_measured_peak,
     phase_metrics,
 )
 from perfkit.timing import Clock, HostTimer, WindowTimer, host_clock
+
+if TYPE_CHECKING:
+    from perfkit.flops import TransformerShape
 
 SYNC_MODES = ("phase", "step")
 E2E_FROM = ("run", "process")
@@ -730,6 +731,7 @@ class Run:
             with self.flush_lock:  # the outer phase's finished steps go before the inner's
                 self._steps.write(outer._drain_rows())
             outer._pause()
+            self._note_tokens_from(outer)
             self._paused.append(outer)
         self._active_phase = phase
         if self._memory is not None:
@@ -739,6 +741,15 @@ class Run:
         )
         self._phase_ordinal += 1
         return self._phase_ordinal
+
+    def _note_tokens_from(self, phase: Phase) -> None:
+        """Record how ``phase`` counts its tokens, once it is known (its first token batch):
+        the rebuild of a killed run reads it for a phase left open. Its t is the phase's start,
+        which names the phase."""
+        source = phase.tokens_from
+        if source != "none" and phase.tokens_noted != source:
+            phase.tokens_noted = source
+            self._write("phase_tokens_from", None, "", phase.start_t, phase=phase.name, note=source)
 
     def _phase_energy_j(self) -> float | None:
         """Device energy since the active phase began (J), None without an energy counter."""
@@ -750,22 +761,14 @@ class Run:
             self._steps.write(phase._drain_rows())
             self._active_phase = self._paused.pop() if self._paused else None
         self.phases.append(phase)
+        self._note_tokens_from(phase)
         f = phase.figures_by_rank()[self.rank]
-        fields: list[tuple[str, float, str]] = [
-            ("phase_wall", f.wall_s, "s"),
-            ("phase_io", f.io_s, "s"),
-            ("phase_compute", f.compute_s, "s"),
-            ("phase_samples", f.samples, "samples"),
-            ("phase_steps", f.steps, "steps"),
-        ]
-        if f.energy_j is not None:
-            fields.append(("phase_energy", f.energy_j, "J"))
-        if f.warmup_steps:
-            fields.append(("phase_warmup_steps", f.warmup_steps, "steps"))
-            fields.append(("phase_warmup_samples", f.warmup_samples, "samples"))
-            fields.append(("phase_warmup", f.warmup_s, "s"))
-        for name, value, unit in fields:
-            self._write(name, value, unit, f.end_t, phase=phase.name, kind=phase.kind)
+        for total in PHASE_TOTALS:  # the records the figure table says a phase writes
+            value = getattr(f, total.name)
+            if total.is_written(value, f.warmup_steps):
+                self._write(
+                    total.record, value, total.unit, f.end_t, phase=phase.name, kind=phase.kind
+                )
         phase.devices = self._power.phase_end(
             f.start_t, f.end_t, keep=self._active_phase is not None
         )
@@ -812,6 +815,75 @@ class Run:
         )
         flops_per_sample = checks.positive_number("flops_per_sample", flops_per_sample, "FLOPs")
         checks.one_of("mfu_convention", mfu_convention, tuple(CONVENTIONS))
+        normalize_dtype(dtype)  # raises ValueError naming dtype
+        self._keep_flops(
+            {"flops_per_sample": flops_per_sample, "convention": mfu_convention},
+            dtype,
+            peak_flops,
+            tf32,
+        )
+
+    def set_token_flops(
+        self,
+        work: TransformerShape | float,
+        *,
+        convention: str,
+        dtype: str,
+        training: bool = True,
+        peak_flops: float | str | None = None,
+        tf32: bool | None = None,
+    ) -> None:
+        """Give a language model's work per token, so the summary reports MFU per token.
+
+        ``work``: a :class:`perfkit.flops.TransformerShape` (``perfkit.flops.transformer_shape
+        (model, seq_len=T)``), whose FLOPs per token ``convention`` gives - "flagperf-6n",
+        "palm" or "megatron" (:func:`perfkit.flops.flops_per_token`; ``training``: forward +
+        backward, else forward only) - or FLOPs per token (a number) with ``convention``
+        "counted" (:func:`perfkit.flops.counted_per_token`) or one of those named. MFU is
+        ``flops_per_token`` x the token throughput per device (tps_train_per_device, else
+        tps_infer_core_per_device, else tps_val_core_per_device; ``mfu_throughput`` says which)
+        / the peak; ``dtype``, ``peak_flops``, ``tf32`` as :meth:`set_flops`. The shape, the
+        convention and FLOPs per token go into meta.json (``flops``).
+        """
+        from perfkit.flops import (
+            TOKEN_CONVENTIONS,
+            TransformerShape,
+            flops_per_token,
+            normalize_dtype,
+        )
+
+        checks.one_of("convention", convention, tuple(TOKEN_CONVENTIONS))
+        normalize_dtype(dtype)
+        shape = None
+        if isinstance(work, TransformerShape):
+            if convention == "counted":
+                raise checks.wrong_value(
+                    "work", "FLOPs per token (a number) with convention='counted'", work
+                )
+            shape = work.to_json()
+            work = flops_per_token(work, convention, training=training)  # type: ignore[arg-type]
+        per_token = checks.positive_number("work", work, "FLOPs per token")
+        self._keep_flops(
+            {
+                "flops_per_token": per_token,
+                "token_convention": convention,
+                "training": bool(training),
+                "transformer": shape,
+                "convention": "perfkit",
+            },
+            dtype,
+            peak_flops,
+            tf32,
+        )
+
+    def _keep_flops(
+        self,
+        work: dict[str, Any],
+        dtype: str,
+        peak_flops: float | str | None,
+        tf32: bool | None,
+    ) -> None:
+        """Keep the FLOP settings (``work``, the peak) for MFU, in meta.json too."""
         mode = "auto" if peak_flops is None else peak_flops
         if isinstance(peak_flops, str):
             checks.one_of("peak_flops", peak_flops, PEAK_MODES)
@@ -819,15 +891,7 @@ class Run:
         elif peak_flops is not None:
             peak_flops = checks.positive_number("peak_flops", peak_flops, "FLOP/s")
             mode = "user"
-        normalize_dtype(dtype)  # raises ValueError naming dtype
-        self._flops = {
-            "flops_per_sample": flops_per_sample,
-            "dtype": dtype,
-            "convention": mfu_convention,
-            "peak_flops": peak_flops,
-            "peak": mode,
-            "tf32": tf32,
-        }
+        self._flops = {**work, "dtype": dtype, "peak_flops": peak_flops, "peak": mode, "tf32": tf32}
         self.meta["flops"] = self._flops  # rebuild_summary's MFU reads it back
         if self.status == "running":
             self._write_meta()
@@ -921,6 +985,7 @@ class Run:
         phase = self._active_phase
         if phase is not None:
             phase._resolve()
+            self._note_tokens_from(phase)
         writer.flush()  # events first: a phase's steps never come before its phase_start
         with self.flush_lock:
             if self._steps is not None:  # also retries rows an earlier write failed on
