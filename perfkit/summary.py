@@ -340,6 +340,10 @@ def mfu_fields(
     said_why = bool(flops.get("peak_note")) and needs_measured_peak(flops, device_name)
     if flops.get("peak_flops") is None and measured is None and (mode == "measured" or said_why):
         return {"mfu_note": f"MFU not computed: no measured peak ({why})"}
+    running = metrics.get("status") == "running"
+    if measured is None and running and needs_measured_peak(flops, device_name):
+        # a live summary (a trainer callback's figures) before the run measures its peak
+        return {"mfu_note": "MFU not computed yet: the run measures the peak at its end"}
     return mfu_summary(
         flops["flops_per_sample"],
         core / world_size,
@@ -365,7 +369,8 @@ def _token_mfu_fields(
 
     per_sample = {k: v for k, v in flops.items() if k != "flops_per_token"}
     per_sample["flops_per_sample"] = flops["flops_per_token"]  # a token as the sample
-    fields = mfu_fields({"p_core": metrics[name]}, per_sample, world_size, device_name)
+    rate = {"p_core": metrics[name], "status": metrics.get("status")}
+    fields = mfu_fields(rate, per_sample, world_size, device_name)
     if "MFU" not in fields:
         return fields
     fields.pop("flops_per_sample")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +241,19 @@ def test_a_killed_run_with_tokens_is_rebuilt_as_the_live_summary(tmp_path) -> No
     assert live["train_tokens"] == 26 and live["tps_train"] == pytest.approx(13.0)
     assert live["train_tokens_from"] == "attention_mask"
     assert_rebuilt_equals_live(run_dir, live)
+
+
+def test_a_live_summary_before_the_peak_is_measured_says_so(tmp_path) -> None:
+    """A trainer callback's figures mid-run: the CPU has no table peak, the run measures one
+    at its end - until then the live summary notes it, without the table's warning."""
+    with perfkit.Run("live", out_dir=tmp_path, device="cpu", probes=None) as run:
+        run.set_token_flops(SHAPE, convention="palm", dtype="fp32", peak_flops="auto")
+        with run.phase("train") as train:
+            for _ in train.iterate([mask_batch(2, 8)] * 3):
+                pass
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            live = run.summary()
+        assert live["mfu_note"] == "MFU not computed yet: the run measures the peak at its end"
+        run.stop()
+    assert run.summary()["mfu_peak_source"] == "measured" and "MFU" in run.summary()
