@@ -19,8 +19,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 #: What an unpacked sdist must hold for its tests to run.
 SDIST_NEEDS = (
-    "tests/conftest.py", "tests/fixtures_probes", "tests/fixtures_schema1", "examples/common.py",
-    "docs/analysis.md", "perfkit/record.schema.json", "MANIFEST.in", "Makefile",
+    "tests/conftest.py", "tests/fixtures_probes", "examples/common.py", "docs/analysis.md",
+    "perfkit/record.schema.json", "MANIFEST.in", "Makefile",
 )  # fmt: skip
 _BUILD = "from setuptools import build_meta as b; print(b.build_{}({!r}))"
 

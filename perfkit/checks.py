@@ -4,7 +4,6 @@ ValueError, both as "Expected argument `x` to be <the expected form> but got <wh
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Collection
 from typing import Any
 
@@ -89,14 +88,3 @@ def non_empty_str(name: str, value: Any, forbidden: str = "") -> str:
     if not value or any(c in value for c in forbidden):
         raise wrong_value(name, expected, value)
     return value
-
-
-def renamed(old: str, new: str, old_value: Any, new_value: Any, default: Any) -> Any:
-    """The value of an argument renamed from ``old`` to ``new``: ``old_value`` (with a
-    DeprecationWarning) when only the old name was given, else ``new_value``."""
-    if old_value is None:
-        return new_value
-    if new_value != default:
-        raise TypeError(f"give `{new}` only; `{old}` is its old name")
-    warnings.warn(f"argument `{old}` is deprecated: use `{new}`", DeprecationWarning, stacklevel=3)
-    return old_value

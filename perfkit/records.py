@@ -8,8 +8,7 @@ A run directory holds:
   and ends, logged values, probe samples and errors, timed regions (``records-rank<N>.jsonl``
   for rank N > 0);
 - ``steps.bin``     one fixed-width binary row per finished step (:mod:`perfkit.steplog`,
-  columns :data:`STEP_COLUMNS`; ``steps-rank<N>.bin``) - schema 2; schema 1 wrote four JSON
-  records per step (:data:`STEP_NAMES`) into records.jsonl instead;
+  columns :data:`STEP_COLUMNS`; ``steps-rank<N>.bin``);
 - ``summary.json``  the summary, written atomically when the run ends (also when it fails).
 
 Every event has the fields of :data:`RECORD_FIELDS`; :func:`json_schema` (the package's
@@ -43,10 +42,9 @@ from perfkit.rundir import NOFOLLOW
 if TYPE_CHECKING:
     from perfkit.rundir import RunDirectory
 
-#: Version of the files a run writes; readers read every version of READABLE_SCHEMA_VERSIONS.
-#: 2: steps in steps.bin, phase_start at the phase's start, kind on phase records.
+#: Version of the files a run writes, and the one the readers read: steps in steps.bin,
+#: phase_start at the phase's start, kind on phase records.
 SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)
 RECORDS_FILE = "records.jsonl"
 STEPS_FILE = "steps.bin"
 SUMMARY_FILE = "summary.json"
@@ -75,7 +73,8 @@ STEP_COLUMNS = (
 )
 #: Columns a step log may lack (written by perfkit before they existed): read as 0.
 OPTIONAL_STEP_COLUMNS = ("tokens",)
-#: The per-step quantities (schema 1: one JSON record each, per step).
+#: The per-step quantities of a steps.bin row (analysis's step columns; load(long=True) names
+#: its step rows after them, so run.log refuses them too).
 STEP_NAMES = ("step_time", "io_time", "compute_time", "samples")
 #: Prefix of the records ``perfkit.timed`` writes (``region/<label>``, seconds).
 REGION_PREFIX = "region/"
@@ -103,23 +102,20 @@ RECORD_NAMES: dict[str, tuple[str, str]] = {
     ),
     "probe_error": ("", "a probe failed and was disabled; the text is in note"),
     "step_backlog_full": ("", "steps outran the disk; the loop's thread wrote them (note)"),
-    "step_time": ("s", "schema 1 only: a step's wall time"),
-    "io_time": ("s", "schema 1 only: a step's IO time"),
-    "compute_time": ("s", "schema 1 only: a step's compute time"),
-    "samples": ("samples", "schema 1 only: a step's samples"),
 }
 
 
 @functools.cache
 def reserved_names() -> frozenset[str]:
-    """Every record name perfkit writes itself: :data:`RECORD_NAMES` and the probe quantities
-    (with ``region/<label>``, :data:`REGION_PREFIX`). :meth:`perfkit.Run.log` refuses them, and
+    """Every record name perfkit writes itself: :data:`RECORD_NAMES`, the step quantities
+    (:data:`STEP_NAMES`) and the probe quantities (with ``region/<label>``,
+    :data:`REGION_PREFIX`). :meth:`perfkit.Run.log` refuses them, and
     the summary's own keys (:data:`perfkit.figures.RESERVED_KEYS`): analysis would take a
     logged value of one of these names for perfkit's own."""
     from perfkit.probes._sample import DeviceSample
 
     probe = {f.name for f in dataclasses.fields(DeviceSample) if f.type == "float"}
-    return frozenset(RECORD_NAMES) | frozenset(probe)
+    return frozenset(RECORD_NAMES) | frozenset(STEP_NAMES) | frozenset(probe)
 
 
 def json_schema() -> dict[str, Any]:

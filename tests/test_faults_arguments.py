@@ -14,7 +14,7 @@ import pytest
 
 import perfkit
 from perfkit.analysis._tables import io_share, step_times
-from perfkit.records import RECORD_NAMES
+from perfkit.records import RECORD_NAMES, STEP_NAMES
 from perfkit.run import active_run
 from tests.conftest import read_step_rows
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize(
     "key",
-    [*sorted(RECORD_NAMES), "memory_used_bytes", "power_w", "region/load"],
+    [*sorted(RECORD_NAMES), *STEP_NAMES, "memory_used_bytes", "power_w", "region/load"],
 )
 def test_run_log_refuses_every_record_name_perfkit_writes(tmp_path, clock, key):
     # Before issue 23 phase_samples=1.0 was taken, after which io_share / step_times raised

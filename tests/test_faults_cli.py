@@ -13,18 +13,46 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import perfkit
 import perfkit.analysis
 from perfkit.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURE = next((REPO / "tests" / "fixtures_schema1").glob("schema1-*"))
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real run: 2 epochs of a train phase (5 steps of 4 samples, 10 ms each) and a val phase
+    (2 steps of 2 samples in 5 ms compute() windows), the host probe every 50 ms, a logged acc
+    after each epoch, on the CPU."""
+    with perfkit.Run(
+        "recorded",
+        out_dir=tmp_path_factory.mktemp("runs"),
+        device="cpu",
+        probes=["host"],
+        sample_interval_s=0.05,
+        config={"bs": 4, "precision": "fp32"},
+    ) as run:
+        for epoch in range(2):
+            with run.phase("train") as train:
+                for _ in train.iterate([np.zeros((4, 3))] * 5):
+                    time.sleep(0.01)
+            with run.phase("val") as val:
+                for _ in val.iterate([np.zeros((2, 3))] * 2):
+                    with val.compute():
+                        time.sleep(0.005)
+            run.log(acc=0.5 + epoch / 10)
+    assert run.run_dir is not None
+    return run.run_dir
 
 
 def cli(*argv: object) -> tuple[int, str, str]:
@@ -36,16 +64,16 @@ def cli(*argv: object) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-def run_dir(tmp_path: Path) -> Path:
-    """A copy of a real run recorded by perfkit (train + val, host probe, logged acc)."""
-    return Path(shutil.copytree(FIXTURE, tmp_path / FIXTURE.name))
+def run_dir(recorded: Path, tmp_path: Path) -> Path:
+    """A copy of the recorded run."""
+    return Path(shutil.copytree(recorded, tmp_path / recorded.name))
 
 
-def commands(run: Path, out: Path) -> list[list[object]]:
+def commands(run: Path, out: Path, baseline: Path) -> list[list[object]]:
     return [
         ["report", run],
         ["report", "--format", "csv", run],
-        ["compare", FIXTURE, run],
+        ["compare", baseline, run],
         ["mllog", run],
         ["trace", run, "-o", out / "trace.json"],
     ]
@@ -75,9 +103,9 @@ def assert_clean(code: int, err: str, run: Path) -> None:
         ("meta.json", '{"started_at": 5, "flops": {"flops_per_sample": "x"}}'),
     ],
 )
-def test_malformed_files_exit_cleanly(run_dir, tmp_path, file, text):
+def test_malformed_files_exit_cleanly(recorded, run_dir, tmp_path, file, text):
     (run_dir / file).write_text(text)
-    for argv in commands(run_dir, tmp_path):
+    for argv in commands(run_dir, tmp_path, recorded):
         code, _out, err = cli(*argv)
         assert_clean(code, err, run_dir)
 
@@ -92,7 +120,7 @@ def test_one_bad_line_in_the_middle_is_skipped_and_counted(run_dir, caplog):
     path.write_text("\n".join(lines) + "\n")
     code, out, err = cli("report", "--format", "json", run_dir)
     assert code == 0, err
-    assert "schema1" in out and "partial" in out
+    assert "recorded" in out and "partial" in out
     assert "skipped 2 bad line(s)" in caplog.text and "records.jsonl:" in caplog.text
     assert perfkit.analysis.summaries(run_dir).loc[0, "bad_lines"] == 2
 
@@ -111,7 +139,7 @@ def test_compare_a_run_with_itself_names_it(run_dir):
     assert code == 2 and "is given twice" in err and run_dir.name in err
 
 
-def test_control_characters_cannot_forge_table_rows(run_dir):
+def test_control_characters_cannot_forge_table_rows(recorded, run_dir):
     meta = json.loads((run_dir / "meta.json").read_text())
     forged = "x\n| forged | row |\x1b[31m"
     meta["config"] = {"fix_hp": forged, "precision": "fp32\r\nforged,row"}
@@ -125,7 +153,7 @@ def test_control_characters_cannot_forge_table_rows(run_dir):
     assert len(text.strip().splitlines()) == 2
     (row,) = list(csv.DictReader(io.StringIO(text)))
     assert row["fix_hp"] == "x\\n| forged | row |\\x1b[31m"
-    code, text, err = cli("compare", "--format", "csv", FIXTURE, run_dir)
+    code, text, err = cli("compare", "--format", "csv", recorded, run_dir)
     assert code == 0 and "\x1b" not in text and "\r" not in text
 
 
@@ -210,9 +238,9 @@ def apply(run: Path, change: tuple[str, object]) -> None:
 
 
 @contextlib.contextmanager
-def damaged_copy(changes: list[tuple[str, object]]) -> Iterator[Path]:
+def damaged_copy(recorded: Path, changes: list[tuple[str, object]]) -> Iterator[Path]:
     with tempfile.TemporaryDirectory() as folder:
-        run = Path(shutil.copytree(FIXTURE, Path(folder) / FIXTURE.name))
+        run = Path(shutil.copytree(recorded, Path(folder) / recorded.name))
         for change in changes:
             apply(run, change)
         yield run
@@ -220,8 +248,8 @@ def damaged_copy(changes: list[tuple[str, object]]) -> Iterator[Path]:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(changes=st.lists(damage(), min_size=1, max_size=3))
-def test_fuzz_the_cli_over_malformed_run_directories(changes):
-    with damaged_copy(changes) as run:
-        for argv in commands(run, run.parent):
+def test_fuzz_the_cli_over_malformed_run_directories(recorded, changes):
+    with damaged_copy(recorded, changes) as run:
+        for argv in commands(run, run.parent, recorded):
             code, _out, err = cli(*argv)
             assert_clean(code, err, run)

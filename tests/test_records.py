@@ -1,10 +1,9 @@
 """The record schema: records.py, perfkit/record.schema.json and what runs write agree; the
-binary step log's torn tail; schema-1 runs still read."""
+binary step log's torn tail; a run of another schema version is refused."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import jsonschema
@@ -12,9 +11,7 @@ import numpy as np
 import pytest
 
 import perfkit
-from perfkit.analysis import load, seed_tables, step_times, summaries
 from perfkit.analysis._read import read_run
-from perfkit.analysis._rebuild import rebuild_summary
 from perfkit.records import (
     RECORD_FIELDS,
     RECORD_NAMES,
@@ -29,7 +26,6 @@ from tests.test_run_probes import BrokenProbe, CardProbe
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = json_schema()  # the package's record.schema.json, as a wheel ships it
-SCHEMA1_RUN = REPO / "tests" / "fixtures_schema1" / "schema1-20261201-215638-6810"
 
 
 def test_the_json_schema_names_the_fields_and_units_of_records_py() -> None:
@@ -89,39 +85,10 @@ def test_a_torn_step_row_is_skipped_and_a_foreign_file_refused(probed_run, tmp_p
     assert whole.startswith(MAGIC)
 
 
-def test_schema1_run_validates_and_loads() -> None:
-    validator = jsonschema.Draft202012Validator(SCHEMA)
-    for line in (SCHEMA1_RUN / "records.jsonl").read_text().splitlines():
-        validator.validate(json.loads(line))
-    frame = load(SCHEMA1_RUN)
-    steps = frame[frame["name"] == "step"]
-    assert len(steps) == 2 * (5 + 2)  # 2 epochs of 5 train and 2 val steps
-    assert (load(SCHEMA1_RUN, long=True)["name"] == "step_time").sum() == len(steps)
-    table = step_times(SCHEMA1_RUN)
-    assert list(table.groupby("phase")["step"].count()) == [10, 4]
-    assert set(table["kind"]) == {"train", "val"}
-    (row,) = seed_tables(SCHEMA1_RUN)["train"].to_dict(orient="records")
-    assert row["status"] == "ok" and row["acc"] == "60.0"
-
-
-def test_schema1_run_rebuilt_without_its_summary(tmp_path) -> None:
-    """The rebuilt summary of the schema-1 run has the live summary's keys; its numbers agree
-    to the 9 decimals schema 1 wrote step times with."""
-    copy = tmp_path / SCHEMA1_RUN.name
-    shutil.copytree(SCHEMA1_RUN, copy)
-    live = json.loads((copy / "summary.json").read_text())
-    (copy / "summary.json").unlink()
-    rebuilt = json.loads(json.dumps(rebuild_summary(read_run(copy))))
-    aside = {"e2e_time", "status"}
-    newer = {"mem_source"}  # said by this perfkit: what a CPU run's mem measures
-    assert set(rebuilt) - aside - newer == set(live) - aside
-    for key in set(live) - aside - {"phases", "meta"}:
-        expected = live[key]
-        if isinstance(expected, float):
-            assert rebuilt[key] == pytest.approx(expected, rel=1e-6, abs=1e-8), key
-        else:
-            assert rebuilt[key] == expected, key
-    assert rebuilt["mem"] == live["mem"]  # a CPU run's mem: the host's RAM
-    assert "system" in rebuilt["mem_source"]  # schema 1 recorded no process-tree RSS
-    (row,) = summaries(copy).to_dict(orient="records")
-    assert row["status"] == "partial" and row["train_samples"] == 40
+def test_a_run_of_another_schema_version_is_refused_by_name(tmp_path) -> None:
+    run = tmp_path / "old-run"
+    run.mkdir()
+    (run / "meta.json").write_text(json.dumps({"schema_version": 1, "name": "old"}))
+    (run / "records.jsonl").write_text("")
+    with pytest.raises(RecordError, match=r"old-run has records of schema_version 1; .* 2 only"):
+        read_run(run)

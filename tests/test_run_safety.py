@@ -365,15 +365,3 @@ def test_a_quarter_of_the_backlog_wakes_the_flusher(tmp_path, monkeypatch) -> No
 def test_wrong_types_are_type_errors_and_wrong_values_value_errors(tmp_path, kwargs, error):
     with pytest.raises(error, match=r"^Expected argument `\w+` to be .* but got "):
         perfkit.Run("r", out_dir=tmp_path, **kwargs)
-
-
-def test_old_argument_names_still_work_with_a_deprecation_warning(tmp_path):
-    with pytest.warns(DeprecationWarning, match="`sample_interval` is deprecated"):
-        run = perfkit.Run("r", out_dir=tmp_path, sample_interval=0.25)
-    assert run.sample_interval_s == 0.25
-    with pytest.raises(TypeError, match="give `sample_interval_s` only"):
-        perfkit.Run("r", out_dir=tmp_path, sample_interval=0.25, sample_interval_s=1.0)
-    with perfkit.Run("mfu", out_dir=tmp_path, device="cpu", probes=None) as run:
-        with pytest.warns(DeprecationWarning, match="`convention` is deprecated"):
-            run.set_flops(1e9, dtype="fp32", convention="flagperf", peak_flops=1e12)
-        run.set_flops(1e9, dtype="fp32", mfu_convention="flagperf", peak_flops=1e12)

@@ -17,10 +17,10 @@ class Owner:
     def __init__(self) -> None:
         self.added: list[tuple[Any, Any]] = []
 
-    def _refuse_compute(self) -> None:
+    def refuse(self) -> None:
         raise RunError("refused")
 
-    def _add_window(self, start: Any, end: Any) -> None:
+    def add(self, start: Any, end: Any) -> None:
         self.added.append((start, end))
 
 
@@ -28,7 +28,7 @@ def active_window(host: bool) -> tuple[FakeClock, Owner, ComputeWindow]:
     """(clock at 100.0 s, owner, a window on that clock, active)."""
     clock = FakeClock()
     owner = Owner()
-    window = ComputeWindow(owner, clock, host)
+    window = ComputeWindow(owner.refuse, owner.add, clock, host)
     window.active = True
     return clock, owner, window
 
@@ -61,7 +61,8 @@ def test_device_windows_go_to_the_phase() -> None:
 
 def test_refusals_and_exceptions() -> None:
     clock = FakeClock()
-    window = ComputeWindow(Owner(), clock, True)
+    owner = Owner()
+    window = ComputeWindow(owner.refuse, owner.add, clock, True)
     with pytest.raises(RunError, match="refused"), window:  # not active yet
         pass
     window.active = True

@@ -32,8 +32,8 @@ _LONG_UNITS = ("s", "s", "s", "samples")  # the units of STEP_NAMES
 
 
 def load(paths: PathArg | Iterable[PathArg], *, long: bool = False) -> pd.DataFrame:
-    """DataFrame of every record of every run under ``paths``, schema-1 and schema-2 runs alike:
-    one row per event and one row per step.
+    """DataFrame of every record of every run under ``paths``: one row per event and one row
+    per step.
 
     Columns: the record fields (run_id, rank, phase, step, name, value, unit, t, device, note,
     kind), then the step columns of :data:`STEP_NAMES` (step_time, io_time, compute_time in s,
@@ -207,17 +207,9 @@ def events_and_steps(run: RunData) -> tuple[list[dict[str, Any]], dict[str, Any]
     import numpy as np
 
     files = sorted(os.listdir(run.run_dir))  # one listing for both globs below
-    records = [
+    events = [
         r for f in _matching(files, "records", ".jsonl") for r in read_records(run.run_dir / f)
     ]
-    legacy = [r["name"] in STEP_NAMES and r["step"] is not None for r in records]
-    events = [r for r, old in zip(records, legacy, strict=True) if not old]
-    if any(legacy):  # schema 1: steps as JSON records, rebuilt by RunData
-        table = run.steps
-        steps: dict[str, Any] = {c: table[c].to_numpy() for c in ("rank", "ordinal", "step", "t")}
-        steps |= {c: table[c].to_numpy(dtype=float) for c in STEP_NAMES}
-        codes, categories = _factorize(list(table["phase"]))
-        return events, steps | {"phase_codes": codes, "phase_names": categories}
     names: dict[str, int] = {}  # phase name -> code, over every rank's steps file
     parts = [_step_file(run.run_dir / f, events, names) for f in _matching(files, "steps", ".bin")]
     fields = ("rank", "ordinal", "step", "t", *STEP_NAMES, "phase_codes")
@@ -232,15 +224,6 @@ def events_and_steps(run: RunData) -> tuple[list[dict[str, Any]], dict[str, Any]
 def _matching(files: list[str], prefix: str, suffix: str) -> list[str]:
     """The names of ``files`` that the glob ``<prefix>*<suffix>`` matches."""
     return [f for f in files if f.startswith(prefix) and f.endswith(suffix)]
-
-
-def _factorize(values: list[Any]) -> tuple[np.ndarray, list[Any]]:
-    """(codes, categories in order of first appearance); None is code -1."""
-    import numpy as np
-
-    index: dict[Any, int] = {}
-    codes = [-1 if v is None else index.setdefault(v, len(index)) for v in values]
-    return np.asarray(codes, dtype=np.int64), list(index)
 
 
 def _step_file(path: Path, events: list[dict[str, Any]], codes: dict[str, int]) -> dict[str, Any]:

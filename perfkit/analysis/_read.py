@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from perfkit.figures import PHASE_KINDS, PHASE_TOTALS
 from perfkit.records import (
     META_FILE,
-    READABLE_SCHEMA_VERSIONS,
     RECORD_FIELDS,
+    SCHEMA_VERSION,
     STEP_NAMES,
     SUMMARY_FILE,
     RecordError,
@@ -183,11 +183,11 @@ class RunData:
         self.status = (
             "partial" if self.summary is None else str(self.summary.get("status", "unknown"))
         )
-        version = self.meta.get("schema_version", 1)
-        if version not in READABLE_SCHEMA_VERSIONS:
+        version = self.meta.get("schema_version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
             raise RecordError(
                 f"{run_dir} has records of schema_version {version!r}; this perfkit reads "
-                f"{READABLE_SCHEMA_VERSIONS}: upgrade perfkit to read it"
+                f"schema_version {SCHEMA_VERSION} only"
             )
 
     @functools.cached_property
@@ -228,8 +228,7 @@ class RunData:
 
 
 def read_run(run_dir: Path) -> RunData:
-    """Read one run directory (see :class:`RunData`); schema-1 runs (steps as JSON records)
-    and schema-2 runs (steps in steps.bin) alike."""
+    """Read one run directory (see :class:`RunData`)."""
     with reading(run_dir):
         return RunData(run_dir)
 
@@ -243,11 +242,7 @@ def _read_tables(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, tuple[str, 
     records = pd.DataFrame.from_records(rows, columns=list(RECORD_FIELDS))
     records["value"] = pd.to_numeric(records["value"], errors="coerce").astype(float)
     records["t"] = records["t"].astype(float)
-    legacy = records["name"].isin(STEP_NAMES) & records["step"].notna()
     frames = [_binary_steps(path, records) for path in sorted(run_dir.glob("steps*.bin"))]
-    if legacy.any():
-        frames.append(_legacy_steps(records[legacy]))
-    records = records[~legacy].reset_index(drop=True)
     frames = [f for f in frames if not f.empty]
     steps = pd.concat(frames, ignore_index=True) if frames else _empty_steps()
     steps = steps.sort_values(["rank", "t"], kind="stable").reset_index(drop=True)
@@ -255,9 +250,8 @@ def _read_tables(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, tuple[str, 
 
 
 #: Columns of RunData.steps: rank, phase (name), ordinal (the phase's position among its
-#: rank's phases, from 0; -1 where a schema-1 run does not say), step, t (the step's end, s
-#: since run start), step_time, io_time, compute_time (s), samples, tokens (0 where none were
-#: counted or the log predates them).
+#: rank's phases, from 0), step, t (the step's end, s since run start), step_time, io_time,
+#: compute_time (s), samples, tokens (0 where none were counted or the log predates them).
 STEP_TABLE_COLUMNS = ("rank", "phase", "ordinal", "step", "t", *STEP_NAMES, "tokens")
 
 
@@ -297,17 +291,6 @@ def _binary_steps(path: Path, records: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _legacy_steps(records: pd.DataFrame) -> pd.DataFrame:
-    """Schema 1: the four JSON records of each step, one row per step (ordinal -1)."""
-    wide = _wide(records, STEP_NAMES, ["rank", "phase", "step", "t"])
-    wide["rank"] = wide["rank"].astype(int)
-    wide["step"] = wide["step"].astype(int)
-    wide["samples"] = wide["samples"].fillna(0).astype(int)
-    wide["ordinal"] = -1
-    wide["tokens"] = 0
-    return wide[list(STEP_TABLE_COLUMNS)]
-
-
 def read_runs(paths: PathArg | Iterable[PathArg]) -> list[RunData]:
     """:func:`read_run` for every run under ``paths`` (see :func:`find_runs`)."""
     return [read_run(run_dir) for run_dir in find_runs(paths)]
@@ -327,17 +310,17 @@ def phase_table(run: RunData) -> pd.DataFrame:
 
     Finished phases come from their phase_* records; a phase a killed process left open is
     rebuilt from its steps (end = last step's end; complete = False). ``kind`` comes from the
-    phase records (schema 2), else from summary.json's phases when the run has one, else it is
-    the phase name when that names a kind (train, val, infer), else None.
+    phase records, else from summary.json's phases when the run has one, else it is the phase
+    name when that names a kind (train, val, infer), else None.
     """
     import pandas as pd
 
-    records, steps = run.records, _with_ordinals(run)
+    records, steps = run.records, run.steps
     ends = _phase_ends(records)
     starts = records.loc[records["name"] == "phase_start", ["rank", "phase", "value", "kind"]]
     starts = starts.rename(columns={"value": "start_t"})
     starts["ordinal"] = starts.groupby("rank").cumcount()
-    if starts.empty:  # schema 1: a phase's records are written when it ends
+    if starts.empty:  # no phase_start on disk (lost lines): the phases from their ends
         table = ends.assign(start_t=ends["end_t"] - ends["wall_s"], complete=True)
     else:
         # The n-th start of a name with its n-th end: a phase run inside another (pausing
@@ -446,35 +429,6 @@ def _phase_ends(records: pd.DataFrame) -> pd.DataFrame:
     return ends
 
 
-def _with_ordinals(run: RunData) -> pd.DataFrame:
-    """run.steps with every step's phase ordinal: schema 1 steps (ordinal -1) belong to the
-    first phase of their name ending at or after them, else to the phase left open."""
-    import pandas as pd
-
-    steps = run.steps
-    legacy = steps["ordinal"] < 0
-    if not legacy.any():
-        return steps
-    ends = _phase_ends(run.records)[["rank", "phase", "end_t", "ordinal"]]
-    after = ends.groupby("rank")["ordinal"].max().add(1)
-    old = steps[legacy].drop(columns=["ordinal"]).sort_values("t")
-    if ends.empty:
-        old["ordinal"] = 0
-    else:
-        old = pd.merge_asof(
-            old,
-            ends.sort_values("end_t").astype({"end_t": float}),
-            left_on="t",
-            right_on="end_t",
-            by=["rank", "phase"],
-            direction="forward",
-        ).drop(columns=["end_t"])
-        old["ordinal"] = old["ordinal"].fillna(old["rank"].map(after)).fillna(0)
-    old["ordinal"] = old["ordinal"].astype(int)
-    merged = pd.concat([steps[~legacy], old[list(STEP_TABLE_COLUMNS)]], ignore_index=True)
-    return merged.sort_values(["rank", "t"], kind="stable").reset_index(drop=True)
-
-
 def _phase_kinds(run: RunData, table: pd.DataFrame) -> list[str | None]:
     """Each phase's kind: by position from summary.json's phases (every rank runs the same
     phases in the same order), else the phase name when it names a kind."""
@@ -497,7 +451,7 @@ def step_table(run: RunData, phases: pd.DataFrame | None = None) -> pd.DataFrame
     step_time, io_time, compute_time (s), samples."""
     if phases is None:
         phases = phase_table(run)
-    steps = _with_ordinals(run)
+    steps = run.steps
     keys = phases[["rank", "ordinal", "kind", "index"]]
     merged = steps.merge(keys, on=["rank", "ordinal"], how="left")
     merged["start_t"] = merged["t"] - merged["step_time"]

@@ -3,11 +3,12 @@
 A :class:`Run` spans one benchmark (a training job or an inference pass); inside it, phases of
 kind ``"train"``, ``"val"`` or ``"infer"`` wrap the loops. :meth:`Phase.iterate` wraps any
 iterable: the time blocked in ``next()`` is IO, the loop body is compute, unless the user marks
-finer windows with :meth:`Phase.io` and :meth:`Phase.compute`. The summary's metrics are defined
-in :mod:`perfkit.summary`.
+finer windows with :meth:`Phase.io` and :meth:`Phase.compute`. The summary's metrics are declared
+in :mod:`perfkit.figures` and computed in :mod:`perfkit.summary`.
 
 One job per module: ``_run`` (lifetime, probes, summary), ``_phase`` (a phase and its step
-loop), ``_backlog`` (finished steps waiting for the flusher), ``_io`` (the IO window; the
+loop), ``_host`` (the Run <-> Phase interface), ``_backlog`` (finished steps waiting for the
+flusher), ``_io`` (the IO window; the
 compute window is :mod:`perfkit.timing.window`), ``_samples`` (sample counting), ``_timed``
 (regions), ``_flusher`` (the writer thread), ``_environment`` (device, timer, run directory,
 metadata), ``_active`` (the active run), ``_process`` (forked children, interpreter exit).

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from perfkit._messages import warn
 from perfkit.run._backlog import StepBacklog
 from perfkit.run._errors import RunError
+from perfkit.run._host import PhaseControl, PhaseHost
 from perfkit.run._io import IOWindow
 from perfkit.run._loop import SizedSteps, length_of, progress_bar
 from perfkit.run._samples import MAX_SAMPLES, as_sample_count, sample_counter
@@ -29,13 +30,12 @@ from perfkit.timing.window import ComputeWindow
 
 if TYPE_CHECKING:
     from perfkit.probes.power import DevicePower
-    from perfkit.run._run import Run
 
 _NO_STEP = -1  # compute windows outside iterate() belong to the phase, not to a step
 
 #: Finished steps that may wait for the flusher (the StepBacklog's capacity, 32 bytes each):
 #: from a quarter of it the flusher is woken; at the bound the loop's thread writes them itself
-#: (Run._backlog).
+#: (PhaseHost.steps_waiting).
 BACKLOG_STEPS = 1 << 16
 
 
@@ -50,14 +50,25 @@ class Phase:
 
     def __init__(
         self,
-        run: Run,
+        host: PhaseHost,
         kind: str,
         name: str,
         index: int,
         warmup_steps: int = 0,
         progress: bool = False,
     ) -> None:
-        self.run = run
+        self._owner = host  # the Run's side of the Run <-> Phase interface (perfkit.run._host)
+        self._control = PhaseControl(
+            self,
+            self._finish,
+            self._drain_rows,
+            self._resolve,
+            self._pause,
+            self._resume,
+            self._running_step,
+        )
+        #: The Run this phase belongs to.
+        self.run = host.run
         self.kind = kind
         self.name = name
         self.index = index
@@ -74,8 +85,8 @@ class Phase:
         self.end_t = math.nan
         self.energy_j: float | None = None
         self.devices: list[DevicePower] = []  # per device, set by the run when the phase ends
-        self._clock: Clock = run.clock
-        self._timer: WindowTimer = run.timer
+        self._clock: Clock = self.run.clock
+        self._timer: WindowTimer = self.run.timer
         self._state = "new"
         # Per-step state: the implicit window's start; the step's index is self._step_count, the
         # compute() window knows whether a step runs and sums its IO and compute windows.
@@ -95,9 +106,10 @@ class Phase:
         self._rank_figures: dict[int, PhaseFigures] | None = None
         self._token_counter: int | Callable[[Any], int] = 0
         self._tokens_from = "none"
-        self.tokens_noted = "none"  # the tokens_from the run recorded (phase_tokens_from)
-        self._io = IOWindow(self, self._clock)
-        self._compute = ComputeWindow(self, self._timer.mark, self._host)
+        self._io = IOWindow(self._begin_io, self._end_io, self._clock)
+        self._compute = ComputeWindow(
+            self._refuse_compute, self._add_window, self._timer.mark, self._host
+        )
         # Pauses while phases of other kinds run inside this one: their seconds so far, the
         # running pause's start, the windows to reopen when it ends, the energy before it.
         self._paused_s = 0.0
@@ -110,7 +122,7 @@ class Phase:
         if self._state != "new":
             raise RunError(f"phase {self.name!r} was already used; start a new run.phase(...)")
         self.start_t = self.run.elapsed()
-        self.ordinal = self.run._begin_phase(self)
+        self.ordinal = self._owner.begin_phase(self._control)
         self._state = "active"
         self._compute.active = True
         return self
@@ -143,14 +155,14 @@ class Phase:
             if self._step_count >= self.warmup_steps:
                 self._compute_s -= seconds
         self.end_t = self.run.elapsed()
-        self.energy_j = _add_energy(self._energy_before, self.run._phase_energy_j())
+        self.energy_j = _add_energy(self._energy_before, self._owner.phase_energy_j())
         self._state = "ended"
         self._compute.active = False
         try:
             if not failed:
-                self._rank_figures = self.run._gather_figures(self._figures())
+                self._rank_figures = self._owner.gather_figures(self._figures())
         finally:
-            self.run._end_phase(self)
+            self._owner.end_phase(self._control)
         # Last: under a warnings filter "error" this raises, once the phase has ended whole.
         if not failed and 0 < self._step_count <= self.warmup_steps:
             warn(
@@ -287,7 +299,7 @@ class Phase:
         return self._paused_s + running
 
     def _pause(self) -> None:
-        """A phase of another kind starts inside this one (Run._begin_phase): stop this phase's
+        """A phase of another kind starts inside this one (PhaseHost.begin_phase): stop this phase's
         clock. Its open io() and compute() windows are cut here and go on at _resume."""
         t = self._clock()
         window, io = self._compute, self._io
@@ -299,7 +311,7 @@ class Phase:
         elif not self._host and window.in_step:
             self._end_implicit_window()
         self._reopen = (reopen_io, reopen_compute)
-        self._energy_before = _add_energy(self._energy_before, self.run._phase_energy_j())
+        self._energy_before = _add_energy(self._energy_before, self._owner.phase_energy_j())
         self._pause_t = t
 
     def _resume(self) -> None:
@@ -366,7 +378,7 @@ class Phase:
             self._tentative = False
         if self._backlog is None:
             self._backlog = StepBacklog(
-                BACKLOG_STEPS, self._host, self.warmup_steps, self.run._take_columns()
+                BACKLOG_STEPS, self._host, self.warmup_steps, self._owner.take_columns()
             )
         length = length_of(iterable)
         bar = progress_bar(self.name, length) if self.progress else None
@@ -485,7 +497,7 @@ class Phase:
         count = as_sample_count(value)
         if count is not None:
             return count
-        self.run._fault(
+        self._owner.fault(
             f"phase {self.name!r}: the {what} callable returned {value!r:.40} (expected a "
             f"non-negative int); counted as 0 {what}"
         )
@@ -497,7 +509,7 @@ class Phase:
         try:
             k = count(batch)
         except Exception as err:
-            self.run._fault(
+            self._owner.fault(
                 f"phase {self.name!r}: counting tokens raised {type(err).__name__}: {err}; "
                 "counted as 0 tokens"
             )
@@ -508,7 +520,7 @@ class Phase:
         """Before writing ``step``'s row: make sure its slot holds no undrained row - from a
         quarter of the capacity waiting the flusher is woken (again every quarter, so a
         thread the OS schedules late still gets its turn), at the capacity the rows are
-        written from this thread (Run._backlog) - and return the next step to check at (a
+        written from this thread (PhaseHost.steps_waiting) - and return the next step to check at (a
         quarter on, no later than the ring's wrap and the first slot still undrained)."""
         backlog = self._backlog
         assert backlog is not None
@@ -516,11 +528,11 @@ class Phase:
         quarter = max(capacity // 4, 1)
         waiting = step - backlog.drained
         if waiting >= quarter:
-            self.run._backlog(waiting, full=waiting >= capacity)
+            self._owner.steps_waiting(waiting, waiting >= capacity)
             if step - backlog.drained >= capacity and self._pending:
                 self._timer.synchronize()  # a device 'capacity' steps behind: resolve them
                 self._resolve()
-                self.run._backlog(step - backlog.drained, full=True)
+                self._owner.steps_waiting(step - backlog.drained, True)
         limit = min(backlog.drained + capacity, (step // capacity + 1) * capacity, step + quarter)
         return max(limit, step + 1)
 
@@ -542,6 +554,9 @@ class Phase:
     def in_step(self) -> bool:
         """True while a step of iterate() runs (its loop body)."""
         return self._compute.in_step
+
+    def _running_step(self) -> int | None:
+        return self._step_count if self.in_step else None
 
     def _end_implicit_window(self) -> None:
         if self._implicit_start is not None:
@@ -612,7 +627,7 @@ class Phase:
                 backlog.compute[step % backlog.capacity] = by_step.pop(step, 0.0)
         data = backlog.drain(upto, self.ordinal, self.run.t0)
         if self._state == "ended" and backlog.drained == self._step_count and backlog.capacity:
-            self.run._spare_columns = backlog.release()
+            self._owner.keep_columns(backlog.release())
         return data
 
     # -- results -------------------------------------------------------------------------

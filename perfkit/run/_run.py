@@ -46,6 +46,7 @@ from perfkit.run._environment import (
 )
 from perfkit.run._errors import RunError
 from perfkit.run._flusher import Flusher
+from perfkit.run._host import PhaseControl, PhaseHost
 from perfkit.run._loop import check_warmup_steps, wants_progress, warmup_by_kind
 from perfkit.run._phase import BACKLOG_STEPS, Phase
 from perfkit.run._power import PowerLog, device_records
@@ -152,7 +153,6 @@ class Run:
         mfu_convention: str = "perfkit",
         probes: Any = "auto",
         sample_interval_s: float = 0.5,
-        sample_interval: float | None = None,
         warmup_steps: int | Mapping[str, int] = 0,
         sinks: Sequence[Sink] | None = None,
     ) -> None:
@@ -184,9 +184,6 @@ class Run:
             "flush_interval_s", flush_interval_s, minimum=MIN_FLUSH_INTERVAL_S
         )
         self.dist_timeout_s = checks.positive_number("dist_timeout_s", dist_timeout_s)
-        sample_interval_s = checks.renamed(
-            "sample_interval", "sample_interval_s", sample_interval, sample_interval_s, 0.5
-        )
         self.sample_interval_s = checks.positive_number("sample_interval_s", sample_interval_s)
         self._group: Any = None
         self._probe_spec: Any = [probes] if isinstance(probes, Probe) else probes
@@ -212,8 +209,21 @@ class Run:
         self.logged: dict[str, float] = {}
         self.phases: list[Phase] = []
         self.meta: dict[str, Any] = {}
-        self._active_phase: Phase | None = None
-        self._paused: list[Phase] = []  # phases paused by the ones inside them, outermost first
+        # The active phase and those paused by the ones inside them (outermost first), through
+        # the phase's side of the Run <-> Phase interface (perfkit.run._host).
+        self._active_phase: PhaseControl | None = None
+        self._paused: list[PhaseControl] = []
+        self._host = PhaseHost(  # the Run's side, handed to each phase
+            self,
+            self._begin_phase,
+            self._phase_energy_j,
+            self._gather_figures,
+            self._end_phase,
+            self._fault,
+            self._steps_waiting,
+            self._take_columns,
+            self._keep_columns,
+        )
         self._writer: RecordWriter | None = None
         # The run directory held open: its files are written through it (never a symlink).
         self._dir: RunDirectory | None = None
@@ -229,6 +239,7 @@ class Run:
         self._flusher: Flusher | None = None
         self._phase_counts: dict[str, int] = {}
         self._phase_ordinal = -1
+        self._tokens_noted: dict[int, str] = {}  # phase ordinal -> its phase_tokens_from
         self._final_summary: dict[str, Any] | None = None
         # stop()'s parts not done yet (None before stop): a stop cut short resumes them.
         self._teardown: list[Callable[[], None]] | None = None
@@ -408,8 +419,8 @@ class Run:
     def _on_sample(self, sample: Any) -> None:
         """Sampler thread: one record per reported quantity, tagged with the active phase."""
         t = self.elapsed()
-        phase = self._active_phase
-        phase_name = phase.name if phase is not None else None
+        active = self._active_phase
+        phase_name = active.phase.name if active is not None else None
         for name, value, unit in sample.metrics():
             self._write(name, value, unit, t, phase=phase_name, device=sample.device)
         self._memory.update(sample)
@@ -545,9 +556,9 @@ class Run:
         cut short (no collective, the step under way not counted) when the run failed or was
         never stopped (other ranks may be gone at exit)."""
         cut = self._stop_error is not None or self._end_status is not None
-        while (phase := self._active_phase) is not None:  # innermost first
-            phase._finish(failed=cut)
-            if self._active_phase is phase:
+        while (active := self._active_phase) is not None:  # innermost first
+            active.finish(cut)
+            if self._active_phase is active:
                 break
 
     def _mark_ended(self) -> None:
@@ -713,27 +724,28 @@ class Run:
             raise RunError(f"run.phase({kind!r}) called on run {self.name!r}, which {state}")
         index = self._phase_counts.get(kind, 0)
         self._phase_counts[kind] = index + 1
-        return Phase(self, kind, name or kind, index, warmup, show_progress)
+        return Phase(self._host, kind, name or kind, index, warmup, show_progress)
 
-    def _begin_phase(self, phase: Phase) -> int:
-        """Make ``phase`` the active one; returns its position among this rank's phases."""
+    def _begin_phase(self, control: PhaseControl) -> int:
+        """Make the phase the active one; returns its position among this rank's phases."""
+        phase = control.phase
         if self.status != "running":
             raise RunError(f"phase {phase.name!r} entered after run {self.name!r} ended")
         outer = self._active_phase
         if outer is not None:
-            if phase.kind in {p.kind for p in (*self._paused, outer)}:
+            if phase.kind in {c.phase.kind for c in (*self._paused, outer)}:
                 raise RunError(
-                    f"phase {phase.name!r} started while phase {outer.name!r} is active: "
+                    f"phase {phase.name!r} started while phase {outer.phase.name!r} is active: "
                     f"phases do not overlap, and a {phase.kind} phase cannot pause one of its "
                     "own kind; end one before starting the next"
                 )
             assert self._steps is not None
             with self.flush_lock:  # the outer phase's finished steps go before the inner's
-                self._steps.write(outer._drain_rows())
-            outer._pause()
-            self._note_tokens_from(outer)
+                self._steps.write(outer.drain_rows())
+            outer.pause()
+            self._note_tokens_from(outer.phase)
             self._paused.append(outer)
-        self._active_phase = phase
+        self._active_phase = control
         if self._memory is not None:
             self._memory.mark()
         self._write(
@@ -747,18 +759,18 @@ class Run:
         the rebuild of a killed run reads it for a phase left open. Its t is the phase's start,
         which names the phase."""
         source = phase.tokens_from
-        if source != "none" and phase.tokens_noted != source:
-            phase.tokens_noted = source
+        if source != "none" and self._tokens_noted.get(phase.ordinal) != source:
+            self._tokens_noted[phase.ordinal] = source
             self._write("phase_tokens_from", None, "", phase.start_t, phase=phase.name, note=source)
 
     def _phase_energy_j(self) -> float | None:
-        """Device energy since the active phase began (J), None without an energy counter."""
         return self._memory.energy_delta_j() if self._memory is not None else None
 
-    def _end_phase(self, phase: Phase) -> None:
+    def _end_phase(self, control: PhaseControl) -> None:
         assert self._steps is not None
+        phase = control.phase
         with self.flush_lock:
-            self._steps.write(phase._drain_rows())
+            self._steps.write(control.drain_rows())
             self._active_phase = self._paused.pop() if self._paused else None
         self.phases.append(phase)
         self._note_tokens_from(phase)
@@ -781,7 +793,7 @@ class Run:
         if outer is not None:  # the phase this one paused goes on
             if self._memory is not None:
                 self._memory.mark()
-            outer._resume()
+            outer.resume()
 
     # -- values --------------------------------------------------------------------------
     def set_flops(
@@ -792,7 +804,6 @@ class Run:
         mfu_convention: str = "perfkit",
         peak_flops: float | str | None = None,
         tf32: bool | None = None,
-        convention: str | None = None,
     ) -> None:
         """Give the model's work per sample, so the summary reports MFU.
 
@@ -810,9 +821,6 @@ class Run:
         """
         from perfkit.flops import CONVENTIONS, normalize_dtype
 
-        mfu_convention = checks.renamed(
-            "convention", "mfu_convention", convention, mfu_convention, "perfkit"
-        )
         flops_per_sample = checks.positive_number("flops_per_sample", flops_per_sample, "FLOPs")
         checks.one_of("mfu_convention", mfu_convention, tuple(CONVENTIONS))
         normalize_dtype(dtype)  # raises ValueError naming dtype
@@ -940,7 +948,7 @@ class Run:
                 raise checks.wrong_value("step", expected, step)
         numbers = {key: _logged_number(key, raw) for key, raw in values.items()}
         t = self.elapsed()
-        phase = self._active_phase.name if self._active_phase else None
+        phase = self._active_phase.phase.name if self._active_phase else None
         for key, value in numbers.items():
             self.logged[key] = value
             self._write(key, value, "", t, phase=phase, step=step)
@@ -982,22 +990,24 @@ class Run:
         writer = self._writer
         if writer is None or self._detached:
             return
-        phase = self._active_phase
-        if phase is not None:
-            phase._resolve()
-            self._note_tokens_from(phase)
+        active = self._active_phase
+        if active is not None:
+            active.resolve()
+            self._note_tokens_from(active.phase)
         writer.flush()  # events first: a phase's steps never come before its phase_start
         with self.flush_lock:
             if self._steps is not None:  # also retries rows an earlier write failed on
                 active = self._active_phase
-                self._steps.write(active._drain_rows() if active is not None else b"")
+                self._steps.write(active.drain_rows() if active is not None else b"")
 
     def _take_columns(self) -> Columns | None:
-        """The spare step columns for a phase's first loop (None: the phase allocates)."""
         columns, self._spare_columns = self._spare_columns, None
         return columns
 
-    def _backlog(self, steps: int, full: bool) -> None:
+    def _keep_columns(self, columns: Columns) -> None:
+        self._spare_columns = columns
+
+    def _steps_waiting(self, steps: int, full: bool) -> None:
         """``steps`` finished steps wait for the disk: wake the flusher; when they fill the
         phase's backlog (``full``: the disk cannot keep up) write them from the loop's thread,
         so memory stays bounded, and say so once (a warning and a step_backlog_full record)."""
@@ -1035,9 +1045,9 @@ class Run:
         return self._summary(self._memory_fields())
 
     def _summary(self, memory: dict[str, Any]) -> dict[str, Any]:
-        phases = [*self.phases, *self._paused]
+        phases = [*self.phases, *(control.phase for control in self._paused)]
         if self._active_phase is not None:
-            phases.append(self._active_phase)
+            phases.append(self._active_phase.phase)
         phases.sort(key=lambda p: p.ordinal)  # in start order (an inner phase ends first)
         return build_summary(
             run_id=self.run_id,
@@ -1065,12 +1075,12 @@ class Run:
     def record_region(self, label: str, start: float, end: float) -> None:
         """Record a region ``region/<label>`` from ``start`` to ``end`` (host clock, s), tied to
         the active phase and its running step (what :class:`perfkit.timed` calls)."""
-        phase = self._active_phase
+        active = self._active_phase
         self._write(
             f"region/{label}",
             end - start,
             "s",
             end - self.t0,
-            phase=phase.name if phase else None,
-            step=phase._step_count if phase and phase.in_step else None,
+            phase=active.phase.name if active else None,
+            step=active.running_step() if active else None,
         )

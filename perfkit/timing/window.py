@@ -5,33 +5,27 @@ step loop sets ``in_step`` while a step of ``Phase.iterate`` runs; a window clos
 sets ``marked``, counts itself in ``count`` and, on the host clock, adds its seconds to
 ``seconds``; the phase's IO windows add theirs to ``io_s`` (and set ``marked``). The loop reads
 them, and sets them back to none, only when ``marked`` is set. Windows outside a step, and
-every window on a device, go to the phase's ``_add_window(start, end)``.
+every window on a device, go to the phase's ``add(start, end)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
-
-
-class WindowOwner(Protocol):
-    """What a window needs from its phase."""
-
-    def _refuse_compute(self) -> None:
-        """Raise the error for a window opened while one is open or the phase is not active."""
-
-    def _add_window(self, start: Any, end: Any) -> None:
-        """Count a window that is not a host window inside a step."""
+from typing import Any
 
 
 class ComputeWindow:
-    """A phase's compute window. ``mark`` is the phase timer's mark; ``host``: marks are
-    host-clock seconds, summed here per step. The phase sets ``active`` while it runs."""
+    """A phase's compute window; the phase hands it two calls: ``refuse()`` raises the error
+    for a window opened while one is open or the phase is not active, ``add(start, end)``
+    counts a window that is not a host window inside a step. ``mark`` is the phase timer's
+    mark; ``host``: marks are host-clock seconds, summed here per step. The phase sets
+    ``active`` while it runs."""
 
     __slots__ = (
+        "_add",
         "_host",
         "_mark",
-        "_phase",
+        "_refuse",
         "_start",
         "active",
         "count",
@@ -42,8 +36,15 @@ class ComputeWindow:
         "seconds",
     )
 
-    def __init__(self, phase: WindowOwner, mark: Callable[[], Any], host: bool) -> None:
-        self._phase = phase
+    def __init__(
+        self,
+        refuse: Callable[[], None],
+        add: Callable[[Any, Any], None],
+        mark: Callable[[], Any],
+        host: bool,
+    ) -> None:
+        self._refuse = refuse
+        self._add = add
         self._mark = mark
         self._host = host
         self._start: Any = None
@@ -57,7 +58,7 @@ class ComputeWindow:
 
     def __enter__(self) -> ComputeWindow:
         if self.open or not self.active:
-            self._phase._refuse_compute()
+            self._refuse()
         self._start = self._mark()
         self.open = True
         return self
@@ -71,4 +72,4 @@ class ComputeWindow:
             if self._host:
                 self.seconds += end - self._start
                 return
-        self._phase._add_window(self._start, end)
+        self._add(self._start, end)
