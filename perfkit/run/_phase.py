@@ -447,6 +447,8 @@ class Phase:
             if step == limit:
                 limit = self._make_room(step)
                 slot = step % backlog.capacity
+                if getattr(count_tokens, "off", False):  # the first batch held no token ids
+                    count_tokens = None
             ends[slot] = t2
             try:
                 counts[slot] = n

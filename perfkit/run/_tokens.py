@@ -25,14 +25,17 @@ class AutoTokens:
     - ``attention_mask`` on the host: its sum, the real tokens (padding left out);
     - else ``input_ids``: its elements, padded tokens included (a mask on an accelerator is not
       summed: reading the sum would sync the device every step);
-    - a batch without either counts no tokens (``source`` "none").
+    - a batch without either counts no tokens (``source`` "none"); when the first batch is not
+      a dict, ``off`` tells the step loop to stop asking (no cost per step).
     """
 
     def __init__(self) -> None:
         self.source = "none"
+        self.off = False
 
     def __call__(self, batch: Any) -> int:
         if not isinstance(batch, Mapping):
+            self.off = self.source == "none"
             return 0
         mask = batch.get("attention_mask")
         if self.source != "input_ids" and mask is not None and _on_host(mask):
