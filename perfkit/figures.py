@@ -37,6 +37,18 @@ THROUGHPUT_NAMES = MappingProxyType(
 )
 #: Core throughputs MFU is taken from, first present wins.
 MFU_THROUGHPUTS = ("p_core", "p_infer_core", "p_val_core")
+#: Summary names of each phase kind's (whole, core) token throughput, as p_* are named.
+TOKEN_THROUGHPUT_NAMES = MappingProxyType(
+    {
+        "train": ("tps_train", "tps_core"),
+        "val": ("tps_val_whole", "tps_val_core"),
+        "infer": ("tps_infer_whole", "tps_infer_core"),
+    }
+)
+#: Token throughputs MFU per token is taken from, first present wins: training's per step wall
+#: time (FlagPerf's chip_tps, nanoGPT's and torchtitan's per-iteration time), else the core
+#: rate of inference or validation (FlagPerf's inference MFU).
+TOKEN_MFU_THROUGHPUTS = ("tps_train", "tps_infer_core", "tps_val_core")
 
 #: How a figure combines the phases: "sum" (the phases of its kind added), "window" (the
 #: train..val window of p_whole), "steps" (over the phases' steps: percentiles), "ratio" (of
@@ -51,8 +63,9 @@ RANK_RULES = ("sum", "max", "ratio", "spread", "rank 0", "device max", "run")
 #: When a phase writes a per-phase total's record: "always", "measured" (only with a value:
 #: an energy counter was read), "warmup" (only when the phase ran warm-up steps).
 WRITTEN_WHEN = ("always", "measured", "warmup")
-#: The seed report tables a figure can be a column of (perfkit.analysis.seed_tables).
-REPORTS = ("train", "infer", "none")
+#: The seed report tables a figure can be a column of (perfkit.analysis.seed_tables); "llm":
+#: FlagPerf's LLM training table (runs whose train phases counted tokens).
+REPORTS = ("train", "infer", "none", "llm")
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,18 @@ def _throughputs() -> Iterator[Figure]:
             yield Figure(f"{name}_per_device", "1/s", "ratio", "ratio", about, better=1)
 
 
+def _token_throughputs() -> Iterator[Figure]:
+    for kind, names in TOKEN_THROUGHPUT_NAMES.items():
+        for name, rate in zip(names, ("wall", "compute"), strict=True):
+            about = f"{kind} tokens / {kind} {rate} seconds"
+            yield Figure(name, "tokens/s", "ratio", "ratio", about, better=1)
+            yield Figure(
+                f"{name}_per_device", "tokens/s", "ratio", "ratio",
+                f"{name} / the number of ranks (FlagPerf's token/p/s; also with one rank)",
+                better=1, report=("llm",) if kind == "train" else (),
+            )  # fmt: skip
+
+
 def _spreads() -> Iterator[Figure]:
     for total in ("wall_s", "compute_s"):
         for stat, words in (("min", "least"), ("max", "most"), ("std", "population std dev")):
@@ -134,7 +159,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure(
         "e2e_time", "s", "run", "rank 0",
         "run start (or process start, e2e_from='process') to run end", better=-1,
-        report=("train", "infer", "none"),
+        report=("train", "infer", "none", "llm"),
     ),
     Figure(
         "p_whole", "1/s", "window", "ratio",
@@ -181,8 +206,29 @@ FIGURES: tuple[Figure, ...] = (
         "{kind}_warmup_s", "s", "sum", "max", "the sum of the warm-up steps' wall times",
         reserved=False, better=-1, record="phase_warmup", written="warmup",
     ),
+    Figure(
+        "{kind}_tokens", "tokens", "sum", "sum",
+        "tokens, warm-up steps aside (iterate(tokens=): a dict batch's attention_mask or "
+        "input_ids, an int or a callable); written where the phase counted some",
+        record="phase_tokens", type=int, written="measured",
+    ),
+    Figure(
+        "{kind}_warmup_tokens", "tokens", "sum", "sum", "tokens of the warm-up steps",
+        reserved=False, record="phase_warmup_tokens", type=int, written="measured",
+    ),
     # derived per kind
     *_throughputs(),
+    Figure(
+        "tps_whole", "tokens/s", "window", "ratio",
+        "train tokens, warm-up included / first train start to last train or val end",
+        better=1, report=("llm",),
+    ),
+    *_token_throughputs(),
+    Figure(
+        "{kind}_tokens_from", "text", "run", "rank 0",
+        "how the tokens were counted: attention_mask (real tokens), input_ids (padded), "
+        "given, callable",
+    ),
     Figure("{kind}_io_fraction", "fraction", "ratio", "ratio", "IO seconds / wall seconds"),
     Figure("{kind}_energy_per_sample_j", "J/sample", "ratio", "ratio", "energy / samples"),
     *_spreads(),
@@ -195,12 +241,13 @@ FIGURES: tuple[Figure, ...] = (
     ),
     Figure(
         "MFU", "fraction", "ratio", "ratio",
-        "flops_per_sample x core throughput per device / peak_flops", better=1,
-        report=("train", "infer"),
+        "flops_per_sample x core throughput per device / peak_flops; with set_token_flops "
+        "flops_per_token x mfu_throughput per device / peak_flops", better=1,
+        report=("train", "infer", "llm"),
     ),
     Figure(
         "mem", "text", "run", "device max", "peak used / total memory, GiB ('18.7/32.0')",
-        report=("train", "infer", "none"),
+        report=("train", "infer", "none", "llm"),
     ),
     Figure("mem_source", "text", "run", "device max", "what mem measures", reserved=False),
     # the run's own values, not from phases: (key, unit, over ranks, meaning)
@@ -214,7 +261,13 @@ FIGURES: tuple[Figure, ...] = (
             ("flush_error", "text", "run", "the first failure writing the records"),
             ("faults", "list", "run", "what went wrong with the run's own IO, each once"),
             ("mfu_note", "text", "run", "why MFU is missing"),
-            ("mfu_convention", "text", "run", "FLOPs per multiply-add MFU counts"),
+            (
+                "mfu_convention", "text", "run",
+                "FLOPs per multiply-add MFU counts; per token: flagperf-6n, palm, megatron or "
+                "counted",
+            ),
+            ("mfu_throughput", "text", "run", "the token throughput MFU per token used"),
+            ("flops_per_token", "FLOP", "run", "set_token_flops' work per token"),
             ("peak_flops", "FLOP/s", "run", "the peak MFU divides by"),
             ("peak_dtype", "text", "run", "the dtype of peak_flops"),
             ("peak_source", "text", "run", "where peak_flops comes from, in words"),

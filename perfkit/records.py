@@ -59,8 +59,8 @@ OPTIONAL_FIELDS = ("device", "note", "kind")
 
 #: Columns of a steps.bin row (all float64) and their units: the phase's position among this
 #: rank's phases (from 0, the order of its phase_start records), the step's index in the phase,
-#: its end (s since run start), its wall, IO and compute seconds and its samples. A step spans
-#: from ``t - step_time`` to ``t``.
+#: its end (s since run start), its wall, IO and compute seconds, its samples and its tokens
+#: (0 where none were counted). A step spans from ``t - step_time`` to ``t``.
 STEP_COLUMNS = (
     ("phase", ""),
     ("step", ""),
@@ -69,7 +69,10 @@ STEP_COLUMNS = (
     ("io_time", "s"),
     ("compute_time", "s"),
     ("samples", "samples"),
+    ("tokens", "tokens"),
 )
+#: Columns a step log may lack (written by perfkit before they existed): read as 0.
+OPTIONAL_STEP_COLUMNS = ("tokens",)
 #: The per-step quantities of a steps.bin row (analysis's step columns; load(long=True) names
 #: its step rows after them, so run.log refuses them too).
 STEP_NAMES = ("step_time", "io_time", "compute_time", "samples")
@@ -91,6 +94,11 @@ RECORD_NAMES: dict[str, tuple[str, str]] = {
     "phase_device_energy": (
         "J",
         "one device's energy over the phase; note: counter, or integrated (sampled power)",
+    ),
+    "phase_tokens_from": (
+        "",
+        "how the phase counts its tokens (note: attention_mask, input_ids, given, callable); "
+        "once a phase, when known",
     ),
     "probe_error": ("", "a probe failed and was disabled; the text is in note"),
     "step_backlog_full": ("", "steps outran the disk; the loop's thread wrote them (note)"),

@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perfkit.appendlog import AppendLog
-from perfkit.records import SCHEMA_VERSION, STEP_COLUMNS, RecordError, open_regular
+from perfkit.records import (
+    OPTIONAL_STEP_COLUMNS,
+    SCHEMA_VERSION,
+    STEP_COLUMNS,
+    RecordError,
+    open_regular,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -130,7 +136,7 @@ def _check_header(path: Path, text: bytes) -> tuple[dict[str, Any], list[str], s
     order = {"little": "<", "big": ">"}.get(
         fields.get("byteorder", "little") if isinstance(fields, dict) else ""
     )
-    needed = [name for name, _unit in STEP_COLUMNS]
+    needed = [name for name, _unit in STEP_COLUMNS if name not in OPTIONAL_STEP_COLUMNS]
     problem = None
     if not isinstance(fields, dict):
         problem = "not a JSON object"

@@ -53,6 +53,8 @@ from perfkit.figures import (
     PHASE_KINDS,
     PHASE_TOTALS,
     THROUGHPUT_NAMES,
+    TOKEN_MFU_THROUGHPUTS,
+    TOKEN_THROUGHPUT_NAMES,
     Figure,
 )
 
@@ -79,6 +81,10 @@ class PhaseFigures(NamedTuple):
     warmup_steps: int = 0
     warmup_samples: int = 0
     warmup_s: float = 0.0
+    # Tokens of the steps (warm-up aside), and of the warm-up steps; None where the phase
+    # counted none (its batches held no token ids; no warm-up).
+    tokens: int | None = None
+    warmup_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,8 @@ class PhaseResult:
     step_walls: Sequence[float]
     #: The reporting rank's sampled devices over the phase (power, temperature, energy).
     devices: Sequence[DevicePower] = ()
+    #: How the reporting rank counted tokens (perfkit.Phase.tokens_from).
+    tokens_from: str = "none"
 
     @property
     def figures(self) -> PhaseFigures:
@@ -146,6 +154,11 @@ def phase_entry(phase: PhaseResult) -> dict[str, Any]:
         stats["warmup_steps"] = f.warmup_steps
         stats["warmup_samples"] = f.warmup_samples
         stats["warmup_s"] = f.warmup_s
+    if f.tokens is not None:
+        stats["tokens"] = f.tokens
+        stats["tokens_from"] = phase.tokens_from
+        if f.warmup_steps and f.warmup_tokens is not None:
+            stats["warmup_tokens"] = f.warmup_tokens
     stats.update(rate_fields("", f.samples, f.wall_s, f.io_s, f.compute_s))
     if f.energy_j is not None:
         stats["energy_j"] = f.energy_j
@@ -199,6 +212,7 @@ def kind_metrics(kind: str, phases: Sequence[PhaseResult]) -> dict[str, Any]:
             if len(ranks) > 1:
                 out[f"{name}_per_device"] = value / len(ranks)
     out.update(rates)
+    out.update(_token_fields(kind, totals, len(ranks), phases))
     if totals["warmup_steps"]:  # the totals a phase writes only after warm-up steps
         out.update(
             {f"{kind}_{t.name}": totals[t.name] for t in PHASE_TOTALS if t.written == "warmup"}
@@ -215,6 +229,29 @@ def kind_metrics(kind: str, phases: Sequence[PhaseResult]) -> dict[str, Any]:
     walls = [wall for phase in phases for wall in phase.step_walls]
     for q, value in percentiles(walls).items():
         out[f"{kind}_step_time_p{q}_s"] = value
+    return out
+
+
+def _token_fields(
+    kind: str, totals: Mapping[str, Any], world: int, phases: Sequence[PhaseResult]
+) -> dict[str, Any]:
+    """<kind>_tokens, _warmup_tokens (after warm-up steps), _tokens_from (the reporting rank's
+    phases' ways, joined), and the token throughputs: tokens over the wall and compute seconds
+    (as p_*), and per device (/ the number of ranks: FlagPerf's token/p/s, also with one
+    rank); {} where no phase counted tokens."""
+    tokens = totals["tokens"]
+    if tokens is None:
+        return {}
+    out: dict[str, Any] = {f"{kind}_tokens": tokens}
+    if totals["warmup_steps"] and totals["warmup_tokens"] is not None:
+        out[f"{kind}_warmup_tokens"] = totals["warmup_tokens"]
+    ways = sorted({p.tokens_from for p in phases if p.tokens_from != "none"})
+    out[f"{kind}_tokens_from"] = ",".join(ways) or "none"
+    seconds = (totals["wall_s"], totals["compute_s"])
+    for name, s in zip(TOKEN_THROUGHPUT_NAMES[kind], seconds, strict=True):
+        if s > 0 and tokens > 0:
+            out[name] = tokens / s
+            out[f"{name}_per_device"] = tokens / s / world
     return out
 
 
@@ -242,6 +279,9 @@ def phase_metrics(phases: Sequence[PhaseResult]) -> dict[str, Any]:
     samples = out.get("train_samples", 0) + out.get("train_warmup_samples", 0)
     if window is not None and samples:
         out["p_whole"] = samples / window
+    tokens = out.get("train_tokens", 0) + out.get("train_warmup_tokens", 0)
+    if window is not None and tokens:
+        out["tps_whole"] = tokens / window  # as p_whole, in tokens
     return out
 
 
@@ -289,6 +329,8 @@ def mfu_fields(
     MFU), with the measured peak (``measured_peak``) once the Run has measured one."""
     if flops is None:
         return {}
+    if "flops_per_token" in flops:
+        return _token_mfu_fields(metrics, flops, world_size, device_name)
     core = next((metrics[k] for k in MFU_THROUGHPUTS if k in metrics), None)
     if core is None:
         return {"mfu_note": "MFU not computed: no compute time was measured"}
@@ -304,6 +346,10 @@ def mfu_fields(
     said_why = bool(flops.get("peak_note")) and needs_measured_peak(flops, device_name)
     if flops.get("peak_flops") is None and measured is None and (mode == "measured" or said_why):
         return {"mfu_note": f"MFU not computed: no measured peak ({why})"}
+    running = metrics.get("status") == "running"
+    if measured is None and running and needs_measured_peak(flops, device_name):
+        # a live summary (a trainer callback's figures) before the run measures its peak
+        return {"mfu_note": "MFU not computed yet: the run measures the peak at its end"}
     return mfu_summary(
         flops["flops_per_sample"],
         core / world_size,
@@ -314,6 +360,30 @@ def mfu_fields(
         tf32=flops["tf32"],
         measured=measured if mode != "table" else None,
     )
+
+
+def _token_mfu_fields(
+    metrics: Mapping[str, Any], flops: Mapping[str, Any], world_size: int, device_name: str
+) -> dict[str, Any]:
+    """MFU per token (``Run.set_token_flops``): flops_per_token x the first token throughput
+    of :data:`perfkit.figures.TOKEN_MFU_THROUGHPUTS` per device / the peak, with the token
+    convention named; the peak as for samples (:func:`mfu_fields`)."""
+    name = next((k for k in TOKEN_MFU_THROUGHPUTS if k in metrics), None)
+    if name is None:
+        return {"mfu_note": "MFU not computed: no tokens were counted (iterate(tokens=))"}
+    from perfkit.flops import TOKEN_CONVENTIONS
+
+    per_sample = {k: v for k, v in flops.items() if k != "flops_per_token"}
+    per_sample["flops_per_sample"] = flops["flops_per_token"]  # a token as the sample
+    rate = {"p_core": metrics[name], "status": metrics.get("status")}
+    fields = mfu_fields(rate, per_sample, world_size, device_name)
+    if "MFU" not in fields:
+        return fields
+    fields.pop("flops_per_sample")
+    fields["mfu_convention"] = TOKEN_CONVENTIONS[flops["token_convention"]]
+    fields["mfu_throughput"] = f"{name}_per_device"
+    fields["flops_per_token"] = flops["flops_per_token"]
+    return fields
 
 
 def build_summary(

@@ -46,7 +46,8 @@ LOOP = textwrap.dedent(
                         if rank == 1 and i == 2:
                             raise RuntimeError("rank 1 fails")
                     continue
-                for x, y in train.iterate(loader):
+                # 8 tokens a sample, as if each were a sequence of 8
+                for x, y in train.iterate(loader, tokens=lambda batch: 8 * len(batch[0])):
                     loss = torch.nn.functional.cross_entropy(model(x), y)
                     optimizer.zero_grad()
                     loss.backward()
@@ -113,6 +114,11 @@ def test_two_processes_report_global_throughput(tmp_path, script):
     # throughput = global samples / slowest rank's seconds, and per device half of it
     assert summary["p_train"] == pytest.approx(64 / summary["train_wall_s_max"])
     assert summary["p_train_per_device"] == pytest.approx(summary["p_train"] / 2)
+    # tokens too: every rank's (64 x 8) over the slowest rank's seconds; FlagPerf's token/p/s
+    # is that over the world size
+    assert (summary["train_tokens"], summary["train_tokens_from"]) == (512, "callable")
+    assert summary["tps_train"] == pytest.approx(512 / summary["train_wall_s_max"])
+    assert summary["tps_train_per_device"] == pytest.approx(summary["tps_train"] / 2)
     assert summary["train_wall_s_min"] <= summary["train_wall_s_max"]
     assert summary["train_wall_s_std"] >= 0
     # each rank wrote its own records: 8 steps each, in order

@@ -387,3 +387,48 @@ def test_mfus_dtype_is_the_trainers_precision(tmp_path):
     trainers, users = runs
     assert trainers["config"]["precision"] == trainers["flops"]["dtype"] == "bf16"
     assert users["config"]["precision"] == users["flops"]["dtype"] == "fp16"
+
+
+class TokenBatches(Dataset):
+    """Right-padded sequences of 1 to 8 tokens (seeded lengths) as dicts, as a collator makes."""
+
+    def __init__(self, n: int) -> None:
+        self.lengths = torch.randint(1, 9, (n,), generator=torch.Generator().manual_seed(n))
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        mask = (torch.arange(8) < self.lengths[i]).long()
+        return {"input_ids": torch.zeros(8, dtype=torch.long), "attention_mask": mask}
+
+
+class TinyLM(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(4, 2)
+
+    def training_step(self, batch, batch_idx):
+        return self.embed(batch["input_ids"]).float().mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.embed(batch["input_ids"])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_tokens_of_every_micro_batch(tmp_path):
+    """Optimizer steps of 2 micro-batches of 3 sequences: a step's tokens are both micro-batches'
+    mask sums, the sums the dataset's lengths give."""
+    train, val = TokenBatches(12), TokenBatches(5)
+    callback = PerfkitCallback(name="lm", out_dir=tmp_path, device="cpu", probes=None)
+    trainer = quiet_trainer([callback], max_epochs=1, accumulate_grad_batches=2)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(TinyLM(), DataLoader(train, batch_size=3), DataLoader(val, batch_size=3))
+    s = callback.summary
+    assert s is not None and s["train_steps"] == 2  # 4 micro-batches of 3, 2 per step
+    assert s["train_tokens"] == int(train.lengths.sum())
+    assert s["val_tokens"] == int(val.lengths.sum())
+    assert s["train_tokens_from"] == s["val_tokens_from"] == "attention_mask"

@@ -365,3 +365,35 @@ def test_an_evaluation_before_training_is_a_val_phase(tmp_path):
         ("val", 6), ("train", 4), ("val", 6),
     ]  # fmt: skip
     assert s["val_steps"] == 4
+
+
+def test_tokens_of_train_and_evaluation_forwards(tmp_path):
+    """Tokens from the model's forward calls: the attention masks' sums of the batches the
+    collator made, training and evaluation apart (an evaluation inside training included)."""
+    made: dict[bool, list[int]] = {True: [], False: []}  # training? -> each batch's real tokens
+    train_rows, eval_rows = examples(24), examples(8)
+    evaluated = {id(row["input_ids"]) for row in eval_rows}
+
+    def collate(rows):
+        generator = torch.Generator().manual_seed(len(made[True]) + 100 * len(made[False]))
+        lengths = torch.randint(1, 7, (len(rows),), generator=generator)
+        mask = (torch.arange(6)[None, :] < lengths[:, None]).long()
+        made[id(rows[0]["input_ids"]) not in evaluated].append(int(lengths.sum()))
+        batch = {key: torch.stack([r[key] for r in rows]) for key in rows[0]}
+        return {**batch, "attention_mask": mask}
+
+    callback = PerfkitCallback(name="bert", out_dir=tmp_path / "runs", device="cpu", probes=None)
+    args = hf_args(tmp_path, eval_strategy="steps", eval_steps=3)
+    trainer = transformers.Trainer(
+        model=tiny_bert(), args=args, train_dataset=train_rows, eval_dataset=eval_rows,
+        data_collator=collate, callbacks=[callback],
+    )  # fmt: skip
+    trainer.train()
+    train = [p for p in callback.run.phases if p.kind == "train"]
+    evals = [p for p in callback.run.phases if p.kind == "val"]
+    assert len(made[True]) == 6 and len(evals) == 2  # 6 steps of 4; evaluations after 3 and 6
+    assert sum(p.tokens for p in train) == sum(made[True])
+    assert sum(p.tokens for p in evals) == sum(made[False])
+    assert {p.tokens_from for p in [*train, *evals]} == {"attention_mask"}
+    rows = read_run(callback.run.run_dir).steps
+    assert rows.loc[rows["phase"] == "train", "tokens"].tolist() == made[True]

@@ -140,9 +140,9 @@ def test_step_records_are_long_format_base_units(tmp_path, clock):
     # step 0 ends at 2.0 s (0.5 s IO + 1.5 s compute), step 1 at 4.0 s; phase ordinal 0
     assert read_step_rows(run.run_dir / "steps.bin") == [
         {"phase": 0, "step": 0, "t": 2.0, "step_time": 2.0, "io_time": 0.5,
-         "compute_time": 1.5, "samples": 8},
+         "compute_time": 1.5, "samples": 8, "tokens": 0},
         {"phase": 0, "step": 1, "t": 4.0, "step_time": 2.0, "io_time": 0.5,
-         "compute_time": 1.5, "samples": 8},
+         "compute_time": 1.5, "samples": 8, "tokens": 0},
     ]  # fmt: skip
     by_name = {r["name"]: r for r in records}
     assert by_name["phase_wall"]["value"] == pytest.approx(4.0)
@@ -410,6 +410,7 @@ def test_steps_through_a_small_backlog_are_written_and_counted_exactly(
                                 "io_time": io,
                                 "compute_time": 0.25,
                                 "samples": 3,
+                                "tokens": 0,
                             }
                         )
                         if len(expected) % flush_every == 0:

@@ -386,7 +386,7 @@ def test_the_flusher_keeps_up_with_a_million_empty_steps(tmp_path) -> None:
     names = [r["name"] for r in read_records(run.run_dir / "records.jsonl")]
     assert "step_backlog_full" not in names
     _header, rows = perfkit.steplog.read_step_log(run.run_dir / "steps.bin")
-    assert rows.shape == (n, 7)
+    assert rows.shape == (n, len(perfkit.records.STEP_COLUMNS))
     assert np.array_equal(rows[:, 1], np.arange(n))  # step
     assert np.all(rows[:, 6] == 1)  # samples
     assert np.all(np.diff(rows[:, 2]) >= 0)  # ends, in order

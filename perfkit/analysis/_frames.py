@@ -53,8 +53,8 @@ def _recorded_phases(records: pd.DataFrame) -> pd.DataFrame:
 
 def _with_open_phases(table: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
     """The ended phases of ``table``, and each phase left open (a killed process) rebuilt
-    from its steps: end = its last step's end, IO / compute seconds, samples and steps summed,
-    complete = False."""
+    from its steps: end = its last step's end, IO / compute seconds, samples, tokens and
+    steps summed, complete = False."""
     import pandas as pd
 
     done = table[table["complete"]]
@@ -73,13 +73,15 @@ def _with_open_phases(table: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
             io_s=("io_time", "sum"),
             compute_s=("compute_time", "sum"),
             samples=("samples", "sum"),
+            tokens=("tokens", "sum"),
             steps=("step", "count"),
         )
         .reset_index()
     )
     known = table[~table["complete"]].drop(
-        columns=["end_t", "io_s", "compute_s", "samples", "steps"], errors="ignore"
+        columns=["end_t", "io_s", "compute_s", "samples", "tokens", "steps"], errors="ignore"
     )
+    rebuilt["tokens"] = rebuilt["tokens"].where(rebuilt["tokens"] > 0)  # 0: none counted
     merged = rebuilt.merge(known.drop(columns=["phase"]), on=["rank", "ordinal"], how="left")
     merged["start_t"] = merged["start_t"].fillna(merged["first_start"])
     merged["complete"] = False

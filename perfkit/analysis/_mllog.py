@@ -53,7 +53,8 @@ def mllog_lines(
     - at run start: submission_org, submission_division ("open" or "closed") and
       submission_status where given, submission_benchmark (run name), submission_platform
       (layout and device), global_batch_size (config global_batch_size, else bs x
-      gradient_accumulation_steps x world size),
+      gradient_accumulation_steps x world size), max_sequence_length (a language model's:
+      config max_sequence_length or seq_len, else set_token_flops' seq_len),
       opt_base_learning_rate (config lr), every config entry named in
       :data:`HYPERPARAMETER_KEYS`, train_samples / eval_samples (samples of the first train /
       val phase), where known;
@@ -129,10 +130,23 @@ def _submission(
     batch = _global_batch(config, meta.get("world_size", 1))
     if batch is not None:
         keys.append(("global_batch_size", batch))
+    length = _sequence_length(config, meta)
+    if length is not None:
+        keys.append(("max_sequence_length", length))
     if "lr" in config:
         keys.append(("opt_base_learning_rate", config["lr"]))
     keys.extend((key, config[key]) for key in HYPERPARAMETER_KEYS if key in config)
     return keys
+
+
+def _sequence_length(config: dict[str, Any], meta: dict[str, Any]) -> int | None:
+    """Tokens per sequence of a language model's run: config max_sequence_length or seq_len,
+    else the seq_len of the shape given to ``Run.set_token_flops``."""
+    flops = meta.get("flops")
+    shape = flops.get("transformer") if isinstance(flops, dict) else None
+    candidates = [config.get("max_sequence_length"), config.get("seq_len")]
+    candidates.append(shape.get("seq_len") if isinstance(shape, dict) else None)
+    return next((v for v in candidates if isinstance(v, int) and not isinstance(v, bool)), None)
 
 
 def _global_batch(config: dict[str, Any], world: Any) -> int | None:

@@ -100,15 +100,16 @@ def _read_tables(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, tuple[str, 
 
 
 #: Columns of RunData.steps: rank, phase (name), ordinal (the phase's position among its
-#: rank's phases, from 0), step, t (the step's end, s
-#: since run start), step_time, io_time, compute_time (s), samples.
-STEP_TABLE_COLUMNS = ("rank", "phase", "ordinal", "step", "t", *STEP_NAMES)
+#: rank's phases, from 0), step, t (the step's end, s since run start), step_time, io_time,
+#: compute_time (s), samples, tokens (0 where none were counted or the log predates them).
+STEP_TABLE_COLUMNS = ("rank", "phase", "ordinal", "step", "t", *STEP_NAMES, "tokens")
 
 
 def _empty_steps() -> pd.DataFrame:
     import pandas as pd
 
     types = {"rank": int, "phase": object, "ordinal": int, "step": int, "samples": int}
+    types["tokens"] = int
     return pd.DataFrame({c: pd.Series(dtype=types.get(c, float)) for c in STEP_TABLE_COLUMNS})
 
 
@@ -135,6 +136,7 @@ def _binary_steps(path: Path, records: pd.DataFrame) -> pd.DataFrame:
             "io_time": column["io_time"],
             "compute_time": column["compute_time"],
             "samples": column["samples"].astype(np.int64),
+            "tokens": column.get("tokens", np.zeros(len(rows))).astype(np.int64),
         }
     )
 

@@ -66,6 +66,7 @@ def rebuilt_phases(run: RunData) -> list[PhaseResult]:
         for _, rows in phases.groupby("rank")
     }
     devices = _device_rows(run)
+    notes = _token_notes(run)
     results = []
     kind_counts: dict[str, int] = {}
     for position, row in enumerate(by_rank.get(REPORTING_RANK, [])):
@@ -78,13 +79,37 @@ def rebuilt_phases(run: RunData) -> list[PhaseResult]:
             if position < len(rows)
         }
         key = (REPORTING_RANK, row["phase"], row["index"])
-        power = from_records(devices.get((str(row["phase"]), float(row["end_t"])), []))
+        end = (str(row["phase"]), float(row["end_t"]))
+        power = from_records(devices.get(end, []))
+        figures_0 = figures.get(REPORTING_RANK)
+        counted = figures_0 is not None and figures_0.tokens is not None
         results.append(
             PhaseResult(
-                str(row["phase"]), kind_index, REPORTING_RANK, figures, walls.get(key, []), power
+                str(row["phase"]),
+                kind_index,
+                REPORTING_RANK,
+                figures,
+                walls.get(key, []),
+                power,
+                _tokens_from(notes, row) if counted else "none",
             )
         )
     return results
+
+
+def _token_notes(run: RunData) -> list[tuple[str, float, str]]:
+    """The reporting rank's phase_tokens_from records: (phase, t, how it counts tokens)."""
+    records = run.records
+    rows = records[(records["rank"] == REPORTING_RANK) & (records["name"] == "phase_tokens_from")]
+    columns = (rows["phase"].astype(str), rows["t"].astype(float), rows["note"].astype(str))
+    return list(zip(*columns, strict=True))
+
+
+def _tokens_from(notes: list[tuple[str, float, str]], row: dict[str, Any]) -> str:
+    """How the phase of ``row`` counted its tokens: the last note of its name at its start."""
+    name, start = str(row["phase"]), float(row["start_t"])
+    found = [note for phase, t, note in notes if phase == name and t == start]
+    return found[-1] if found else "none"
 
 
 def _device_rows(run: RunData) -> dict[tuple[str, float], list[dict[str, Any]]]:
@@ -101,8 +126,8 @@ def _figures(row: dict[str, Any]) -> PhaseFigures:
     """One rank's figures of one phase from its phase-table row (NaN: not measured, None)."""
     totals: dict[str, Any] = {}
     for total in PHASE_TOTALS:
-        value = total.type(row[total.name])
-        totals[total.name] = None if math.isnan(value) else value
+        value = float(row[total.name])
+        totals[total.name] = None if math.isnan(value) else total.type(value)
     return PhaseFigures(
         kind=str(row["kind"]), start_t=float(row["start_t"]), end_t=float(row["end_t"]), **totals
     )

@@ -22,6 +22,7 @@ _TITLES = {
     "train": "Training runs",
     "infer": "Inference runs",
     "none": "Runs that ended before any phase",
+    "llm": "LLM training runs (tokens: tps_*_per_device is FlagPerf's token/p/s)",
 }
 
 

@@ -23,9 +23,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 #: The logged accuracies each seed table shows, before its memory column.
-SEED_ACCURACIES = {"train": ("mAP", "acc"), "infer": ("acc", "mAP"), "none": ()}
+SEED_ACCURACIES = {"train": ("mAP", "acc"), "infer": ("acc", "mAP"), "none": (), "llm": ()}
 #: Columns of the seed tables ("performance metrics" of the FlagPerf case READMEs), per kind of
-#: run ("train" for runs with a training phase, "infer" for the others): the run's identity,
+#: run ("train" for runs with a training phase, "infer" for the others, "llm" for a training
+#: that counted tokens: FlagPerf's LLM table, token/p/s and MFU per token): the run's identity,
 #: the figures the figure table puts in that report, the accuracies before ``mem``, status.
 SEED_COLUMNS: dict[str, tuple[str, ...]] = {
     report: (
@@ -42,6 +43,8 @@ OPTIONAL_COLUMNS = ("MFU", "mAP", "acc")
 PEAK_LABELS = {"measured": " (measured peak)", "flagperf-config": " (FlagPerf's peak)"}
 #: How a missing value prints (the seeds leave the cell blank).
 MISSING = "/"
+#: Column prefixes of throughputs (samples/s, tokens/s).
+_RATES = ("p_", "tps_")
 #: Descriptive (text) rows at the top of :func:`compare`.
 DESCRIPTIVE_ROWS = ("status", "layout", "device_name", "precision", "fix_hp", "mem")
 #: Metrics listed first by :func:`compare`, in this order (the seed tables' numeric figures,
@@ -176,8 +179,11 @@ def seed_rows(
 
 
 def _run_kind(row: Mapping[str, Any]) -> str:
-    """ "train" for a run with a training phase (also one that failed in it), "infer" for one
-    with a val or infer phase only, "none" for a run that ended before any phase."""
+    """ "llm" for a run whose train phases counted tokens, "train" for another run with a
+    training phase (also one that failed in it), "infer" for one with a val or infer phase
+    only, "none" for a run that ended before any phase."""
+    if _present(row.get("train_tokens")):
+        return "llm"
     if _present(row.get("train_wall_s")) or _present(row.get("train_samples")):
         return "train"
     if any(_present(row.get(f"{kind}_wall_s")) for kind in ("val", "infer")):
@@ -194,7 +200,7 @@ def _seed_value(column: str, row: Mapping[str, Any]) -> Any:
         values: dict[str, Any] = {"infer": infer, "val": row.get("acc_val")}
         found = {k: float(v) for k, v in values.items() if _finite(v)}
         return found or None
-    if column in ("MFU", "mAP", "e2e_time") or column.startswith("p_"):
+    if column in ("MFU", "mAP", "e2e_time") or column.startswith(_RATES):
         value: Any = row.get(column)
         return float(value) if _finite(value) else None
     text = _seed_cell(column, row)
@@ -214,7 +220,7 @@ def _seed_cell(column: str, row: Mapping[str, Any]) -> str:
     value: Any = row.get(column)
     if not _present(value):
         return MISSING
-    if column in ("MFU", "mAP", "e2e_time") or column.startswith("p_"):
+    if column in ("MFU", "mAP", "e2e_time") or column.startswith(_RATES):
         if not _finite(value):
             return MISSING  # a malformed summary's text or out-of-range number
         value = float(value)
@@ -223,7 +229,7 @@ def _seed_cell(column: str, row: Mapping[str, Any]) -> str:
         return f"{100 * value:.1f}%{label}"
     if column == "mAP":
         return f"{value:.4f}"
-    if column == "e2e_time" or column.startswith("p_"):
+    if column == "e2e_time" or column.startswith(_RATES):
         return significant(value)
     return str(value)
 

@@ -1,5 +1,5 @@
 """FLOP counting (unit named every time), a sourced peak FLOP/s table, a measured peak where
-the table has none, and MFU.
+the table has none, MFU, and language models' FLOPs per token in the conventions MFU is quoted in.
 
 ``count`` needs torch and is imported on first use; the peak table and MFU are pure Python, so
 ``perfkit.flops.mfu_summary`` stays cheap for a Run that was given its FLOPs per sample.
@@ -11,6 +11,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from perfkit.flops._mfu import CONVENTIONS, Convention, mfu, mfu_summary
+from perfkit.flops._tokens import (
+    TOKEN_CONVENTIONS,
+    TokenConvention,
+    TransformerShape,
+    counted_per_token,
+    flops_per_token,
+    tokens_in,
+    transformer_shape,
+)
 from perfkit.flops.peaks import PeakRow, normalize_dtype, peak_flops, register_peak
 
 if TYPE_CHECKING:
@@ -20,13 +29,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONVENTIONS",
+    "TOKEN_CONVENTIONS",
     "Convention",
     "FlopCountError",
     "FlopReport",
     "FlopUndercountWarning",
     "MeasuredPeak",
     "PeakRow",
+    "TokenConvention",
+    "TransformerShape",
     "count",
+    "counted_per_token",
+    "flops_per_token",
     "measure_peak",
     "mfu",
     "mfu_summary",
@@ -34,6 +48,8 @@ __all__ = [
     "peak_flops",
     "register_formula",
     "register_peak",
+    "tokens_in",
+    "transformer_shape",
 ]
 
 _LAZY = {

@@ -18,6 +18,7 @@ from typing import Any
 
 from perfkit._messages import logger
 from perfkit.run import Phase, Run
+from perfkit.run._tokens import AutoTokens
 
 
 class _Feed:
@@ -40,17 +41,76 @@ class _Feed:
         return batch
 
 
+class TokenTally:
+    """Tokens of a step that a trainer does not hand to perfkit: the batches it shows
+    (:meth:`add`) or its model's forward calls (:meth:`hook`, a forward pre-hook), counted as
+    :class:`perfkit.run._tokens.AutoTokens` counts a batch. :meth:`end_step` when a step's body
+    ends sets them aside for the phase, which reads them (the tally is its ``tokens=``
+    callable) when it writes the step: forward calls after a step's end (an evaluation) are
+    not that step's."""
+
+    def __init__(self) -> None:
+        self._auto = AutoTokens()
+        self._running = 0  # since the last step's end
+        self._ended = 0  # of steps ended, not read yet
+        self._failed = False
+
+    @property
+    def source(self) -> str:
+        """How the tokens are counted (the phase's ``tokens_from``)."""
+        return self._auto.source
+
+    def add(self, batch: Any) -> None:
+        """A batch (or a forward call's inputs) of the running step."""
+        self._running += self._auto(batch)
+
+    def hook(self, _module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """A forward pre-hook (``register_forward_pre_hook(..., with_kwargs=True)``): the
+        call's ``input_ids`` / ``attention_mask`` keywords, or its first argument as ids."""
+        if self._failed:
+            return
+        inputs = kwargs if "input_ids" in kwargs else {"input_ids": args[0]} if args else {}
+        try:
+            self.add(inputs)
+        except Exception as err:  # never into the model's forward: counting stops, said once
+            self._failed = True
+            logger.warning("perfkit: counting tokens of the model's inputs failed (%s: %s); "
+                        "no more are counted", type(err).__name__, err)  # fmt: skip
+
+    def end_step(self) -> None:
+        """The running step's body ended."""
+        self._ended += self._running
+        self._running = 0
+
+    def reset(self) -> None:
+        """A phase starts: nothing counted before it is its."""
+        self._running = self._ended = 0
+
+    def __call__(self, _batch: Any = None) -> int:
+        ended, self._ended = self._ended, 0
+        return ended
+
+
 class CallbackSteps:
     """One phase of ``run`` timed from callbacks: ``begin(batch)`` at a batch's start, ``end()``
     at its end, ``close()`` when the phase is over (``close(exc)`` when it failed).
-    ``samples``: as ``phase.iterate(..., samples=)`` (default: counted from the batch)."""
+    ``samples``: as ``phase.iterate(..., samples=)`` (default: counted from the batch);
+    ``tokens``: a :class:`TokenTally` the trainer's batches or forward calls feed (default:
+    counted from the batch, as ``phase.iterate``)."""
 
     def __init__(
-        self, run: Run, kind: str, samples: int | Callable[[Any], int] | None = None
+        self,
+        run: Run,
+        kind: str,
+        samples: int | Callable[[Any], int] | None = None,
+        tokens: TokenTally | None = None,
     ) -> None:
         self.phase: Phase = run.phase(kind)
         self.phase.__enter__()
         self._samples = samples
+        self._tokens = tokens
+        if tokens is not None:
+            tokens.reset()
         self._feed = _Feed()
         self._loop: Iterator[Any] | None = None
         self._io = self.phase.io()
@@ -66,13 +126,17 @@ class CallbackSteps:
         if new_step or self._loop is None:
             self._feed.put(batch)
             if self._loop is None:
-                self._loop = self.phase.iterate(self._feed, samples=self._samples)
+                self._loop = self.phase.iterate(
+                    self._feed, samples=self._samples, tokens=self._tokens
+                )
             next(self._loop)
         self._compute.__enter__()
         self._in_compute = True
 
     def end(self) -> None:
         """The batch's body ended: its compute window closes, the gap to the next one is IO."""
+        if self._tokens is not None:
+            self._tokens.end_step()
         self._close_compute()
         self._open_io()
 
@@ -110,14 +174,23 @@ class EndSteps:
     ``samples()`` gives the next batch's samples when its step starts; ``close()`` ends the
     phase (an interval after the last batch is no step)."""
 
-    def __init__(self, run: Run, kind: str, samples: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        run: Run,
+        kind: str,
+        samples: Callable[[], int],
+        tokens: TokenTally | None = None,
+    ) -> None:
         self.phase: Phase = run.phase(kind)
         self.phase.__enter__()
         self.ticks = 0
+        self._tokens = tokens
+        if tokens is not None:
+            tokens.reset()
         self._feed = _Feed()
         self._feed.put(None)
         self._loop: Iterator[Any] | None = self.phase.iterate(
-            self._feed, samples=lambda _batch: samples()
+            self._feed, samples=lambda _batch: samples(), tokens=tokens
         )
         next(self._loop)  # the first batch's step starts with the phase
 
@@ -125,6 +198,8 @@ class EndSteps:
         """A batch ended (of ``batches`` in the loop, when known)."""
         if self._loop is None:
             return
+        if self._tokens is not None:
+            self._tokens.end_step()
         self.ticks += 1
         if batches is None or self.ticks < batches:
             self._feed.put(None)

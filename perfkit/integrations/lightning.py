@@ -14,7 +14,9 @@ batches. A validation during training (at the epoch's end or mid-epoch with
 stays one train phase. The sanity check's validation is left out. A step is an optimizer step:
 with ``accumulate_grad_batches=k`` a step spans its k micro-batches (their loading between them
 is IO), as in the Hugging Face callback. Samples are counted from each step's first batch
-(:func:`perfkit.run.count_samples`, or ``samples=`` per batch) times its micro-batches. The
+(:func:`perfkit.run.count_samples`, or ``samples=`` per batch) times its micro-batches; tokens
+from every micro-batch that is a dict of token ids (its ``attention_mask`` on the host: real
+tokens, else its ``input_ids``: padded tokens; :meth:`perfkit.Phase.iterate`). The
 Trainer's logged metrics (``trainer.logged_metrics``: scalars) go to ``run.log`` after each
 training epoch, validation, test and predict, each new value once. Needs the ``lightning``
 extra: ``pip install 'perfkit[lightning]'``.
@@ -37,7 +39,7 @@ from perfkit.integrations._settings import (
     parameter_count,
     read_settings,
 )
-from perfkit.integrations._steps import CallbackSteps, guarded, log_metrics
+from perfkit.integrations._steps import CallbackSteps, TokenTally, guarded, log_metrics
 from perfkit.run import count_samples
 
 _SUFFIXES = {"fit": "", "validate": "-validate", "test": "-test", "predict": "-predict"}
@@ -136,6 +138,7 @@ class PerfkitCallback(RunsOf, pl.Callback):
         self._sender = FigureSender(self._send, figures_every_s)
         self._phases: list[CallbackSteps] = []  # open phases, outermost first
         self._group = 1  # micro-batches in the running optimizer step
+        self._train_tokens = TokenTally()  # of every micro-batch of a step
         self._logged: dict[str, Any] = {}
 
     # -- runs ----------------------------------------------------------------------------
@@ -161,13 +164,13 @@ class PerfkitCallback(RunsOf, pl.Callback):
         self._runs.stop(exc)
 
     # -- phases --------------------------------------------------------------------------
-    def _open(self, kind: str, samples: Any = None) -> None:
+    def _open(self, kind: str, samples: Any = None, tokens: TokenTally | None = None) -> None:
         """Start a ``kind`` phase (inside the open one, which it pauses)."""
         if self.run.status != "running":
             return
 
         def start() -> None:
-            self._phases.append(CallbackSteps(self.run, kind, samples or self.samples))
+            self._phases.append(CallbackSteps(self.run, kind, samples or self.samples, tokens))
 
         guarded(f"starting a {kind} phase", start)
 
@@ -215,7 +218,8 @@ class PerfkitCallback(RunsOf, pl.Callback):
         guarded("reading the trainer's settings", lambda: self._runs.apply(settings))
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._open("train", self._step_samples)  # from here, the epoch's waits are its IO
+        # from here, the epoch's waits are its IO
+        self._open("train", self._step_samples, self._train_tokens)
 
     def _step_samples(self, batch: Any) -> int:
         """An optimizer step's samples: its first batch's times its micro-batches."""
@@ -231,6 +235,7 @@ class PerfkitCallback(RunsOf, pl.Callback):
             left = trainer.num_training_batches - batch_idx
             self._group = k if math.isinf(left) else int(min(k, left))
         self._begin("train", batch, new_step=first)
+        self._train_tokens.add(batch)  # after the step before took its own
 
     def on_train_batch_end(
         self,

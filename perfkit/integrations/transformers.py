@@ -19,9 +19,11 @@ steps are prediction steps, timed from one ``on_prediction_step`` to the next: a
 the Trainer shows no batch start. transformers' callbacks do not see the batch: samples per
 step are the per-device batch size (x the gradient accumulation steps in training), the last
 step holding what is left of the dataset (one process, without ``dataloader_drop_last``); pass
-``samples=`` to count training steps otherwise. Several eval datasets (a dict) make a val phase
-each (without :meth:`PerfkitCallback.attach`, the second and later ones from their first
-batch's end). The Trainer's logs (``on_log``: loss,
+``samples=`` to count training steps otherwise. Tokens are counted from the model's forward
+calls (a forward pre-hook): their ``attention_mask`` on the host (real tokens), else their
+``input_ids`` (padded tokens, also where the mask is on an accelerator: no sync per step).
+Several eval datasets (a dict) make a val phase each (without :meth:`PerfkitCallback.attach`,
+the second and later ones from their first batch's end). The Trainer's logs (``on_log``: loss,
 learning_rate, eval_loss, eval_accuracy, ...) go to ``run.log``, each value once.
 
 A run the user started, ``with callback.run: trainer.train()``, is used as it is (the callback
@@ -46,6 +48,7 @@ from perfkit.integrations._steps import (
     BatchSizes,
     CallbackSteps,
     EndSteps,
+    TokenTally,
     guarded,
     log_metrics,
 )
@@ -122,6 +125,10 @@ class PerfkitCallback(RunsOf, TrainerCallback):
         self._evals_left = 0  # evaluations still to come in this one (several eval datasets)
         self._in_train = False
         self._warned = False
+        # Tokens of the model's forward calls (a forward pre-hook), per phase kind
+        self._train_tokens = TokenTally()
+        self._eval_tokens = TokenTally()
+        self._hook: Any = None
 
     def _start(self, kind: str, args: TrainingArguments, state: Any, model: Any) -> None:
         settings = read_settings(lambda: trainer_settings(args, state, model))
@@ -154,6 +161,7 @@ class PerfkitCallback(RunsOf, TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
         self._in_train = True
+        self._count_tokens_of(kw.get("model"))
         self._start("train", args, state, kw.get("model"))
         if getattr(args, "eval_on_start", False):  # the Trainer evaluates before training
             self._open_eval("val", args, self._eval_dataset(kw))
@@ -171,7 +179,7 @@ class PerfkitCallback(RunsOf, TrainerCallback):
         count: Callable[[Any], int] = BatchSizes(self.samples or per_step, total)
 
         def start() -> None:
-            self._train = CallbackSteps(self.run, "train", count)
+            self._train = CallbackSteps(self.run, "train", count, self._train_tokens)
 
         guarded("starting a train phase", start)
 
@@ -205,6 +213,23 @@ class PerfkitCallback(RunsOf, TrainerCallback):
         self._close_eval()
         self._end_train_phase()
         self._runs.stop()
+        self._uncount_tokens()
+
+    def _count_tokens_of(self, model: Any) -> None:
+        """Count the tokens of ``model``'s forward calls: their ``attention_mask`` on the host
+        (real tokens), else ``input_ids`` (padded) - the Trainer shows callbacks no batch."""
+        self._uncount_tokens()
+        if hasattr(model, "register_forward_pre_hook"):
+            self._hook = model.register_forward_pre_hook(self._on_forward, with_kwargs=True)
+
+    def _uncount_tokens(self) -> None:
+        hook, self._hook = self._hook, None
+        if hook is not None:
+            hook.remove()
+
+    def _on_forward(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        tally = self._eval_tokens if self._eval is not None else self._train_tokens
+        tally.hook(module, args, kwargs)
 
     def _end_train_phase(self) -> None:
         steps, self._train = self._train, None
@@ -232,6 +257,7 @@ class PerfkitCallback(RunsOf, TrainerCallback):
         kwargs: Mapping[str, Any],
     ) -> Any:
         self._trainer = self._trainer or trainer
+        self._count_tokens_of(trainer.model)
         self._start(kind, trainer.args, getattr(trainer, "state", None), trainer.model)
         dataset = args[0] if args else kwargs.get("eval_dataset", kwargs.get("test_dataset"))
         self._open_eval(kind, trainer.args, trainer.eval_dataset if dataset is None else dataset)
@@ -240,9 +266,11 @@ class PerfkitCallback(RunsOf, TrainerCallback):
         except BaseException as exc:
             self._close_eval(exc)
             self._runs.stop(exc)
+            self._uncount_tokens()
             raise
         self._close_eval()
         self._runs.stop()
+        self._uncount_tokens()
         return result
 
     def _eval_dataset(self, kw: Mapping[str, Any]) -> Any:
@@ -270,7 +298,7 @@ class PerfkitCallback(RunsOf, TrainerCallback):
             sizes()  # the batch left out
 
         def start() -> None:
-            self._eval = EndSteps(self.run, kind, sizes)
+            self._eval = EndSteps(self.run, kind, sizes, self._eval_tokens)
             self._eval.ticks = int(late)
 
         guarded(f"starting a {kind} phase", start)

@@ -3,8 +3,8 @@
 The step loop writes each finished step into float64 columns allocated once, when a phase's
 first loop starts, then publishes it by raising the phase's step count; nothing is allocated per
 step, and only what the loop cannot know later is written: the step's end, its IO seconds, its
-samples and, where the step marked compute windows, their seconds. Wall times follow from
-consecutive ends (a loop's first step from the loop's start, kept in ``starts``); a host step
+samples, its tokens and, where the step marked compute windows, their seconds. Wall times follow
+from consecutive ends (a loop's first step from the loop's start, kept in ``starts``); a host step
 without compute windows computed for its whole body (wall - IO). Row ``r`` of a phase lives in
 slot ``r % capacity``. :meth:`StepBacklog.drain` turns the rows since the last drain into
 steps.bin rows (perfkit.records.STEP_COLUMNS) and folds them into the phase's totals; the loop
@@ -25,36 +25,37 @@ if TYPE_CHECKING:
 
 _WIDTH = len(STEP_COLUMNS)
 
-#: The four columns of a backlog (end, io, compute, samples), float64 each.
-Columns = tuple["array[float]", "array[float]", "array[float]", "array[float]"]
+#: The five columns of a backlog (end, io, compute, samples, tokens), float64 each.
+Columns = tuple["array[float]", "array[float]", "array[float]", "array[float]", "array[float]"]
 
 
 def new_columns(capacity: int) -> Columns:
-    """Four columns of ``capacity`` float64 slots; compute all NaN."""
+    """Five columns of ``capacity`` float64 slots; compute all NaN."""
     zeros = bytes(8 * capacity)
     return (
         array("d", zeros),
         array("d", zeros),
         array("d", [math.nan]) * capacity,
         array("d", zeros),
+        array("d", zeros),
     )
 
 
 class StepBacklog:
-    """``capacity`` rows of finished steps (32 bytes each) and the totals of those drained.
+    """``capacity`` rows of finished steps (40 bytes each) and the totals of those drained.
 
     Columns, by slot: ``end`` (the step's end on the host clock, s), ``io`` (s), ``compute``
     (s; NaN where the step marked no compute window - on a device, until its windows resolve),
-    ``samples``. ``starts``: {row: start of the loop it begins, s}. ``paused``: {row: seconds
-    the phase was paused, for another kind's phase, during that step}, left out of its wall
-    time; ``paused_io``: those of them that fell in the step's wait for data, left out of its
-    IO too. ``drained``: rows of the
-    phase already turned into steps.bin rows (or dropped). The totals cover the drained rows:
-    ``samples_total``, ``io_total``, ``compute_total`` and every drained step's wall time in
-    ``walls`` (for the percentiles). Readers and :meth:`drain` run under the run's flush lock;
-    the loop's thread writes slots without it. ``host``: compute seconds are the host's (a
-    step without windows computed for its wall time less its IO). Rows before ``warmup`` are
-    warm-up steps: their samples and wall times go to ``warmup_samples_total`` and
+    ``samples``, ``tokens``. ``starts``: {row: start of the loop it begins, s}. ``paused``:
+    {row: seconds the phase was paused, for another kind's phase, during that step}, left out
+    of its wall time; ``paused_io``: those of them that fell in the step's wait for data, left
+    out of its IO too. ``drained``: rows of the phase already turned into steps.bin rows (or
+    dropped). The totals cover the drained rows: ``samples_total``, ``tokens_total``,
+    ``io_total``, ``compute_total`` and every drained step's wall time in ``walls`` (for the
+    percentiles). Readers and :meth:`drain` run under the run's flush lock; the loop's thread
+    writes slots without it. ``host``: compute seconds are the host's (a step without windows
+    computed for its wall time less its IO). Rows before ``warmup`` are warm-up steps: their
+    samples, tokens and wall times go to ``warmup_samples_total``, ``warmup_tokens_total`` and
     ``warmup_wall_total`` only, not to the other totals nor ``walls``.
     """
 
@@ -69,7 +70,7 @@ class StepBacklog:
             np.frombuffer(columns[2], dtype=np.float64)[:] = np.nan
         self.capacity = capacity
         self.host = host
-        self.end, self.io, self.compute, self.samples = columns
+        self.end, self.io, self.compute, self.samples, self.tokens = columns
         self.starts: dict[int, float] = {}
         self.paused: dict[int, float] = {}
         self.paused_io: dict[int, float] = {}
@@ -82,6 +83,8 @@ class StepBacklog:
         self.warmup = warmup
         self.warmup_samples_total = 0
         self.warmup_wall_total = 0.0
+        self.tokens_total = 0
+        self.warmup_tokens_total = 0
 
     def _pieces(self, start: int, stop: int) -> list[tuple[int, int]]:
         """Slot ranges (first, last + 1) holding rows [start, stop), in row order."""
@@ -94,13 +97,13 @@ class StepBacklog:
 
     def _columns(self, start: int, stop: int) -> list[np.ndarray]:
         """Rows [start, stop) (at least one) as numpy columns: end, wall, io, compute,
-        samples."""
+        samples, tokens."""
         import numpy as np
 
         pieces = self._pieces(start, stop)
-        end, io, compute, samples = (
+        end, io, compute, samples, tokens = (
             np.concatenate([np.frombuffer(column, dtype=np.float64)[a:b] for a, b in pieces])
-            for column in (self.end, self.io, self.compute, self.samples)
+            for column in (self.end, self.io, self.compute, self.samples, self.tokens)
         )
         before = np.empty_like(end)  # each step's start: the end before it, or its loop's start
         before[0] = self._last_end
@@ -115,14 +118,14 @@ class StepBacklog:
                     column[row - start] -= seconds
         if self.host:
             compute = np.where(np.isnan(compute), wall - io, compute)
-        return [end, wall, io, compute, samples]
+        return [end, wall, io, compute, samples, tokens]
 
     def _totals(
         self, start: int, stop: int
-    ) -> tuple[list[np.ndarray], tuple[int, float, float, int, float]]:
+    ) -> tuple[list[np.ndarray], tuple[int, float, float, int, float, int, int]]:
         """(columns of rows [start, stop), (steady samples, io s, compute s, warm-up samples,
-        warm-up wall s)) - the warm-up rows' figures apart."""
-        _end, wall, io, compute, samples = columns = self._columns(start, stop)
+        warm-up wall s, steady tokens, warm-up tokens)) - the warm-up rows' figures apart."""
+        _end, wall, io, compute, samples, tokens = columns = self._columns(start, stop)
         warm = max(min(self.warmup - start, stop - start), 0)  # leading warm-up rows
         totals = (
             int(samples[warm:].sum()),
@@ -130,14 +133,16 @@ class StepBacklog:
             float(compute[warm:].sum()),
             int(samples[:warm].sum()),
             float(wall[:warm].sum()),
+            int(tokens[warm:].sum()),
+            int(tokens[:warm].sum()),
         )
         return columns, totals
 
-    def pending_totals(self, upto: int) -> tuple[int, float, float, int, float]:
-        """(samples, io s, compute s, warm-up samples, warm-up wall s) of the undrained rows
-        before ``upto``."""
+    def pending_totals(self, upto: int) -> tuple[int, float, float, int, float, int, int]:
+        """(samples, io s, compute s, warm-up samples, warm-up wall s, tokens, warm-up tokens)
+        of the undrained rows before ``upto``."""
         if upto <= self.drained:
-            return 0, 0.0, 0.0, 0, 0.0
+            return 0, 0.0, 0.0, 0, 0.0, 0, 0
         return self._totals(self.drained, upto)[1]
 
     def pending_walls(self, upto: int) -> array[float]:
@@ -156,7 +161,7 @@ class StepBacklog:
         start = self.drained
         if upto <= start:
             return memoryview(b"")
-        (end, wall, io, compute, samples), totals = self._totals(start, upto)
+        (end, wall, io, compute, samples, tokens), totals = self._totals(start, upto)
         rows = np.empty((upto - start, _WIDTH))
         rows[:, 0] = ordinal
         rows[:, 1] = np.arange(start, upto)
@@ -165,11 +170,14 @@ class StepBacklog:
         rows[:, 4] = io
         rows[:, 5] = compute
         rows[:, 6] = samples
+        rows[:, 7] = tokens
         self.samples_total += totals[0]
         self.io_total += totals[1]
         self.compute_total += totals[2]
         self.warmup_samples_total += totals[3]
         self.warmup_wall_total += totals[4]
+        self.tokens_total += totals[5]
+        self.warmup_tokens_total += totals[6]
         self.walls.frombytes(wall[max(self.warmup - start, 0) :].tobytes())
         for a, b in self._pieces(start, upto):
             np.frombuffer(self.compute, dtype=np.float64)[a:b] = np.nan
@@ -183,7 +191,7 @@ class StepBacklog:
     def release(self) -> Columns:
         """Hand the columns over, for the next phase to reuse (this phase ended and everything
         was drained; its totals and wall times stay)."""
-        columns = (self.end, self.io, self.compute, self.samples)
-        self.end, self.io, self.compute, self.samples = (array("d") for _ in range(4))
+        columns = (self.end, self.io, self.compute, self.samples, self.tokens)
+        self.end, self.io, self.compute, self.samples, self.tokens = (array("d") for _ in range(5))
         self.capacity = 0
         return columns

@@ -1,7 +1,7 @@
 """The Run <-> Phase interface: every call between ``_run.py`` and ``_phase.py`` besides their
 public names (a Phase also reads its Run's ``clock``, ``timer``, ``rank``, ``t0``,
 ``flush_lock`` and ``elapsed()``; a Run its phases' ``name``, ``kind``, ``ordinal``,
-``in_step``, ``figures_by_rank()``, ``result()`` and ``devices``).
+``in_step``, ``start_t``, ``tokens_from``, ``figures_by_rank()``, ``result()`` and ``devices``).
 
 :meth:`perfkit.Run.phase` hands each new Phase a :class:`PhaseHost` (the Run's side); the Phase
 hands its Run a :class:`PhaseControl` (the phase's side) when it starts. Each side fills its

@@ -22,7 +22,8 @@ from perfkit.run._errors import RunError
 from perfkit.run._host import PhaseControl, PhaseHost
 from perfkit.run._io import IOWindow
 from perfkit.run._loop import SizedSteps, length_of, progress_bar
-from perfkit.run._samples import SampleCounter, as_sample_count, sample_counter
+from perfkit.run._samples import MAX_SAMPLES, SampleCounter, as_sample_count, sample_counter
+from perfkit.run._tokens import token_counter
 from perfkit.summary import PhaseFigures, PhaseResult, percentiles, phase_entry
 from perfkit.timing import Clock, HostTimer, WindowTimer
 from perfkit.timing.window import ComputeWindow
@@ -39,13 +40,16 @@ BACKLOG_STEPS = 1 << 16
 
 class StepTotals(NamedTuple):
     """Sums over a phase's finished steps: samples, IO and compute seconds (on the host clock)
-    of its steady-state steps, samples and wall seconds of its warm-up steps."""
+    of its steady-state steps, samples and wall seconds of its warm-up steps, then the tokens
+    of both."""
 
     samples: int
     io_s: float
     compute_s: float
     warmup_samples: int
     warmup_s: float
+    tokens: int
+    warmup_tokens: int
 
 
 class Phase:
@@ -113,6 +117,8 @@ class Phase:
         self.ordinal = -1  # position among the run's phases on this rank, set when entered
         self._loop: weakref.ReferenceType[Generator[Any, None, None]] | None = None
         self._rank_figures: dict[int, PhaseFigures] | None = None
+        self._token_counter: int | Callable[[Any], int] = 0
+        self._tokens_from = "none"
         self._io = IOWindow(self._begin_io, self._end_io, self._clock)
         self._compute = ComputeWindow(
             self._refuse_compute, self._add_window, self._timer.mark, self._host
@@ -179,19 +185,22 @@ class Phase:
             )
 
     def _figures(self) -> PhaseFigures:
+        tokens, warmup_tokens = self._token_totals()
         return PhaseFigures(
-            self.kind,
-            self.samples,
-            self.steps,
-            self.wall_s,
-            self.io_s,
-            self.compute_s,
-            self.start_t,
-            self.end_t if self._state == "ended" else self.run.elapsed(),
-            self.energy_j,
-            min(self._step_count, self.warmup_steps),
-            self.warmup_samples,
-            self.warmup_s,
+            kind=self.kind,
+            samples=self.samples,
+            steps=self.steps,
+            wall_s=self.wall_s,
+            io_s=self.io_s,
+            compute_s=self.compute_s,
+            start_t=self.start_t,
+            end_t=self.end_t if self._state == "ended" else self.run.elapsed(),
+            energy_j=self.energy_j,
+            warmup_steps=min(self._step_count, self.warmup_steps),
+            warmup_samples=self.warmup_samples,
+            warmup_s=self.warmup_s,
+            tokens=tokens,
+            warmup_tokens=warmup_tokens,
         )
 
     def figures_by_rank(self) -> dict[int, PhaseFigures]:
@@ -220,6 +229,28 @@ class Phase:
         return self._totals().samples
 
     @property
+    def tokens(self) -> int:
+        """Tokens of the finished steps, warm-up steps aside (0 where none were counted)."""
+        return self._totals().tokens
+
+    def _token_totals(self) -> tuple[int | None, int | None]:
+        """(tokens, warm-up tokens) of the finished steps; None where none were counted (the
+        batches held no token ids) or, for the warm-up's, there was no warm-up."""
+        if self.tokens_from == "none":
+            return None, None
+        totals = self._totals()
+        return totals.tokens, (
+            totals.warmup_tokens if self.warmup_steps and self._step_count else None
+        )
+
+    @property
+    def tokens_from(self) -> str:
+        """How the tokens were counted: "attention_mask" (real tokens), "input_ids" (padded),
+        "given" (an int per batch), "callable" or "none" (see :meth:`iterate`)."""
+        source = getattr(self._token_counter, "source", self._tokens_from)
+        return str(source)
+
+    @property
     def warmup_samples(self) -> int:
         """Samples of the finished warm-up steps."""
         return self._totals().warmup_samples
@@ -243,15 +274,19 @@ class Phase:
         """The sums over the rows of every finished step (see :class:`StepTotals`)."""
         backlog = self._backlog
         if backlog is None:
-            return StepTotals(0, 0.0, 0.0, 0, 0.0)
+            return StepTotals(0, 0.0, 0.0, 0, 0.0, 0, 0)
         with self.run.flush_lock:
-            samples, io, compute, warm_samples, warm_s = backlog.pending_totals(self._step_count)
+            samples, io, compute, warm_samples, warm_s, tokens, warm_tokens = (
+                backlog.pending_totals(self._step_count)
+            )
             return StepTotals(
                 samples=backlog.samples_total + samples,
                 io_s=backlog.io_total + io,
                 compute_s=backlog.compute_total + compute,
                 warmup_samples=backlog.warmup_samples_total + warm_samples,
                 warmup_s=backlog.warmup_wall_total + warm_s,
+                tokens=backlog.tokens_total + tokens,
+                warmup_tokens=backlog.warmup_tokens_total + warm_tokens,
             )
 
     def _walls(self) -> array[float]:
@@ -319,7 +354,11 @@ class Phase:
             window.__enter__()
 
     def iterate(
-        self, iterable: Iterable[Any], *, samples: int | Callable[[Any], int] | None = None
+        self,
+        iterable: Iterable[Any],
+        *,
+        samples: int | Callable[[Any], int] | None = None,
+        tokens: int | Callable[[Any], int] | None = None,
     ) -> Iterator[Any]:
         """Yield the batches of ``iterable``, timing each step.
 
@@ -327,7 +366,10 @@ class Phase:
         rest of the loop body is compute - unless the body marks compute windows with
         :meth:`compute`, which then count alone for that step.
         ``samples``: an int per batch, or a callable batch -> int; by default counted from the
-        batch (:func:`count_samples`).
+        batch (:func:`count_samples`). ``tokens``: the same for tokens, counted when the step's
+        body ends (a callable may count what the body saw); by default from a dict batch's
+        ``attention_mask`` on the host (real tokens) or else its ``input_ids`` (padded tokens),
+        none for other batches - :attr:`tokens_from` says which.
 
         Returns a one-pass iterator; when ``iterable`` has a length, so does the iterator (for
         ``tqdm(...)`` and torchvision's ``MetricLogger.log_every``). With the phase's
@@ -354,6 +396,7 @@ class Phase:
             )
         length = length_of(iterable)
         bar = progress_bar(self.name, length) if self.progress else None
+        self._token_counter, self._tokens_from = token_counter(tokens)
         loop = self._steps(self._backlog, iterator, sample_counter(samples), bar)
         self._loop = weakref.ref(loop)
         return loop if length is None else SizedSteps(loop, length)
@@ -373,12 +416,13 @@ class Phase:
     def _steps(
         self, backlog: StepBacklog, iterator: Iterator[Any], samples: SampleCounter, bar: Any
     ) -> Generator[Any, None, None]:
-        # Step k spans from the end of step k-1 (t0) to the end of its body (t2); the wait in
-        # next() until t1 is IO. Per step: locals, slot stores, two flags of the window; no call
-        # but the clock, the sample count and the user's iterator (benchmarks/loop_cost.py).
+        # Step k: from step k-1's end (t0) to its body's end (t2), IO until next() returns (t1).
+        # Per step: slot stores, window flags; calls: clock, counts, iterator (loop_cost.py).
         clock, host, window = self._clock, self._host, self._compute
         ends, ios, computes, counts = backlog.end, backlog.io, backlog.compute, backlog.samples
         n, count = (samples, None) if isinstance(samples, int) else (0, samples)
+        tokens, token_counts = self._token_counter, backlog.tokens
+        k, count_tokens = (tokens, None) if isinstance(tokens, int) else (0, tokens)
         step = limit = self._step_count  # the first step's slot is checked like any at a limit
         slot = 0
         t0 = backlog.starts[step] = clock()
@@ -389,32 +433,31 @@ class Phase:
                 self._implicit_start = self._timer.mark()
             if count is not None:
                 n = count(batch)
-                if type(n) is not int or n < 0:
+                if type(n) is not int or not 0 <= n <= MAX_SAMPLES:
                     n = self._as_count(n)
             left = False
             try:
                 yield batch
             except GeneratorExit:  # the loop was left: break, or an exception in the body
                 left = True
+            if count_tokens is not None:
+                k = self._count_tokens(count_tokens, batch)
             t2 = clock()
             window.in_step = False
             if step == limit:
                 limit = self._make_room(step)
                 slot = step % backlog.capacity
+                if getattr(count_tokens, "off", False):  # the first batch held no token ids
+                    count_tokens = None
             ends[slot] = t2
-            try:
-                counts[slot] = n
-            except OverflowError:  # a callable's int beyond a float: 0, and a fault
-                counts[slot] = self._as_count(n)
+            counts[slot], token_counts[slot] = n, k
+            ios[slot] = t1 - t0 + window.io_s  # io_s: 0.0 unless an io() window closed
             explicit = False
             if window.marked:  # io() or compute() windows closed in this step: take, reset
-                ios[slot] = t1 - t0 + window.io_s
                 explicit, window.marked, window.io_s = window.count > 0, False, 0.0
                 if explicit and host:
                     computes[slot], window.seconds = window.seconds, 0.0
                 window.count = 0
-            else:
-                ios[slot] = t1 - t0
             if not host:
                 self._end_device_step(step, explicit)
             if left:  # the step counts only if the phase then ends normally
@@ -438,18 +481,31 @@ class Phase:
         t0 = self._backlog.starts[step] = self._clock()
         return t0
 
-    def _as_count(self, value: Any) -> int:
-        """A samples callable's result as an int (a numpy int, a 0-d tensor, an integral
-        float); anything else (NaN, a negative number, a string) counts 0 samples and is
+    def _as_count(self, value: Any, what: str = "samples") -> int:
+        """A samples (tokens) callable's result as an int (a numpy int, a 0-d tensor, an
+        integral float); anything else (NaN, a negative number, a string) counts 0 and is
         recorded once in the summary's faults."""
         count = as_sample_count(value)
         if count is not None:
             return count
         self._owner.fault(
-            f"phase {self.name!r}: the samples callable returned {value!r:.40} (expected a "
-            "non-negative int); counted as 0 samples"
+            f"phase {self.name!r}: the {what} callable returned {value!r:.40} (expected a "
+            f"non-negative int); counted as 0 {what}"
         )
         return 0
+
+    def _count_tokens(self, count: Callable[[Any], int], batch: Any) -> int:
+        """The tokens of a step's batch; a counter that raises, or returns no count, counts 0
+        (a fault in the summary), never an error in the user's loop."""
+        try:
+            k = count(batch)
+        except Exception as err:
+            self._owner.fault(
+                f"phase {self.name!r}: counting tokens raised {type(err).__name__}: {err}; "
+                "counted as 0 tokens"
+            )
+            return 0
+        return k if type(k) is int and 0 <= k <= MAX_SAMPLES else self._as_count(k, "tokens")
 
     def _make_room(self, step: int) -> int:
         """Before writing ``step``'s row: make sure its slot holds no undrained row - a full
@@ -578,6 +634,7 @@ class Phase:
             self.figures_by_rank(),
             self._walls(),
             self.devices,
+            self.tokens_from,
         )
 
     def step_time_percentiles(self) -> dict[int, float]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from perfkit import checks, distributed, steplog
 from perfkit._messages import logger
@@ -62,6 +62,9 @@ from perfkit.summary import (
     phase_metrics,
 )
 from perfkit.timing import Clock, HostTimer, WindowTimer, host_clock
+
+if TYPE_CHECKING:
+    from perfkit.flops import TransformerShape
 
 SYNC_MODES = ("phase", "step")
 E2E_FROM = ("run", "process")
@@ -264,6 +267,7 @@ class Run:
         self._paused: list[PhaseControl] = []
         self._phase_counts: dict[str, int] = {}
         self._phase_ordinal = -1
+        self._tokens_noted: dict[int, str] = {}  # phase ordinal -> its phase_tokens_from
         self._host = PhaseHost(
             self,
             self._begin_phase,
@@ -772,6 +776,7 @@ class Run:
             with self.flush_lock:  # the outer phase's finished steps go before the inner's
                 self._steps.write(outer.drain_rows())
             outer.pause()
+            self._note_tokens_from(outer.phase)
             self._paused.append(outer)
         self._active_phase = control
         if self._memory is not None:
@@ -781,6 +786,15 @@ class Run:
         )
         self._phase_ordinal += 1
         return self._phase_ordinal
+
+    def _note_tokens_from(self, phase: Phase) -> None:
+        """Record how ``phase`` counts its tokens, once it is known (its first token batch):
+        the rebuild of a killed run reads it for a phase left open. Its t is the phase's start,
+        which names the phase."""
+        source = phase.tokens_from
+        if source != "none" and self._tokens_noted.get(phase.ordinal) != source:
+            self._tokens_noted[phase.ordinal] = source
+            self._write("phase_tokens_from", None, "", phase.start_t, phase=phase.name, note=source)
 
     def _phase_energy_j(self) -> float | None:
         return self._memory.energy_delta_j() if self._memory is not None else None
@@ -792,6 +806,7 @@ class Run:
             self._steps.write(control.drain_rows())
             self._active_phase = self._paused.pop() if self._paused else None
         self.phases.append(phase)
+        self._note_tokens_from(phase)
         f = phase.figures_by_rank()[self.rank]
         for total in PHASE_TOTALS:  # the records the figure table says a phase writes
             value = getattr(f, total.name)
@@ -841,6 +856,75 @@ class Run:
 
         flops_per_sample = checks.positive_number("flops_per_sample", flops_per_sample, "FLOPs")
         checks.one_of("mfu_convention", mfu_convention, tuple(CONVENTIONS))
+        normalize_dtype(dtype)  # raises ValueError naming dtype
+        self._keep_flops(
+            {"flops_per_sample": flops_per_sample, "convention": mfu_convention},
+            dtype,
+            peak_flops,
+            tf32,
+        )
+
+    def set_token_flops(
+        self,
+        work: TransformerShape | float,
+        *,
+        convention: str,
+        dtype: str,
+        training: bool = True,
+        peak_flops: float | str | None = None,
+        tf32: bool | None = None,
+    ) -> None:
+        """Give a language model's work per token, so the summary reports MFU per token.
+
+        ``work``: a :class:`perfkit.flops.TransformerShape` (``perfkit.flops.transformer_shape
+        (model, seq_len=T)``), whose FLOPs per token ``convention`` gives - "flagperf-6n",
+        "palm" or "megatron" (:func:`perfkit.flops.flops_per_token`; ``training``: forward +
+        backward, else forward only) - or FLOPs per token (a number) with ``convention``
+        "counted" (:func:`perfkit.flops.counted_per_token`) or one of those named. MFU is
+        ``flops_per_token`` x the token throughput per device (tps_train_per_device, else
+        tps_infer_core_per_device, else tps_val_core_per_device; ``mfu_throughput`` says which)
+        / the peak; ``dtype``, ``peak_flops``, ``tf32`` as :meth:`set_flops`. The shape, the
+        convention and FLOPs per token go into meta.json (``flops``).
+        """
+        from perfkit.flops import (
+            TOKEN_CONVENTIONS,
+            TransformerShape,
+            flops_per_token,
+            normalize_dtype,
+        )
+
+        checks.one_of("convention", convention, tuple(TOKEN_CONVENTIONS))
+        normalize_dtype(dtype)
+        shape = None
+        if isinstance(work, TransformerShape):
+            if convention == "counted":
+                raise checks.wrong_value(
+                    "work", "FLOPs per token (a number) with convention='counted'", work
+                )
+            shape = work.to_json()
+            work = flops_per_token(work, convention, training=training)  # type: ignore[arg-type]
+        per_token = checks.positive_number("work", work, "FLOPs per token")
+        self._keep_flops(
+            {
+                "flops_per_token": per_token,
+                "token_convention": convention,
+                "training": bool(training),
+                "transformer": shape,
+                "convention": "perfkit",
+            },
+            dtype,
+            peak_flops,
+            tf32,
+        )
+
+    def _keep_flops(
+        self,
+        work: dict[str, Any],
+        dtype: str,
+        peak_flops: float | str | None,
+        tf32: bool | None,
+    ) -> None:
+        """Keep the FLOP settings (``work``, the peak) for MFU, in meta.json too."""
         mode = "auto" if peak_flops is None else peak_flops
         if isinstance(peak_flops, str):
             checks.one_of("peak_flops", peak_flops, PEAK_MODES)
@@ -848,15 +932,7 @@ class Run:
         elif peak_flops is not None:
             peak_flops = checks.positive_number("peak_flops", peak_flops, "FLOP/s")
             mode = "user"
-        normalize_dtype(dtype)  # raises ValueError naming dtype
-        self._flops = {
-            "flops_per_sample": flops_per_sample,
-            "dtype": dtype,
-            "convention": mfu_convention,
-            "peak_flops": peak_flops,
-            "peak": mode,
-            "tf32": tf32,
-        }
+        self._flops = {**work, "dtype": dtype, "peak_flops": peak_flops, "peak": mode, "tf32": tf32}
         self.meta["flops"] = self._flops  # rebuild_summary's MFU reads it back
         if self.status == "running":
             self._write_meta()
@@ -950,6 +1026,7 @@ class Run:
         active = self._active_phase
         if active is not None:
             active.resolve()
+            self._note_tokens_from(active.phase)
         writer.flush()  # events first: a phase's steps never come before its phase_start
         with self.flush_lock:
             if self._steps is not None:  # also retries rows an earlier write failed on
