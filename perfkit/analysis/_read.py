@@ -18,11 +18,13 @@ from perfkit.records import (
     PHASE_NAMES,
     READABLE_SCHEMA_VERSIONS,
     RECORD_FIELDS,
+    REQUESTS_FILE,
     STEP_NAMES,
     SUMMARY_FILE,
     RecordError,
     read_json,
     read_records,
+    read_requests,
 )
 from perfkit.steplog import read_step_log
 from perfkit.summary import PHASE_KINDS
@@ -210,6 +212,18 @@ class RunData:
     def bad_lines(self) -> tuple[str, ...]:
         """Lines of the records files that were not records, skipped ("<file>:<line> ...")."""
         return self._tables[2]
+
+    @functools.cached_property
+    def requests(self) -> list[dict[str, Any]]:
+        """Every finished request of every rank (requests*.jsonl lines, the fields of
+        :data:`perfkit.records.REQUEST_FIELDS`), rank by rank; [] for a run without requests."""
+        stem = REQUESTS_FILE.partition(".")[0]
+        with reading(self.run_dir):
+            return [
+                line
+                for path in sorted(self.run_dir.glob(f"{stem}*.jsonl"), key=natural_key)
+                for line in read_requests(path)
+            ]
 
     @property
     def label(self) -> str:

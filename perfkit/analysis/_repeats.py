@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from perfkit.analysis._read import PathArg, find_runs
 from perfkit.analysis._student import t_ppf, welch
 from perfkit.analysis._tables import summaries
+from perfkit.serving import better as serving_better
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,7 +54,12 @@ def metric_stats(values: Iterable[float]) -> MetricStats:
 def better(metric: str) -> int | None:
     """+1 when a higher value of ``metric`` is better (throughputs ``p_*`` and
     ``*throughput*``, MFU), -1 when lower is better (times: e2e_time and seconds ``*_s``),
-    None for the rest (counts, fractions, accuracies, spreads)."""
+    None for the rest (counts, fractions, accuracies, spreads); a serving figure's is
+    declared with it (:data:`perfkit.serving.SERVING_FIGURES`: latencies lower, request and
+    token rates higher)."""
+    declared = serving_better(metric)
+    if declared is not None:
+        return declared or None
     if metric.startswith("p_") or "throughput" in metric or metric == "MFU":
         return 1
     if metric == "e2e_time" or metric.endswith("_s"):
