@@ -40,7 +40,8 @@ class Streamer:
         pad_token_id: the prompt's pad id: a row's prompt tokens are its ids other than it
             (left padding). None: the prompt's full width.
         prompt_tokens: each row's prompt tokens (e.g. ``attention_mask.sum(1).tolist()``);
-            overrides ``pad_token_id``; for one generate call.
+            overrides ``pad_token_id``; for the next generate call only
+            (:meth:`set_prompt_tokens` gives them for each later one).
 
     One streamer serves successive generate calls: after ``end`` the next ``put`` is a new
     batch's prompt. For batch size 1 this is transformers' own streamer contract; for larger
@@ -65,8 +66,22 @@ class Streamer:
         if pad_token_id is not None:
             checks.check_type("pad_token_id", pad_token_id, int, "an int or None")
         self._pad = pad_token_id
-        self._prompt_tokens = None if prompt_tokens is None else list(prompt_tokens)
+        self._prompt_tokens: list[int] | None = None
+        if prompt_tokens is not None:
+            self.set_prompt_tokens(prompt_tokens)
         self._requests: list[Request] | None = None
+
+    def set_prompt_tokens(self, counts: Sequence[int]) -> None:
+        """Each row's prompt tokens for the next generate call (then counted again from the
+        prompt and ``pad_token_id``)."""
+        expected = "a sequence of non-negative ints, one per batch row"
+        if isinstance(counts, (str, bytes)) or not isinstance(counts, Sequence):
+            raise checks.wrong_type("prompt_tokens", expected, counts)
+        for count in counts:
+            checks.check_type("prompt_tokens", count, int, expected)
+            if count < 0:
+                raise checks.wrong_value("prompt_tokens", expected, counts)
+        self._prompt_tokens = list(counts)
 
     def put(self, value: Any) -> None:
         """generate's call: the prompt ids (first call of a batch), then each step's new ids."""
