@@ -84,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = model.generation_config
     pad = config.pad_token_id if config.pad_token_id is not None else 0
     eos = config.eos_token_id
-    work = prompts(args.requests, *args.prompt_len, model.config.vocab_size, args.seed)
+    shortest, longest = args.prompt_len
+    work = prompts(args.requests, shortest, longest, model.config.vocab_size, args.seed)
     settings = {"model": args.model or "tiny-llama", "batch_size": args.batch_size}
     with perfkit.Run("llm-generation", out_dir=args.out_dir, config=settings) as run:
         streamer = perfkit.generation.Streamer(run, eos_token_id=eos)
