@@ -238,7 +238,7 @@ def test_request_context_times_tokens_on_the_runs_clock(tmp_path):
 
 
 def test_requests_handed_in_and_their_checks(tmp_path):
-    run, clock = fake_run(tmp_path, slo={"e2el_s": 3.0})
+    run, _clock = fake_run(tmp_path, slo={"e2el_s": 3.0})
     with run:
         t0 = run.t0  # 100.0: handed-in times are readings of run.clock
         run.add_request(send_t=t0 + 1, token_t=[t0 + 2, t0 + 2.5, t0 + 4], prompt_tokens=5)
