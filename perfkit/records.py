@@ -10,6 +10,8 @@ A run directory holds:
 - ``steps.bin``     one fixed-width binary row per finished step (:mod:`perfkit.steplog`,
   columns :data:`STEP_COLUMNS`; ``steps-rank<N>.bin``) - schema 2; schema 1 wrote four JSON
   records per step (:data:`STEP_NAMES`) into records.jsonl instead;
+- ``requests.jsonl`` generation / serving runs only: one JSON line per finished request
+  (:data:`REQUEST_FIELDS`; ``requests-rank<N>.jsonl``), the inputs of :mod:`perfkit.serving`;
 - ``summary.json``  the summary, written atomically when the run ends (also when it fails).
 
 Every event has the fields of :data:`RECORD_FIELDS`; :func:`json_schema` (the package's

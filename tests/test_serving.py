@@ -345,3 +345,19 @@ def test_report_prints_the_serving_tables_and_compare_keeps_the_figures(tmp_path
     frame = perfkit.analysis.compare(runs[0], runs[1])
     assert frame.loc["ttft_s_p99", f"{runs[1].name}/baseline"] == pytest.approx(2.0)
     assert frame.loc["requests_per_s", f"{runs[1].name}/baseline"] == pytest.approx(0.5)
+
+
+def test_mllog_writes_the_serving_figures_of_a_finished_and_a_partial_run(tmp_path):
+    pytest.importorskip("mlperf_logging")
+    run, clock = fake_run(tmp_path)
+    with run:
+        with run.request(prompt_tokens=1) as r:
+            clock.advance(0.5)
+            r.token()
+    for _ in range(2):  # the summary's figures, then (summary.json gone) the requests'
+        lines = perfkit.analysis.mllog_lines(run.run_dir)
+        events = {e["key"]: e for e in (json.loads(x.split(" ", 1)[1]) for x in lines)}
+        assert events["ttft_s_p99"]["value"] == 0.5  # sent at 0, its token at 0.5 s
+        assert events["ttft_s_p99"]["metadata"]["unit"] == "s"
+        assert events["requests_per_s"]["value"] == 2.0  # 1 request / 0.5 s
+        (run.run_dir / "summary.json").unlink(missing_ok=True)
