@@ -20,13 +20,18 @@ from perfkit.run import Run, RunError
 from perfkit.run._active import active_run
 from perfkit.run._requests import Request
 
+#: The error of a batch's open rows when the next batch's prompt comes before ``end``.
+NO_END = "generate ended without calling end() (it raised)"
 
-def _rows(value: Any) -> list[list[int]]:
-    """A put's token ids as rows of ints: (batch, n) or (batch,) (one token per row)."""
+
+def _rows(value: Any) -> tuple[list[list[int]], bool]:
+    """A put's token ids as rows of ints, and whether it was a matrix: (batch, n) - a prompt,
+    or assisted decoding's tokens of one row - or (batch,), one token per row."""
     data = value.tolist() if hasattr(value, "tolist") else value
     if not isinstance(data, list):
         data = [data]
-    return [row if isinstance(row, list) else [row] for row in data]
+    matrix = any(isinstance(row, list) for row in data)
+    return [row if isinstance(row, list) else [row] for row in data], matrix
 
 
 class Streamer:
@@ -70,6 +75,7 @@ class Streamer:
         if prompt_tokens is not None:
             self.set_prompt_tokens(prompt_tokens)
         self._requests: list[Request] | None = None
+        self._active: Run | None = None
 
     def set_prompt_tokens(self, counts: Sequence[int]) -> None:
         """Each row's prompt tokens for the next generate call (then counted again from the
@@ -85,17 +91,17 @@ class Streamer:
 
     def put(self, value: Any) -> None:
         """generate's call: the prompt ids (first call of a batch), then each step's new ids."""
+        rows, matrix = _rows(value)
+        if self._requests is not None and (
+            len(rows) != len(self._requests) or (matrix and len(rows) > 1)
+        ):  # a new batch's prompt: the last generate call raised before its end()
+            self.fail(NO_END)
         if self._requests is None:
-            self._start(_rows(value))
+            self._start(rows)
             return
-        rows = _rows(value)
-        if len(rows) != len(self._requests):
-            raise ValueError(
-                f"Expected argument `value` to have {len(self._requests)} rows (the prompt's "
-                f"batch) but got {len(rows)}"
-            )
-        requests = self._requests
-        t = requests[0]._log.now()
+        requests, run = self._requests, self._active
+        assert run is not None
+        t = run.elapsed()
         for request, ids in zip(requests, rows, strict=True):
             if request.done:
                 continue
@@ -110,13 +116,19 @@ class Streamer:
         for request in self._requests or []:
             request.finish(request.token_t[-1] if request.token_t else None)
         self._requests = None
-        self._prompt_tokens = None
+
+    def fail(self, error: str) -> None:
+        """The generate call failed (``error`` says why): its open rows are recorded as failed
+        requests. Call it where generate raised; else the next batch's prompt does it."""
+        for request in self._requests or []:
+            request.fail(error)
+        self._requests = None
 
     def _start(self, prompt: list[list[int]]) -> None:
         run = self._run or active_run()
         if run is None:
             raise RunError("perfkit.generation.Streamer: no run is active; pass run= or start one")
-        counts = self._prompt_tokens
+        counts, self._prompt_tokens = self._prompt_tokens, None  # for this call only
         if counts is None:
             counts = [
                 len(row) if self._pad is None else sum(1 for t in row if t != self._pad)
@@ -128,9 +140,8 @@ class Streamer:
                 f"but got {len(counts)}"
             )
         requests = [run.request(prompt_tokens=n) for n in counts]
+        t = run.elapsed()  # one send time for the batch
         for request in requests:
-            request.start()
-        t = requests[0].send_t if requests else None
-        for request in requests:  # one send time for the batch
-            request.send_t = t
+            request.start(t)
+        self._active = run
         self._requests = requests

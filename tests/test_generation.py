@@ -105,6 +105,40 @@ def test_streamer_counts_and_checks(tmp_path):
         perfkit.generation.Streamer().put(torch.ones((1, 2), dtype=torch.long))
 
 
+class Raises(transformers.LogitsProcessor):
+    """Raises at decoding step ``at`` (from 1): a generate call that fails midway."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.calls = at, 0
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.at:
+            raise RuntimeError("device lost")
+        return scores
+
+
+def test_a_generate_call_that_raises_leaves_failed_requests_and_the_next_call_works(tmp_path):
+    model = tiny_llama()
+    ids, mask = llm_generation.left_padded([[5, 6], [7, 8, 9]], PAD)
+    kwargs = {"attention_mask": mask, "max_new_tokens": 3, "do_sample": False}
+    with perfkit.Run("gen", out_dir=tmp_path, probes=None) as run:
+        streamer = perfkit.generation.Streamer(pad_token_id=PAD)
+        for explicit in (False, True):
+            with pytest.raises(RuntimeError, match="device lost"):
+                model.generate(ids, logits_processor=[Raises(2)], streamer=streamer, **kwargs)
+            if explicit:
+                streamer.fail("RuntimeError: device lost")
+            model.generate(ids, streamer=streamer, **kwargs)  # the next prompt starts a batch
+        summary = run.summary()
+    # per round: 2 rows failed after one token, then 2 rows of 3 tokens
+    assert summary["requests_failed"] == 4 and summary["requests_completed"] == 4
+    assert summary["output_tokens"] == 4 * 3 and summary["prompt_tokens"] == 2 * (2 + 3)
+    lines = [json.loads(x) for x in (run.run_dir / "requests.jsonl").read_text().splitlines()]
+    errors = [line["error"] for line in lines if line["status"] == "failed"]
+    assert errors == [perfkit.generation.NO_END] * 2 + ["RuntimeError: device lost"] * 2
+
+
 def test_the_example_prints_the_serving_table(tmp_path):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

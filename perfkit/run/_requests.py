@@ -4,7 +4,6 @@ finished requests (kept for the summary, written to requests.jsonl as each one e
 from __future__ import annotations
 
 import itertools
-import math
 import threading
 from collections.abc import Sequence
 from types import TracebackType
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from perfkit import checks
 from perfkit.records import REQUESTS_FILE, RecordWriter, rank_file
+from perfkit.run._errors import RunError
 from perfkit.serving import RequestTiming, to_record
 
 if TYPE_CHECKING:
@@ -49,12 +49,13 @@ class Request:
         self.output_tokens = 0
         self.done = False
 
-    def start(self) -> Request:
-        """Take the send time (s since run start); returns the request."""
+    def start(self, t: float | None = None) -> Request:
+        """Send the request: its send time is now (or ``t``, s since run start: one time for
+        the rows of a batch); returns the request."""
         if self.send_t is not None:
-            raise RuntimeError("request.start() called twice; make a new request")
+            raise RunError("request.start() called twice; make a new request")
         self._log.opened(self)
-        self.send_t = self._log.now()
+        self.send_t = self._log.now() if t is None else t
         return self
 
     def token(self, count: int = 1) -> None:
@@ -168,7 +169,7 @@ def handed_in(
 
 
 class RequestLog:
-    """A run's finished requests (kept in memory for the summary: about 8 bytes a token) and
+    """A run's finished requests (kept in memory for the summary: about 32 bytes a token) and
     their requests.jsonl writer (made at the first request, so runs without requests have no
     file); thread-safe."""
 
@@ -194,8 +195,6 @@ class RequestLog:
         run's flush_error)."""
         if self._detached:
             return
-        if not all(map(math.isfinite, (timing.send_t, timing.end_t))):
-            raise ValueError(f"a request's times are not finite: {timing}")
         run = self._run
         phase = run._active_phase.name if run._active_phase is not None else None
         with self._lock:
