@@ -151,6 +151,14 @@ def test_no_slo_no_goodput_and_figures_without_data_are_absent():
     assert serving_summary([]) == {}
 
 
+def test_a_completed_request_without_tokens_has_an_e2el_but_no_ttft():
+    empty = timeline(0.0, [], 5, end=0.5)  # the server answered with no token
+    s = serving_summary([empty])
+    assert "ttft_s_mean" not in s and s["e2el_s_mean"] == 0.5 and s["output_tokens"] == 0
+    assert s["requests_good"] == 0  # no first token: the TTFT objective is missed
+    assert serving_summary([empty], {"e2el_s": 0.5})["requests_good"] == 1
+
+
 def test_matches_vllm_on_the_hand_timeline():
     ours, theirs = serving_summary(HAND), vllm_metrics(HAND, 3.75, {"ttft_s": 2.0, "tpot_s": 0.2})
     for key, value in theirs.items():
