@@ -46,7 +46,7 @@ SLO_KEYS = ("ttft_s", "tpot_s", "e2el_s")
 DEFAULT_SLO: Mapping[str, float] = {"ttft_s": 2.0, "tpot_s": 0.2}
 
 
-class Figure(NamedTuple):
+class ServingFigure(NamedTuple):
     """One serving figure: its summary name, unit, better direction (+1 higher is better,
     -1 lower, 0 neither) and meaning."""
 
@@ -65,23 +65,28 @@ _MEANINGS = {
 
 #: Every figure :func:`serving_summary` may write, in its order (the declaration the summary,
 #: reports, compare's direction and the docs follow).
-SERVING_FIGURES: tuple[Figure, ...] = (
-    Figure("requests_completed", "requests", 0, "requests that completed"),
-    Figure("requests_failed", "requests", 0, "requests that failed (not in any other figure)"),
-    Figure("prompt_tokens", "tokens", 0, "prompt tokens of the completed requests"),
-    Figure("output_tokens", "tokens", 0, "output tokens of the completed requests"),
-    Figure("serving_duration_s", "s", 0, "first send to last end, every request"),
+SERVING_FIGURES: tuple[ServingFigure, ...] = (
+    ServingFigure("requests_completed", "requests", 0, "requests that completed"),
+    ServingFigure(
+        "requests_failed", "requests", 0, "requests that failed (not in any other figure)"
+    ),
+    ServingFigure("prompt_tokens", "tokens", 0, "prompt tokens of the completed requests"),
+    ServingFigure("output_tokens", "tokens", 0, "output tokens of the completed requests"),
+    ServingFigure("serving_duration_s", "s", 0, "first send to last end, every request"),
     *(
-        Figure(f"{latency}_{stat}", "s", -1, f"{stat} of {_MEANINGS[latency]}")
+        ServingFigure(f"{latency}_{stat}", "s", -1, f"{stat} of {_MEANINGS[latency]}")
         for latency in LATENCIES
         for stat in STATISTICS
     ),
-    Figure("requests_per_s", "1/s", 1, "completed requests / serving_duration_s"),
-    Figure("output_tps", "tokens/s", 1, "output tokens / serving_duration_s"),
-    Figure("total_tps", "tokens/s", 1, "(prompt + output tokens) / serving_duration_s"),
-    Figure("requests_good", "requests", 0, "completed requests meeting every SLO"),
-    Figure("goodput_requests_per_s", "1/s", 1, "requests_good / serving_duration_s"),
-    *(Figure(f"slo_{key}", "s", 0, f"the {key[:-2]} objective goodput used") for key in SLO_KEYS),
+    ServingFigure("requests_per_s", "1/s", 1, "completed requests / serving_duration_s"),
+    ServingFigure("output_tps", "tokens/s", 1, "output tokens / serving_duration_s"),
+    ServingFigure("total_tps", "tokens/s", 1, "(prompt + output tokens) / serving_duration_s"),
+    ServingFigure("requests_good", "requests", 0, "completed requests meeting every SLO"),
+    ServingFigure("goodput_requests_per_s", "1/s", 1, "requests_good / serving_duration_s"),
+    *(
+        ServingFigure(f"slo_{key}", "s", 0, f"the {key[:-2]} objective goodput used")
+        for key in SLO_KEYS
+    ),
 )
 SERVING_NAMES = frozenset(figure.name for figure in SERVING_FIGURES)
 _BETTER = {figure.name: figure.better for figure in SERVING_FIGURES}

@@ -331,6 +331,23 @@ def test_a_killed_run_is_rebuilt_with_the_live_serving_figures(tmp_path):
     assert frame["output_tokens"].sum() == 0 + 1 + 2 + 3 + 4 + 5 + 4
 
 
+def test_a_bad_requests_line_is_skipped_with_a_warning_and_the_rest_rebuilt(tmp_path, caplog):
+    run, clock = fake_run(tmp_path)
+    with run:
+        for _ in range(2):
+            with run.request(prompt_tokens=2) as r:
+                clock.advance(0.5)
+                r.token()
+    path = run.run_dir / "requests.jsonl"
+    lines = path.read_text().splitlines()
+    bad = json.loads(lines[0])
+    bad["status"] = "maybe"
+    path.write_text("\n".join([json.dumps(bad), lines[1], '{"run_id": "x"}', '{"trunc']))
+    rebuilt = rebuild_summary(read_run(run.run_dir))
+    assert rebuilt["requests_completed"] == 1 and rebuilt["ttft_s_mean"] == 0.5
+    assert "skipped 2 bad line(s)" in caplog.text and "not 'ok' or 'failed'" in caplog.text
+
+
 def test_report_prints_the_serving_tables_and_compare_keeps_the_figures(tmp_path):
     runs = []
     for scale in (1.0, 2.0):
