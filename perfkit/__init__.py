@@ -21,16 +21,20 @@ __all__ = [
     "__version__",
     "analysis",
     "flops",
+    "generation",
     "metrics",
     "probes",
+    "serving",
     "sinks",
     "timed",
 ]
 
-_LAZY_SUBMODULES = frozenset({"analysis", "flops", "metrics", "probes", "distributed", "records"})
+_LAZY_SUBMODULES = frozenset(
+    {"analysis", "flops", "generation", "metrics", "probes", "distributed", "records", "serving"}
+)
 
 if TYPE_CHECKING:
-    from perfkit import analysis, flops, metrics, probes
+    from perfkit import analysis, flops, generation, metrics, probes, serving
 
 
 def __getattr__(name: str) -> Any:

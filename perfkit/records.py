@@ -9,6 +9,8 @@ A run directory holds:
   for rank N > 0);
 - ``steps.bin``     one fixed-width binary row per finished step (:mod:`perfkit.steplog`,
   columns :data:`STEP_COLUMNS`; ``steps-rank<N>.bin``);
+- ``requests.jsonl`` generation / serving runs only: one JSON line per finished request
+  (:data:`REQUEST_FIELDS`; ``requests-rank<N>.jsonl``), the inputs of :mod:`perfkit.serving`;
 - ``summary.json``  the summary, written atomically when the run ends (also when it fails).
 
 Every event has the fields of :data:`RECORD_FIELDS`; :func:`json_schema` (the package's
@@ -49,6 +51,8 @@ RECORDS_FILE = "records.jsonl"
 STEPS_FILE = "steps.bin"
 SUMMARY_FILE = "summary.json"
 META_FILE = "meta.json"
+#: Per-request timings of generation / serving runs (``requests-rank<N>.jsonl`` for rank N > 0).
+REQUESTS_FILE = "requests.jsonl"
 
 #: Field order of every record line.
 RECORD_FIELDS = (
@@ -76,6 +80,14 @@ OPTIONAL_STEP_COLUMNS = ("tokens",)
 #: The per-step quantities of a steps.bin row (analysis's step columns; load(long=True) names
 #: its step rows after them, so run.log refuses them too).
 STEP_NAMES = ("step_time", "io_time", "compute_time", "samples")
+#: Fields of a requests.jsonl line, one line per finished request (:mod:`perfkit.serving`): the
+#: request's index on its rank (from 0), the active phase, status "ok" or "failed", its send,
+#: first-token and end times (s since run start; first_token_t null without a token), prompt
+#: tokens (null: not known), output tokens, each token (or chunk) arrival time and the error.
+REQUEST_FIELDS = (
+    "run_id", "rank", "request", "phase", "status", "send_t", "first_token_t", "end_t",
+    "prompt_tokens", "output_tokens", "token_t", "error",
+)  # fmt: skip
 #: Prefix of the records ``perfkit.timed`` writes (``region/<label>``, seconds).
 REGION_PREFIX = "region/"
 
@@ -359,7 +371,38 @@ def _record_problem(record: Any) -> str | None:
     return None
 
 
-def read_records(path: Path, bad_lines: list[str] | None = None) -> Iterator[Record]:
+def _request_problem(line: Any) -> str | None:
+    """Why ``line`` is not a requests.jsonl line, None when it is one."""
+    if not isinstance(line, dict) or not set(REQUEST_FIELDS) - {"phase", "error"} <= line.keys():
+        return f"not a perfkit request (expected the fields {REQUEST_FIELDS})"
+    if line["status"] not in ("ok", "failed"):
+        return f"status is {line['status']!r:.40}, not 'ok' or 'failed'"
+    times = [line["send_t"], line["end_t"], line["first_token_t"], *(line["token_t"] or [])]
+    counts = [line["output_tokens"], line["prompt_tokens"], line["request"], line["rank"]]
+    if not isinstance(line["token_t"], list) or any(
+        isinstance(v, bool) or not isinstance(v, (int, float)) for v in times if v is not None
+    ):
+        return "a time is not a number"
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in counts if v is not None):
+        return "a count is not a non-negative int"
+    if line["send_t"] is None or line["end_t"] is None or line["output_tokens"] is None:
+        return "send_t, end_t and output_tokens must not be null"
+    return None
+
+
+def read_requests(path: Path, bad_lines: list[str] | None = None) -> Iterator[Record]:
+    """Yield the lines of one ``requests.jsonl`` (:data:`REQUEST_FIELDS`), read and checked
+    as :func:`read_records` reads records."""
+    return read_records(path, bad_lines, check=_request_problem, fields=REQUEST_FIELDS)
+
+
+def read_records(
+    path: Path,
+    bad_lines: list[str] | None = None,
+    *,
+    check: Callable[[Any], str | None] = _record_problem,
+    fields: tuple[str, ...] = RECORD_FIELDS,
+) -> Iterator[Record]:
     """Yield the records of one ``records.jsonl``, every field of :data:`RECORD_FIELDS` present.
 
     A truncated last line (a process killed mid-write) is skipped silently; any other line that
@@ -384,9 +427,9 @@ def read_records(path: Path, bad_lines: list[str] | None = None) -> Iterator[Rec
                 break  # the last write of a killed process
             problem = f"{path}:{number} is not a JSON record: {err}"
         else:
-            why = _record_problem(record)
+            why = check(record)
             if why is None:
-                for field in RECORD_FIELDS:
+                for field in fields:
                     record.setdefault(field, None)
                 good += 1
                 yield record

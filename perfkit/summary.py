@@ -401,10 +401,13 @@ def build_summary(
     error: str | None = None,
     flush_error: str | None = None,
     faults: Sequence[str] = (),
+    serving: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The summary dict, keys in this order: run_id, name, status, e2e_time (when known), error and
     flush_error (when set), the phase metrics, the memory fields (``memory``), probe_errors
-    (when any), MFU fields, the logged values, ``phases`` (:func:`phase_entry` of each) and
+    (when any), MFU fields, the serving figures (``serving``: the run's requests'
+    :func:`perfkit.serving.serving_summary`), the logged values, ``phases``
+    (:func:`phase_entry` of each) and
     ``meta``, then ``nonfinite`` (when any): the paths of NaN / inf values written as null
     (a diverged loss, a tool's unparseable number). ``faults``: what went wrong with the run's
     own IO (a deleted run directory, a failed gather), each once. A metric without data is
@@ -425,6 +428,7 @@ def build_summary(
     summary.update(
         mfu_fields(summary, flops, int(meta.get("world_size", 1)), meta.get("device_name", ""))
     )
+    summary.update(serving or {})
     summary.update(logged or {})
     summary["phases"] = [phase_entry(p) for p in phases]
     summary["meta"] = dict(meta)

@@ -15,6 +15,7 @@ from perfkit.analysis._mllog import mllog_lines
 from perfkit.analysis._plot import plot_run, save_plot
 from perfkit.analysis._render import compare_text, report_text
 from perfkit.analysis._repeats import compare_groups, group_stats, regressions, repeat_stats
+from perfkit.analysis._serving import requests
 from perfkit.analysis._tables import compare, io_share, seed_tables, step_times, summaries
 from perfkit.analysis._trace import chrome_trace, write_trace
 
@@ -32,6 +33,7 @@ __all__ = [
     "regressions",
     "repeat_stats",
     "report_text",
+    "requests",
     "save_plot",
     "seed_tables",
     "step_times",

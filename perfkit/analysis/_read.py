@@ -10,9 +10,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from perfkit.analysis._discover import PathArg, find_runs
+from perfkit.analysis._discover import PathArg, find_runs, natural_key
 from perfkit.analysis._validate import read_meta, read_summary, reading
-from perfkit.records import RECORD_FIELDS, SCHEMA_VERSION, STEP_NAMES, RecordError, read_records
+from perfkit.records import (
+    RECORD_FIELDS,
+    REQUESTS_FILE,
+    SCHEMA_VERSION,
+    STEP_NAMES,
+    RecordError,
+    read_records,
+    read_requests,
+)
 from perfkit.steplog import read_step_log
 
 if TYPE_CHECKING:
@@ -59,6 +67,18 @@ class RunData:
     def bad_lines(self) -> tuple[str, ...]:
         """Lines of the records files that were not records, skipped ("<file>:<line> ...")."""
         return self._tables[2]
+
+    @functools.cached_property
+    def requests(self) -> list[dict[str, Any]]:
+        """Every finished request of every rank (requests*.jsonl lines, the fields of
+        :data:`perfkit.records.REQUEST_FIELDS`), rank by rank; [] for a run without requests."""
+        stem = REQUESTS_FILE.partition(".")[0]
+        with reading(self.run_dir):
+            return [
+                line
+                for path in sorted(self.run_dir.glob(f"{stem}*.jsonl"), key=natural_key)
+                for line in read_requests(path)
+            ]
 
     @property
     def label(self) -> str:

@@ -12,6 +12,7 @@ from perfkit.analysis._read import RunData
 from perfkit.figures import PHASE_TOTALS
 from perfkit.records import RECORD_NAMES
 from perfkit.run._power import DEVICE_RECORDS, from_records
+from perfkit.serving import from_record, serving_summary
 from perfkit.summary import PhaseFigures, PhaseResult, build_summary
 
 if TYPE_CHECKING:
@@ -41,7 +42,18 @@ def rebuild_summary(run: RunData) -> dict[str, Any]:
         flops=meta.get("flops"),
         logged=_logged(mine),
         probe_errors=[str(note) for note in probe_errors],
+        serving=serving_figures(run),
     )
+
+
+def serving_figures(run: RunData) -> dict[str, Any]:
+    """The serving figures of the reporting rank's requests (requests.jsonl), with the SLO of
+    meta.json (a malformed one: no goodput) - what the live run computed."""
+    timings = [from_record(line) for line in run.requests if line["rank"] == REPORTING_RANK]
+    try:
+        return serving_summary(timings, run.meta.get("slo"))
+    except (TypeError, ValueError):
+        return serving_summary(timings, {})
 
 
 def _last_t(events: pd.DataFrame, steps: pd.DataFrame) -> float | None:

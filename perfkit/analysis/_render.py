@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from perfkit.analysis._discover import PathArg, find_runs
 from perfkit.analysis._repeats import ALPHA, compare_groups
-from perfkit.analysis._tables import MISSING, compare, seed_rows
+from perfkit.analysis._serving import has_requests, latency_rows, throughput_rows
+from perfkit.analysis._tables import MISSING, compare, seed_rows, summary_rows
 from perfkit.checks import one_of
+from perfkit.serving import SERVING_FIGURES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -23,6 +25,8 @@ _TITLES = {
     "infer": "Inference runs",
     "none": "Runs that ended before any phase",
     "llm": "LLM training runs (tokens: tps_*_per_device is FlagPerf's token/p/s)",
+    "serving_latency": "Serving latency (generation runs)",
+    "serving_throughput": "Serving throughput (generation runs)",
 }
 
 
@@ -33,11 +37,22 @@ def _check_format(fmt: str) -> None:
 def report_text(paths: PathArg | Iterable[PathArg], fmt: str = "md") -> str:
     """The seed-style performance tables of the runs under ``paths`` (see
     :func:`perfkit.analysis.seed_tables`) as ``fmt`` ("md", "csv" or "json"); one table per
-    kind of run, titled when there are both."""
+    kind of run, titled when there are both; then, for runs with requests (generation /
+    serving), the serving tables: TTFT / TPOT / ITL / E2EL mean, p50, p90, p99 (ms) and
+    requests, throughputs and goodput with its SLO (JSON: key "serving", the figures in the
+    summary's units)."""
     _check_format(fmt)
+    rows = summary_rows(paths)  # a finished run's table reads its summary.json only: no pandas
+    serving = [row for row in rows if has_requests(row)]
     if fmt == "json":  # numbers as JSON numbers, in the summary's units
-        return json.dumps(seed_rows(paths, numbers=True), indent=2)
-    tables = seed_rows(paths)  # a finished run's table reads its summary.json only: no pandas
+        tables: dict[str, Any] = seed_rows(paths, numbers=True, rows=rows)
+        if serving:
+            tables["serving"] = [_serving_numbers(row) for row in serving]
+        return json.dumps(tables, indent=2)
+    tables = seed_rows(paths, rows=rows)
+    if serving:
+        tables["serving_latency"] = latency_rows(serving)
+        tables["serving_throughput"] = throughput_rows(serving)
     parts = []
     for kind, rows in tables.items():
         header = list(rows[0])
@@ -47,6 +62,11 @@ def report_text(paths: PathArg | Iterable[PathArg], fmt: str = "md") -> str:
             text = f"{'## ' if fmt == 'md' else '# '}{_TITLES[kind]}\n\n{text}"
         parts.append(text)
     return "\n\n".join(parts)
+
+
+def _serving_numbers(row: dict[str, Any]) -> dict[str, Any]:
+    figures = {f.name: row[f.name] for f in SERVING_FIGURES if row.get(f.name) is not None}
+    return {"run": row["run"], **figures}
 
 
 def _csv(header: list[str], rows: list[list[str]]) -> str:

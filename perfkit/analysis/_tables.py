@@ -158,11 +158,14 @@ def seed_tables(paths: PathArg | Iterable[PathArg]) -> dict[str, pd.DataFrame]:
 
 
 def seed_rows(
-    paths: PathArg | Iterable[PathArg], numbers: bool = False
+    paths: PathArg | Iterable[PathArg],
+    numbers: bool = False,
+    rows: list[dict[str, Any]] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """The rows of :func:`seed_tables` as dicts of text cells, without pandas. ``numbers``:
-    cells as JSON values instead (:func:`_seed_value`)."""
-    runs = summary_rows(paths)
+    cells as JSON values instead (:func:`_seed_value`). ``rows``: :func:`summary_rows` of
+    ``paths`` when already read."""
+    runs = summary_rows(paths) if rows is None else rows
     tables: dict[str, list[dict[str, Any]]] = {}
     for kind in SEED_COLUMNS:
         of_kind = [row for row in runs if _run_kind(row) == kind]

@@ -40,6 +40,7 @@ from perfkit.run._loop import check_warmup_steps, wants_progress, warmup_by_kind
 from perfkit.run._phase import BACKLOG_STEPS, Phase
 from perfkit.run._power import PowerLog, device_records
 from perfkit.run._process import add_live, discard_live
+from perfkit.run._requests import Request, RequestLog, handed_in
 from perfkit.run._setup import (
     check_config,
     check_name,
@@ -51,6 +52,7 @@ from perfkit.run._setup import (
     resolve_device,
 )
 from perfkit.rundir import RunDirectory
+from perfkit.serving import SERVING_NAMES, check_slo, serving_summary
 from perfkit.sinks._base import Sink, phase_figures
 from perfkit.sinks._dispatch import SinkSet, check_sinks
 from perfkit.steplog import StepLogWriter
@@ -141,6 +143,10 @@ class Run:
             phase figures) wait for every rank before failing with a clear error, seconds.
         warmup_steps: the default of :meth:`phase`'s ``warmup_steps``: an int for every phase,
             or {kind: int} (``{"train": 5}``: train phases only). 0 keeps FlagPerf's figures.
+        slo: service-level objectives for the serving figures' goodput, seconds:
+            ``{"ttft_s": .., "tpot_s": .., "e2el_s": ..}`` (any of them); None: MLPerf's
+            llama2-70b server values ``{"ttft_s": 2.0, "tpot_s": 0.2}``; ``{}``: no goodput.
+            See :meth:`request`.
         sinks: :mod:`perfkit.sinks` that rank 0 sends each phase's figures (rate-bounded) and
             the summary to, e.g. ``[perfkit.sinks.TensorBoard("tb")]``; a sink that fails is
             disabled and listed in the summary's ``faults``.
@@ -170,6 +176,7 @@ class Run:
         sample_interval_s: float = 0.5,
         warmup_steps: int | Mapping[str, int] = 0,
         sinks: Sequence[Sink] | None = None,
+        slo: Mapping[str, float] | None = None,
     ) -> None:
         self.name = check_name(name)
         self._sink_list = check_sinks(sinks)
@@ -197,6 +204,8 @@ class Run:
         self._init_records()
         self._init_phases()
         self._flops: dict[str, Any] | None = None
+        self._slo = check_slo(slo)
+        self._requests = RequestLog(self)
         if flops_per_sample is not None:
             self.set_flops(
                 flops_per_sample,
@@ -327,6 +336,7 @@ class Run:
         )
         if self._flops is not None:
             self.meta["flops"] = self._flops
+        self.meta["slo"] = self._slo  # the rebuild's goodput reads it back
         try:
             self._open_records(started)
             self._go_live(probes)
@@ -588,6 +598,7 @@ class Run:
         """End the phases left active, innermost first (a paused phase after the one inside it);
         cut short (no collective, the step under way not counted) when the run failed or was
         never stopped (other ranks may be gone at exit)."""
+        self._requests.fail_open()
         cut = self._stop_error is not None or self._end_status is not None
         while (active := self._active_phase) is not None:  # innermost first
             active.finish(cut)
@@ -616,6 +627,7 @@ class Run:
             for log in (self._writer, self._steps):
                 if log is not None:
                     log.close()
+            self._requests.close()
 
     def _end_figures(self) -> None:
         """The run's last figures: memory gathered from every rank, then (rank 0) the peak
@@ -662,6 +674,7 @@ class Run:
         for log in (self._writer, self._steps, self._dir):
             if log is not None:
                 log.detach()
+        self._requests.detach()
         self._sinks = SinkSet([], self._fault)  # the parent's sinks are the parent's
 
     def _close_at_exit(self) -> None:
@@ -967,7 +980,10 @@ class Run:
         reserved = [
             key
             for key in values
-            if key in RESERVED_KEYS or key in reserved_names() or key.startswith(REGION_PREFIX)
+            if key in RESERVED_KEYS
+            or key in SERVING_NAMES
+            or key in reserved_names()
+            or key.startswith(REGION_PREFIX)
         ]
         if reserved:
             raise ValueError(
@@ -1028,6 +1044,7 @@ class Run:
             active.resolve()
             self._note_tokens_from(active.phase)
         writer.flush()  # events first: a phase's steps never come before its phase_start
+        self._requests.flush()
         with self.flush_lock:
             if self._steps is not None:  # also retries rows an earlier write failed on
                 active = self._active_phase
@@ -1097,14 +1114,63 @@ class Run:
             error=self.error,
             flush_error=self._flush_error(),
             faults=self.faults,
+            serving=serving_summary(self._requests.timings, self._slo),
         )
 
     def _flush_error(self) -> str | None:
         """The first failure writing each record file (events, steps) or flushing, joined."""
         errors = [w.error for w in (self._writer, self._steps) if w is not None and w.error]
+        if self._requests.error:
+            errors.append(self._requests.error)
         if self._flusher is not None and self._flusher.error is not None:
             errors.append(self._flusher.error)
         return "; ".join(errors) if errors else None
+
+    # -- requests (generation / serving) ------------------------------------------------
+    def request(self, prompt_tokens: int | None = None) -> Request:
+        """A request to time, for generation / serving: ``with run.request(prompt_tokens=n) as
+        r:`` sends it (its send time), ``r.token()`` marks each produced token (or
+        ``r.token(k)`` a chunk), leaving the block ends it; an exception marks it failed. The
+        summary gets the serving figures (ttft_s_*, tpot_s_*, itl_s_*, e2el_s_*,
+        requests_per_s, output_tps, total_tps, goodput_requests_per_s; see
+        :mod:`perfkit.serving`) and each request is a line of requests.jsonl. For Hugging Face
+        ``generate``, :class:`perfkit.generation.Streamer` makes one request per batch row."""
+        self._check_running("run.request()")
+        return Request(self._requests, prompt_tokens)
+
+    def add_request(
+        self,
+        *,
+        send_t: float,
+        token_t: Sequence[float] = (),
+        first_token_t: float | None = None,
+        end_t: float | None = None,
+        output_tokens: int | None = None,
+        prompt_tokens: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record a request timed elsewhere (a vLLM-style client, a server's own log), its times
+        as readings of this run's clock (:attr:`clock`, ``time.perf_counter`` by default):
+        ``send_t`` and either ``token_t`` (each token's or chunk's arrival; the first is the
+        first token, the last the end unless ``end_t`` is given, ``output_tokens`` defaults to
+        their number) or ``first_token_t``, ``end_t`` and ``output_tokens`` (no ITL).
+        ``error``: the request failed (why)."""
+        self._check_running("run.add_request()")
+        timing = handed_in(
+            self.t0,
+            send_t=send_t,
+            token_t=token_t,
+            first_token_t=first_token_t,
+            end_t=end_t,
+            output_tokens=output_tokens,
+            prompt_tokens=prompt_tokens,
+            error=error,
+        )
+        self._requests.add(timing)
+
+    def _check_running(self, call: str) -> None:
+        if self.status != "running" and not self._detached:
+            raise RunError(f"{call} called on run {self.name!r}, which is not running")
 
     def record_region(self, label: str, start: float, end: float) -> None:
         """Record a region ``region/<label>`` from ``start`` to ``end`` (host clock, s), tied to
