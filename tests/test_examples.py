@@ -57,10 +57,19 @@ def test_resnet50_inference_reports_the_seed_table(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_retinanet_training_reports_the_seed_table(tmp_path):
+def test_retinanet_training_reports_the_seed_table(tmp_path, capsys):
     args = [*TINY, "--steps", "3", "--warmup-steps", "1", "--image-size", "128"]
     summary = retinanet_training.main([*args, "--out-dir", str(tmp_path)])
     assert_table(summary, TRAINING_TABLE)
+    # built-in data, no weights: the detection probe, said in the output, fitted before the
+    # first train phase (run clock), so out of p_whole's window (train start to val end)
+    out = capsys.readouterr().out
+    assert "RetinaNet heads fitted to the 32 built-in training images (a detection probe" in out
+    assert "mAP shows the evaluation path, not training quality" in out
+    train, val = summary["phases"]
+    assert 0 < summary["probe_fit_s"] <= train["start_t"]
+    window = (summary["train_samples"] + summary["train_warmup_samples"]) / summary["p_whole"]
+    assert window == pytest.approx(val["end_t"] - train["start_t"], rel=1e-9)
     # 3 steps of 2 images: the first train step is warm-up, val has none
     assert summary["train_warmup_samples"] == 2 and summary["train_samples"] == 4
     assert summary["val_samples"] == 6 and "val_warmup_steps" not in summary
