@@ -52,7 +52,7 @@ from perfkit.run._setup import (
     resolve_device,
 )
 from perfkit.rundir import RunDirectory
-from perfkit.serving import SERVING_NAMES, check_slo, serving_summary
+from perfkit.serving import check_slo, serving_summary
 from perfkit.sinks._base import Sink, phase_figures
 from perfkit.sinks._dispatch import SinkSet, check_sinks
 from perfkit.steplog import StepLogWriter
@@ -980,10 +980,7 @@ class Run:
         reserved = [
             key
             for key in values
-            if key in RESERVED_KEYS
-            or key in SERVING_NAMES
-            or key in reserved_names()
-            or key.startswith(REGION_PREFIX)
+            if key in RESERVED_KEYS or key in reserved_names() or key.startswith(REGION_PREFIX)
         ]
         if reserved:
             raise ValueError(
