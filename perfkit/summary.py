@@ -35,7 +35,7 @@ Names: :class:`PhaseFigures` is one rank's totals of one phase (a field per
 :data:`perfkit.figures.PHASE_TOTALS` entry); :class:`PhaseResult` one phase as the summary
 takes it (every rank's PhaseFigures, the reporting rank's step times); :func:`phase_entry` its
 entry of the summary's ``phases``. Analysis's ``phase_table`` is the phases of a run read back
-as a DataFrame, and its ``rebuilt_phases`` the PhaseResults made from it.
+as a DataFrame, and its ``rebuilt_phases`` the PhaseResult made from it.
 """
 
 from __future__ import annotations
@@ -89,8 +89,9 @@ class PhaseFigures(NamedTuple):
 
 @dataclass(frozen=True)
 class PhaseResult:
-    """One phase as the summary sees it: its name, its index among the phases of its kind (from
-    0), every rank's figures and the reporting rank's step wall times (seconds)."""
+    """One phase over every rank, as the summary takes it: its name, its index among the phases
+    of its kind (from 0), every rank's totals, the reporting rank's step wall times (seconds)
+    and sampled devices."""
 
     name: str
     index: int
@@ -104,7 +105,7 @@ class PhaseResult:
 
     @property
     def figures(self) -> PhaseFigures:
-        """The reporting rank's figures."""
+        """The reporting rank's totals."""
         return self.by_rank[self.rank]
 
 

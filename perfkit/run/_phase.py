@@ -148,6 +148,12 @@ class Phase:
     ) -> None:
         self._finish(failed=exc_type is not None)
 
+    def end(self, *, drop_open_step: bool = False) -> None:
+        """End the phase now, as leaving its ``with`` block without an error does (for code
+        that cannot hold the block open, such as a trainer callback); ``drop_open_step``: the
+        step a loop was left in was no batch and does not count. Does nothing once ended."""
+        self._finish(failed=False, drop_left=drop_open_step)
+
     def _finish(self, failed: bool, drop_left: bool = False) -> None:
         """End the phase; ``failed``: it raised. The step a loop was left in counts unless the
         phase failed or ``drop_left`` (a trainer's callbacks knew it was no batch)."""
