@@ -14,7 +14,7 @@ repeats and the MLPerf log. The formulas are :mod:`perfkit.summary`'s.
 
 Adding a figure: one entry here plus its formula in :mod:`perfkit.summary` (a serving figure:
 in :data:`SERVING_FIGURES`, its formula in :mod:`perfkit.serving`); a new per-phase
-total (an entry with a ``record``) also needs its field in ``summary.PhaseFigures`` and its
+total (an entry with a ``record``) also needs its field in ``summary.PhaseTotals`` and its
 count in :class:`perfkit.Phase`. This module imports nothing: every layer may read it.
 """
 
@@ -111,7 +111,7 @@ class Figure:
 
     @property
     def name(self) -> str:
-        """A per-phase total's name: its field of PhaseFigures, its column of the phase table
+        """A per-phase total's name: its field of PhaseTotals, its column of the phase table
         and its key in the summary's ``phases`` (the key without ``{kind}_``)."""
         return self.key.removeprefix("{kind}_")
 

@@ -58,7 +58,7 @@ from perfkit.sinks._dispatch import SinkSet, check_sinks
 from perfkit.steplog import StepLogWriter
 from perfkit.summary import (
     PEAK_MODES,
-    PhaseFigures,
+    PhaseTotals,
     build_summary,
     needs_measured_peak,
     phase_metrics,
@@ -528,7 +528,7 @@ class Run:
                 f"(dist_timeout_s): a rank has failed or stalled ({err})"
             ) from err
 
-    def _gather_figures(self, figures: PhaseFigures) -> dict[int, PhaseFigures] | None:
+    def _gather_figures(self, figures: PhaseTotals) -> dict[int, PhaseTotals] | None:
         """Every rank's figures for a phase that just ended; None when not distributed (or in a
         forked child, which takes no part in the parent's collectives)."""
         if self._group is None or self._detached:
