@@ -6,9 +6,13 @@ callables handed in."""
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
+
+import perfkit
+from tests.conftest import FakeClock
 
 ROOT = Path(__file__).resolve().parents[1] / "perfkit"
 SOURCES = sorted(ROOT.rglob("*.py"))
@@ -99,3 +103,23 @@ def test_leaf_modules_do_not_import_the_run_layer() -> None:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module:
                 assert not node.module.startswith("perfkit.run"), (path, node.module)
+
+
+def test_the_public_calls_that_replaced_the_crossings(tmp_path: Path) -> None:
+    """Run.set_config writes meta.json again while running; Phase.end ends the phase, the
+    step a loop was left in counted or dropped."""
+    clock = FakeClock()
+    with perfkit.Run("calls", out_dir=tmp_path, clock=clock, probes=None, config={"bs": 2}) as run:
+        run.set_config({**run.config, "lr": 0.1})
+        meta = json.loads((run.run_dir / "meta.json").read_text())
+        assert meta["config"] == {"bs": 2, "lr": 0.1}
+        with pytest.raises(TypeError, match="`config`"):
+            run.set_config([1])  # type: ignore[arg-type]
+        for drop, counted in ((False, 2), (True, 1)):
+            phase = run.phase("train")
+            loop = iter(phase.__enter__().iterate(range(3), samples=1))
+            next(loop)
+            next(loop)  # the second step is under way
+            phase.end(drop_open_step=drop)
+            phase.end()  # once ended: nothing
+            assert phase.steps == counted

@@ -151,7 +151,7 @@ class Phase:
     def end(self, *, drop_open_step: bool = False) -> None:
         """End the phase now, as leaving its ``with`` block without an error does (for code
         that cannot hold the block open, such as a trainer callback); ``drop_open_step``: the
-        step a loop was left in was no batch and does not count. Does nothing once ended."""
+        step a loop was left in was no batch and does not count. Does nothing unless running."""
         self._finish(failed=False, drop_left=drop_open_step)
 
     def _finish(self, failed: bool, drop_left: bool = False) -> None:
