@@ -11,6 +11,7 @@ that cannot be read is None (or absent), never an exception; git runs with a tim
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import signal
@@ -102,7 +103,9 @@ def install_versions(root: str | Path = "/") -> dict[str, str]:
     return out
 
 
-def _package_version(package: str) -> str | None:
+@functools.cache
+def package_version(package: str) -> str | None:
+    """The installed version of ``package``, None when it is not installed."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -124,7 +127,7 @@ def torch_versions() -> dict[str, str]:
             if value:
                 out[f"torch_{key}"] = str(value)
     for package in VENDOR_PACKAGES:
-        version = _package_version(package)
+        version = package_version(package)
         if version:
             out[package] = version
     return out

@@ -12,8 +12,9 @@ Every layer that names a figure reads this table: the Run's phase records, the r
 analysis's phase table and the rebuild of a killed run, the seed tables and ``compare``, the
 repeats and the MLPerf log. The formulas are :mod:`perfkit.summary`'s.
 
-Adding a figure: one entry here plus its formula in :mod:`perfkit.summary`; a new per-phase
-total (an entry with a ``record``) also needs its field in ``summary.PhaseFigures`` and its
+Adding a figure: one entry here plus its formula in :mod:`perfkit.summary` (a serving figure:
+in :data:`SERVING_FIGURES`, its formula in :mod:`perfkit.serving`); a new per-phase
+total (an entry with a ``record``) also needs its field in ``summary.PhaseTotals`` and its
 count in :class:`perfkit.Phase`. This module imports nothing: every layer may read it.
 """
 
@@ -49,6 +50,13 @@ TOKEN_THROUGHPUT_NAMES = MappingProxyType(
 #: time (FlagPerf's chip_tps, nanoGPT's and torchtitan's per-iteration time), else the core
 #: rate of inference or validation (FlagPerf's inference MFU).
 TOKEN_MFU_THROUGHPUTS = ("tps_train", "tps_infer_core", "tps_val_core")
+#: The serving latencies (perfkit.serving), each reported with the statistics of
+#: :data:`STATISTICS`.
+LATENCIES = ("ttft_s", "tpot_s", "itl_s", "e2el_s")
+STATISTICS = ("mean", *(f"p{q}" for q in PERCENTILES))
+#: The service-level objectives goodput may take (seconds; a request meets one when its value
+#: is at most the objective, as vLLM's ``--goodput``).
+SLO_KEYS = ("ttft_s", "tpot_s", "e2el_s")
 
 #: How a figure combines the phases: "sum" (the phases of its kind added), "window" (the
 #: train..val window of p_whole), "steps" (over the phases' steps: percentiles), "ratio" (of
@@ -74,8 +82,8 @@ class Figure:
 
     #: The summary key; ``{kind}`` stands for each of :data:`PHASE_KINDS`.
     key: str
-    #: Base unit: s, 1/s, samples, steps, J, J/sample, B, FLOP, FLOP/s, "fraction", "text"
-    #: (words or a formatted value), "list" or "object".
+    #: Base unit: s, 1/s, samples, steps, tokens, tokens/s, requests, J, J/sample, B, FLOP,
+    #: FLOP/s, "fraction", "text" (words or a formatted value), "list" or "object".
     unit: str
     over_phases: str  # :data:`PHASE_RULES`
     over_ranks: str  # :data:`RANK_RULES`
@@ -103,7 +111,7 @@ class Figure:
 
     @property
     def name(self) -> str:
-        """A per-phase total's name: its field of PhaseFigures, its column of the phase table
+        """A per-phase total's name: its field of PhaseTotals, its column of the phase table
         and its key in the summary's ``phases`` (the key without ``{kind}_``)."""
         return self.key.removeprefix("{kind}_")
 
@@ -152,7 +160,38 @@ def _spreads() -> Iterator[Figure]:
             yield Figure(f"{{kind}}_{total}_{stat}", "s", "sum", "spread", about)
 
 
+_LATENCY_MEANINGS = {
+    "ttft_s": "time to first token: first token time - send time",
+    "tpot_s": "time per output token: (e2el - ttft) / (output tokens - 1), 2+ token requests",
+    "itl_s": "inter-token latency: gaps between successive token arrivals, pooled",
+    "e2el_s": "end-to-end latency: end time - send time",
+}
+
 # fmt: off
+#: The LLM serving figures (perfkit.serving's formulas), in the order serving_summary writes
+#: them: rank 0's requests over the whole run.
+SERVING_FIGURES: tuple[Figure, ...] = tuple(
+    Figure(key, unit, "run", "rank 0", about, better=better)
+    for key, unit, better, about in (
+        ("requests_completed", "requests", None, "requests that completed"),
+        ("requests_failed", "requests", None, "requests that failed (not in any other figure)"),
+        ("prompt_tokens", "tokens", None, "prompt tokens of the completed requests"),
+        ("output_tokens", "tokens", None, "output tokens of the completed requests"),
+        ("serving_duration_s", "s", None, "first send to last end, every request"),
+        *(
+            (f"{latency}_{stat}", "s", -1, f"{stat} of {_LATENCY_MEANINGS[latency]}")
+            for latency in LATENCIES
+            for stat in STATISTICS
+        ),
+        ("requests_per_s", "1/s", 1, "completed requests / serving_duration_s"),
+        ("output_tps", "tokens/s", 1, "output tokens / serving_duration_s"),
+        ("total_tps", "tokens/s", 1, "(prompt + output tokens) / serving_duration_s"),
+        ("requests_good", "requests", None, "completed requests meeting every SLO"),
+        ("goodput_requests_per_s", "1/s", 1, "requests_good / serving_duration_s"),
+        *((f"slo_{key}", "s", None, f"the {key[:-2]} objective goodput used") for key in SLO_KEYS),
+    )
+)
+
 #: Every figure. The per-phase totals (those with a record) come in the order a phase writes
 #: their records; the seed tables show theirs in this order (:func:`report_columns`).
 FIGURES: tuple[Figure, ...] = (
@@ -284,6 +323,7 @@ FIGURES: tuple[Figure, ...] = (
             ("nonfinite", "list", "run", "paths of NaN / inf values written as null"),
         )
     ),
+    *SERVING_FIGURES,
 )
 # fmt: on
 

@@ -1,7 +1,8 @@
 """LLM serving figures: per-request timings -> TTFT / TPOT / ITL / E2EL statistics, throughputs
 and goodput (pure; no clock, no files). The one place these figures are defined: the live
 :class:`perfkit.Run` and the analysis layer's rebuild of a killed run both call
-:func:`serving_summary`. The definitions are vLLM's (``benchmarks/serve.py``,
+:func:`serving_summary`; each figure's unit and direction are declared in the figure table
+(:data:`perfkit.figures.SERVING_FIGURES`). The definitions are vLLM's (``benchmarks/serve.py``,
 ``calculate_metrics``) and MLPerf loadgen's; units are seconds, tokens and 1/s.
 
 ============================ ===============================================================
@@ -31,71 +32,18 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from perfkit import checks
-from perfkit.summary import PERCENTILES, percentiles
+from perfkit.figures import SERVING_FIGURES, SLO_KEYS
+from perfkit.summary import percentiles
 
-#: The latencies, each reported with the statistics of :data:`STATISTICS`.
-LATENCIES = ("ttft_s", "tpot_s", "itl_s", "e2el_s")
-STATISTICS = ("mean", *(f"p{q}" for q in PERCENTILES))
-#: The service-level objectives goodput may take (seconds; a request meets one when its
-#: value is at most the objective, as vLLM's ``--goodput``).
-SLO_KEYS = ("ttft_s", "tpot_s", "e2el_s")
 #: MLPerf Inference's llama2-70b server scenario latency constraints (TTFT 2 s, TPOT 200 ms).
 DEFAULT_SLO: Mapping[str, float] = {"ttft_s": 2.0, "tpot_s": 0.2}
-
-
-class ServingFigure(NamedTuple):
-    """One serving figure: its summary name, unit, better direction (+1 higher is better,
-    -1 lower, 0 neither) and meaning."""
-
-    name: str
-    unit: str
-    better: int
-    meaning: str
-
-
-_MEANINGS = {
-    "ttft_s": "time to first token: first token time - send time",
-    "tpot_s": "time per output token: (e2el - ttft) / (output tokens - 1), 2+ token requests",
-    "itl_s": "inter-token latency: gaps between successive token arrivals, pooled",
-    "e2el_s": "end-to-end latency: end time - send time",
-}
-
-#: Every figure :func:`serving_summary` may write, in its order (the declaration the summary,
-#: reports, compare's direction and the docs follow).
-SERVING_FIGURES: tuple[ServingFigure, ...] = (
-    ServingFigure("requests_completed", "requests", 0, "requests that completed"),
-    ServingFigure(
-        "requests_failed", "requests", 0, "requests that failed (not in any other figure)"
-    ),
-    ServingFigure("prompt_tokens", "tokens", 0, "prompt tokens of the completed requests"),
-    ServingFigure("output_tokens", "tokens", 0, "output tokens of the completed requests"),
-    ServingFigure("serving_duration_s", "s", 0, "first send to last end, every request"),
-    *(
-        ServingFigure(f"{latency}_{stat}", "s", -1, f"{stat} of {_MEANINGS[latency]}")
-        for latency in LATENCIES
-        for stat in STATISTICS
-    ),
-    ServingFigure("requests_per_s", "1/s", 1, "completed requests / serving_duration_s"),
-    ServingFigure("output_tps", "tokens/s", 1, "output tokens / serving_duration_s"),
-    ServingFigure("total_tps", "tokens/s", 1, "(prompt + output tokens) / serving_duration_s"),
-    ServingFigure("requests_good", "requests", 0, "completed requests meeting every SLO"),
-    ServingFigure("goodput_requests_per_s", "1/s", 1, "requests_good / serving_duration_s"),
-    *(
-        ServingFigure(f"slo_{key}", "s", 0, f"the {key[:-2]} objective goodput used")
-        for key in SLO_KEYS
-    ),
-)
-SERVING_NAMES = frozenset(figure.name for figure in SERVING_FIGURES)
-_BETTER = {figure.name: figure.better for figure in SERVING_FIGURES}
-
-
-def better(name: str) -> int | None:
-    """The better direction of serving figure ``name`` (+1 higher, -1 lower, 0 neither); None
-    when ``name`` is not a serving figure."""
-    return _BETTER.get(name)
+#: Every key :func:`serving_summary` may write, in its order: the serving figures of the figure
+#: table (:data:`perfkit.figures.SERVING_FIGURES`, with their units and directions).
+SERVING_KEYS: tuple[str, ...] = tuple(figure.key for figure in SERVING_FIGURES)
+_ORDER = {key: i for i, key in enumerate(SERVING_KEYS)}
 
 
 @dataclass(frozen=True)
@@ -183,7 +131,7 @@ def serving_summary(
     requests: Sequence[RequestTiming], slo: Mapping[str, float] | None = None
 ) -> dict[str, Any]:
     """The serving figures of ``requests`` (see the module's table), in the order of
-    :data:`SERVING_FIGURES`; {} without requests. ``slo``: objectives for goodput (None:
+    :data:`SERVING_KEYS`; {} without requests. ``slo``: objectives for goodput (None:
     :data:`DEFAULT_SLO`; {}: no goodput)."""
     if not requests:
         return {}
@@ -215,8 +163,7 @@ def serving_summary(
         if duration > 0:
             out["goodput_requests_per_s"] = good / duration
         out.update({f"slo_{key}": value for key, value in objectives.items()})
-    order = {figure.name: i for i, figure in enumerate(SERVING_FIGURES)}
-    return dict(sorted(out.items(), key=lambda item: order[item[0]]))
+    return dict(sorted(out.items(), key=lambda item: _ORDER[item[0]]))
 
 
 def to_record(timing: RequestTiming, run_id: str, rank: int, index: int, phase: str | None) -> dict:

@@ -31,11 +31,11 @@ rank bounds the job); steps per rank (the most any rank took: the ranks step tog
 sum would count each step once per rank). Step-time percentiles are the reporting rank's
 (rank 0's) steps.
 
-Names: :class:`PhaseFigures` is one rank's totals of one phase (a field per
-:data:`perfkit.figures.PHASE_TOTALS` entry); :class:`PhaseResult` one phase as the summary
-takes it (every rank's PhaseFigures, the reporting rank's step times); :func:`phase_entry` its
+Names: :class:`PhaseTotals` is one rank's totals of one phase (a field per
+:data:`perfkit.figures.PHASE_TOTALS` entry); :class:`PhaseOverRanks` one phase as the summary
+takes it (every rank's PhaseTotals, the reporting rank's step times); :func:`phase_entry` its
 entry of the summary's ``phases``. Analysis's ``phase_table`` is the phases of a run read back
-as a DataFrame, and its ``rebuilt_phases`` the PhaseResults made from it.
+as a DataFrame, and its ``rebuilt_phases`` the PhaseOverRanks made from it.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from perfkit.probes.power import DevicePower
 
 
-class PhaseFigures(NamedTuple):
+class PhaseTotals(NamedTuple):
     """One rank's totals for one phase (seconds on that rank's clock since its run start,
     samples, steps): its kind, start and end, then one field per
     :data:`perfkit.figures.PHASE_TOTALS` entry (a test holds the two together)."""
@@ -88,14 +88,15 @@ class PhaseFigures(NamedTuple):
 
 
 @dataclass(frozen=True)
-class PhaseResult:
-    """One phase as the summary sees it: its name, its index among the phases of its kind (from
-    0), every rank's figures and the reporting rank's step wall times (seconds)."""
+class PhaseOverRanks:
+    """One phase over every rank, as the summary takes it: its name, its index among the phases
+    of its kind (from 0), every rank's totals, the reporting rank's step wall times (seconds)
+    and sampled devices."""
 
     name: str
     index: int
     rank: int
-    by_rank: Mapping[int, PhaseFigures]
+    by_rank: Mapping[int, PhaseTotals]
     step_walls: Sequence[float]
     #: The reporting rank's sampled devices over the phase (power, temperature, energy).
     devices: Sequence[DevicePower] = ()
@@ -103,8 +104,8 @@ class PhaseResult:
     tokens_from: str = "none"
 
     @property
-    def figures(self) -> PhaseFigures:
-        """The reporting rank's figures."""
+    def totals(self) -> PhaseTotals:
+        """The reporting rank's totals."""
         return self.by_rank[self.rank]
 
 
@@ -134,10 +135,10 @@ def rate_fields(
     return fields
 
 
-def phase_entry(phase: PhaseResult) -> dict[str, Any]:
+def phase_entry(phase: PhaseOverRanks) -> dict[str, Any]:
     """One phase's entry of the summary's ``phases``: the reporting rank's samples, steps, wall /
     io / compute seconds, throughputs, energy and step-time percentiles."""
-    f = phase.figures
+    f = phase.totals
     stats: dict[str, Any] = {
         "name": phase.name,
         "kind": f.kind,
@@ -171,15 +172,15 @@ def phase_entry(phase: PhaseResult) -> dict[str, Any]:
     return stats
 
 
-def _by_rank(phases: Sequence[PhaseResult]) -> dict[int, list[PhaseFigures]]:
-    ranks: dict[int, list[PhaseFigures]] = {}
+def _by_rank(phases: Sequence[PhaseOverRanks]) -> dict[int, list[PhaseTotals]]:
+    ranks: dict[int, list[PhaseTotals]] = {}
     for phase in phases:
         for rank, figures in phase.by_rank.items():
             ranks.setdefault(rank, []).append(figures)
     return ranks
 
 
-def _combined(total: Figure, ranks: Mapping[int, Sequence[PhaseFigures]]) -> Any:
+def _combined(total: Figure, ranks: Mapping[int, Sequence[PhaseTotals]]) -> Any:
     """``total`` of a kind's phases: summed over each rank's phases, then over the ranks as
     the table says (every rank's, or the largest rank's); None when no phase measured it."""
     add: Any = math.fsum if total.type is float else sum
@@ -194,7 +195,7 @@ def _combined(total: Figure, ranks: Mapping[int, Sequence[PhaseFigures]]) -> Any
     return max(add(values) for values in per_rank)
 
 
-def kind_metrics(kind: str, phases: Sequence[PhaseResult]) -> dict[str, Any]:
+def kind_metrics(kind: str, phases: Sequence[PhaseOverRanks]) -> dict[str, Any]:
     """Totals, throughputs, energy, spread over ranks and step-time percentiles of the phases
     of one kind; {} when there are none."""
     if not phases:
@@ -233,7 +234,7 @@ def kind_metrics(kind: str, phases: Sequence[PhaseResult]) -> dict[str, Any]:
 
 
 def _token_fields(
-    kind: str, totals: Mapping[str, Any], world: int, phases: Sequence[PhaseResult]
+    kind: str, totals: Mapping[str, Any], world: int, phases: Sequence[PhaseOverRanks]
 ) -> dict[str, Any]:
     """<kind>_tokens, _warmup_tokens (after warm-up steps), _tokens_from (the reporting rank's
     phases' ways, joined), and the token throughputs: tokens over the wall and compute seconds
@@ -255,11 +256,11 @@ def _token_fields(
     return out
 
 
-def whole_window_s(phases: Sequence[PhaseResult]) -> float | None:
+def whole_window_s(phases: Sequence[PhaseOverRanks]) -> float | None:
     """Seconds from the first train phase's start to the end of the last train/val phase after
     it, on the slowest rank (each rank's window on its own clock); None without one."""
     windows = []
-    for figures in _by_rank([p for p in phases if p.figures.kind in ("train", "val")]).values():
+    for figures in _by_rank([p for p in phases if p.totals.kind in ("train", "val")]).values():
         train_starts = [f.start_t for f in figures if f.kind == "train"]
         if not train_starts:
             continue
@@ -269,12 +270,12 @@ def whole_window_s(phases: Sequence[PhaseResult]) -> float | None:
     return window if window > 0 else None
 
 
-def phase_metrics(phases: Sequence[PhaseResult]) -> dict[str, Any]:
+def phase_metrics(phases: Sequence[PhaseOverRanks]) -> dict[str, Any]:
     """Every kind's :func:`kind_metrics`, then p_whole (train samples, warm-up included, over
     :func:`whole_window_s`)."""
     out: dict[str, Any] = {}
     for kind in PHASE_KINDS:
-        out.update(kind_metrics(kind, [p for p in phases if p.figures.kind == kind]))
+        out.update(kind_metrics(kind, [p for p in phases if p.totals.kind == kind]))
     window = whole_window_s(phases)
     samples = out.get("train_samples", 0) + out.get("train_warmup_samples", 0)
     if window is not None and samples:
@@ -392,7 +393,7 @@ def build_summary(
     name: str,
     status: str,
     e2e_time: float | None,
-    phases: Sequence[PhaseResult],
+    phases: Sequence[PhaseOverRanks],
     meta: Mapping[str, Any],
     memory: Mapping[str, Any] | None = None,
     flops: Mapping[str, Any] | None = None,

@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from perfkit.devices import cuda_vendor, current_accelerator
+from perfkit.devices import auto_device, cuda_vendor, current_accelerator
 from perfkit.probes.allocator import TorchAllocatorProbe
-from perfkit.run._setup import auto_device
 from perfkit.timing import EventTimer, device_synchronizer, event_factory
 
 

@@ -24,7 +24,7 @@ from perfkit.figures import (
     Figure,
 )
 from perfkit.records import RECORD_NAMES, json_schema, read_records
-from perfkit.summary import PhaseFigures
+from perfkit.summary import PhaseTotals
 from tests.conftest import FakeClock
 from tests.figure_docs import DOC, doc_section, schema
 from tests.test_run_probes import CardProbe
@@ -76,10 +76,10 @@ def test_every_phase_total_is_a_record_of_the_schema_and_the_docs_with_its_unit(
         assert total.record in SCHEMA["properties"]["name"]["description"]
 
 
-def test_phase_figures_hold_one_field_per_phase_total() -> None:
-    fields = PhaseFigures._fields
+def test_phase_totals_hold_one_field_per_phase_total() -> None:
+    fields = PhaseTotals._fields
     assert set(fields) == {"kind", "start_t", "end_t"} | {t.name for t in PHASE_TOTALS}
-    hints = typing.get_type_hints(PhaseFigures)
+    hints = typing.get_type_hints(PhaseTotals)
     for total in PHASE_TOTALS:  # the type the records are read back as
         assert total.type.__name__ in str(hints[total.name]), total
 
@@ -129,7 +129,7 @@ def test_a_new_figure_is_one_entry() -> None:
 def test_every_key_a_run_writes_is_a_figure_and_its_records_follow_the_table(tmp_path) -> None:
     """A run with warm-up, a nested phase, an energy counter and MFU: every summary key but the
     logged ones is declared; summary.json validates against the schema; each phase wrote the
-    records PHASE_TOTALS says, with its PhaseFigures values."""
+    records PHASE_TOTALS says, with its PhaseTotals values."""
     clock = FakeClock()
     card = CardProbe()
     with perfkit.Run(
@@ -154,7 +154,7 @@ def test_every_key_a_run_writes_is_a_figure_and_its_records_follow_the_table(tmp
     records = {
         r["name"]: r for r in read_records(run.run_dir / "records.jsonl") if r["phase"] == "train"
     }
-    (figures,) = (p.figures for p in [train.result()])
+    (figures,) = (p.totals for p in [train.result()])
     for total in PHASE_TOTALS:
         value = getattr(figures, total.name)
         if total.is_written(value, figures.warmup_steps):

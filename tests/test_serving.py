@@ -23,8 +23,9 @@ import perfkit
 from perfkit.analysis._read import read_run
 from perfkit.analysis._rebuild import rebuild_summary
 from perfkit.analysis._repeats import better
+from perfkit.figures import FIGURE_OF, RESERVED_KEYS, SERVING_FIGURES
 from perfkit.records import json_schema
-from perfkit.serving import SERVING_FIGURES, RequestTiming, serving_summary
+from perfkit.serving import SERVING_KEYS, RequestTiming, serving_summary
 from tests.conftest import FakeClock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -199,8 +200,10 @@ def test_property_every_figure_is_vllms(requests, ttft_slo, tpot_slo):
 
 def test_every_figure_is_declared_with_its_direction():
     s = serving_summary(HAND)
-    declared = [f.name for f in SERVING_FIGURES]
-    assert list(s) == [name for name in declared if name in s]  # in declaration order
+    assert list(s) == [key for key in SERVING_KEYS if key in s]  # in the table's order
+    assert tuple(f.key for f in SERVING_FIGURES) == SERVING_KEYS
+    for key in s:  # one declaration: unit, ranks (rank 0's requests) and run.log's refusal
+        assert FIGURE_OF[key].over_ranks == "rank 0" and key in RESERVED_KEYS, key
     assert better("ttft_s_p99") == -1 and better("e2el_s_mean") == -1
     # before the declaration, requests_per_s (ending in _s) read as a time: lower is better
     assert better("requests_per_s") == 1 and better("goodput_requests_per_s") == 1
@@ -243,6 +246,8 @@ def test_request_context_times_tokens_on_the_runs_clock(tmp_path):
     assert lines[0]["token_t"] == [1.5, 1.75] and lines[0]["end_t"] == 2.0
     assert lines[1]["status"] == "failed" and lines[1]["error"] == "KeyError: 'lost'"
     assert json.loads((run.run_dir / "summary.json").read_text())["ttft_s_p99"] == 0.5
+    assert set(summary) <= set(FIGURE_OF)  # every key of a serving run is in the figure table
+    jsonschema.validate(summary, schema["$defs"]["summary"])
 
 
 def test_requests_handed_in_and_their_checks(tmp_path):
@@ -323,7 +328,7 @@ def test_a_killed_run_is_rebuilt_with_the_live_serving_figures(tmp_path):
     assert not (run_dir / "summary.json").exists()
     live = json.loads((tmp_path / "live.json").read_text())
     rebuilt = rebuild_summary(read_run(run_dir))
-    names = [f.name for f in SERVING_FIGURES if f.name in live]
+    names = [key for key in SERVING_KEYS if key in live]
     assert len(names) > 20 and live["requests_failed"] == 1 and live["slo_ttft_s"] == 0.3
     assert {k: rebuilt.get(k) for k in names} == {k: live[k] for k in names}  # exactly
     frame = perfkit.analysis.requests(run_dir)

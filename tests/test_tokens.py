@@ -60,7 +60,7 @@ def test_attention_mask_counts_real_tokens(tmp_path_factory, rows, warmup) -> No
     # The reference: the lengths the test made each row, summed, warm-up batches apart.
     assert train.tokens_from == "attention_mask"
     assert train.tokens == sum(sum(lengths) for lengths in rows[warmup:])
-    figures = train.result().figures
+    figures = train.result().totals
     assert figures.tokens == train.tokens
     if warmup and len(rows) > 0:
         assert figures.warmup_tokens == sum(sum(lengths) for lengths in rows[:warmup])
@@ -76,7 +76,7 @@ def test_input_ids_count_padded_tokens(tmp_path) -> None:
 
 def test_batches_without_token_ids_count_none(tmp_path) -> None:
     train, run_dir = run_phase(tmp_path, [torch.zeros(8, 3)] * 4)
-    assert (train.tokens_from, train.result().figures.tokens) == ("none", None)
+    assert (train.tokens_from, train.result().totals.tokens) == ("none", None)
     assert read_run(run_dir).steps["tokens"].tolist() == [0, 0, 0, 0]
 
 

@@ -14,8 +14,7 @@ from perfkit.analysis._frames import phase_table, row_dicts
 from perfkit.analysis._names import logged_as
 from perfkit.analysis._read import RunData, read_run
 from perfkit.analysis._rebuild import serving_figures
-from perfkit.figures import PHASE_TOTALS
-from perfkit.serving import SERVING_FIGURES
+from perfkit.figures import PHASE_TOTALS, SERVING_FIGURES
 
 #: Logged values (run.log) written as eval_accuracy events (and the names trainers log for
 #: them, perfkit.analysis._names.METRIC_NAMES, where perfkit's own is absent).
@@ -65,7 +64,7 @@ def mllog_lines(
       eval_stop around each val or infer phase (epoch_num: the epoch it follows);
     - eval_accuracy for each logged mAP / acc value (a fraction), with its epoch_num;
     - for a generation run (requests), each serving figure (ttft_s_p99, requests_per_s, ...;
-      :data:`perfkit.serving.SERVING_FIGURES`, the summary's units) at the run's end, with
+      :data:`perfkit.figures.SERVING_FIGURES`, the summary's units) at the run's end, with
       metadata ``unit``;
     - run_stop with metadata status "success" (run ok) or "aborted" (failed or killed).
 
@@ -210,9 +209,9 @@ def _events(run: RunData, points: list[tuple[str, Any]]) -> list[Event]:
         end = float(run.summary.get("e2e_time", end))
     serving = run.summary if run.summary is not None else serving_figures(run)
     for figure in SERVING_FIGURES:
-        value = serving.get(figure.name)
+        value = serving.get(figure.key)
         if value is not None:
-            point(end, figure.name, value, unit=figure.unit)
+            point(end, figure.key, value, unit=figure.unit)
     status = "success" if run.status == "ok" else "aborted"
     events.append((end, "INTERVAL_END", "run_stop", None, {"status": status}))
     return events

@@ -13,7 +13,7 @@ from perfkit.figures import PHASE_TOTALS
 from perfkit.records import RECORD_NAMES
 from perfkit.run._power import DEVICE_RECORDS, from_records
 from perfkit.serving import from_record, serving_summary
-from perfkit.summary import PhaseFigures, PhaseResult, build_summary
+from perfkit.summary import PhaseOverRanks, PhaseTotals, build_summary
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,7 +61,7 @@ def _last_t(events: pd.DataFrame, steps: pd.DataFrame) -> float | None:
     return max(times, default=None)
 
 
-def rebuilt_phases(run: RunData) -> list[PhaseResult]:
+def rebuilt_phases(run: RunData) -> list[PhaseOverRanks]:
     """The reporting rank's phases in start order, each with every rank's figures (the n-th phase of
     each rank: every rank runs the same phases) and the reporting rank's step wall times
     (its warm-up steps, the first ``warmup_steps`` of the phase, aside)."""
@@ -96,7 +96,7 @@ def rebuilt_phases(run: RunData) -> list[PhaseResult]:
         figures_0 = figures.get(REPORTING_RANK)
         counted = figures_0 is not None and figures_0.tokens is not None
         results.append(
-            PhaseResult(
+            PhaseOverRanks(
                 str(row["phase"]),
                 kind_index,
                 REPORTING_RANK,
@@ -134,13 +134,13 @@ def _device_rows(run: RunData) -> dict[tuple[str, float], list[dict[str, Any]]]:
     return grouped
 
 
-def _figures(row: dict[str, Any]) -> PhaseFigures:
+def _figures(row: dict[str, Any]) -> PhaseTotals:
     """One rank's figures of one phase from its phase-table row (NaN: not measured, None)."""
     totals: dict[str, Any] = {}
     for total in PHASE_TOTALS:
         value = float(row[total.name])
         totals[total.name] = None if math.isnan(value) else total.type(value)
-    return PhaseFigures(
+    return PhaseTotals(
         kind=str(row["kind"]), start_t=float(row["start_t"]), end_t=float(row["end_t"]), **totals
     )
 

@@ -14,7 +14,7 @@ from perfkit.analysis._repeats import ALPHA, compare_groups
 from perfkit.analysis._serving import has_requests, latency_rows, throughput_rows
 from perfkit.analysis._tables import MISSING, compare, seed_rows, summary_rows
 from perfkit.checks import one_of
-from perfkit.serving import SERVING_FIGURES
+from perfkit.serving import SERVING_KEYS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,7 +65,7 @@ def report_text(paths: PathArg | Iterable[PathArg], fmt: str = "md") -> str:
 
 
 def _serving_numbers(row: dict[str, Any]) -> dict[str, Any]:
-    figures = {f.name: row[f.name] for f in SERVING_FIGURES if row.get(f.name) is not None}
+    figures = {key: row[key] for key in SERVING_KEYS if row.get(key) is not None}
     return {"run": row["run"], **figures}
 
 

@@ -13,7 +13,6 @@ from perfkit.analysis._student import t_ppf, welch
 from perfkit.analysis._tables import summaries
 from perfkit.checks import check_type, wrong_value
 from perfkit.figures import FIGURE_OF
-from perfkit.serving import better as serving_better
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,17 +54,13 @@ def metric_stats(values: Iterable[float]) -> MetricStats:
 
 def better(metric: str) -> int | None:
     """+1 when a higher value of ``metric`` is better, -1 when lower is better, None for the
-    rest: as the figure table says for perfkit's figures (throughputs and MFU +1; e2e_time and
-    seconds -1; counts, fractions, spreads None) and the serving declaration for the serving
-    figures (:data:`perfkit.serving.SERVING_FIGURES`: latencies lower, request and token rates
-    higher); for other names (logged values), +1 for ``p_*`` and ``*throughput*``, -1 for
+    rest: as the figure table says for perfkit's figures (throughputs, MFU, request and token
+    rates +1; e2e_time, seconds and serving latencies -1; counts, fractions, spreads None); for
+    other names (logged values), +1 for ``p_*`` and ``*throughput*``, -1 for
     seconds ``*_s``, else None."""
     figure = FIGURE_OF.get(metric)
     if figure is not None:
         return figure.better
-    declared = serving_better(metric)
-    if declared is not None:
-        return declared or None
     if metric.startswith("p_") or "throughput" in metric:
         return 1
     if metric.endswith("_s"):

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from perfkit.analysis._format import significant
 from perfkit.analysis._read import PathArg, find_runs, read_run, reading
-from perfkit.serving import LATENCIES, SLO_KEYS, STATISTICS, from_record
+from perfkit.figures import LATENCIES, SLO_KEYS, STATISTICS
+from perfkit.serving import from_record
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from perfkit import checks
+from perfkit.devices import device_name, resolve_device
 from perfkit.flops.peaks import normalize_dtype
 from perfkit.timing import HostTimer, WindowTimer
 
@@ -92,7 +93,6 @@ def cache_key(device: str, dtype: str) -> dict[str, str]:
     import torch
 
     from perfkit.environment import nvidia_driver, torch_versions
-    from perfkit.run._setup import device_name
 
     key = {"device_name": device_name(device), "dtype": dtype}
     key |= torch_versions()
@@ -243,8 +243,6 @@ def measure_peak(
             raise checks.wrong_type("sizes", "positive ints", sizes)
         if not sizes or min(sizes) < 1:
             raise checks.wrong_value("sizes", "positive ints", sizes)
-    from perfkit.run._setup import resolve_device
-
     resolved = resolve_device("auto" if device is None else device)
     key = cache_key(resolved, name)
     where = Path(directory) if directory is not None else None
@@ -327,7 +325,6 @@ def peak_rows(
     (:func:`measure_peak` with ``options``), and the table's figure for the device beside it
     when it has one ("/" where not)."""
     from perfkit.flops.peaks import lookup
-    from perfkit.run._setup import resolve_device
 
     resolved = resolve_device("auto" if device is None else device)
     rows = []

@@ -7,7 +7,6 @@ from typing import Any
 
 from perfkit.integrations._steps import guarded
 from perfkit.run import Run
-from perfkit.run._setup import check_config
 
 #: Trainer precision names -> perfkit's (``config["precision"]``, the dtype of MFU's peak).
 PRECISIONS = {
@@ -45,8 +44,4 @@ def apply_settings(run: Run, settings: Mapping[str, Any], user: Mapping[str, Any
     """Fill ``run``'s config with the trainer's ``settings`` (None values left out), ``user``'s
     own config winning; a running run's metadata is written again."""
     read = {key: value for key, value in settings.items() if value is not None}
-    config = check_config({**run.config, **read, **user})
-    run.config = config
-    if run.status == "running":
-        run.meta["config"] = config
-        run._write_meta()
+    run.set_config({**run.config, **read, **user})

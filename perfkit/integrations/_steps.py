@@ -211,7 +211,7 @@ class EndSteps:
     def close(self, exc: BaseException | None = None) -> None:
         """End the phase (failed when ``exc`` is given)."""
         if exc is None:
-            self.phase._finish(failed=False, drop_left=True)
+            self.phase.end(drop_open_step=True)
         else:
             self.phase.__exit__(type(exc), exc, exc.__traceback__)
 

@@ -23,7 +23,7 @@ from perfkit.run._phase import Phase
 from perfkit.run._run import E2E_FROM, SYNC_MODES, Run
 from perfkit.run._samples import count_samples
 from perfkit.run._timed import timed
-from perfkit.summary import PhaseFigures, rate_fields
+from perfkit.summary import PhaseTotals, rate_fields
 
 __all__ = [
     "E2E_FROM",
@@ -31,7 +31,7 @@ __all__ = [
     "SYNC_MODES",
     "THROUGHPUT_NAMES",
     "Phase",
-    "PhaseFigures",
+    "PhaseTotals",
     "Run",
     "RunError",
     "active_run",

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from perfkit.run._backlog import Columns
     from perfkit.run._phase import Phase
     from perfkit.run._run import Run
-    from perfkit.summary import PhaseFigures
+    from perfkit.summary import PhaseTotals
 
 
 class PhaseControl(NamedTuple):
@@ -53,7 +53,7 @@ class PhaseHost(NamedTuple):
     #: Device energy since the active phase began or resumed (J); None without a counter.
     phase_energy_j: Callable[[], float | None]
     #: Every rank's figures for the phase that just ended; None when not distributed.
-    gather_figures: Callable[[PhaseFigures], dict[int, PhaseFigures] | None]
+    gather_figures: Callable[[PhaseTotals], dict[int, PhaseTotals] | None]
     #: The phase ended: write its steps and records, resume the phase it paused.
     end_phase: Callable[[PhaseControl], None]
     #: Record a failure once (the summary's faults); the run goes on.

@@ -24,7 +24,7 @@ from perfkit.run._io import IOWindow
 from perfkit.run._loop import SizedSteps, length_of, progress_bar
 from perfkit.run._samples import MAX_SAMPLES, SampleCounter, as_sample_count, sample_counter
 from perfkit.run._tokens import token_counter
-from perfkit.summary import PhaseFigures, PhaseResult, percentiles, phase_entry
+from perfkit.summary import PhaseOverRanks, PhaseTotals, percentiles, phase_entry
 from perfkit.timing import Clock, HostTimer, WindowTimer
 from perfkit.timing.window import ComputeWindow
 
@@ -116,7 +116,7 @@ class Phase:
         self._tentative = False
         self.ordinal = -1  # position among the run's phases on this rank, set when entered
         self._loop: weakref.ReferenceType[Generator[Any, None, None]] | None = None
-        self._rank_figures: dict[int, PhaseFigures] | None = None
+        self._rank_figures: dict[int, PhaseTotals] | None = None
         self._token_counter: int | Callable[[Any], int] = 0
         self._tokens_from = "none"
         self._io = IOWindow(self._begin_io, self._end_io, self._clock)
@@ -147,6 +147,12 @@ class Phase:
         tb: TracebackType | None,
     ) -> None:
         self._finish(failed=exc_type is not None)
+
+    def end(self, *, drop_open_step: bool = False) -> None:
+        """End the phase now, as leaving its ``with`` block without an error does (for code
+        that cannot hold the block open, such as a trainer callback); ``drop_open_step``: the
+        step a loop was left in was no batch and does not count. Does nothing unless running."""
+        self._finish(failed=False, drop_left=drop_open_step)
 
     def _finish(self, failed: bool, drop_left: bool = False) -> None:
         """End the phase; ``failed``: it raised. The step a loop was left in counts unless the
@@ -184,9 +190,9 @@ class Phase:
                 "warmup_steps or run more steps"
             )
 
-    def _figures(self) -> PhaseFigures:
+    def _figures(self) -> PhaseTotals:
         tokens, warmup_tokens = self._token_totals()
-        return PhaseFigures(
+        return PhaseTotals(
             kind=self.kind,
             samples=self.samples,
             steps=self.steps,
@@ -203,7 +209,7 @@ class Phase:
             warmup_tokens=warmup_tokens,
         )
 
-    def figures_by_rank(self) -> dict[int, PhaseFigures]:
+    def figures_by_rank(self) -> dict[int, PhaseTotals]:
         """{rank: figures}: every rank's once the phase ended in a distributed run, else this
         rank's own (while the phase runs, or when it failed)."""
         return self._rank_figures or {self.run.rank: self._figures()}
@@ -625,9 +631,9 @@ class Phase:
         return data
 
     # -- results -------------------------------------------------------------------------
-    def result(self) -> PhaseResult:
-        """The phase as the summary sees it (see :class:`perfkit.summary.PhaseResult`)."""
-        return PhaseResult(
+    def result(self) -> PhaseOverRanks:
+        """The phase as the summary sees it (see :class:`perfkit.summary.PhaseOverRanks`)."""
+        return PhaseOverRanks(
             self.name,
             self.index,
             self.run.rank,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from perfkit._messages import logger
@@ -26,31 +27,31 @@ if TYPE_CHECKING:
     from perfkit.run._run import Run
 
 
-#: Runs started in this process and not completely stopped yet.
-_live: set[Run] = set()
+#: Runs started in this process and not completely stopped yet: {run: (detach, close)}.
+_live: dict[Run, tuple[Callable[[], None], Callable[[], None]]] = {}
 
 
-def add_live(run: Run) -> None:
-    """``run`` has started: close it at exit, detach it in forked children."""
-    _live.add(run)
+def add_live(run: Run, detach: Callable[[], None], close: Callable[[], None]) -> None:
+    """``run`` has started: ``close()`` it at exit, ``detach()`` it in forked children."""
+    _live[run] = (detach, close)
 
 
 def discard_live(run: Run) -> None:
     """``run`` has stopped completely."""
-    _live.discard(run)
+    _live.pop(run, None)
 
 
 def _after_fork_in_child() -> None:
     set_active_run(None)
-    for run in list(_live):
-        run._detach_after_fork()
+    for detach, _close in list(_live.values()):
+        detach()
     _live.clear()
 
 
 def _at_exit() -> None:
-    for run in list(_live):
+    for run, (_detach, close) in list(_live.items()):
         try:
-            run._close_at_exit()
+            close()
         except BaseException:  # never raise at exit; the records flushed so far stay
             logger.exception("perfkit: run %s could not be closed at exit", run.name)
 

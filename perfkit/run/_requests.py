@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -173,8 +174,17 @@ class RequestLog:
     their requests.jsonl writer (made at the first request, so runs without requests have no
     file); thread-safe."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(
+        self,
+        run: Run,
+        phase_name: Callable[[], str | None],
+        new_writer: Callable[[Path], RecordWriter],
+    ) -> None:
+        """``phase_name()``: the run's running phase; ``new_writer(path)``: a record file's
+        writer in the run directory."""
         self._run = run
+        self._phase_name = phase_name
+        self._new_writer = new_writer
         self._lock = threading.Lock()
         self.timings: list[RequestTiming] = []
         self._open: dict[int, Request] = {}
@@ -196,7 +206,7 @@ class RequestLog:
         if self._detached:
             return
         run = self._run
-        phase = run._active_phase.phase.name if run._active_phase is not None else None
+        phase = self._phase_name()
         with self._lock:
             if request is not None:
                 self._open.pop(id(request), None)
@@ -204,7 +214,7 @@ class RequestLog:
             self.timings.append(timing)
             if self._writer is None and run.run_dir is not None:
                 path = run.run_dir / rank_file(REQUESTS_FILE, run.rank)
-                self._writer = RecordWriter(path, run._on_recreated, run._dir)
+                self._writer = self._new_writer(path)
             writer = self._writer
         if writer is not None:
             writer.write(to_record(timing, run.run_id, run.rank, index, phase))

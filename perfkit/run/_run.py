@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from perfkit import checks, distributed, steplog
 from perfkit._messages import logger
+from perfkit.devices import resolve_device
 from perfkit.figures import MFU_THROUGHPUTS, PHASE_KINDS, PHASE_TOTALS, RESERVED_KEYS
 from perfkit.records import (
     META_FILE,
@@ -49,16 +50,15 @@ from perfkit.run._setup import (
     make_run_dir,
     make_timer,
     metadata,
-    resolve_device,
 )
 from perfkit.rundir import RunDirectory
-from perfkit.serving import SERVING_NAMES, check_slo, serving_summary
+from perfkit.serving import check_slo, serving_summary
 from perfkit.sinks._base import Sink, phase_figures
 from perfkit.sinks._dispatch import SinkSet, check_sinks
 from perfkit.steplog import StepLogWriter
 from perfkit.summary import (
     PEAK_MODES,
-    PhaseFigures,
+    PhaseTotals,
     build_summary,
     needs_measured_peak,
     phase_metrics,
@@ -193,6 +193,7 @@ class Run:
         )
         self.dist_timeout_s = checks.positive_number("dist_timeout_s", dist_timeout_s)
         self.sample_interval_s = checks.positive_number("sample_interval_s", sample_interval_s)
+        self._slo = check_slo(slo)  # the serving figures' goodput objectives, seconds
         self._device_arg = device
         #: The host clock (seconds) every time of this run is read from.
         self.clock: Clock = clock or host_clock
@@ -203,9 +204,6 @@ class Run:
         self._init_measuring()
         self._init_records()
         self._init_phases()
-        self._flops: dict[str, Any] | None = None
-        self._slo = check_slo(slo)
-        self._requests = RequestLog(self)
         if flops_per_sample is not None:
             self.set_flops(
                 flops_per_sample,
@@ -240,7 +238,7 @@ class Run:
 
     def _init_measuring(self) -> None:
         """What the run measures besides its phases: probes, memory, power, logged values,
-        faults, sinks."""
+        faults, sinks, the FLOP settings of MFU."""
         self._sampler: Any = None
         self._memory: Any = None
         self._end_memory: dict[str, Any] | None = None  # memory figures gathered at the end
@@ -250,9 +248,11 @@ class Run:
         self.faults: list[str] = []
         self.logged: dict[str, float] = {}
         self._sinks = SinkSet([], self._fault)
+        self._flops: dict[str, Any] | None = None
 
     def _init_records(self) -> None:
-        """The record files (opened at start) and the flusher that writes them."""
+        """The record files (opened at start), the flusher that writes them and the requests
+        (requests.jsonl, opened at the first)."""
         self._writer: RecordWriter | None = None
         # The run directory held open: its files are written through it (never a symlink).
         self._dir: RunDirectory | None = None
@@ -265,6 +265,7 @@ class Run:
         # A phase's step columns (2 MiB), allocated at start and handed from phase to phase,
         # so no phase pays for them inside its wall time.
         self._spare_columns: Columns | None = None
+        self._requests = RequestLog(self, self._active_phase_name, self._record_writer)
 
     def _init_phases(self) -> None:
         """The phases: ended ones, the active one and those it paused, and the Run's side of
@@ -363,9 +364,7 @@ class Run:
         assert self.run_dir is not None
         self.meta["run_id"] = self.run_id
         self._dir = RunDirectory(self.run_dir)
-        self._writer = RecordWriter(
-            self.run_dir / rank_file(RECORDS_FILE, self.rank), self._on_recreated, self._dir
-        )
+        self._writer = self._record_writer(self.run_dir / rank_file(RECORDS_FILE, self.rank))
         self._steps = StepLogWriter(
             self.run_dir / rank_file(STEPS_FILE, self.rank),
             steplog.header(self.run_id, self.rank),
@@ -388,7 +387,7 @@ class Run:
             self._sinks.start(self.run_id, self.name, self.config)
         self.status = "running"
         set_active_run(self)
-        add_live(self)
+        add_live(self, self._detach_after_fork, self._close_at_exit)
         self._flusher.start()
         self._install_sigterm()
         if probes:
@@ -417,7 +416,7 @@ class Run:
                     log.close()
             return
         self.status = "running"
-        add_live(self)  # a second interrupt here: closed at exit
+        add_live(self, self._detach_after_fork, self._close_at_exit)  # a 2nd interrupt: at exit
         self._write_meta()
         with contextlib.suppress(BaseException):  # err is what start() raises
             self.stop(err)
@@ -462,8 +461,7 @@ class Run:
     def _on_sample(self, sample: Any) -> None:
         """Sampler thread: one record per reported quantity, tagged with the active phase."""
         t = self.elapsed()
-        active = self._active_phase
-        phase_name = active.phase.name if active is not None else None
+        phase_name = self._active_phase_name()
         for name, value, unit in sample.metrics():
             self._write(name, value, unit, t, phase=phase_name, device=sample.device)
         self._memory.update(sample)
@@ -479,6 +477,16 @@ class Run:
         if message not in self.faults:
             self.faults.append(message)
             logger.warning("%s", message)
+
+    def _record_writer(self, path: Path) -> RecordWriter:
+        """A writer of the record file ``path`` in the run directory (recreated if deleted)."""
+        return RecordWriter(path, self._on_recreated, self._dir)
+
+    def _active_phase_name(self) -> str | None:
+        """The name of the phase running now; None between phases (read once: other threads
+        call it)."""
+        active = self._active_phase
+        return active.phase.name if active is not None else None
 
     def _on_recreated(self, message: str) -> None:
         """A record file was deleted under its writer, which recreated it: say so once for the
@@ -520,7 +528,7 @@ class Run:
                 f"(dist_timeout_s): a rank has failed or stalled ({err})"
             ) from err
 
-    def _gather_figures(self, figures: PhaseFigures) -> dict[int, PhaseFigures] | None:
+    def _gather_figures(self, figures: PhaseTotals) -> dict[int, PhaseTotals] | None:
         """Every rank's figures for a phase that just ended; None when not distributed (or in a
         forked child, which takes no part in the parent's collectives)."""
         if self._group is None or self._detached:
@@ -842,6 +850,14 @@ class Run:
             outer.resume()
 
     # -- values --------------------------------------------------------------------------
+    def set_config(self, config: Mapping[str, Any]) -> None:
+        """Replace the run's config (checked as ``Run(config=)`` is); a running run writes it
+        into meta.json again (a trainer callback adds the trainer's settings this way)."""
+        self.config = check_config(config)
+        if self.status == "running":
+            self.meta["config"] = self.config
+            self._write_meta()
+
     def set_flops(
         self,
         flops_per_sample: float,
@@ -980,10 +996,7 @@ class Run:
         reserved = [
             key
             for key in values
-            if key in RESERVED_KEYS
-            or key in SERVING_NAMES
-            or key in reserved_names()
-            or key.startswith(REGION_PREFIX)
+            if key in RESERVED_KEYS or key in reserved_names() or key.startswith(REGION_PREFIX)
         ]
         if reserved:
             raise ValueError(
@@ -997,7 +1010,7 @@ class Run:
                 raise checks.wrong_value("step", expected, step)
         numbers = {key: _logged_number(key, raw) for key, raw in values.items()}
         t = self.elapsed()
-        phase = self._active_phase.phase.name if self._active_phase else None
+        phase = self._active_phase_name()
         for key, value in numbers.items():
             self.logged[key] = value
             self._write(key, value, "", t, phase=phase, step=step)

@@ -4,22 +4,20 @@ reproducibility record in it)."""
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
 import platform
 import secrets
 import socket
-import sys
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from perfkit import checks, distributed
-from perfkit.devices import current_accelerator
-from perfkit.environment import environment
+from perfkit.devices import device_name
+from perfkit.environment import environment, package_version
 from perfkit.records import SCHEMA_VERSION
 from perfkit.run._errors import RunError
 from perfkit.timing import Clock, EventTimer, HostTimer, SyncingHostTimer, WindowTimer
@@ -153,45 +151,6 @@ def create_run_dir(out_dir: Path, name: str, started: datetime) -> tuple[str, Pa
     raise RunError(f"could not create a new run directory in {str(out_dir)!r}")
 
 
-def resolve_device(device: Any) -> str:
-    """``"cpu"`` or ``"<type>:<index>"`` for ``device`` ("auto", a string, a torch.device)."""
-    if device in (None, "auto"):
-        if "torch" not in sys.modules and not package_version("torch"):
-            return "cpu"
-        import torch
-
-        return auto_device(torch)
-    if isinstance(device, str) and device == "cpu":
-        return "cpu"
-    import torch
-
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise checks.wrong_value(
-            "device",
-            f"'auto', 'cpu', a device string like 'cuda:0' or a torch.device ({err})",
-            device,
-        ) from None
-    if resolved.type == "cpu":
-        return "cpu"
-    index = resolved.index if resolved.index is not None else 0
-    return f"{resolved.type}:{index}"
-
-
-def auto_device(torch: Any) -> str:
-    """``"<type>:<current index>"`` of the accelerator ``torch`` (the module, or a fake) uses,
-    through torch.accelerator or, on torch < 2.6, the backend modules (torch_npu's "npu",
-    torch_mlu's "mlu" ...); ``"cpu"`` without one."""
-    device_type = current_accelerator(torch)
-    if device_type is None or device_type == "cpu":
-        return "cpu"
-    current_device = getattr(getattr(torch, device_type, None), "current_device", None)
-    if callable(current_device):
-        return f"{device_type}:{int(current_device())}"
-    return f"{device_type}:{int(torch.accelerator.current_device_index())}"
-
-
 def make_timer(device: str, sync: str, clock: Clock) -> WindowTimer:
     """The window timer for ``device`` and the ``sync`` mode ("phase" or "step")."""
     device_type = device.split(":")[0]
@@ -206,42 +165,6 @@ def make_timer(device: str, sync: str, clock: Clock) -> WindowTimer:
 
         torch.cuda.set_device(int(device.split(":")[1]))
     return EventTimer(device_type)
-
-
-def device_name(device: str) -> str:
-    """The marketing name of ``device`` ("NVIDIA A100-SXM4-40GB"), the CPU's model name."""
-    device_type = device.split(":")[0]
-    if device_type == "cpu":
-        return _cpu_name()
-    import torch
-
-    module = getattr(torch, device_type, None)
-    get_name = getattr(module, "get_device_name", None)
-    if callable(get_name):
-        return str(get_name(int(device.split(":")[1])))
-    return device_type
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-@functools.cache
-def package_version(package: str) -> str | None:
-    """The installed version of ``package``, None when it is not installed."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
 
 
 def metadata(
