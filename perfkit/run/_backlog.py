@@ -188,10 +188,23 @@ class StepBacklog:
         self.drained = upto
         return rows.data.cast("B")
 
+    def columns(self) -> Columns:
+        """The five columns, by slot: end, io, compute, samples, tokens."""
+        return self.end, self.io, self.compute, self.samples, self.tokens
+
+    def fill_tokens(self, start: int, stop: int, tokens: int) -> None:
+        """Write ``tokens`` in the tokens slots of rows [start, stop) (none undrained): the
+        count of every step of a loop that counts the same tokens each step, written once for
+        the rows up to its next limit (``Phase._make_room``) rather than at each step."""
+        import numpy as np
+
+        for a, b in self._pieces(start, stop):
+            np.frombuffer(self.tokens, dtype=np.float64)[a:b] = tokens
+
     def release(self) -> Columns:
         """Hand the columns over, for the next phase to reuse (this phase ended and everything
         was drained; its totals and wall times stay)."""
-        columns = (self.end, self.io, self.compute, self.samples, self.tokens)
+        columns = self.columns()
         self.end, self.io, self.compute, self.samples, self.tokens = (array("d") for _ in range(5))
         self.capacity = 0
         return columns

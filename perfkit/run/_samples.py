@@ -91,6 +91,14 @@ def sample_counter(samples: SampleCounter | None) -> SampleCounter:
     return samples
 
 
+def fixed_or_counter(
+    counter: SampleCounter,
+) -> tuple[int, Callable[[Any], int] | None]:
+    """(the count of every batch, None) for an int; (0, the callable) for a callable that
+    counts each batch."""
+    return (counter, None) if isinstance(counter, int) else (0, counter)
+
+
 def as_sample_count(value: Any) -> int | None:
     """``value`` as an int from 0 to :data:`MAX_SAMPLES` when it is one (an int, a numpy int, a
     0-d tensor, an integral float), else None."""
