@@ -457,13 +457,13 @@ class Phase:
             counts[slot] = n
             if count_tokens is not None:
                 token_counts[slot] = k
-            ios[slot] = t1 - t0 + window.io_s  # io_s: 0.0 unless an io() window closed
+            ios[slot] = t1 - t0
             explicit = False
             if window.marked:  # io() or compute() windows closed in this step: take, reset
-                explicit, window.marked, window.io_s = window.count > 0, False, 0.0
+                ios[slot] += window.io_s
+                explicit, window.marked, window.io_s, window.count = window.count > 0, False, 0.0, 0
                 if explicit and host:
                     computes[slot], window.seconds = window.seconds, 0.0
-                window.count = 0
             if not host:
                 self._end_device_step(step, explicit)
             if left:  # the step counts only if the phase then ends normally
