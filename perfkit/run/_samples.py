@@ -47,7 +47,7 @@ def remembering_counter() -> Callable[[Any], int]:
                 first = batch if first_type is None else batch[0]
                 if first_type is None or type(first) is first_type:
                     n = rows(first)
-                    if n:  # 0: no rows, or a 0-d tensor (its len): the general search says
+                    if n:  # 0: no rows, or a 0-d tensor (whose len is 0): the general search
                         return n
         except (AttributeError, IndexError, KeyError, TypeError):
             pass
