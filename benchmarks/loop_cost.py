@@ -145,6 +145,8 @@ def main() -> None:
             f"the slope between {args.steps} and {2 * args.steps} steps, wall rows the "
             f"{2 * args.steps}-step loop timed around the loop (the flusher waited for each "
             "time the 65,536-step ring fills).",
+            f"Command: `PYTHONPATH=$PWD python -m benchmarks.loop_cost --steps {args.steps} "
+            f"--repeats {args.repeats}`.",
             "",
             "| figure | perfkit ns/step | Lightning `Throughput.update` ns/step (same clock) "
             "| ratio | target |",

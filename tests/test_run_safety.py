@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import perfkit
 from perfkit.records import RecordError, read_records
@@ -313,6 +315,41 @@ def test_the_remembering_counter_agrees_with_count_samples() -> None:
     assert [count(b) for b in batches] == [8, 5, 4, 6, 2, 3, 2, 7]
     with pytest.raises(perfkit.RunError, match="cannot count"):
         count((torch.tensor(1.0), 2))  # a 0-d tensor after a remembered tuple of tensors
+
+
+#: Batch makers by kind: rows -> a batch of that many samples (rows None: a 0-d tensor or
+#: array, which has no samples to count).
+BATCH_KINDS = {
+    "tensor": lambda torch, rows: torch.zeros(()) if rows is None else torch.zeros(rows, 2),
+    "array": lambda torch, rows: np.zeros(()) if rows is None else np.zeros((rows, 2)),
+    "tuple": lambda torch, rows: (BATCH_KINDS["tensor"](torch, rows), torch.zeros(3)),
+    "array_list": lambda torch, rows: [BATCH_KINDS["array"](torch, rows), 1],
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(sorted(BATCH_KINDS)), st.none() | st.integers(0, 5)),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_the_remembering_counter_counts_the_rows_made(batches) -> None:
+    """Tensors, arrays, tuples and lists of them, with 0 rows or none (0-d) among them, in any
+    order: each count is the rows the test made, and a 0-d one is refused as at the first
+    batch, however the counter read the batches before it."""
+    from perfkit.run._samples import remembering_counter
+
+    torch = pytest.importorskip("torch")
+    count = remembering_counter()
+    for kind, rows in batches:
+        batch = BATCH_KINDS[kind](torch, rows)
+        if rows is None:
+            with pytest.raises(perfkit.RunError, match="cannot count"):
+                count(batch)
+        else:
+            assert count(batch) == rows
 
 
 def test_a_backlog_wakes_the_flusher_and_its_bound_says_so_once(tmp_path, monkeypatch) -> None:

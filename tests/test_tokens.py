@@ -105,6 +105,67 @@ def test_a_failing_token_counter_is_a_fault_not_an_error(tmp_path) -> None:
     assert any("tokens callable returned -3" in fault for fault in run.summary()["faults"])
 
 
+#: A loop's token counting (iterate's ``tokens``, the batches): the tokens of each step.
+LOOP_TOKENS = {
+    "given": lambda step: 7,
+    "mask": lambda step: 2 * (step % 5),  # mask_lengths: rows of step % 5 and 2 tokens
+    "none": lambda step: 0,
+    "callable": lambda step: step % 3,
+}
+
+
+def loop_batches(mode: str, first: int, count: int) -> tuple[list[Any], dict[str, Any]]:
+    """``count`` batches for steps ``first``.. of a loop counting tokens as ``mode`` says, and
+    iterate's keyword arguments."""
+    if mode == "mask":
+        return [lm_batch([2] * (step % 5) or [0], 4) for step in range(first, first + count)], {}
+    if mode == "given":
+        return [np.zeros((1, 1))] * count, {"tokens": 7}
+    if mode == "callable":
+        batches = [np.full((1, 1), step % 3) for step in range(first, first + count)]
+        return batches, {"tokens": lambda b: int(b[0, 0])}
+    return [np.zeros((1, 1))] * count, {}
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # whether 4 slots fill: the flusher's pace
+@settings(max_examples=25, deadline=None)
+@given(
+    phases=st.lists(
+        st.lists(
+            st.tuples(st.sampled_from(sorted(LOOP_TOKENS)), st.integers(1, 11), st.booleans()),
+            min_size=1,
+            max_size=4,
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_each_step_keeps_its_tokens_through_a_reused_ring(tmp_path_factory, phases) -> None:
+    """Phases of loops counting tokens in each way (some left by break), one after another
+    through 4 slots the phases hand on (so the ring wraps, fills and is reused): steps.bin
+    holds each step's tokens as the test made them (LOOP_TOKENS, by the phase's step)."""
+    import perfkit.run._phase as phase_module
+
+    expected: list[list[int]] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(phase_module, "BACKLOG_STEPS", 4)
+        out = tmp_path_factory.mktemp("ring")
+        with perfkit.Run("ring", out_dir=out, device="cpu", probes=None) as run:
+            for loops in phases:
+                expected.append([])
+                with run.phase("train") as train:
+                    for mode, count, left in loops:
+                        first = len(expected[-1])
+                        batches, tokens = loop_batches(mode, first, count)
+                        for step, _ in enumerate(train.iterate(batches, **tokens), first):
+                            expected[-1].append(LOOP_TOKENS[mode](step))
+                            if left and step == first + count // 2:
+                                break
+        assert run.run_dir is not None
+    steps = read_run(run.run_dir).steps
+    assert [group["tokens"].tolist() for _, group in steps.groupby("ordinal")] == expected
+
+
 def test_bad_tokens_argument(tmp_path) -> None:
     with perfkit.Run("tok", out_dir=tmp_path, device="cpu", probes=None) as run:
         with run.phase("train") as train:

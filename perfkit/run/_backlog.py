@@ -1,9 +1,10 @@
 """Finished steps waiting for the flusher: preallocated columns, used as a ring.
 
-The step loop writes each finished step into float64 columns allocated once, when a phase's
-first loop starts, then publishes it by raising the phase's step count; nothing is allocated per
-step, and only what the loop cannot know later is written: the step's end, its IO seconds, its
-samples, its tokens and, where the step marked compute windows, their seconds. Wall times follow
+The step loop writes each finished step into columns allocated once, when a phase's first loop
+starts (float64; the counts int64, where an int is stored without a float made of it), then
+publishes it by raising the phase's step count; nothing is allocated per step, and only what
+the loop cannot know later is written: the step's end, its IO seconds, its samples, its tokens
+and, where the step marked compute windows, their seconds. Wall times follow
 from consecutive ends (a loop's first step from the loop's start, kept in ``starts``); a host step
 without compute windows computed for its whole body (wall - IO). Row ``r`` of a phase lives in
 slot ``r % capacity``. :meth:`StepBacklog.drain` turns the rows since the last drain into
@@ -25,19 +26,20 @@ if TYPE_CHECKING:
 
 _WIDTH = len(STEP_COLUMNS)
 
-#: The five columns of a backlog (end, io, compute, samples, tokens), float64 each.
-Columns = tuple["array[float]", "array[float]", "array[float]", "array[float]", "array[float]"]
+#: The five columns of a backlog: end, io, compute (float64), samples, tokens (int64).
+Columns = tuple["array[float]", "array[float]", "array[float]", "array[int]", "array[int]"]
 
 
 def new_columns(capacity: int) -> Columns:
-    """Five columns of ``capacity`` float64 slots; compute all NaN."""
+    """Five columns of ``capacity`` slots (float64, then int64 for the counts); compute all
+    NaN."""
     zeros = bytes(8 * capacity)
     return (
         array("d", zeros),
         array("d", zeros),
         array("d", [math.nan]) * capacity,
-        array("d", zeros),
-        array("d", zeros),
+        array("q", zeros),
+        array("q", zeros),
     )
 
 
@@ -102,7 +104,7 @@ class StepBacklog:
 
         pieces = self._pieces(start, stop)
         end, io, compute, samples, tokens = (
-            np.concatenate([np.frombuffer(column, dtype=np.float64)[a:b] for a, b in pieces])
+            np.concatenate([np.frombuffer(column, column.typecode)[a:b] for a, b in pieces])
             for column in (self.end, self.io, self.compute, self.samples, self.tokens)
         )
         before = np.empty_like(end)  # each step's start: the end before it, or its loop's start
@@ -188,10 +190,24 @@ class StepBacklog:
         self.drained = upto
         return rows.data.cast("B")
 
+    def columns(self) -> Columns:
+        """The five columns, by slot: end, io, compute, samples, tokens."""
+        return self.end, self.io, self.compute, self.samples, self.tokens
+
+    def fill_tokens(self, start: int, stop: int, tokens: int) -> None:
+        """Write ``tokens`` in the tokens slots of rows [start, stop) (none undrained): the
+        count of every step of a loop that counts the same tokens each step, written once for
+        the rows up to its next limit (``Phase._make_room``) rather than at each step."""
+        import numpy as np
+
+        for a, b in self._pieces(start, stop):
+            np.frombuffer(self.tokens, dtype=np.int64)[a:b] = tokens
+
     def release(self) -> Columns:
         """Hand the columns over, for the next phase to reuse (this phase ended and everything
         was drained; its totals and wall times stay)."""
-        columns = (self.end, self.io, self.compute, self.samples, self.tokens)
-        self.end, self.io, self.compute, self.samples, self.tokens = (array("d") for _ in range(5))
+        columns = self.columns()
+        self.end, self.io, self.compute = array("d"), array("d"), array("d")
+        self.samples, self.tokens = array("q"), array("q")
         self.capacity = 0
         return columns

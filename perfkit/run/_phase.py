@@ -22,7 +22,13 @@ from perfkit.run._errors import RunError
 from perfkit.run._host import PhaseControl, PhaseHost
 from perfkit.run._io import IOWindow
 from perfkit.run._loop import SizedSteps, length_of, progress_bar
-from perfkit.run._samples import MAX_SAMPLES, SampleCounter, as_sample_count, sample_counter
+from perfkit.run._samples import (
+    MAX_SAMPLES,
+    SampleCounter,
+    as_sample_count,
+    fixed_or_counter,
+    sample_counter,
+)
 from perfkit.run._tokens import token_counter
 from perfkit.summary import PhaseOverRanks, PhaseTotals, percentiles, phase_entry
 from perfkit.timing import Clock, HostTimer, WindowTimer
@@ -425,12 +431,10 @@ class Phase:
         # Step k: from step k-1's end (t0) to its body's end (t2), IO until next() returns (t1).
         # Per step: slot stores, window flags; calls: clock, counts, iterator (loop_cost.py).
         clock, host, window = self._clock, self._host, self._compute
-        ends, ios, computes, counts = backlog.end, backlog.io, backlog.compute, backlog.samples
-        n, count = (samples, None) if isinstance(samples, int) else (0, samples)
-        tokens, token_counts = self._token_counter, backlog.tokens
-        k, count_tokens = (tokens, None) if isinstance(tokens, int) else (0, tokens)
-        step = limit = self._step_count  # the first step's slot is checked like any at a limit
-        slot = 0
+        ends, ios, computes, counts, token_counts = backlog.columns()
+        n, count = fixed_or_counter(samples)  # a fixed count: n each step, count None
+        k, count_tokens = fixed_or_counter(self._token_counter)  # k written at each limit
+        step = limit = self._step_count  # the first step's slot is set at a limit like any
         t0 = backlog.starts[step] = clock()
         for batch in iterator:
             t1 = clock()
@@ -451,19 +455,21 @@ class Phase:
             t2 = clock()
             window.in_step = False
             if step == limit:
-                limit = self._make_room(step)
-                slot = step % backlog.capacity
                 if getattr(count_tokens, "off", False):  # the first batch held no token ids
                     count_tokens = None
+                limit = self._make_room(step, k if count_tokens is None else None)
+                slot = step % backlog.capacity
             ends[slot] = t2
-            counts[slot], token_counts[slot] = n, k
-            ios[slot] = t1 - t0 + window.io_s  # io_s: 0.0 unless an io() window closed
+            counts[slot] = n
+            if count_tokens is not None:
+                token_counts[slot] = k
+            ios[slot] = t1 - t0
             explicit = False
             if window.marked:  # io() or compute() windows closed in this step: take, reset
-                explicit, window.marked, window.io_s = window.count > 0, False, 0.0
+                ios[slot] += window.io_s
+                explicit, window.marked, window.io_s, window.count = window.count > 0, False, 0.0, 0
                 if explicit and host:
                     computes[slot], window.seconds = window.seconds, 0.0
-                window.count = 0
             if not host:
                 self._end_device_step(step, explicit)
             if left:  # the step counts only if the phase then ends normally
@@ -513,11 +519,12 @@ class Phase:
             return 0
         return k if type(k) is int and 0 <= k <= MAX_SAMPLES else self._as_count(k, "tokens")
 
-    def _make_room(self, step: int) -> int:
+    def _make_room(self, step: int, tokens: int | None) -> int:
         """Before writing ``step``'s row: make sure its slot holds no undrained row - a full
         ring waits for the flusher to write it (PhaseHost.steps_waiting) - and return the next
         step to check at (the ring's wrap, or its first slot still undrained, whichever comes
-        first)."""
+        first). ``tokens``: the tokens of every step until then (a loop that counts none, or
+        the same each step), written here at once; None: the loop writes each step's."""
         backlog = self._backlog
         assert backlog is not None
         capacity = backlog.capacity
@@ -527,7 +534,10 @@ class Phase:
                 self._timer.synchronize()  # a device 'capacity' steps behind: resolve them
                 self._resolve()
                 self._owner.steps_waiting(step - backlog.drained)
-        return max(min(backlog.drained + capacity, (step // capacity + 1) * capacity), step + 1)
+        limit = max(min(backlog.drained + capacity, (step // capacity + 1) * capacity), step + 1)
+        if tokens is not None:
+            backlog.fill_tokens(step, limit, tokens)
+        return limit
 
     def _end_device_step(self, step: int, explicit: bool) -> None:
         """On a device, a step's end: queue its implicit windows (or drop them, when it marked

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -37,16 +38,17 @@ def remembering_counter() -> Callable[[Any], int]:
     shape read, not the general search (``isinstance`` on ABCs, ``getattr``)."""
     batch_type: type[Any] | None = None
     first_type: type[Any] | None = None  # None: the batch itself has the shape
+    rows: Callable[[Any], int] = _leading_dim  # reads the remembered tensor's rows
 
     def count(batch: Any) -> int:
-        nonlocal batch_type, first_type
+        nonlocal batch_type, first_type, rows
         try:
             if type(batch) is batch_type:
-                if first_type is None:
-                    return batch.shape[0]
-                first = batch[0]
-                if type(first) is first_type:
-                    return first.shape[0]
+                first = batch if first_type is None else batch[0]
+                if first_type is None or type(first) is first_type:
+                    n = rows(first)
+                    if n:  # 0: no rows, or a 0-d tensor (whose len is 0): the general search
+                        return n
         except (AttributeError, IndexError, KeyError, TypeError):
             pass
         n = count_samples(batch)  # the general search; remember its path where it is simple
@@ -54,11 +56,32 @@ def remembering_counter() -> Callable[[Any], int]:
         # Remembered only where the shape holds ints (torch, numpy), so no int() per batch.
         if type(batch) in (list, tuple) and batch and _int_rows(batch[0]):
             batch_type, first_type = type(batch), type(batch[0])
+            rows = _rows_reader(first_type)
         elif not isinstance(batch, (Mapping, list, tuple)) and _int_rows(batch):
             batch_type = type(batch)
+            rows = _rows_reader(batch_type)
         return n
 
     return count
+
+
+def _leading_dim(value: Any) -> int:
+    """``value.shape[0]``."""
+    return value.shape[0]
+
+
+def _rows_reader(kind: type[Any]) -> Callable[[Any], int]:
+    """The cheapest reader of the rows of a ``kind`` whose shape holds ints: for a torch tensor
+    or a numpy array their C-level ``len`` (the leading dimension, without building the shape
+    tuple; a 0-d tensor's is 0 and a 0-d array's raises TypeError, where the counter falls back
+    to the general search, which refuses both), else ``value.shape[0]``."""
+    torch, numpy = sys.modules.get("torch"), sys.modules.get("numpy")
+    if torch is not None and kind is torch.Tensor:
+        base = getattr(torch._C, "TensorBase", None) or torch._C._TensorBase  # older torch
+        return base.__len__
+    if numpy is not None and kind is numpy.ndarray:
+        return len
+    return _leading_dim
 
 
 def _int_rows(value: Any) -> bool:
@@ -89,6 +112,14 @@ def sample_counter(samples: SampleCounter | None) -> SampleCounter:
     if not 0 <= samples <= MAX_SAMPLES:
         raise checks.wrong_value("samples", expected, samples)
     return samples
+
+
+def fixed_or_counter(
+    counter: SampleCounter,
+) -> tuple[int, Callable[[Any], int] | None]:
+    """(the count of every batch, None) for an int; (0, the callable) for a callable that
+    counts each batch."""
+    return (counter, None) if isinstance(counter, int) else (0, counter)
 
 
 def as_sample_count(value: Any) -> int | None:
