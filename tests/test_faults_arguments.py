@@ -95,11 +95,15 @@ def test_numbers_too_large_for_a_float_are_value_errors_before_the_loop(tmp_path
         with run.phase("train") as train:
             with pytest.raises(ValueError, match="argument `samples`"):
                 train.iterate([1, 2], samples=10**400)
-            for _ in train.iterate([1, 2], samples=lambda batch: 10**400 if batch == 1 else 3):
+            # 10**400: no float holds it; 2**53 + 1: a float64 would round it (to 2**53)
+            counts = {1: 10**400, 2: 2**53 + 1, 3: 3}
+            for _ in train.iterate([1, 2, 3], samples=counts.__getitem__):
                 clock.advance(0.1)
     summary = run.summary()
     assert "acc" not in summary  # nothing of a refused call is logged
-    assert summary["train_samples"] == 3 and "samples callable returned" in summary["faults"][0]
+    assert summary["train_samples"] == 3  # 0 + 0 + 3
+    said = [fault for fault in summary["faults"] if "samples callable returned" in fault]
+    assert len(said) == 2 and "9007199254740993" in said[1]
 
 
 # ----------------------------------------------------------------------- 9: len() failures
