@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 import torch
@@ -367,12 +368,16 @@ def test_an_evaluation_before_training_is_a_val_phase(tmp_path):
     assert s["val_steps"] == 4
 
 
-def test_tokens_of_train_and_evaluation_forwards(tmp_path):
+@pytest.mark.parametrize("several", [False, True])
+def test_tokens_of_train_and_evaluation_forwards(tmp_path, several):
     """Tokens from the model's forward calls: the attention masks' sums of the batches the
-    collator made, training and evaluation apart (an evaluation inside training included)."""
+    collator made, training and evaluation apart (an evaluation inside training included).
+    ``several``: two eval datasets; the callback, without the Trainer in hand, learns of the
+    second's evaluation at its first batch's end - that batch's tokens are no train step's."""
     made: dict[bool, list[int]] = {True: [], False: []}  # training? -> each batch's real tokens
     train_rows, eval_rows = examples(24), examples(8)
     evaluated = {id(row["input_ids"]) for row in eval_rows}
+    eval_dataset: Any = {"a": eval_rows[:4], "b": eval_rows[4:]} if several else eval_rows
 
     def collate(rows):
         generator = torch.Generator().manual_seed(len(made[True]) + 100 * len(made[False]))
@@ -385,15 +390,17 @@ def test_tokens_of_train_and_evaluation_forwards(tmp_path):
     callback = PerfkitCallback(name="bert", out_dir=tmp_path / "runs", device="cpu", probes=None)
     args = hf_args(tmp_path, eval_strategy="steps", eval_steps=3)
     trainer = transformers.Trainer(
-        model=tiny_bert(), args=args, train_dataset=train_rows, eval_dataset=eval_rows,
+        model=tiny_bert(), args=args, train_dataset=train_rows, eval_dataset=eval_dataset,
         data_collator=collate, callbacks=[callback],
     )  # fmt: skip
     trainer.train()
     train = [p for p in callback.run.phases if p.kind == "train"]
     evals = [p for p in callback.run.phases if p.kind == "val"]
-    assert len(made[True]) == 6 and len(evals) == 2  # 6 steps of 4; evaluations after 3 and 6
+    # 6 steps of 4; evaluations after 3 and 6 (each of "a" and "b": one batch of 4)
+    assert len(made[True]) == 6 and len(evals) == (4 if several else 2)
     assert sum(p.tokens for p in train) == sum(made[True])
-    assert sum(p.tokens for p in evals) == sum(made[False])
+    # "b"'s batches (the 2nd and 4th of evaluation) are in no phase when several
+    assert sum(p.tokens for p in evals) == sum(made[False][0::2] if several else made[False])
     assert {p.tokens_from for p in [*train, *evals]} == {"attention_mask"}
     rows = read_run(callback.run.run_dir).steps
     assert rows.loc[rows["phase"] == "train", "tokens"].tolist() == made[True]

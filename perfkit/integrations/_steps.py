@@ -82,6 +82,11 @@ class TokenTally:
         self._ended += self._running
         self._running = 0
 
+    def drop_running(self) -> None:
+        """The forward calls since the last step's end were not the phase's (an evaluation
+        learned of at its first batch's end, that batch left out of every phase)."""
+        self._running = 0
+
     def reset(self) -> None:
         """A phase starts: nothing counted before it is its."""
         self._running = self._ended = 0
