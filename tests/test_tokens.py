@@ -181,6 +181,20 @@ def test_a_batch_without_token_ids_before_ones_with_them_leaves_counting_on(tmp_
     assert train.tokens == 2 + 3 + 4 + 5 + 1 + 2 + 3
 
 
+def test_a_later_loop_without_tokens_keeps_the_earlier_loops_tokens(tmp_path) -> None:
+    """A phase's loop over token batches, then one over tuples (no token ids): the phase's
+    tokens (1 + 2 + 3 real tokens) stay in the summary, counted from the attention mask."""
+    with perfkit.Run("tok", out_dir=tmp_path, device="cpu", probes=None) as run:
+        with run.phase("train") as train:
+            for _ in train.iterate([lm_batch([n], 6) for n in (1, 2, 3)]):
+                pass
+            for _ in train.iterate([(torch.zeros(1),)] * 2):
+                pass
+    assert run.run_dir is not None
+    summary = assert_rebuilt_equals_live(run.run_dir)
+    assert (summary["train_tokens"], summary["train_tokens_from"]) == (6, "attention_mask")
+
+
 def test_bad_tokens_argument(tmp_path) -> None:
     with perfkit.Run("tok", out_dir=tmp_path, device="cpu", probes=None) as run:
         with run.phase("train") as train:
