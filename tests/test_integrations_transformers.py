@@ -13,6 +13,7 @@ import transformers  # the "transformers" extra (in dev)
 
 from perfkit.analysis import mllog_lines, summaries
 from perfkit.analysis._read import read_run
+from perfkit.integrations._steps import TokenTally
 from perfkit.integrations.transformers import PerfkitCallback
 
 COLLATE_S = 0.01  # per batch, in the data collator
@@ -404,3 +405,26 @@ def test_tokens_of_train_and_evaluation_forwards(tmp_path, several):
     assert {p.tokens_from for p in [*train, *evals]} == {"attention_mask"}
     rows = read_run(callback.run.run_dir).steps
     assert rows.loc[rows["phase"] == "train", "tokens"].tolist() == made[True]
+
+
+def test_tokens_of_a_generate_call_count_each_position_once():
+    """generate's cached decoding steps pass the whole attention mask (past included) with one
+    new id per row: the forward hook counts the new positions only. Reference: 8 real prompt
+    tokens (rows of 5 and 3, left-padded), then 3 decoding forwards of one token per row (the
+    4th new token is never fed back) - 8 + 3 * 2 = 14 (the whole masks would give 44)."""
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, pad_token_id=0, eos_token_id=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).eval()
+    tally = TokenTally()
+    model.register_forward_pre_hook(tally.hook, with_kwargs=True)
+    ids = torch.randint(3, 64, (2, 5))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+    model.generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=4, min_new_tokens=4,
+        do_sample=False, pad_token_id=0,
+    )  # fmt: skip
+    tally.end_step()
+    assert (tally(), tally.source) == (14, "attention_mask")

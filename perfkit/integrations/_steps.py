@@ -71,6 +71,12 @@ class TokenTally:
             return
         inputs = kwargs if "input_ids" in kwargs else {"input_ids": args[0]} if args else {}
         try:
+            ids, mask = inputs.get("input_ids"), inputs.get("attention_mask")
+            if ids is not None and mask is not None and mask.shape[-1] > ids.shape[-1]:
+                # a cached decoding step (generate): the mask covers the past too; the new
+                # positions are its last columns
+                new = mask[..., mask.shape[-1] - ids.shape[-1] :]
+                inputs = {"input_ids": ids, "attention_mask": new}
             self.add(inputs)
         except Exception as err:  # never into the model's forward: counting stops, said once
             self._failed = True
