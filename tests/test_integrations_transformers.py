@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ import transformers  # the "transformers" extra (in dev)
 
 from perfkit.analysis import mllog_lines, summaries
 from perfkit.analysis._read import read_run
+from perfkit.integrations._steps import TokenTally
 from perfkit.integrations.transformers import PerfkitCallback
 
 COLLATE_S = 0.01  # per batch, in the data collator
@@ -367,12 +369,16 @@ def test_an_evaluation_before_training_is_a_val_phase(tmp_path):
     assert s["val_steps"] == 4
 
 
-def test_tokens_of_train_and_evaluation_forwards(tmp_path):
+@pytest.mark.parametrize("several", [False, True])
+def test_tokens_of_train_and_evaluation_forwards(tmp_path, several):
     """Tokens from the model's forward calls: the attention masks' sums of the batches the
-    collator made, training and evaluation apart (an evaluation inside training included)."""
+    collator made, training and evaluation apart (an evaluation inside training included).
+    ``several``: two eval datasets; the callback, without the Trainer in hand, learns of the
+    second's evaluation at its first batch's end - that batch's tokens are no train step's."""
     made: dict[bool, list[int]] = {True: [], False: []}  # training? -> each batch's real tokens
     train_rows, eval_rows = examples(24), examples(8)
     evaluated = {id(row["input_ids"]) for row in eval_rows}
+    eval_dataset: Any = {"a": eval_rows[:4], "b": eval_rows[4:]} if several else eval_rows
 
     def collate(rows):
         generator = torch.Generator().manual_seed(len(made[True]) + 100 * len(made[False]))
@@ -385,15 +391,40 @@ def test_tokens_of_train_and_evaluation_forwards(tmp_path):
     callback = PerfkitCallback(name="bert", out_dir=tmp_path / "runs", device="cpu", probes=None)
     args = hf_args(tmp_path, eval_strategy="steps", eval_steps=3)
     trainer = transformers.Trainer(
-        model=tiny_bert(), args=args, train_dataset=train_rows, eval_dataset=eval_rows,
+        model=tiny_bert(), args=args, train_dataset=train_rows, eval_dataset=eval_dataset,
         data_collator=collate, callbacks=[callback],
     )  # fmt: skip
     trainer.train()
     train = [p for p in callback.run.phases if p.kind == "train"]
     evals = [p for p in callback.run.phases if p.kind == "val"]
-    assert len(made[True]) == 6 and len(evals) == 2  # 6 steps of 4; evaluations after 3 and 6
+    # 6 steps of 4; evaluations after 3 and 6 (each of "a" and "b": one batch of 4)
+    assert len(made[True]) == 6 and len(evals) == (4 if several else 2)
     assert sum(p.tokens for p in train) == sum(made[True])
-    assert sum(p.tokens for p in evals) == sum(made[False])
+    # "b"'s batches (the 2nd and 4th of evaluation) are in no phase when several
+    assert sum(p.tokens for p in evals) == sum(made[False][0::2] if several else made[False])
     assert {p.tokens_from for p in [*train, *evals]} == {"attention_mask"}
     rows = read_run(callback.run.run_dir).steps
     assert rows.loc[rows["phase"] == "train", "tokens"].tolist() == made[True]
+
+
+def test_tokens_of_a_generate_call_count_each_position_once():
+    """generate's cached decoding steps pass the whole attention mask (past included) with one
+    new id per row: the forward hook counts the new positions only. Reference: 8 real prompt
+    tokens (rows of 5 and 3, left-padded), then 3 decoding forwards of one token per row (the
+    4th new token is never fed back) - 8 + 3 * 2 = 14 (the whole masks would give 44)."""
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, pad_token_id=0, eos_token_id=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).eval()
+    tally = TokenTally()
+    model.register_forward_pre_hook(tally.hook, with_kwargs=True)
+    ids = torch.randint(3, 64, (2, 5))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+    model.generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=4, min_new_tokens=4,
+        do_sample=False, pad_token_id=0,
+    )  # fmt: skip
+    tally.end_step()
+    assert (tally(), tally.source) == (14, "attention_mask")

@@ -166,6 +166,35 @@ def test_each_step_keeps_its_tokens_through_a_reused_ring(tmp_path_factory, phas
     assert [group["tokens"].tolist() for _, group in steps.groupby("ordinal")] == expected
 
 
+def test_a_batch_without_token_ids_before_ones_with_them_leaves_counting_on(tmp_path) -> None:
+    """A dict without token ids, then a tuple, then token batches: the tuple does not turn the
+    counting off at the ring's next wrap (4 slots) - each step keeps its own tokens (the
+    lengths the test made), none the count of the step at the wrap written for later ones."""
+    import perfkit.run._phase as phase_module
+
+    lengths = [2, 3, 4, 0, 5, 1, 2, 3]  # 0: a tuple batch, no tokens
+    batches = [{"x": 1}, (1,)] + [lm_batch([n], 6) if n else (1,) for n in lengths]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(phase_module, "BACKLOG_STEPS", 4)
+        train, run_dir = run_phase(tmp_path, batches, samples=1)
+    assert read_run(run_dir).steps["tokens"].tolist() == [0, 0, *lengths]
+    assert train.tokens == 2 + 3 + 4 + 5 + 1 + 2 + 3
+
+
+def test_a_later_loop_without_tokens_keeps_the_earlier_loops_tokens(tmp_path) -> None:
+    """A phase's loop over token batches, then one over tuples (no token ids): the phase's
+    tokens (1 + 2 + 3 real tokens) stay in the summary, counted from the attention mask."""
+    with perfkit.Run("tok", out_dir=tmp_path, device="cpu", probes=None) as run:
+        with run.phase("train") as train:
+            for _ in train.iterate([lm_batch([n], 6) for n in (1, 2, 3)]):
+                pass
+            for _ in train.iterate([(torch.zeros(1),)] * 2):
+                pass
+    assert run.run_dir is not None
+    summary = assert_rebuilt_equals_live(run.run_dir)
+    assert (summary["train_tokens"], summary["train_tokens_from"]) == (6, "attention_mask")
+
+
 def test_bad_tokens_argument(tmp_path) -> None:
     with perfkit.Run("tok", out_dir=tmp_path, device="cpu", probes=None) as run:
         with run.phase("train") as train:

@@ -71,6 +71,12 @@ class TokenTally:
             return
         inputs = kwargs if "input_ids" in kwargs else {"input_ids": args[0]} if args else {}
         try:
+            ids, mask = inputs.get("input_ids"), inputs.get("attention_mask")
+            if ids is not None and mask is not None and mask.shape[-1] > ids.shape[-1]:
+                # a cached decoding step (generate): the mask covers the past too; the new
+                # positions are its last columns
+                new = mask[..., mask.shape[-1] - ids.shape[-1] :]
+                inputs = {"input_ids": ids, "attention_mask": new}
             self.add(inputs)
         except Exception as err:  # never into the model's forward: counting stops, said once
             self._failed = True
@@ -80,6 +86,11 @@ class TokenTally:
     def end_step(self) -> None:
         """The running step's body ended."""
         self._ended += self._running
+        self._running = 0
+
+    def drop_running(self) -> None:
+        """The forward calls since the last step's end were not the phase's (an evaluation
+        learned of at its first batch's end, that batch left out of every phase)."""
         self._running = 0
 
     def reset(self) -> None:

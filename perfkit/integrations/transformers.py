@@ -314,6 +314,7 @@ class PerfkitCallback(RunsOf, TrainerCallback):
         steps = self._eval
         dataloader = kw.get("eval_dataloader")
         if steps is None and self._in_train:  # an evaluation no hook announced
+            self._train_tokens.drop_running()  # its first batch's forward: not a train step's
             self._open_eval("val", args, getattr(dataloader, "dataset", None), late=True)
             return
         if steps is None:

@@ -125,6 +125,7 @@ class Phase:
         self._rank_figures: dict[int, PhaseTotals] | None = None
         self._token_counter: int | Callable[[Any], int] = 0
         self._tokens_from = "none"
+        self._counted_from = "none"  # how an earlier loop of the phase counted its tokens
         self._io = IOWindow(self._begin_io, self._end_io, self._clock)
         self._compute = ComputeWindow(
             self._refuse_compute, self._add_window, self._timer.mark, self._host
@@ -259,8 +260,8 @@ class Phase:
     def tokens_from(self) -> str:
         """How the tokens were counted: "attention_mask" (real tokens), "input_ids" (padded),
         "given" (an int per batch), "callable" or "none" (see :meth:`iterate`)."""
-        source = getattr(self._token_counter, "source", self._tokens_from)
-        return str(source)
+        source = str(getattr(self._token_counter, "source", self._tokens_from))
+        return self._counted_from if source == "none" else source  # a later loop counted none
 
     @property
     def warmup_samples(self) -> int:
@@ -408,6 +409,7 @@ class Phase:
             )
         length = length_of(iterable)
         bar = progress_bar(self.name, length) if self.progress else None
+        self._counted_from = self.tokens_from  # the loops before this one, their tokens kept
         self._token_counter, self._tokens_from = token_counter(tokens)
         loop = self._steps(self._backlog, iterator, sample_counter(samples), bar)
         self._loop = weakref.ref(loop)

@@ -39,13 +39,13 @@ class AutoTokens:
             return 0
         mask = batch.get("attention_mask")
         if self.source != "input_ids" and mask is not None and _on_host(mask):
-            self.source = "attention_mask"
+            self.source, self.off = "attention_mask", False  # token ids seen: keep asking
             return int(mask.sum())
         ids = batch.get("input_ids")
         if ids is None:
             return 0
         if self.source == "none":
-            self.source = "input_ids"
+            self.source, self.off = "input_ids", False
         return int(ids.numel()) if hasattr(ids, "numel") else int(ids.size)
 
 
