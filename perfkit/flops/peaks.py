@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from perfkit import checks
 from perfkit._messages import warn
 
 DTYPES = ("fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8")
@@ -41,7 +42,7 @@ def normalize_dtype(dtype: Any) -> str:
     name = str(dtype).lower().removeprefix("torch.")
     name = _ALIASES.get(name, name)
     if name not in DTYPES:
-        raise ValueError(f"dtype: unknown dtype name {dtype!r}; expected one of {DTYPES}")
+        raise checks.wrong_value("dtype", f"one of {DTYPES} (or a torch dtype / alias)", dtype)
     return name
 
 
